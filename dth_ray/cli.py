@@ -1,0 +1,162 @@
+"""The `dth-ray` command: Hydra overrides in, a one-line error or a summary and JSON report out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+from dth_ray import __version__
+from dth_ray.config import SyncConfig, register, validate
+from dth_ray.errors import ConfigError, DthError
+
+USAGE = """usage: dth-ray COMMAND [key=value ...]
+
+commands:
+  sync      copy what differs from source to destination (Hydra overrides, e.g. source=oss source.bucket=b)
+  demo      start two local S3 endpoints, seed them, sync, verify every byte
+  version   print the version
+
+examples:
+  dth-ray sync source=oss source.bucket=logs source.region=cn-hangzhou source.credentials=secret:drh-credentials \\
+      destination.bucket=lake destination.region=us-west-2 report=report.json
+  dth-ray sync source=local source.path=/data destination.bucket=lake dry_run=true
+
+Every config key is listed in the README's config table.
+"""
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def conf_dir() -> str:
+    """The Hydra config folder: $DTH_RAY_CONF, or conf/ beside the package (repo or editable install)."""
+    env = os.environ.get("DTH_RAY_CONF")
+    if env:
+        return env
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _friendly(text: str) -> str:
+    """Hydra's common messages, shortened to name the bad value."""
+    match = re.search(r"Could not find '([\w.-]+)/([^']+)'.*Available options in '[\w.-]+': ([\w .-]+?) Config", text)
+    if match:
+        return f"{match.group(1)}={match.group(2)} is not a known option ({', '.join(match.group(3).split())})"
+    match = re.search(r"Could not override '([^']+)'.*Key '([^']+)' not in", text)
+    if match:
+        return f"{match.group(1)} is not a config key (see the README's config table)"
+    match = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+).*full_key: ([\w.]+)", text)
+    if match:
+        return f"{match.group(3)}={match.group(1)!r} is not a valid {match.group(2)}"
+    match = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\].*full_key: ([\w.]+)", text)
+    if match:
+        return f"{match.group(3)}={match.group(1)!r} must be one of {match.group(2)}"
+    return text
+
+
+def _one_line(exc: BaseException) -> str:
+    """The most specific message in an exception chain, folded onto one line."""
+    messages = []
+    while exc is not None:
+        text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        if text:
+            messages.append(text)
+        exc = exc.__cause__ or exc.__context__
+    return _friendly(" — ".join(dict.fromkeys(messages[:3]))) or "invalid configuration"
+
+
+def load_config(overrides: list[str]) -> SyncConfig:
+    """Compose conf/ with the overrides and validate. Raises ConfigError with a one-line message."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    register()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=conf_dir(), version_base=None, job_name="dth_ray"):
+            cfg = compose("config", overrides=overrides)
+        obj = OmegaConf.to_object(cfg)
+    except Exception as exc:  # Hydra and OmegaConf raise many types; all mean a bad override
+        raise ConfigError(_one_line(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    validate(obj)
+    return obj
+
+
+def _summary(report: dict) -> str:
+    o, b = report["objects"], report["bytes"]
+    if report.get("dry_run"):
+        return (f"dry run: {o['listed']:,} listed, would copy {o['would_copy']:,} objects "
+                f"({b['would_copy'] / 1e6:,.1f} MB), {o['skipped']:,} skipped, nothing written")
+    line = (f"{report['status']}: {o['listed']:,} listed, {o['copied']:,} copied, {o['skipped']:,} skipped, "
+            f"{o['failed']:,} failed; {b['copied'] / 1e6:,.1f} MB in {report['duration_s']:.1f}s "
+            f"({report['bytes_per_s'] / 1e6:,.1f} MB/s, {report['objects_per_s']:,.0f} objects/s)")
+    for failure in report["failures"][:5]:
+        line += f"\n  failed: {failure['key']!r}: {failure['error']}"
+    for error in report.get("errors", [])[:5]:
+        line += f"\n  error: {error}"
+    return line
+
+
+def write_report(path: str, report: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def cmd_sync(overrides: list[str]) -> int:
+    from dth_ray.runtime.driver import run_sync, terminal_progress
+
+    cfg = load_config(overrides)
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if cfg.report:
+        report_dir = os.path.dirname(os.path.abspath(cfg.report))
+        if not os.path.isdir(report_dir):
+            raise ConfigError(f"report={cfg.report!r}: folder {report_dir!r} does not exist")
+    show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
+    report = run_sync(cfg, on_progress=terminal_progress if show else None)
+    if show:
+        sys.stderr.write("\n")
+    if cfg.report:
+        write_report(cfg.report, report)
+    print(_summary(report))
+    return EXIT_OK if report["status"] == "succeeded" else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return EXIT_OK if args else EXIT_USAGE
+    command, rest = args[0], args[1:]
+    try:
+        if command == "sync":
+            return cmd_sync(rest)
+        if command == "demo":
+            from dth_ray.demo import run_demo
+
+            return run_demo(rest)
+        if command in ("version", "--version"):
+            print(f"dth-ray {__version__}")
+            return EXIT_OK
+        print(f"dth-ray: error: unknown command {command!r} (sync, demo, version)", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"dth-ray: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DthError as exc:
+        print(f"dth-ray: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("dth-ray: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Request-rate and bandwidth caps (token buckets) and an AIMD concurrency limit that backs off on throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+class TokenBucket:
+    """Refills `rate_per_s` tokens per second up to `burst`; rate 0 means unlimited."""
+
+    def __init__(self, rate_per_s: float, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep=asyncio.sleep):
+        self.rate_per_s = rate_per_s
+        self.burst = burst if burst is not None else max(rate_per_s, 1.0)
+        self._tokens = self.burst
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
+        self._lock = asyncio.Lock()
+
+    async def take(self, amount: float = 1.0) -> None:
+        if self.rate_per_s <= 0:
+            return
+        async with self._lock:  # FIFO: one waiter sleeps at a time, so big requests are not starved
+            while True:
+                now = self._clock()
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
+                self._last = now
+                if self._tokens >= min(amount, self.burst):
+                    self._tokens -= amount
+                    return
+                await self._sleep((min(amount, self.burst) - self._tokens) / self.rate_per_s)
+
+
+class AdaptiveLimit:
+    """In-flight cap that halves on a throttle answer and grows by one per `limit` successes (AIMD)."""
+
+    def __init__(self, maximum: int, minimum: int = 1):
+        self.maximum = maximum
+        self.minimum = minimum
+        self.limit = float(maximum)
+        self._in_flight = 0
+        self._cond = asyncio.Condition()
+        self.throttle_events = 0
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._in_flight < int(self.limit))
+            self._in_flight += 1
+
+    async def release(self, throttled: bool = False) -> None:
+        async with self._cond:
+            self._in_flight -= 1
+            if throttled:
+                self.throttle_events += 1
+                self.limit = max(float(self.minimum), self.limit / 2)
+            else:
+                self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
+            self._cond.notify_all()

@@ -1,0 +1,203 @@
+"""Pure data that crosses layers and actors: object metadata, byte ranges, part plans, shards and results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """One listed object. `etag` is unquoted; `checksum` is a provider checksum such as 'crc64ecma:123'."""
+
+    key: str
+    size: int
+    etag: str = ""
+    mtime: float = 0.0
+    storage_class: str = ""
+    checksum: str = ""
+
+    @property
+    def etag_is_multipart(self) -> bool:
+        return "-" in self.etag
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHeaders:
+    """Object metadata preserved by a copy (standard headers and user metadata)."""
+
+    content_type: str = ""
+    content_encoding: str = ""
+    content_language: str = ""
+    content_disposition: str = ""
+    cache_control: str = ""
+    expires: str = ""
+    user_metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a HEAD or GET tells about an object."""
+
+    meta: ObjectMeta
+    headers: ObjectHeaders = ObjectHeaders()
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """Half-open byte range [start, end)."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    """Bytes of an object (or of a range of it) and what the response said about the object."""
+
+    data: bytes
+    info: ObjectInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """What a PUT or CompleteMultipartUpload answered."""
+
+    etag: str
+    checksum: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """One uploaded part of a multipart upload."""
+
+    part_number: int
+    etag: str
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInfo:
+    """An open multipart upload at a destination."""
+
+    key: str
+    upload_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of a listing, keys in the store's sort order (UTF-8 binary for every backend)."""
+
+    objects: list[ObjectMeta]
+    prefixes: list[str] = field(default_factory=list)
+    next_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PartPlan:
+    """How an object of `size_bytes` is cut into parts."""
+
+    size_bytes: int
+    part_size_bytes: int
+
+    @property
+    def part_count(self) -> int:
+        if self.size_bytes == 0:
+            return 1
+        return -(-self.size_bytes // self.part_size_bytes)
+
+    def ranges(self) -> Iterator[tuple[int, ByteRange]]:
+        """Yield (part_number, range), part numbers from 1."""
+        for index in range(self.part_count):
+            start = index * self.part_size_bytes
+            yield index + 1, ByteRange(start, min(start + self.part_size_bytes, self.size_bytes))
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """A slice of the source key space: keys under `prefix` with start_after < key <= end_at ('' = open).
+
+    With a `delimiter`, the shard covers only the objects directly at that level (not common prefixes).
+    """
+
+    shard_id: str
+    prefix: str
+    start_after: str = ""
+    end_at: str = ""
+    delimiter: str = ""
+
+    def contains(self, key: str) -> bool:
+        return (
+            key.startswith(self.prefix)
+            and key > self.start_after
+            and (not self.end_at or key <= self.end_at)
+            and (not self.delimiter or self.delimiter not in key[len(self.prefix):])
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One object that failed, with its error class and a credential-free message."""
+
+    key: str
+    error: str
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counters a transfer actor accumulates and the driver sums; each object is counted once."""
+
+    listed: int = 0
+    copied: int = 0
+    skipped: int = 0
+    failed: int = 0
+    would_copy: int = 0
+    bytes_copied: int = 0
+    bytes_listed: int = 0
+    would_copy_bytes: int = 0
+    part_size_bytes: int = 0  # largest part size any multipart copy used
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    max_failures: int = 1000
+
+    def skip(self, reason: str) -> None:
+        self.skipped += 1
+        self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + 1
+
+    def fail(self, key: str, error: str) -> None:
+        self.failed += 1
+        if len(self.failures) < self.max_failures:
+            self.failures.append(Failure(key, error))
+
+    def merge(self, other: Tally) -> None:
+        self.listed += other.listed
+        self.copied += other.copied
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.would_copy += other.would_copy
+        self.bytes_copied += other.bytes_copied
+        self.bytes_listed += other.bytes_listed
+        self.would_copy_bytes += other.would_copy_bytes
+        self.part_size_bytes = max(self.part_size_bytes, other.part_size_bytes)
+        for reason, count in other.skipped_reasons.items():
+            self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + count
+        room = self.max_failures - len(self.failures)
+        if room > 0:
+            self.failures.extend(other.failures[:room])
+
+
+@dataclass(frozen=True, slots=True)
+class ShardResult:
+    """What one shard's listing, diff and copies came to, and on which Ray node."""
+
+    shard_id: str
+    tally: Tally
+    node_id: str = ""
+    error: str = ""  # set when the shard's listing failed; the driver re-runs the shard

@@ -1,0 +1,1 @@
+"""Pure planning: key mapping, filters, part sizes, the copy/skip diff and sharding (no Ray, no SDK)."""

@@ -1,0 +1,33 @@
+"""Store registry: backend by type with lazy imports, so a missing SDK only matters when it is used."""
+
+from __future__ import annotations
+
+import importlib
+
+from dth_ray.config import StoreConfig, StoreType
+from dth_ray.errors import ConfigError
+from dth_ray.stores.base import Store, StoreFeatures
+
+_BACKENDS = {
+    StoreType.s3: ("dth_ray.stores.s3", "S3Store", "aiohttp"),
+    StoreType.cos: ("dth_ray.stores.s3", "S3Store", "aiohttp"),
+    StoreType.kodo: ("dth_ray.stores.s3", "S3Store", "aiohttp"),
+    StoreType.oss: ("dth_ray.stores.oss", "OssStore", "oss2"),
+    StoreType.local: ("dth_ray.stores.local", "LocalStore", ""),
+}
+
+
+def open_store(cfg: StoreConfig) -> Store:
+    """Build the backend for `cfg` (no network I/O yet; clients connect lazily inside the event loop)."""
+    try:
+        module_name, class_name, sdk = _BACKENDS[StoreType(cfg.type)]
+    except (KeyError, ValueError):
+        raise ConfigError(f"type={cfg.type!r} is not a known store (s3, oss, cos, kodo, local)") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"store type {cfg.type.value} needs the {sdk or exc.name} package: pip install {sdk}") from exc
+    return getattr(module, class_name)(cfg)
+
+
+__all__ = ["Store", "StoreFeatures", "open_store"]

@@ -1,0 +1,118 @@
+"""Small capability protocols every backend implements, plus the per-provider feature data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from dth_ray.model import (
+    ByteRange,
+    GetResult,
+    ListPage,
+    ObjectHeaders,
+    ObjectInfo,
+    PartInfo,
+    PutResult,
+    UploadInfo,
+)
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+
+@dataclass(frozen=True)
+class StoreFeatures:
+    """Provider differences as data: the engine and planner read these, never the backend's type."""
+
+    name: str
+    min_part_size_bytes: int = 5 * MiB
+    max_part_size_bytes: int = 5 * GiB
+    max_parts: int = 10_000
+    max_single_put_bytes: int = 5 * GiB
+    max_object_size_bytes: int = 5 * TiB
+    # A single PUT's ETag is the hex MD5 of the body (S3 without SSE-KMS/SSE-C; not OSS multipart).
+    single_put_etag_is_md5: bool = True
+    # A multipart ETag is md5(concat(part md5s))-N (S3); OSS uses another scheme.
+    multipart_etag_is_md5_of_md5s: bool = True
+    server_side_copy: bool = False
+    # Checksums the store reports for whole objects, e.g. ("md5",) or ("crc64ecma",).
+    checksum_kinds: tuple[str, ...] = ("md5",)
+    # Storage classes that cannot be read without a restore.
+    unreadable_storage_classes: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Lister(Protocol):
+    async def list_page(
+        self, prefix: str, *, start_after: str = "", token: str = "", delimiter: str = "", max_keys: int = 1000
+    ) -> ListPage:
+        """One page of keys under `prefix` (plain string match) after `start_after`, sorted as UTF-8 bytes.
+
+        Raises NotFound (no bucket), PermissionDenied, Transient, Throttled.
+        """
+        ...
+
+
+@runtime_checkable
+class Reader(Protocol):
+    async def head(self, key: str) -> ObjectInfo:
+        """Metadata of one object. Raises NotFound."""
+        ...
+
+    async def get(self, key: str, byte_range: ByteRange | None = None, if_match: str = "") -> GetResult:
+        """The object's bytes (or a range). Raises NotFound, PreconditionFailed when `if_match` fails."""
+        ...
+
+
+@runtime_checkable
+class Writer(Protocol):
+    async def put(self, key: str, data: bytes, headers: ObjectHeaders, md5: bytes) -> PutResult:
+        """Write a whole object; `md5` (raw digest) is sent so the server rejects corrupted bodies."""
+        ...
+
+    async def create_multipart(self, key: str, headers: ObjectHeaders) -> str:
+        """Open a multipart upload and return its upload id."""
+        ...
+
+    async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes, md5: bytes) -> str:
+        """Upload one part and return its ETag (unquoted). Raises NotFound if the upload is gone."""
+        ...
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> PutResult:
+        """Assemble the parts (sorted by part number)."""
+        ...
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort an upload; an upload that is already gone is not an error."""
+        ...
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        """Parts uploaded so far. Raises NotFound if the upload is gone."""
+        ...
+
+    async def list_uploads(self, prefix: str) -> list[UploadInfo]:
+        """Open multipart uploads whose key starts with `prefix`."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete one object; a missing object is not an error."""
+        ...
+
+
+@runtime_checkable
+class ServerSideCopier(Protocol):
+    async def copy_object(self, src_bucket: str, src_key: str, dst_key: str, if_match: str = "") -> PutResult:
+        """Copy within the same service without moving bytes through the client."""
+        ...
+
+
+class Store(Lister, Reader, Writer, Protocol):
+    """A full backend: every capability above plus its features and lifecycle."""
+
+    features: StoreFeatures
+
+    async def aclose(self) -> None:
+        """Release connections; the store may be used again afterwards (it reconnects lazily)."""
+        ...
