@@ -1,0 +1,253 @@
+"""The store contract against LocalStore, plus what only a directory on disk can get wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import pickle
+import random
+
+import pytest
+
+from dth_ray.config import StoreConfig, StoreType
+from dth_ray.errors import Fatal, NotFound
+from dth_ray.model import ListPage, ObjectHeaders, PartInfo, UploadInfo
+from dth_ray.stores import open_store
+from dth_ray.stores.local import LocalStore
+from tests.contract.suite import StoreContract, list_all, md5, utf8_sorted
+
+
+def local_store(path) -> LocalStore:
+    store = open_store(StoreConfig(type=StoreType.local, path=str(path)))
+    assert isinstance(store, LocalStore)
+    return store
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def put(store, key: str, data: bytes = b"x"):
+    return await store.put(key, data, ObjectHeaders(), md5(data))
+
+
+class TestLocalStore(StoreContract):
+    preserves_headers = False
+    head_reports_etag = False
+    listing_reports_etag = False
+
+    @pytest.fixture
+    def store(self, tmp_store_dir):
+        return local_store(tmp_store_dir)
+
+
+def test_content_type_is_guessed_and_headers_dropped(tmp_store_dir):
+    store = local_store(tmp_store_dir)
+
+    async def body():
+        await store.put("page.html", b"<p>", ObjectHeaders(content_type="text/x-custom", cache_control="no-cache",
+                                                           user_metadata=(("a", "b"),)), md5(b"<p>"))
+        head = await store.head("page.html")
+        assert head.headers == ObjectHeaders(content_type="text/html")
+        assert (await store.get("page.html")).info.headers.content_type == "text/html"
+        await put(store, "blob")
+        assert (await store.head("blob")).headers.content_type == ""
+        assert sorted(os.listdir(tmp_store_dir)) == ["blob", "page.html"]  # no sidecar files
+
+    run(body())
+
+
+@pytest.mark.parametrize("key", ["../escape", "/absolute", "a/../../b", "a//b", "./a", "a/./b", "a/..", "",
+                                 ".dth-uploads/x", "d/.dth-tmp-x", "nul\x00byte"])
+def test_keys_that_escape_or_alias_are_fatal(tmp_store_dir, key):
+    store = local_store(tmp_store_dir)
+
+    async def body():
+        with pytest.raises(Fatal):
+            await put(store, key)
+        with pytest.raises(Fatal):
+            await store.get(key)
+        with pytest.raises(Fatal):
+            await store.create_multipart(key, ObjectHeaders())
+
+    run(body())
+    assert not os.path.exists(tmp_store_dir.parent / "escape")
+
+
+def test_directory_markers_are_skipped(tmp_store_dir):
+    store = local_store(tmp_store_dir)
+
+    async def body():
+        result = await store.put("dir/", b"", ObjectHeaders(), md5(b""))
+        assert result.etag == hashlib.md5(b"").hexdigest()
+        assert os.listdir(tmp_store_dir) == []
+        with pytest.raises(NotFound):
+            await store.head("dir/")
+        await store.delete("dir/")
+        await put(store, "dir/file")
+        objects, _ = await list_all(store, "")
+        assert [o.key for o in objects] == ["dir/file"]
+
+    run(body())
+
+
+def test_object_and_directory_cannot_share_a_path(tmp_store_dir):
+    store = local_store(tmp_store_dir)
+
+    async def body():
+        await put(store, "a")
+        with pytest.raises(Fatal):
+            await put(store, "a/b")
+        await put(store, "c/d")
+        with pytest.raises(Fatal):
+            await put(store, "c")
+        with pytest.raises(NotFound):
+            await store.head("a/b")  # a path through a file is simply missing
+        with pytest.raises(NotFound):
+            await store.head("c")  # a directory is not an object
+
+    run(body())
+
+
+def test_staging_and_temp_files_are_hidden(tmp_store_dir):
+    store = local_store(tmp_store_dir)
+
+    async def body():
+        await put(store, "d/visible")
+        (tmp_store_dir / "d" / ".dth-tmp-abc").write_bytes(b"partial")
+        upload_id = await store.create_multipart("d/pending", ObjectHeaders())
+        await store.upload_part("d/pending", upload_id, 1, b"p", md5(b"p"))
+        objects, prefixes = await list_all(store, "")
+        assert [o.key for o in objects] == ["d/visible"]
+        objects, prefixes = await list_all(store, "", delimiter="/")
+        assert prefixes == ["d/"]
+        assert (await store.list_uploads("d/")) == [UploadInfo("d/pending", upload_id)]
+        await store.abort_multipart("d/pending", upload_id)
+        assert os.listdir(tmp_store_dir / ".dth-uploads") == []
+
+    run(body())
+
+
+def test_missing_root_lists_as_empty(tmp_path):
+    store = local_store(tmp_path / "absent")
+    assert run(store.list_page("")) == ListPage(objects=[])
+    run(put(store, "k"))  # the first write creates the root
+    assert run(store.list_page("")).objects[0].key == "k"
+
+
+def test_delete_prunes_empty_directories(tmp_store_dir):
+    store = local_store(tmp_store_dir)
+
+    async def body():
+        await put(store, "a/b/c/d")
+        await put(store, "a/keep")
+        await store.delete("a/b/c/d")
+        assert sorted(os.listdir(tmp_store_dir / "a")) == ["keep"]
+
+    run(body())
+
+
+def test_multipart_etag_and_part_replacement(tmp_store_dir):
+    store = local_store(tmp_store_dir)
+
+    async def body():
+        upload_id = await store.create_multipart("m", ObjectHeaders())
+        await store.upload_part("m", upload_id, 1, b"old", md5(b"old"))
+        e1 = await store.upload_part("m", upload_id, 1, b"first", md5(b"first"))  # re-upload replaces
+        e2 = await store.upload_part("m", upload_id, 2, b"second", md5(b"second"))
+        assert [p.etag for p in await store.list_parts("m", upload_id)] == [e1, e2]
+        with pytest.raises(Fatal):  # an ETag the upload never had
+            await store.complete_multipart("m", upload_id, [PartInfo(1, md5(b"old").hex())])
+        with pytest.raises(NotFound):  # the upload belongs to another key
+            await store.list_parts("other", upload_id)
+        done = await store.complete_multipart("m", upload_id, [PartInfo(1, e1), PartInfo(2, e2)])
+        expected = hashlib.md5(md5(b"first") + md5(b"second")).hexdigest() + "-2"
+        assert done.etag == expected
+        assert (await store.get("m")).data == b"firstsecond"
+        with pytest.raises(NotFound):
+            await store.complete_multipart("m", upload_id, [PartInfo(1, e1)])
+
+    run(body())
+
+
+def _random_keys(rng: random.Random, count: int) -> list[str]:
+    """Keys over a small alphabet that exercises '-' < '/' < '0' and non-ASCII, with no file/dir clashes."""
+    alphabet = ["a", "a-", "a0", "b", "é", "Z", " x", "\U0001F600", "\uff21"]
+    keys: set[str] = set()
+    while len(keys) < count:
+        depth = rng.randint(1, 4)
+        key = "/".join(rng.choice(alphabet) for _ in range(depth))
+        clash = any(k.startswith(key + "/") or key.startswith(k + "/") for k in keys)
+        if not clash:
+            keys.add(key)
+    return utf8_sorted(keys)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_listing_matches_a_reference_on_random_trees(tmp_store_dir, seed):
+    rng = random.Random(seed)
+    keys = _random_keys(rng, 60)
+    store = local_store(tmp_store_dir)
+
+    def reference(prefix, start_after, delimiter):
+        out = []
+        for key in keys:
+            if not key.startswith(prefix) or key <= start_after:
+                continue
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            entry = key[: cut + len(delimiter)] if cut >= 0 else key
+            if not out or out[-1] != entry:
+                out.append(entry)
+        return out
+
+    async def body():
+        for key in keys:
+            await put(store, key)
+        probes = ["", "a", "a/", "a-", "a-/", "a0/a", "é", "b/a/"] + [rng.choice(keys) for _ in range(4)]
+        for prefix in probes:
+            for start_after in ["", rng.choice(keys), prefix + "a/", prefix + "a-"]:
+                for delimiter in ["", "/", "-"]:
+                    for max_keys in (1, 3, 1000):
+                        objects, prefixes = await list_all(store, prefix, start_after=start_after,
+                                                           delimiter=delimiter, max_keys=max_keys)
+                        got = utf8_sorted([o.key for o in objects] + prefixes)
+                        # A common prefix that sorts before start_after still shows if it has later keys.
+                        want = utf8_sorted(reference(prefix, start_after, delimiter))
+                        assert got == want, (prefix, start_after, delimiter, max_keys)
+
+    run(body())
+
+
+def test_listing_opens_only_the_directories_it_needs(tmp_store_dir, monkeypatch):
+    store = local_store(tmp_store_dir)
+    for top in range(20):
+        for leaf in range(5):
+            path = tmp_store_dir / f"d{top:02d}" / "sub" / f"f{leaf}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+    scanned = []
+    real_scan = LocalStore._scan
+
+    def counting_scan(self, dir_key):
+        scanned.append(dir_key)
+        return real_scan(self, dir_key)
+
+    monkeypatch.setattr(LocalStore, "_scan", counting_scan)
+    page = run(store.list_page("", start_after="d13/sub/f2", max_keys=2))
+    assert [o.key for o in page.objects] == ["d13/sub/f3", "d13/sub/f4"]
+    # Only the path down to start_after, plus the next subtree to learn whether there is a next page.
+    assert scanned == ["", "d13/", "d13/sub/", "d14/", "d14/sub/"]
+    scanned.clear()
+    page = run(store.list_page("d07/sub/f", max_keys=1))
+    assert [o.key for o in page.objects] == ["d07/sub/f0"]
+    assert scanned == ["d07/sub/"]
+
+
+def test_pickles_as_its_config(tmp_store_dir):
+    store = local_store(tmp_store_dir)
+    run(put(store, "k"))
+    reducer, args = store.__reduce__()
+    assert reducer is LocalStore and args[0].path == str(tmp_store_dir)
+    clone = pickle.loads(pickle.dumps(store))
+    assert run(clone.get("k")).data == b"x"
