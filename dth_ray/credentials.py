@@ -25,8 +25,13 @@ class Credentials:
         return f"Credentials(access_key_id={self.access_key_id[:4]}…)"
 
 
-def resolve(spec: str, role: str, region: str = "") -> Credentials | None:
-    """Keys for `spec`, or None for anonymous access.
+# Aliyun's own environment variables, read by `default` for OSS (the AWS chain would sign with AWS keys).
+_ALIYUN_ENV = (("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN"),
+               ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET", "OSS_SESSION_TOKEN"))
+
+
+def resolve(spec: str, role: str, region: str = "", provider: str = "aws") -> Credentials | None:
+    """Keys for `spec`, or None for anonymous access. `provider` 'aliyun' changes what `default` means.
 
     Raises ConfigError for a malformed spec or missing variables, PermissionDenied when a secret or
     profile cannot be read.
@@ -44,6 +49,13 @@ def resolve(spec: str, role: str, region: str = "") -> Credentials | None:
         return Credentials(key_id, secret, os.environ.get(f"{arg}_SESSION_TOKEN", ""))
     if kind == "secret":
         return _from_secret(arg, role, region)
+    if provider == "aliyun" and kind in ("default", "profile"):
+        if kind == "profile":
+            raise ConfigError(f"{role}.credentials={spec!r}: profiles are AWS's; use env:NAME or secret:ID")
+        for key_var, secret_var, token_var in _ALIYUN_ENV:
+            if os.environ.get(key_var) and os.environ.get(secret_var):
+                return Credentials(os.environ[key_var], os.environ[secret_var], os.environ.get(token_var, ""))
+        return None
     if kind in ("default", "profile"):
         return _from_botocore(arg if kind == "profile" else None, role)
     raise ConfigError(f"{role}.credentials={spec!r} must be default, anonymous, env:NAME, secret:ID or profile:NAME")

@@ -8,6 +8,10 @@ class DthError(Exception):
 
     retryable = False
 
+    def __init__(self, message: str = "", code: str = ""):
+        super().__init__(message)
+        self.code = code  # the provider's error code (e.g. NoSuchBucket), for decisions; never parse messages
+
 
 class ConfigError(DthError):
     """Bad configuration: the message is one line naming the bad value."""
@@ -30,8 +34,8 @@ class Throttled(DthError):
 
     retryable = True
 
-    def __init__(self, message: str, delay_s: float | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, delay_s: float | None = None, code: str = ""):
+        super().__init__(message, code)
         self.delay_s = delay_s
 
 

@@ -164,11 +164,7 @@ def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | N
 
     manifest = ray.remote(Manifest).options(num_cpus=0).remote(cfg.manifest.path, job)
     run_id = 0 if cfg.dry_run else ray.get(manifest.start_run.remote())
-    worker_cls = ray.remote(TransferWorker)
-    workers = [
-        worker_cls.options(num_cpus=0, max_concurrency=8, scheduling_strategy="SPREAD").remote(cfg, manifest)
-        for _ in range(actors)
-    ]
+    workers = _start_workers(cfg, manifest, actors)
     state = RunState()
     try:
         _dispatch(shards, workers, manifest, state, on_progress, cfg.transfer.progress_interval_s, started)
@@ -186,6 +182,27 @@ def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | N
     return report
 
 
+def _start_workers(cfg: SyncConfig, manifest, count: int) -> list:
+    """Transfer actors placed round-robin over the alive nodes.
+
+    Soft node affinity rather than SPREAD: SPREAD is best-effort for actors that need no CPU, and left whole
+    nodes idle in tests; soft affinity pins the intended layout yet lets Ray place an actor elsewhere if its
+    node is gone. Actors take no CPU so they also run on nodes that advertise a single CPU.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    worker_cls = ray.remote(TransferWorker)
+    return [
+        worker_cls.options(
+            num_cpus=0, max_concurrency=8,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) if nodes else None,
+        ).remote(cfg, manifest)
+        for i in range(count)
+    ]
+
+
 def _dispatch(shards: list[Shard], workers: list, manifest, state: RunState,
               on_progress: Callable[[Progress, float], None] | None, interval_s: float, started: float) -> None:
     """Keep every actor busy with a few shards; re-run a shard whose listing failed (bounded)."""
@@ -197,12 +214,14 @@ def _dispatch(shards: list[Shard], workers: list, manifest, state: RunState,
     load = {i: 0 for i in range(len(workers))}
     next_progress = time.monotonic()
     while queue or in_flight:
-        for index in sorted(load, key=load.get):
-            while queue and load[index] < per_worker:
-                shard, attempt = queue.popleft()
-                ref = workers[index].run_shard.remote(shard)
-                in_flight[ref] = (shard, attempt, index)
-                load[index] += 1
+        while queue:
+            index = min(load, key=load.get)  # one shard at a time to the least-loaded actor
+            if load[index] >= per_worker:
+                break
+            shard, attempt = queue.popleft()
+            ref = workers[index].run_shard.remote(shard)
+            in_flight[ref] = (shard, attempt, index)
+            load[index] += 1
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=interval_s)
         for ref in ready:
             shard, attempt, index = in_flight.pop(ref)

@@ -99,7 +99,7 @@ def oss_endpoint(cfg: StoreConfig, region: str) -> str:
 
 
 def _auth(cfg: StoreConfig, region: str) -> Any:
-    creds = resolve(cfg.credentials, "oss", region)
+    creds = resolve(cfg.credentials, "source", region, provider="aliyun")
     if creds is None:
         return oss2.AnonymousAuth()
     if creds.session_token:

@@ -74,21 +74,21 @@ def _map_error(status: int, code: str, headers: dict[str, str] | None = None) ->
     """One place that turns an S3 answer into the taxonomy; the message never carries a credential."""
     msg = f"S3 {status} {code or 'error'}"
     if code in ("NoSuchKey", "NoSuchBucket", "NoSuchUpload") or status == 404:
-        return NotFound(msg)
+        return NotFound(msg, code)
     if status == 412 or code == "PreconditionFailed":
-        return PreconditionFailed(msg)
+        return PreconditionFailed(msg, code)
     if code == "InvalidObjectState":
-        return Unreadable(msg)
+        return Unreadable(msg, code)
     if code in ("SlowDown", "Throttling", "TooManyRequests", "RequestLimitExceeded") or status in (429, 503):
         retry_after = (headers or {}).get("retry-after", "")
-        return Throttled(msg, float(retry_after) if retry_after.isdigit() else None)
+        return Throttled(msg, float(retry_after) if retry_after.isdigit() else None, code)
     if code in ("BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"):
-        return IntegrityError(msg)
+        return IntegrityError(msg, code)
     if status in (401, 403):
-        return PermissionDenied(msg)
+        return PermissionDenied(msg, code)
     if status >= 500 or code in ("RequestTimeout", "InternalError"):
-        return Transient(msg)
-    return Fatal(msg)
+        return Transient(msg, code)
+    return Fatal(msg, code)
 
 
 def _local(tag: str) -> str:
@@ -164,7 +164,7 @@ class S3Store:
 
     def _get_signer(self) -> SigV4Signer | None:
         if not self._signer_ready:
-            creds = resolve(self._cfg.credentials, "store", self._region)
+            creds = resolve(self._cfg.credentials, "source/destination", self._region)
             if creds is not None:
                 self._signer = SigV4Signer(creds.access_key_id, creds.secret_access_key, self._region,
                                            creds.session_token)
@@ -312,6 +312,9 @@ class S3Store:
             headers["If-Match"] = f'"{if_match}"'
         _, resp_headers, body = await self._request("GET", key, headers=headers)
         info = self._info(key, resp_headers)
+        if if_match and info.meta.etag and info.meta.etag != if_match.lower():
+            # Some S3 look-alikes (rclone serve s3) ignore If-Match on GET: enforce it ourselves.
+            raise PreconditionFailed("S3 412 PreconditionFailed (ETag changed)", "PreconditionFailed")
         expected = byte_range.length if byte_range is not None else info.meta.size
         if len(body) != expected:
             raise Transient(f"S3 GET returned {len(body)} bytes, expected {expected}")
@@ -386,7 +389,7 @@ class S3Store:
             try:
                 _, _, body = await self._request("GET", None, params=params)
             except NotFound as exc:
-                if "NoSuchBucket" in str(exc):
+                if exc.code == "NoSuchBucket":
                     raise
                 return uploads  # rclone answers NoSuchUpload when there are none
             root = ET.fromstring(body)

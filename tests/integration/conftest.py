@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+OSS_KEY = ("LTAI5tE2eOssTestKey", "oss-e2e-secret-value-9f3c")
+
 
 @pytest.fixture(scope="session")
 def e2e_env(rclone_pair):
@@ -15,6 +17,7 @@ def e2e_env(rclone_pair):
     os.environ.update({
         "E2ESRC_ACCESS_KEY_ID": src.access_key, "E2ESRC_SECRET_ACCESS_KEY": src.secret_key,
         "E2EDST_ACCESS_KEY_ID": dst.access_key, "E2EDST_SECRET_ACCESS_KEY": dst.secret_key,
+        "E2EOSS_ACCESS_KEY_ID": OSS_KEY[0], "E2EOSS_SECRET_ACCESS_KEY": OSS_KEY[1],
     })
     return rclone_pair
 
