@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/dth-ray demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check dth_ray tests benchmarks
+	$(VENV)/bin/ruff check .
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
