@@ -21,17 +21,16 @@ class TokenBucket:
         self._lock = asyncio.Lock()
 
     async def take(self, amount: float = 1.0) -> None:
+        """Take `amount` tokens, sleeping off any deficit (amounts above the burst are paid over time)."""
         if self.rate_per_s <= 0:
             return
         async with self._lock:  # FIFO: one waiter sleeps at a time, so big requests are not starved
-            while True:
-                now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
-                self._last = now
-                if self._tokens >= min(amount, self.burst):
-                    self._tokens -= amount
-                    return
-                await self._sleep((min(amount, self.burst) - self._tokens) / self.rate_per_s)
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
+            self._last = now
+            self._tokens -= amount
+            if self._tokens < 0:
+                await self._sleep(-self._tokens / self.rate_per_s)
 
 
 class AdaptiveLimit:
