@@ -24,6 +24,8 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
+from dth_ray.locals3 import RcloneS3
+
 START_TIMEOUT_S = 30.0
 _START_ATTEMPTS = 3  # a free port can be taken between probing and binding; retry with a new one
 _POLL_INTERVAL_S = 0.05
@@ -157,52 +159,37 @@ class MotoServer:
         self.stop()
 
 
-class RcloneS3Server:
-    """`rclone serve s3` over a directory (or ':memory:') with real SigV4 checks for one key pair.
+class RcloneS3Server(RcloneS3):
+    """`rclone serve s3` over a directory (or ':memory:') with real SigV4 checks, started at construction.
 
-    Buckets are top-level directories; create them with `create_bucket` (through the S3 API: a directory
-    made on disk after start is not picked up reliably). Keys of 2–3 characters are rejected by rclone.
+    The launcher is the product's own (`dth_ray.locals3.RcloneS3`, also used by the demo and benchmarks);
+    this adds the test-facing names and an optional bucket. Buckets are created through the S3 API: a
+    directory made on disk after start is not picked up reliably. Keys of 2–3 characters are rejected.
     """
 
     def __init__(self, root: str, access_key: str, secret_key: str, *, bucket: str = "",
                  timeout_s: float = START_TIMEOUT_S):
-        if len(access_key) < 4 or len(secret_key) < 4:
-            raise ValueError("rclone rejects access keys shorter than 4 characters")
+        if len(secret_key) < 4:
+            raise ValueError("rclone rejects keys shorter than 4 characters")
         if root != ":memory:":
             os.makedirs(root, exist_ok=True)
-        self.root = root
+        super().__init__(access_key, secret_key, root=root)
         self.access_key = access_key
         self.secret_key = secret_key
-        binary = find_binary("rclone")
-        self._config = tempfile.NamedTemporaryFile(prefix="rclone-", suffix=".conf", delete=False)  # noqa: SIM115
-        self._config.close()
-        self._process, self.port = _start(
-            lambda port: [binary, "serve", "s3", root, "--addr", f"127.0.0.1:{port}",
-                          "--auth-key", f"{access_key},{secret_key}", "--config", self._config.name,
-                          "--log-level", "ERROR"],
-            "rclone-s3", timeout_s=timeout_s,
-        )
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.start(timeout_s)
+        atexit.register(self.stop)  # no orphaned server if the caller dies before stop()
         self.bucket = self.create_bucket(bucket) if bucket else ""
-
-    def client(self):
-        """A boto3 S3 client with this server's credentials (retries 5xx)."""
-        return s3_client(self.endpoint, self.access_key, self.secret_key)
 
     def create_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
         return name
 
     def stop(self) -> None:
-        self._process.stop()
-        with contextlib.suppress(OSError):
-            os.unlink(self._config.name)
+        atexit.unregister(self.stop)
+        super().stop(remove_root=False)
 
     def __enter__(self) -> RcloneS3Server:
         return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 class RclonePair:
