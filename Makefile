@@ -24,7 +24,7 @@ test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py $(if $(QUICK),--quick,)
+	$(PY) benchmarks/bench_core.py $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
