@@ -61,8 +61,9 @@ class Limits:
 
     async def call(self, coro_fn, nbytes: int = 0):
         """Run one store request under the caps; a throttle answer halves the concurrency cap."""
-        await self.requests.take()
-        if nbytes:
+        if self.requests.rate_per_s > 0:
+            await self.requests.take()
+        if nbytes and self.bandwidth.rate_per_s > 0:
             await self.bandwidth.take(nbytes)
         await self.concurrency.acquire()
         throttled = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 
 
@@ -34,27 +35,46 @@ class TokenBucket:
 
 
 class AdaptiveLimit:
-    """In-flight cap that halves on a throttle answer and grows by one per `limit` successes (AIMD)."""
+    """In-flight cap that halves on a throttle answer and grows by one per `limit` successes (AIMD).
+
+    Waiters queue FIFO on their own futures, so a release wakes exactly the callers it admits.
+    """
 
     def __init__(self, maximum: int, minimum: int = 1):
         self.maximum = maximum
         self.minimum = minimum
         self.limit = float(maximum)
         self._in_flight = 0
-        self._cond = asyncio.Condition()
+        self._waiters: deque[asyncio.Future] = deque()
         self.throttle_events = 0
 
     async def acquire(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._in_flight < int(self.limit))
+        if self._in_flight < int(self.limit) and not self._waiters:
             self._in_flight += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # the releaser counted us in before waking us
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()
+            else:
+                self._waiters.remove(waiter)
+            raise
 
     async def release(self, throttled: bool = False) -> None:
-        async with self._cond:
-            self._in_flight -= 1
-            if throttled:
-                self.throttle_events += 1
-                self.limit = max(float(self.minimum), self.limit / 2)
-            else:
-                self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
-            self._cond.notify_all()
+        if throttled:
+            self.throttle_events += 1
+            self.limit = max(float(self.minimum), self.limit / 2)
+        else:
+            self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        self._in_flight -= 1
+        while self._waiters and self._in_flight < int(self.limit):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._in_flight += 1
+                waiter.set_result(None)

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -130,6 +131,9 @@ def _start_ray(cfg: SyncConfig) -> None:
                         configure_logging=True)
     if address == "local":
         kwargs["address"] = "local"
+        # Ray starts workers at nice 15; our transfer actors are the workload, not background tasks (Ray's
+        # job manager resets it to 0 for submitted jobs too). Measured: at 15, a CPU-bound host starves them.
+        kwargs["_system_config"] = {"worker_niceness": 0}
         if cfg.runtime.num_cpus:
             kwargs["num_cpus"] = cfg.runtime.num_cpus
     else:
@@ -146,6 +150,60 @@ def _actor_count(cfg: SyncConfig) -> int:
     return max(2, int(ray.cluster_resources().get("CPU", 2)))
 
 
+class StartupWorker:
+    """Copies shards inside the driver while Ray starts, so Ray's start-up seconds are not idle ones.
+
+    It takes shards from the same queue as the actors until `stop_taking()`, then finishes what it holds.
+    `ray.init` must stay on the main thread (off it, the session breaks), hence this worker's own thread.
+    """
+
+    lanes = 4
+
+    def __init__(self, cfg: SyncConfig, manifest: Manifest, queue: deque):
+        self.manifest = manifest
+        self._worker = TransferWorker(cfg, manifest)
+        self._queue = queue
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._done: list[tuple[Shard, int, ShardResult]] = []
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="dth-startup", daemon=True)
+
+    def start(self) -> StartupWorker:
+        self._thread.start()
+        return self
+
+    def _take(self) -> tuple[Shard, int] | None:
+        with self._lock:
+            return None if self._stopped or not self._queue else self._queue.popleft()
+
+    def stop_taking(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+    async def _main(self) -> None:
+        async def lane() -> None:
+            while (item := self._take()) is not None:
+                result = await self._worker.run_shard(item[0])
+                with self._lock:
+                    self._done.append((item[0], item[1], result))
+
+        try:
+            await asyncio.gather(*(lane() for _ in range(self.lanes)))
+        finally:
+            await self._worker.close()
+
+    def harvest(self) -> list[tuple[Shard, int, ShardResult]]:
+        with self._lock:
+            done, self._done = self._done, []
+        return done
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self) -> None:
+        self._thread.join()
+
+
 def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | None = None) -> dict:
     """Run one sync to completion and return its report (a JSON-ready dict).
 
@@ -158,17 +216,30 @@ def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | N
     asyncio.run(_probe(cfg.destination, "destination"))
     job = job_name(cfg)
     started = time.monotonic()
+    fresh_ray = not ray.is_initialized()
+    # Planning runs before Ray is up, so it sizes shards for this machine's CPUs (or transfer.actors).
+    shards = asyncio.run(_plan_shards(cfg, cfg.transfer.actors or max(2, os.cpu_count() or 2)))
+    queue: deque[tuple[Shard, int]] = deque((s, 1) for s in shards)
+    local_manifest = Manifest(cfg.manifest.path, job)
+    run_id = 0 if cfg.dry_run else local_manifest.start_run()
+    # Only for the embedded cluster: a laptop driving a remote cluster must not pull data through itself.
+    use_startup = fresh_ray and cfg.runtime.address == "local"
+    startup = StartupWorker(cfg, local_manifest, queue).start() if use_startup else None
     _start_ray(cfg)
+    if startup is not None:
+        startup.stop_taking()
     actors = _actor_count(cfg)
-    shards = asyncio.run(_plan_shards(cfg, actors))
-
-    manifest = ray.remote(Manifest).options(num_cpus=0).remote(cfg.manifest.path, job)
-    run_id = 0 if cfg.dry_run else ray.get(manifest.start_run.remote())
+    manifest = ray.remote(Manifest).options(num_cpus=0).remote(local_manifest.path, job, run_id)
     workers = _start_workers(cfg, manifest, actors)
     state = RunState()
+    driver_node = ray.get_runtime_context().get_node_id()
     try:
-        _dispatch(shards, workers, manifest, state, on_progress, cfg.transfer.progress_interval_s, started)
+        _dispatch(queue, workers, manifest, state, on_progress, cfg.transfer.progress_interval_s, started,
+                  startup, driver_node)
     finally:
+        if startup is not None:
+            startup.stop_taking()
+            startup.join()
         ray.get([w.close.remote() for w in workers])
     leftover = ray.get(manifest.open_uploads.remote())
     aborted = asyncio.run(_abort_uploads(cfg.destination, leftover)) if leftover else 0
@@ -179,6 +250,7 @@ def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | N
     if not cfg.dry_run:
         ray.get(manifest.finish_run.remote(report["status"], report))
     ray.get(manifest.close.remote())
+    local_manifest.close()
     return report
 
 
@@ -203,17 +275,29 @@ def _start_workers(cfg: SyncConfig, manifest, count: int) -> list:
     ]
 
 
-def _dispatch(shards: list[Shard], workers: list, manifest, state: RunState,
-              on_progress: Callable[[Progress, float], None] | None, interval_s: float, started: float) -> None:
+def _dispatch(queue: deque, workers: list, manifest, state: RunState,
+              on_progress: Callable[[Progress, float], None] | None, interval_s: float, started: float,
+              startup: StartupWorker | None = None, driver_node: str = "") -> None:
     """Keep every actor busy with a few shards; re-run a shard whose listing failed (bounded)."""
     import ray
 
-    queue: deque[tuple[Shard, int]] = deque((s, 1) for s in shards)
     in_flight: dict = {}
     per_worker = 4
     load = {i: 0 for i in range(len(workers))}
     next_progress = time.monotonic()
-    while queue or in_flight:
+
+    def settle(shard: Shard, attempt: int, result: ShardResult) -> None:
+        if result.error and attempt < _SHARD_ATTEMPTS:
+            queue.append((shard, attempt + 1))
+            return
+        if result.error:
+            state.errors.append(f"shard {shard.prefix!r}: {result.error}")
+        state.tally.merge(result.tally)
+        node = state.nodes.setdefault(result.node_id or driver_node, [0, 0])
+        node[0] += result.tally.copied
+        node[1] += result.tally.bytes_copied
+
+    while queue or in_flight or (startup is not None and startup.alive()):
         while queue:
             index = min(load, key=load.get)  # one shard at a time to the least-loaded actor
             if load[index] >= per_worker:
@@ -222,23 +306,31 @@ def _dispatch(shards: list[Shard], workers: list, manifest, state: RunState,
             ref = workers[index].run_shard.remote(shard)
             in_flight[ref] = (shard, attempt, index)
             load[index] += 1
-        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=interval_s)
+        if in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=interval_s)
+        else:
+            ready = []
+            time.sleep(0.05)  # only the start-up worker is still busy
         for ref in ready:
             shard, attempt, index = in_flight.pop(ref)
             load[index] -= 1
-            result: ShardResult = ray.get(ref)
-            if result.error and attempt < _SHARD_ATTEMPTS:
-                queue.append((shard, attempt + 1))
-                continue
-            if result.error:
-                state.errors.append(f"shard {shard.prefix!r}: {result.error}")
-            state.tally.merge(result.tally)
-            node = state.nodes.setdefault(result.node_id, [0, 0])
-            node[0] += result.tally.copied
-            node[1] += result.tally.bytes_copied
+            settle(shard, attempt, ray.get(ref))
+        if startup is not None:
+            for shard, attempt, result in startup.harvest():
+                settle(shard, attempt, result)
         if on_progress is not None and time.monotonic() >= next_progress:
-            on_progress(ray.get(manifest.progress.remote()), time.monotonic() - started)
+            progress = ray.get(manifest.progress.remote())
+            if startup is not None:
+                progress = _add(progress, startup.manifest.progress())
+            on_progress(progress, time.monotonic() - started)
             next_progress = time.monotonic() + interval_s
+    if startup is not None:
+        for shard, attempt, result in startup.harvest():
+            settle(shard, attempt, result)
+
+
+def _add(a: Progress, b: Progress) -> Progress:
+    return Progress(**{k: getattr(a, k) + getattr(b, k) for k in vars(a)})
 
 
 async def _abort_uploads(cfg: StoreConfig, uploads: list[tuple[str, str]]) -> int:

@@ -66,15 +66,16 @@ def default_path() -> str:
 class Manifest:
     """SQLite-backed manifest for one job; every write is a batch in one transaction."""
 
-    def __init__(self, path: str, job: str):
+    def __init__(self, path: str, job: str, run_id: int = 0):
         self.path = path or default_path()
         self.job = job
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Two connections may write at once (the driver's start-up worker and the manifest actor): wait.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
-        self.run_id = 0
+        self.run_id = run_id
         self._progress = Progress()
         self.writes = 0
 
@@ -94,7 +95,7 @@ class Manifest:
             now = time.time()
             rows = [(self.job, r.key, r.size, r.src_etag, r.dst_key, r.dst_etag, r.status, r.error,
                      int(r.verified), self.run_id, now) for r in records]
-            self._db.execute("BEGIN")
+            self._db.execute("BEGIN IMMEDIATE")
             # A failure never overwrites what an earlier run copied successfully.
             self._db.executemany(
                 "INSERT INTO objects VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(job, key) DO UPDATE SET "

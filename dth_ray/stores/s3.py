@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import calendar
 import datetime
+import email.utils
 import random
 import re
 import xml.etree.ElementTree as ET
@@ -107,16 +109,16 @@ def _text(elem: ET.Element, name: str, default: str = "") -> str:
 
 
 def _parse_time(value: str) -> float:
+    """Listing times are ISO 8601; header times are RFC 1123 (parsed without strptime, which is slow)."""
     if not value:
         return 0.0
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    if value[0].isdigit():
         try:
-            return datetime.datetime.strptime(value, "%a, %d %b %Y %H:%M:%S %Z").replace(
-                tzinfo=datetime.timezone.utc).timestamp()
+            return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:
             return 0.0
+    parsed = email.utils.parsedate(value)
+    return float(calendar.timegm(parsed)) if parsed else 0.0
 
 
 def _etag(value: str) -> str:

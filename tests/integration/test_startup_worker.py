@@ -1,0 +1,41 @@
+"""The driver's start-up worker copies shards from the shared queue until told to stop, counting exactly."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from dth_ray.cli import load_config
+from dth_ray.model import Shard
+from dth_ray.runtime.driver import StartupWorker
+from dth_ray.runtime.manifest import Manifest
+from tests.integration.helpers import listing, s3_overrides
+from tests.servers.s3_servers import seed_objects
+
+
+def test_startup_worker_takes_shards_until_stopped(e2e_env, unique_prefix, tmp_path):
+    pair = e2e_env
+    items = {f"{unique_prefix}s{p:02d}/o{i}": bytes([p]) * (i + 1) for p in range(12) for i in range(5)}
+    seed_objects(pair.source.client(), pair.source.bucket, items)
+    cfg = load_config(s3_overrides(pair, unique_prefix, "sw/" + unique_prefix, str(tmp_path / "m.sqlite")))
+    manifest = Manifest(cfg.manifest.path, "job-startup")
+    manifest.start_run()
+    shards = [Shard(f"s{p}", f"{unique_prefix}s{p:02d}/") for p in range(12)]
+    queue: deque = deque((s, 1) for s in shards)
+
+    worker = StartupWorker(cfg, manifest, queue).start()
+    deadline = time.monotonic() + 60
+    while len(queue) > 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop_taking()
+    worker.join()
+    done = worker.harvest()
+
+    taken = {shard.shard_id for shard, _, _ in done}
+    assert len(done) + len(queue) == 12, "every shard is either done by the worker or still queued"
+    assert taken.isdisjoint({shard.shard_id for shard, _ in queue})
+    assert all(result.tally.copied == 5 and not result.error for _, _, result in done)
+    copied = listing(pair.destination.client(), pair.destination.bucket, "sw/" + unique_prefix)
+    assert len(copied) == 5 * len(done)
+    assert manifest.progress().copied == 5 * len(done)
+    assert not worker.alive()
