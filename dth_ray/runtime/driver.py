@@ -385,9 +385,13 @@ def build_report(cfg: SyncConfig, job: str, run_id: int, state: RunState, durati
 
 
 def progress_line(p: Progress, elapsed_s: float) -> str:
+    """One status line: counts, bytes, rate, and an ETA for the copies already decided (listing streams)."""
     rate = p.bytes_copied / elapsed_s if elapsed_s > 0 else 0.0
+    obj_rate = p.copied / elapsed_s if elapsed_s > 0 else 0.0
+    eta = f"ETA {p.bytes_pending / rate:,.0f}s" if rate > 0 and p.bytes_pending > 0 else "ETA -"
     return (f"\rlisted {p.listed:,} · copied {p.copied:,} · skipped {p.skipped:,} · failed {p.failed:,} · "
-            f"{p.bytes_copied / 1e6:,.1f} MB · {rate / 1e6:,.1f} MB/s · {elapsed_s:,.0f}s ")
+            f"{p.bytes_copied / 1e6:,.1f} MB · {rate / 1e6:,.1f} MB/s · {obj_rate:,.0f} obj/s · "
+            f"{eta} · {elapsed_s:,.0f}s ")
 
 
 def terminal_progress(p: Progress, elapsed_s: float) -> None:

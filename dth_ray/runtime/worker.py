@@ -208,6 +208,7 @@ class TransferWorker:
                     tally.would_copy_bytes += src.size
                     continue
                 await self._slots.acquire()
+                self._count("bytes_pending", src.size)
                 task = asyncio.ensure_future(self._copy_one(src, decision.dst_key, tally))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -237,6 +238,10 @@ class TransferWorker:
                                               f"{error_class(exc)}: {exc}"))
             self._count("failed", 1)
             log.warning("copy failed key=%s error=%s", src.key, error_class(exc))
+        except Exception as exc:  # a bug must fail one object, not the shard's accounting
+            tally.fail(src.key, f"Fatal: unexpected {type(exc).__name__}")
+            self._count("failed", 1)
+            log.exception("unexpected error copying key=%s", src.key)
         else:
             tally.copied += 1
             tally.bytes_copied += src.size
@@ -247,6 +252,7 @@ class TransferWorker:
             self._count("copied", 1)
             self._count("bytes_copied", src.size)
         finally:
+            self._count("bytes_pending", -src.size)
             self._slots.release()
 
     def _count(self, name: str, value: int) -> None:
