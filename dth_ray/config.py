@@ -80,6 +80,7 @@ class TransferConfig:
     max_requests_per_s: float = 0.0
     max_attempts: int = 5
     progress_interval_s: float = 1.0
+    server_side_copy: bool = True
 
 
 @dataclass

@@ -163,6 +163,7 @@ class Tally:
     bytes_listed: int = 0
     would_copy_bytes: int = 0
     part_size_bytes: int = 0  # largest part size any multipart copy used
+    server_side_copies: int = 0
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     max_failures: int = 1000
@@ -186,6 +187,7 @@ class Tally:
         self.bytes_listed += other.bytes_listed
         self.would_copy_bytes += other.would_copy_bytes
         self.part_size_bytes = max(self.part_size_bytes, other.part_size_bytes)
+        self.server_side_copies += other.server_side_copies
         for reason, count in other.skipped_reasons.items():
             self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + count
         room = self.max_failures - len(self.failures)

@@ -16,7 +16,14 @@ from typing import Protocol
 from dth_ray.engine.budget import ByteBudget
 from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
 from dth_ray.engine.retry import backoff_s
-from dth_ray.errors import DthError, IntegrityError, PreconditionFailed, Throttled, Unreadable
+from dth_ray.errors import (
+    DthError,
+    IntegrityError,
+    PermissionDenied,
+    PreconditionFailed,
+    Throttled,
+    Unreadable,
+)
 from dth_ray.model import ByteRange, ObjectMeta, PartInfo, PartPlan
 from dth_ray.plan.parts import multipart_etag, needs_multipart, plan_parts
 from dth_ray.stores.base import Reader, StoreFeatures, Writer
@@ -28,6 +35,7 @@ class CopySettings:
     part_size_bytes: int | None  # None: chosen per object within the destination's limits
     parts_in_flight: int
     max_attempts: int
+    server_side_bucket: str = ""  # set when source and destination are one S3 service: CopyObject is used
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,7 @@ class CopyOutcome:
     dst_etag: str
     part_size_bytes: int
     verified_source: bool
+    server_side: bool = False
 
 
 class UploadJournal(Protocol):
@@ -112,6 +121,7 @@ class Copier:
         self._limits = limits
         self._journal = journal
         self.retries = 0
+        self._server_side = bool(settings.server_side_bucket) and hasattr(dst, "copy_object")
 
     def part_plan(self, size_bytes: int) -> PartPlan | None:
         """The part plan for an object of this size, or None when a single PUT is used."""
@@ -127,6 +137,10 @@ class Copier:
         attempts = self._settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:
+                if self._server_side and meta.size <= self._dst_features.max_single_put_bytes:
+                    outcome = await self._copy_server_side(meta, dst_key)
+                    if outcome is not None:
+                        return outcome
                 plan = self.part_plan(meta.size)
                 if plan is None:
                     return await self._copy_single(meta, dst_key)
@@ -146,6 +160,20 @@ class Copier:
                 delay = exc.delay_s if isinstance(exc, Throttled) and exc.delay_s else backoff_s(attempt)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def _copy_server_side(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome | None:
+        """CopyObject within one service (no bytes through us); None if the service refuses it."""
+        try:
+            result = await self._limits.call(lambda: self._dst.copy_object(
+                self._settings.server_side_bucket, meta.key, dst_key, if_match=meta.etag))
+        except PermissionDenied:
+            self._server_side = False  # e.g. no read grant on the source for this identity: move bytes
+            return None
+        verified = _is_md5_etag(meta.etag, self._src_features)
+        if verified and self._dst_features.single_put_etag_is_md5 and result.etag and result.etag != meta.etag:
+            raise IntegrityError("server-side copy ETag does not match the source ETag")
+        return CopyOutcome(src=meta, dst_key=dst_key, dst_etag=result.etag, part_size_bytes=0,
+                           verified_source=verified, server_side=True)
 
     async def _copy_single(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:
         async with self._limits.budget.hold(meta.size):

@@ -378,6 +378,7 @@ def build_report(cfg: SyncConfig, job: str, run_id: int, state: RunState, durati
         "bytes_per_s": round(t.bytes_copied / duration_s, 1) if duration_s > 0 else 0.0,
         "objects_per_s": round(t.copied / duration_s, 1) if duration_s > 0 else 0.0,
         "part_size_bytes": part_size,
+        "server_side_copies": t.server_side_copies,
         "failures": [{"key": f.key, "error": f.error} for f in t.failures],
         "errors": state.errors,
         "nodes": [{"node_id": n, "objects": v[0], "bytes": v[1]} for n, v in sorted(state.nodes.items())],

@@ -37,6 +37,12 @@ async def _call(target: Any, method: str, *args):
     return fn(*args)
 
 
+def _same_service(cfg: SyncConfig) -> bool:
+    from dth_ray.stores.s3 import same_service
+
+    return same_service(cfg.source, cfg.destination)
+
+
 def _current_node_id() -> str:
     import ray
 
@@ -100,6 +106,7 @@ class TransferWorker:
             part_size_bytes=None if t.part_size == "auto" else parse_size(t.part_size, "transfer.part_size"),
             parts_in_flight=t.parts_in_flight,
             max_attempts=t.max_attempts,
+            server_side_bucket=cfg.source.bucket if t.server_side_copy and _same_service(cfg) else "",
         )
         self._copier: Copier | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -246,6 +253,7 @@ class TransferWorker:
             tally.copied += 1
             tally.bytes_copied += src.size
             tally.part_size_bytes = max(tally.part_size_bytes, outcome.part_size_bytes)
+            tally.server_side_copies += outcome.server_side
             self._pending.append(ObjectRecord(
                 src.key, outcome.src.size, outcome.src.etag or outcome.src.checksum, dst_key, outcome.dst_etag,
                 "copied", "", outcome.verified_source))

@@ -72,6 +72,17 @@ def default_endpoint(cfg: StoreConfig) -> str:
     return f"https://s3.{region}.{suffix}"
 
 
+def same_service(src: StoreConfig, dst: StoreConfig) -> bool:
+    """Whether a server-side copy can work: both S3-family stores on one endpoint with one identity."""
+    s3_family = (StoreType.s3, StoreType.cos, StoreType.kodo)
+    if src.type not in s3_family or dst.type not in s3_family:
+        return False
+    return (default_endpoint(src) if not src.endpoint else src.endpoint.rstrip("/")) == \
+        (default_endpoint(dst) if not dst.endpoint else dst.endpoint.rstrip("/")) and \
+        src.credentials == dst.credentials and (src.region or "us-east-1") == (dst.region or "us-east-1") and \
+        not src.requester_pays and src.credentials != "anonymous"
+
+
 def _map_error(status: int, code: str, headers: dict[str, str] | None = None) -> DthError:
     """One place that turns an S3 answer into the taxonomy; the message never carries a credential."""
     msg = f"S3 {status} {code or 'error'}"
