@@ -45,9 +45,10 @@ def test_sync_spreads_over_every_node(rclone_pair, tmp_path, unique_prefix):
 
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.split("REPORT", 1)[1])
-    assert report["objects"] == {"listed": 240, "copied": 240, "skipped": 0, "failed": 0}
+    context = f"report={report} stderr={done.stderr[-1500:]}"
+    assert report["objects"] == {"listed": 240, "copied": 240, "skipped": 0, "failed": 0}, context
     nodes = report["nodes"]
-    assert len(nodes) == 3, nodes
+    assert len(nodes) == 3, context
     assert all(n["objects"] > 0 for n in nodes), nodes
     assert sum(n["objects"] for n in nodes) == 240
     assert sum(n["bytes"] for n in nodes) == sum(len(b) for b in items.values())
