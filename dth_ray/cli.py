@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
@@ -17,6 +18,9 @@ USAGE = """usage: dth-ray COMMAND [key=value ...]
 
 commands:
   sync      copy what differs from source to destination (Hydra overrides, e.g. source=oss source.bucket=b)
+  verify    compare destination with source (verify.mode=fast|full, verify.strict=true fails on extras)
+  status    a job's progress (job=NAME or the sync's store settings); prefix=P: is everything under P
+            at the destination and checked? key=K: what is known about one key
   demo      start two local S3 endpoints, seed them, sync, verify every byte
   version   print the version
 
@@ -32,11 +36,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def conf_dir() -> str:
-    """The Hydra config folder: $DTH_RAY_CONF, or conf/ beside the package (repo or editable install)."""
+    """The Hydra config folder: $DTH_RAY_CONF; else the repo's top-level conf/ (a source checkout or an
+    editable install); else the copy a wheel ships as dth_ray/conf (see setup.py)."""
     env = os.environ.get("DTH_RAY_CONF")
     if env:
         return env
-    return str(Path(__file__).resolve().parent.parent / "conf")
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").is_file() and (repo / "conf" / "config.yaml").is_file():
+        return str(repo / "conf")
+    return str(importlib.resources.files("dth_ray").joinpath("conf"))
 
 
 def _friendly(text: str) -> str:
@@ -67,8 +75,8 @@ def _one_line(exc: BaseException) -> str:
     return _friendly(" — ".join(dict.fromkeys(messages[:3]))) or "invalid configuration"
 
 
-def load_config(overrides: list[str]) -> SyncConfig:
-    """Compose conf/ with the overrides and validate. Raises ConfigError with a one-line message."""
+def load_config(overrides: list[str], check: bool = True) -> SyncConfig:
+    """Compose conf/ with the overrides and validate (`check`). Raises ConfigError with a one-line message."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -83,7 +91,8 @@ def load_config(overrides: list[str]) -> SyncConfig:
         raise ConfigError(_one_line(exc)) from None
     finally:
         GlobalHydra.instance().clear()
-    validate(obj)
+    if check:
+        validate(obj)
     return obj
 
 
@@ -114,11 +123,8 @@ def cmd_sync(overrides: list[str]) -> int:
     from dth_ray.runtime.driver import run_sync, terminal_progress
 
     cfg = load_config(overrides)
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if cfg.report:
-        report_dir = os.path.dirname(os.path.abspath(cfg.report))
-        if not os.path.isdir(report_dir):
-            raise ConfigError(f"report={cfg.report!r}: folder {report_dir!r} does not exist")
+    _setup_logging(cfg)
+    _check_report_dir(cfg)
     show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
     report = run_sync(cfg, on_progress=terminal_progress if show else None)
     if show:
@@ -127,6 +133,63 @@ def cmd_sync(overrides: list[str]) -> int:
         write_report(cfg.report, report)
     print(_summary(report))
     return EXIT_OK if report["status"] == "succeeded" else EXIT_FAILED
+
+
+def _setup_logging(cfg: SyncConfig) -> None:
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _check_report_dir(cfg: SyncConfig) -> None:
+    if cfg.report:
+        report_dir = os.path.dirname(os.path.abspath(cfg.report))
+        if not os.path.isdir(report_dir):
+            raise ConfigError(f"report={cfg.report!r}: folder {report_dir!r} does not exist")
+
+
+def cmd_verify(overrides: list[str]) -> int:
+    from dth_ray.runtime.verify import run_verify
+
+    cfg = load_config(overrides)
+    _setup_logging(cfg)
+    _check_report_dir(cfg)
+    report = run_verify(cfg)
+    if cfg.report:
+        write_report(cfg.report, report)
+    c = report["counts"]
+    print(f"verify {report['mode']}: {report['status']}: {c['checked']:,} checked, {c['matched']:,} match, "
+          f"{c['missing_on_destination']:,} missing on destination, {c['differ']:,} differ, "
+          f"{c['extra_on_destination']:,} extra on destination ({c['read_objects']:,} objects read)")
+    for kind in ("missing_on_destination", "differ", "extra_on_destination"):
+        for key in report[kind][:20]:
+            print(f"  {kind}: {key}")
+    for error in report["errors"][:5]:
+        print(f"  error: {error}")
+    return EXIT_OK if report["status"] == "ok" else EXIT_FAILED
+
+
+def cmd_status(args: list[str]) -> int:
+    from dth_ray.runtime import status
+
+    picked = {k: v for k, _, v in (a.partition("=") for a in args if a.startswith(("prefix=", "key=")))}
+    overrides = [a for a in args if not a.startswith(("prefix=", "key="))]
+    by_job = not picked and any(a.startswith("job=") for a in overrides)
+    cfg = load_config(overrides, check=not by_job)
+    _setup_logging(cfg)
+    if "key" in picked:
+        out = status.key_status(cfg, picked["key"])
+        ok = out["in_sync"]
+    elif "prefix" in picked:
+        out = status.prefix_status(cfg, picked["prefix"])
+        ok = out["complete"]
+        c = out["counts"]
+        print(f"prefix {out['prefix']!r}: {'complete' if ok else 'NOT complete'}: {c['objects']:,} objects, "
+              f"{c['present']:,} present, {c['missing']:,} missing, {c['differ']:,} differ, "
+              f"{c['unchecked']:,} unchecked", file=sys.stderr)
+    else:
+        out = status.job_status(cfg)
+        ok = out["state"] == "succeeded"
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "sync":
             return cmd_sync(rest)
+        if command == "verify":
+            return cmd_verify(rest)
+        if command == "status":
+            return cmd_status(rest)
         if command == "demo":
             from dth_ray.demo import run_demo
 
@@ -145,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         if command in ("version", "--version"):
             print(f"dth-ray {__version__}")
             return EXIT_OK
-        print(f"dth-ray: error: unknown command {command!r} (sync, demo, version)", file=sys.stderr)
+        print(f"dth-ray: error: unknown command {command!r} (sync, verify, status, demo, version)", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
         print(f"dth-ray: error: {exc}", file=sys.stderr)

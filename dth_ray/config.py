@@ -34,6 +34,7 @@ class Compare(str, Enum):
 
 class ManifestType(str, Enum):
     sqlite = "sqlite"
+    dynamodb = "dynamodb"
 
 
 @dataclass
@@ -81,12 +82,35 @@ class TransferConfig:
     max_attempts: int = 5
     progress_interval_s: float = 1.0
     server_side_copy: bool = True
+    spread_threshold: str = "1GiB"
 
 
 @dataclass
 class ManifestConfig:
+    """`sqlite` uses `path`; `dynamodb` uses table/region/endpoint/credentials (table created on demand)."""
+
     type: ManifestType = ManifestType.sqlite
     path: str = ""
+    table: str = "dth-ray-manifest"
+    region: str = ""
+    endpoint: str = ""
+    credentials: str = "default"
+    insecure_http: bool = False
+    flush_interval_s: float = 2.0
+
+
+class VerifyMode(str, Enum):
+    fast = "fast"
+    full = "full"
+
+
+@dataclass
+class VerifyConfig:
+    """`dth-ray verify`: `fast` trusts listings and copy-time records where they prove equality and reads
+    both sides only where they cannot; `full` reads every byte. `strict` fails on extra destination objects."""
+
+    mode: VerifyMode = VerifyMode.fast
+    strict: bool = False
 
 
 @dataclass
@@ -109,6 +133,7 @@ class SyncConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
 
 _UNITS = {
@@ -193,6 +218,7 @@ def validate(cfg: SyncConfig) -> None:
     if buffer < 16 * 1024 * 1024:
         raise ConfigError(f"transfer.buffer_size={t.buffer_size!r} must be at least 16MiB")
     parse_size(t.max_bandwidth, "transfer.max_bandwidth")
+    parse_size(t.spread_threshold, "transfer.spread_threshold")
     for name in ("parts_in_flight", "concurrency", "max_attempts"):
         if getattr(t, name) < 1:
             raise ConfigError(f"transfer.{name}={getattr(t, name)!r} must be at least 1")

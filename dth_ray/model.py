@@ -11,7 +11,9 @@ GiB = 1024 * MiB
 
 @dataclass(frozen=True, slots=True)
 class ObjectMeta:
-    """One listed object. `etag` is unquoted; `checksum` is a provider checksum such as 'crc64ecma:123'."""
+    """One listed object. `etag` is unquoted; `checksum` is 'kind:value', a provider checksum such as
+    'crc64ecma:123' or a version token such as the local store's 'mtime_ns:<ns>-<size>' (only checksums of
+    one kind are compared)."""
 
     key: str
     size: int
@@ -27,7 +29,8 @@ class ObjectMeta:
 
 @dataclass(frozen=True, slots=True)
 class ObjectHeaders:
-    """Object metadata preserved by a copy (standard headers and user metadata)."""
+    """Object metadata preserved by a copy (standard headers and user metadata; and the modification time,
+    where a store can set it: local files)."""
 
     content_type: str = ""
     content_encoding: str = ""
@@ -36,6 +39,7 @@ class ObjectHeaders:
     cache_control: str = ""
     expires: str = ""
     user_metadata: tuple[tuple[str, str], ...] = ()
+    mtime_ns: int = 0  # nanoseconds since the epoch; 0: unknown (the writer's clock decides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,20 @@ class PartPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadState:
+    """An open multipart upload as the manifest knows it: the exact destination key, the source version and
+    part size it was started for, and the parts already sent (part number -> PartInfo with its MD5 ETag)."""
+
+    dst_key: str
+    upload_id: str
+    src_etag: str
+    size: int
+    part_size_bytes: int
+    parts: dict[int, PartInfo] = field(default_factory=dict)
+    run_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Shard:
     """A slice of the source key space: keys under `prefix` with start_after < key <= end_at ('' = open).
 
@@ -164,6 +182,8 @@ class Tally:
     would_copy_bytes: int = 0
     part_size_bytes: int = 0  # largest part size any multipart copy used
     server_side_copies: int = 0
+    spread_parts: int = 0  # parts of large uploads that peer actors sent
+    resumed_parts: int = 0  # parts of interrupted uploads reused instead of sent again
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     max_failures: int = 1000
@@ -188,11 +208,32 @@ class Tally:
         self.would_copy_bytes += other.would_copy_bytes
         self.part_size_bytes = max(self.part_size_bytes, other.part_size_bytes)
         self.server_side_copies += other.server_side_copies
+        self.spread_parts += other.spread_parts
+        self.resumed_parts += other.resumed_parts
         for reason, count in other.skipped_reasons.items():
             self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + count
         room = self.max_failures - len(self.failures)
         if room > 0:
             self.failures.extend(other.failures[:room])
+
+    def to_dict(self, max_failures: int | None = None) -> dict:
+        """A JSON-ready copy (failures capped at `max_failures`, the count stays exact), for checkpoints."""
+        out = {name: getattr(self, name) for name in _TALLY_COUNTERS}
+        out["skipped_reasons"] = dict(self.skipped_reasons)
+        out["failures"] = [[f.key, f.error] for f in self.failures[:max_failures]]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Tally:
+        tally = cls(**{name: int(data.get(name, 0)) for name in _TALLY_COUNTERS})
+        tally.skipped_reasons = {k: int(v) for k, v in data.get("skipped_reasons", {}).items()}
+        tally.failures = [Failure(k, e) for k, e in data.get("failures", [])]
+        return tally
+
+
+_TALLY_COUNTERS = ("listed", "copied", "skipped", "failed", "would_copy", "bytes_copied", "bytes_listed",
+                   "would_copy_bytes", "part_size_bytes", "server_side_copies", "spread_parts",
+                   "resumed_parts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,4 +243,36 @@ class ShardResult:
     shard_id: str
     tally: Tally
     node_id: str = ""
-    error: str = ""  # set when the shard's listing failed; the driver re-runs the shard
+    error: str = ""  # set when the shard's listing failed; the driver re-runs the shard from `watermark`
+    watermark: str = ""  # every key of the shard <= watermark is settled and counted in `tally`
+
+
+@dataclass(slots=True)
+class VerifyTally:
+    """What `verify` found in a shard (key lists capped at `max_keys`, counts exact)."""
+
+    checked: int = 0
+    matched: int = 0
+    missing: int = 0
+    differ: int = 0
+    extra: int = 0
+    read_objects: int = 0
+    read_bytes: int = 0
+    missing_keys: list[str] = field(default_factory=list)
+    differ_keys: list[str] = field(default_factory=list)
+    extra_keys: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    max_keys: int = 1000
+
+    def note(self, kind: str, key: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        keys = getattr(self, f"{kind}_keys")
+        if len(keys) < self.max_keys:
+            keys.append(key)
+
+    def merge(self, other: VerifyTally) -> None:
+        for name in ("checked", "matched", "missing", "differ", "extra", "read_objects", "read_bytes"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("missing_keys", "differ_keys", "extra_keys", "errors"):
+            mine = getattr(self, name)
+            mine.extend(getattr(other, name)[: max(0, self.max_keys - len(mine))])

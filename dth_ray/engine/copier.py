@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -19,12 +20,13 @@ from dth_ray.engine.retry import backoff_s
 from dth_ray.errors import (
     DthError,
     IntegrityError,
+    NotFound,
     PermissionDenied,
     PreconditionFailed,
     Throttled,
     Unreadable,
 )
-from dth_ray.model import ByteRange, ObjectMeta, PartInfo, PartPlan
+from dth_ray.model import ByteRange, ObjectMeta, PartInfo, PartPlan, UploadState
 from dth_ray.plan.parts import multipart_etag, needs_multipart, plan_parts
 from dth_ray.stores.base import Reader, StoreFeatures, Writer
 
@@ -36,6 +38,7 @@ class CopySettings:
     parts_in_flight: int
     max_attempts: int
     server_side_bucket: str = ""  # set when source and destination are one S3 service: CopyObject is used
+    spread_threshold_bytes: int = 0  # objects this large share their parts with peer actors (0: never)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +51,30 @@ class CopyOutcome:
     part_size_bytes: int
     verified_source: bool
     server_side: bool = False
+    resumed_parts: int = 0  # parts of an interrupted upload that were reused, not sent again
+    spread_parts: int = 0  # parts other actors sent
 
 
 class UploadJournal(Protocol):
-    """Where open multipart uploads are recorded before their first part, so a crash can clean them up."""
+    """Where open multipart uploads and their sent parts are recorded (the upload id before its first part),
+    so a crash can resume them part by part or clean them up."""
 
-    async def upload_opened(self, dst_key: str, upload_id: str, part_size_bytes: int) -> None: ...
+    async def upload_opened(self, upload: UploadState) -> None: ...
+
+    async def parts_sent(self, dst_key: str, upload_id: str, parts: list[PartInfo]) -> None: ...
 
     async def upload_closed(self, dst_key: str, upload_id: str) -> None: ...
+
+    async def find_uploads(self, dst_key: str) -> list[UploadState]: ...
+
+
+class PartSpreader(Protocol):
+    """Peers that can send parts of an upload this copier started (the runtime's other transfer actors)."""
+
+    def peers(self) -> int: ...
+
+    async def send_parts(self, peer: int, meta: ObjectMeta, dst_key: str, upload_id: str,
+                         parts: list[tuple[int, ByteRange]]) -> list[tuple[PartInfo, str]]: ...
 
 
 class Limits:
@@ -104,6 +123,17 @@ class _InOrderDigest:
         return self._md5.hexdigest()
 
 
+async def sweep_intent(dst: Writer, dst_key: str, known_ids: set[str]) -> int:
+    """Abort uploads of exactly `dst_key` that a crash left unrecorded (Create ran, its record did not);
+    returns how many were aborted. Raises DthError if listing or an abort fails."""
+    aborted = 0
+    for upload in await dst.list_uploads(dst_key):
+        if upload.key == dst_key and upload.upload_id not in known_ids:  # exact key, never a prefix match
+            await dst.abort_multipart(dst_key, upload.upload_id)
+            aborted += 1
+    return aborted
+
+
 def _is_md5_etag(etag: str, features: StoreFeatures) -> bool:
     return bool(etag) and "-" not in etag and len(etag) == 32 and features.single_put_etag_is_md5
 
@@ -112,7 +142,8 @@ class Copier:
     """Copies objects from `src` to `dst`; one instance per actor, shared by all in-flight copies."""
 
     def __init__(self, src: Reader, dst: Writer, src_features: StoreFeatures, dst_features: StoreFeatures,
-                 settings: CopySettings, limits: Limits, journal: UploadJournal | None = None):
+                 settings: CopySettings, limits: Limits, journal: UploadJournal | None = None,
+                 spread: PartSpreader | None = None):
         self._src = src
         self._dst = dst
         self._src_features = src_features
@@ -120,6 +151,7 @@ class Copier:
         self._settings = settings
         self._limits = limits
         self._journal = journal
+        self._spread = spread
         self.retries = 0
         self._server_side = bool(settings.server_side_bucket) and hasattr(dst, "copy_object")
 
@@ -199,56 +231,112 @@ class Copier:
         return CopyOutcome(src=src, dst_key=dst_key, dst_etag=result.etag, part_size_bytes=0,
                            verified_source=verified)
 
+    async def _resumable(self, meta: ObjectMeta, dst_key: str, plan: PartPlan) -> tuple[str, dict[int, PartInfo]]:
+        """An interrupted upload of this very source version to continue, and the parts to keep from it.
+
+        Only an upload recorded for exactly `dst_key` with the same source ETag, size and part size
+        qualifies, and only parts that the manifest recorded (our MD5) and the server's ListParts shows with
+        that ETag and the planned size are kept; any other part is sent again (a re-sent part replaces the
+        server's), so an upload is never completed with bytes nobody checked. Other recorded uploads of the
+        key are for another source version and are aborted. Returns ("", {}) when there is none.
+        """
+        if self._journal is None or not meta.etag:
+            return "", {}
+        keep_id, keep_parts = "", {}
+        recorded = await self._journal.find_uploads(dst_key)
+        if any(not u.upload_id for u in recorded):
+            await sweep_intent(self._dst, dst_key, {u.upload_id for u in recorded})
+            await self._journal.upload_closed(dst_key, "")
+        for upload in recorded:
+            if not upload.upload_id:
+                continue
+            if keep_id or (upload.src_etag, upload.size, upload.part_size_bytes) != (
+                    meta.etag, meta.size, plan.part_size_bytes):
+                await self._abort(dst_key, upload.upload_id)
+                continue
+            try:
+                listed = await self._limits.call(lambda u=upload: self._dst.list_parts(dst_key, u.upload_id))
+            except NotFound:  # completed or aborted behind our back: nothing to continue
+                await self._journal.upload_closed(dst_key, upload.upload_id)
+                continue
+            lengths = {number: byte_range.length for number, byte_range in plan.ranges()}
+            keep_id = upload.upload_id
+            for part in listed:
+                mine = upload.parts.get(part.part_number)
+                if (mine is not None and part.etag.strip('"').lower() == mine.etag.lower()
+                        and part.size == mine.size == lengths.get(part.part_number)):
+                    keep_parts[part.part_number] = mine
+        return keep_id, keep_parts
+
     async def _copy_multipart(self, meta: ObjectMeta, dst_key: str, plan: PartPlan) -> CopyOutcome:
         ranges = list(plan.ranges())
-        part_md5s: dict[int, bytes] = {}
+        resumed_id, done = await self._resumable(meta, dst_key, plan)
+        part_md5s: dict[int, bytes] = {n: bytes.fromhex(p.etag) for n, p in done.items()}
         whole: _InOrderDigest | None = None
         gate = asyncio.Semaphore(self._settings.parts_in_flight)
-        upload_id = ""
+        upload_id = resumed_id
         headers_ready: asyncio.Future = asyncio.get_running_loop().create_future()
         source_etag = meta.etag
+
+        todo = [(n, r) for n, r in ranges if n not in done]
+        groups = self._spread_groups(meta, todo)  # [local parts, parts for peer 0, peer 1, ...]
 
         async def do_part(number: int, byte_range: ByteRange) -> PartInfo:
             nonlocal source_etag
             async with gate, self._limits.budget.hold(byte_range.length):
-                got = await self._limits.call(
-                    lambda: self._src.get(meta.key, byte_range, if_match=meta.etag), byte_range.length)
-                if got.info.meta.size != meta.size:
-                    raise PreconditionFailed("source size changed since listing")
-                if number == 1:
+                got = await self._get_part(meta, byte_range)
+                if number == 1 and not headers_ready.done():
                     source_etag = got.info.meta.etag or meta.etag
                     headers_ready.set_result(got.info)
                 uid = await asyncio.shield(upload_started)
-                digest = hashlib.md5(got.data).digest()
-                etag = await self._limits.call(
-                    lambda: self._dst.upload_part(dst_key, uid, number, got.data, digest))
-                if self._dst_features.single_put_etag_is_md5 and etag and etag != digest.hex():
-                    raise IntegrityError(f"part {number} ETag does not match the MD5 of the bytes sent")
+                part, digest = await self._put_part(dst_key, uid, number, byte_range, got.data)
                 part_md5s[number] = digest
                 if whole is not None:
                     await whole.feed(number, got.data)
-                return PartInfo(number, etag, byte_range.length)
+                return part
+
+        async def on_peer(peer: int, parts: list[tuple[int, ByteRange]]) -> list[PartInfo]:
+            uid = await asyncio.shield(upload_started)
+            sent = await self._spread.send_parts(peer, meta, dst_key, uid, parts)
+            for part, md5_hex in sent:
+                part_md5s[part.part_number] = bytes.fromhex(md5_hex)
+            return [part for part, _ in sent]
 
         async def start_upload() -> str:
             nonlocal upload_id, whole
+            if resumed_id:
+                return resumed_id
             info = await headers_ready
-            if _is_md5_etag(info.meta.etag or meta.etag, self._src_features):
-                whole = _InOrderDigest()
+            if len(groups) == 1 and _is_md5_etag(info.meta.etag or meta.etag, self._src_features):
+                whole = _InOrderDigest()  # only a fresh upload read here in full sees every byte, in order
+            state = UploadState(dst_key, "", meta.etag, meta.size, plan.part_size_bytes)
+            if self._journal is not None:
+                # An intent first: a crash between Create and the record must not leave an untracked upload.
+                await self._journal.upload_opened(state)
             upload_id = await self._limits.call(lambda: self._dst.create_multipart(dst_key, info.headers))
             if self._journal is not None:
-                await self._journal.upload_opened(dst_key, upload_id, plan.part_size_bytes)
+                await self._journal.upload_opened(replace(state, upload_id=upload_id))
             return upload_id
 
         upload_started = asyncio.ensure_future(start_upload())
-        tasks = [asyncio.ensure_future(do_part(n, r)) for n, r in ranges]
+        tasks = [asyncio.ensure_future(do_part(n, r)) for n, r in groups[0]]
+        remote = [asyncio.ensure_future(on_peer(peer, parts)) for peer, parts in enumerate(groups[1:]) if parts]
         try:
-            parts = await asyncio.gather(*tasks)
+            sent = {p.part_number: p for p in await asyncio.gather(*tasks)}
+            for peer_parts in await asyncio.gather(*remote):
+                sent.update((p.part_number, p) for p in peer_parts)
+            await upload_started
+            parts = [sent.get(n) or PartInfo(n, done[n].etag, r.length) for n, r in ranges]
             result = await self._limits.call(lambda: self._dst.complete_multipart(dst_key, upload_id, parts))
         except BaseException:
-            for task in [*tasks, upload_started]:
+            for task in [*tasks, *remote, upload_started]:
                 task.cancel()
-            await asyncio.gather(*tasks, upload_started, return_exceptions=True)
-            if upload_id:
+            await asyncio.gather(*tasks, *remote, upload_started, return_exceptions=True)
+            error = sys.exc_info()[1]
+            # A retryable failure or a shutdown keeps the upload (and its journal) for the next attempt or
+            # run to continue; anything else means its parts can never be completed: abort.
+            keep = isinstance(error, asyncio.CancelledError) or (isinstance(error, DthError) and error.retryable)
+            if upload_id and not (keep and self._journal is not None):
                 await self._abort(dst_key, upload_id)
             raise
         if self._journal is not None:
@@ -264,7 +352,61 @@ class Copier:
         elif source_etag == expected and self._src_features.multipart_etag_is_md5_of_md5s:
             verified = True
         return CopyOutcome(src=meta, dst_key=dst_key, dst_etag=result.etag,
-                           part_size_bytes=plan.part_size_bytes, verified_source=verified)
+                           part_size_bytes=plan.part_size_bytes, verified_source=verified,
+                           resumed_parts=len(done), spread_parts=sum(len(g) for g in groups[1:]))
+
+    def _spread_groups(self, meta: ObjectMeta, todo: list[tuple[int, ByteRange]]) -> list[list]:
+        """Parts to send here (always part 1: its GET carries the headers) and per peer, round-robin.
+
+        Only objects of at least `spread_threshold_bytes` with more parts than one actor keeps in flight are
+        spread; the others stay in this actor."""
+        peers = self._spread.peers() if self._spread is not None else 0
+        threshold = self._settings.spread_threshold_bytes
+        if not peers or not threshold or meta.size < threshold or len(todo) <= self._settings.parts_in_flight:
+            return [todo]
+        groups: list[list] = [[] for _ in range(peers + 1)]
+        for index, item in enumerate(todo):
+            groups[0 if item[0] == 1 else index % (peers + 1)].append(item)
+        return groups
+
+    async def _get_part(self, meta: ObjectMeta, byte_range: ByteRange):
+        got = await self._limits.call(
+            lambda: self._src.get(meta.key, byte_range, if_match=meta.etag), byte_range.length)
+        if got.info.meta.size != meta.size:
+            raise PreconditionFailed("source size changed since listing")
+        return got
+
+    async def _put_part(self, dst_key: str, upload_id: str, number: int, byte_range: ByteRange,
+                        data: bytes) -> tuple[PartInfo, bytes]:
+        """Send one part with its Content-MD5, check the returned ETag, record it; (PartInfo, raw MD5)."""
+        digest = hashlib.md5(data).digest()
+        etag = await self._limits.call(lambda: self._dst.upload_part(dst_key, upload_id, number, data, digest))
+        if self._dst_features.single_put_etag_is_md5 and etag and etag != digest.hex():
+            raise IntegrityError(f"part {number} ETag does not match the MD5 of the bytes sent")
+        if self._journal is not None:
+            await self._journal.parts_sent(dst_key, upload_id, [PartInfo(number, digest.hex(), byte_range.length)])
+        return PartInfo(number, etag, byte_range.length), digest
+
+    async def send_parts(self, meta: ObjectMeta, dst_key: str, upload_id: str,
+                         parts: list[tuple[int, ByteRange]]) -> list[tuple[PartInfo, str]]:
+        """A peer's share of a spread upload: GET (If-Match) and send these parts, `parts_in_flight` at a time;
+        returns each part with its MD5 (hex). Raises DthError after this layer's bounded retries."""
+        gate = asyncio.Semaphore(self._settings.parts_in_flight)
+
+        async def one(number: int, byte_range: ByteRange) -> tuple[PartInfo, str]:
+            for attempt in range(1, self._settings.max_attempts + 1):
+                try:
+                    async with gate, self._limits.budget.hold(byte_range.length):
+                        got = await self._get_part(meta, byte_range)
+                        part, digest = await self._put_part(dst_key, upload_id, number, byte_range, got.data)
+                        return part, digest.hex()
+                except DthError as exc:
+                    if not exc.retryable or attempt == self._settings.max_attempts:
+                        raise
+                    await asyncio.sleep(backoff_s(attempt))
+            raise AssertionError("unreachable")
+
+        return list(await asyncio.gather(*(one(n, r) for n, r in parts)))
 
     async def _abort(self, dst_key: str, upload_id: str) -> None:
         """Abort a failed upload; if even that fails the journal keeps it for the job's final cleanup."""

@@ -45,6 +45,7 @@ class Decision:
     dst: ObjectMeta | None
     dst_key: str
     reason: str
+    record: Record | None = None  # what the manifest holds for this key (a later copy must update it)
 
 
 def _checksum_kind(checksum: str) -> str:
@@ -113,6 +114,16 @@ def decide(
     if compare is Compare.size_etag:
         return SKIP, "same_size_unverifiable"
     return COPY, "unverifiable"
+
+
+def needs_record(src: ObjectMeta, dst_etag: str, src_features: StoreFeatures, dst_features: StoreFeatures,
+                 multipart: bool) -> bool:
+    """Whether a copy must be recorded per object for a later diff to detect a changed source: true unless
+    both sides carry the same single-part MD5 ETag, which the next listing compares directly."""
+    if multipart or src.etag_is_multipart:
+        return True
+    return not (_single_md5(src.etag, src_features) and _single_md5(dst_etag, dst_features)
+                and src.etag.lower() == dst_etag.lower())
 
 
 def _ascending(items: Iterable[_T], what: str, key_of: Callable[[_T], str]) -> Iterator[_T]:
@@ -187,15 +198,17 @@ def merge_join(
     d = next(dst_it, None)
     while s is not None or d is not None:
         if d is None or (s is not None and s.key < d[0]):
-            action, reason = decide(s, None, cursor.get(s.key), compare, src_features, dst_features)
-            yield Decision(action, s, None, dest_key(s.key, src_prefix, dst_prefix), reason)
+            record = cursor.get(s.key)
+            action, reason = decide(s, None, record, compare, src_features, dst_features)
+            yield Decision(action, s, None, dest_key(s.key, src_prefix, dst_prefix), reason, record)
             s = next(src_it, None)
         elif s is None or d[0] < s.key:
             yield Decision(EXTRA, None, d[1], d[1].key, EXTRA)
             d = next(dst_it, None)
         else:
-            action, reason = decide(s, d[1], cursor.get(s.key), compare, src_features, dst_features)
-            yield Decision(action, s, d[1], d[1].key, reason)
+            record = cursor.get(s.key)
+            action, reason = decide(s, d[1], record, compare, src_features, dst_features)
+            yield Decision(action, s, d[1], d[1].key, reason, record)
             s = next(src_it, None)
             d = next(dst_it, None)
 

@@ -24,7 +24,7 @@ from dth_ray.model import Shard, ShardResult, Tally
 from dth_ray.plan.filters import KeyFilter, load_prefix_list
 from dth_ray.plan.parts import choose_part_size
 from dth_ray.plan.shard import order_largest_first, shards_for_prefixes, shards_from_level
-from dth_ray.runtime.manifest import Manifest, Progress
+from dth_ray.runtime.manifest import DONE, Manifest, Progress, manifest_factory, open_manifest
 from dth_ray.runtime.worker import TransferWorker
 from dth_ray.stores import open_store
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 _PREFLIGHT_TIMEOUT_S = 25.0
 _SHARD_ATTEMPTS = 3
 _MAX_PLANNED_SHARDS = 20_000
+_MAX_ACTOR_LOSSES = 5
+_ACTOR_REST_S = 5.0  # how long a lost actor gets no new shards while Ray restarts it
 
 
 def describe(cfg: StoreConfig) -> str:
@@ -49,7 +51,7 @@ def job_name(cfg: SyncConfig) -> str:
     return "job-" + hashlib.sha256(pairing.encode()).hexdigest()[:12]
 
 
-async def _probe(cfg: StoreConfig, role: str) -> None:
+async def probe(cfg: StoreConfig, role: str) -> None:
     """One listing call per store, so bad buckets, credentials and endpoints fail before anything runs."""
     store = open_store(cfg)
     try:
@@ -83,21 +85,21 @@ async def _plan_shards(cfg: SyncConfig, actors: int) -> list[Shard]:
         return shards_for_prefixes(prefixes)
     store = open_store(cfg.source)
     try:
-        shards = await _level(store, cfg.source.prefix)
+        shards = await list_level(store, cfg.source.prefix)
         if len(shards) < 4 * actors:
             deeper: list[Shard] = []
             for shard in shards:
                 if shard.delimiter or len(deeper) > _MAX_PLANNED_SHARDS:
                     deeper.append(shard)
                 else:
-                    deeper.extend(await _level(store, shard.prefix))
+                    deeper.extend(await list_level(store, shard.prefix))
             shards = deeper
     finally:
         await store.aclose()
     return order_largest_first([(s, 0) for s in shards])
 
 
-async def _level(store, prefix: str) -> list[Shard]:
+async def list_level(store, prefix: str) -> list[Shard]:
     prefixes: list[str] = []
     has_objects = False
     token = ""
@@ -119,9 +121,42 @@ class RunState:
     tally: Tally = field(default_factory=Tally)
     errors: list[str] = field(default_factory=list)
     nodes: dict[str, list[int]] = field(default_factory=dict)
+    base: Progress = field(default_factory=Progress)  # what a resumed run had settled before this execution
+    resumed: bool = False
 
 
-def _start_ray(cfg: SyncConfig) -> None:
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """A shard to run, from `watermark` on (resuming), adding to `base` (its settled tally so far)."""
+
+    shard: Shard
+    attempt: int = 1
+    watermark: str = ""
+    base: Tally | None = None
+
+
+def _begin(cfg: SyncConfig, manifest: Manifest, state: RunState) -> tuple[int, deque[WorkItem]]:
+    """Resume the job's interrupted run from its checkpoints, or plan and start a new run."""
+    latest = None if cfg.dry_run else manifest.latest_run()
+    if latest is not None and latest.status == "running":
+        queue: deque[WorkItem] = deque()
+        for cp in manifest.resume_run(latest.run_id):
+            if cp.status == DONE:
+                state.tally.merge(cp.tally)
+            else:
+                queue.append(WorkItem(cp.shard, 1, cp.watermark, cp.tally))
+            t = cp.tally
+            state.base = _add(state.base, Progress(t.listed, t.copied, t.skipped, t.failed, t.bytes_copied))
+        state.resumed = True
+        log.info("resuming run %d of job %s: %d shards left", latest.run_id, manifest.job, len(queue))
+        return latest.run_id, queue
+    # Planning runs before Ray is up, so it sizes shards for this machine's CPUs (or transfer.actors).
+    shards = asyncio.run(_plan_shards(cfg, cfg.transfer.actors or max(2, os.cpu_count() or 2)))
+    run_id = 0 if cfg.dry_run else manifest.start_run(shards)
+    return run_id, deque(WorkItem(s) for s in shards)
+
+
+def start_ray(cfg: SyncConfig) -> None:
     import ray
 
     if ray.is_initialized():
@@ -142,7 +177,7 @@ def _start_ray(cfg: SyncConfig) -> None:
     ray.init(**kwargs)
 
 
-def _actor_count(cfg: SyncConfig) -> int:
+def actor_count(cfg: SyncConfig) -> int:
     if cfg.transfer.actors:
         return cfg.transfer.actors
     import ray
@@ -159,20 +194,20 @@ class StartupWorker:
 
     lanes = 4
 
-    def __init__(self, cfg: SyncConfig, manifest: Manifest, queue: deque):
+    def __init__(self, cfg: SyncConfig, manifest: Manifest, queue: deque[WorkItem]):
         self.manifest = manifest
         self._worker = TransferWorker(cfg, manifest)
         self._queue = queue
         self._lock = threading.Lock()
         self._stopped = False
-        self._done: list[tuple[Shard, int, ShardResult]] = []
+        self._done: list[tuple[WorkItem, ShardResult]] = []
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="dth-startup", daemon=True)
 
     def start(self) -> StartupWorker:
         self._thread.start()
         return self
 
-    def _take(self) -> tuple[Shard, int] | None:
+    def _take(self) -> WorkItem | None:
         with self._lock:
             return None if self._stopped or not self._queue else self._queue.popleft()
 
@@ -183,16 +218,16 @@ class StartupWorker:
     async def _main(self) -> None:
         async def lane() -> None:
             while (item := self._take()) is not None:
-                result = await self._worker.run_shard(item[0])
+                result = await self._worker.run_shard(item.shard, item.watermark, item.base)
                 with self._lock:
-                    self._done.append((item[0], item[1], result))
+                    self._done.append((item, result))
 
         try:
             await asyncio.gather(*(lane() for _ in range(self.lanes)))
         finally:
             await self._worker.close()
 
-    def harvest(self) -> list[tuple[Shard, int, ShardResult]]:
+    def harvest(self) -> list[tuple[WorkItem, ShardResult]]:
         with self._lock:
             done, self._done = self._done, []
         return done
@@ -205,56 +240,81 @@ class StartupWorker:
 
 
 def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | None = None) -> dict:
-    """Run one sync to completion and return its report (a JSON-ready dict).
+    """Run one sync to completion (resuming the job's interrupted run, if any) and return its report.
 
     Raises ConfigError before anything is written when a store is unreachable, missing or refuses us.
     """
     import ray
 
     KeyFilter.from_config(cfg.filter)  # bad globs fail here, before any work
-    asyncio.run(_probe(cfg.source, "source"))
-    asyncio.run(_probe(cfg.destination, "destination"))
+    asyncio.run(probe(cfg.source, "source"))
+    asyncio.run(probe(cfg.destination, "destination"))
     job = job_name(cfg)
     started = time.monotonic()
     fresh_ray = not ray.is_initialized()
-    # Planning runs before Ray is up, so it sizes shards for this machine's CPUs (or transfer.actors).
-    shards = asyncio.run(_plan_shards(cfg, cfg.transfer.actors or max(2, os.cpu_count() or 2)))
-    queue: deque[tuple[Shard, int]] = deque((s, 1) for s in shards)
-    local_manifest = Manifest(cfg.manifest.path, job)
-    run_id = 0 if cfg.dry_run else local_manifest.start_run()
+    local_manifest = open_manifest(cfg.manifest, job)
+    state = RunState()
+    run_id, queue = _begin(cfg, local_manifest, state)
     # Only for the embedded cluster: a laptop driving a remote cluster must not pull data through itself.
     use_startup = fresh_ray and cfg.runtime.address == "local"
     startup = StartupWorker(cfg, local_manifest, queue).start() if use_startup else None
-    _start_ray(cfg)
+    start_ray(cfg)
     if startup is not None:
         startup.stop_taking()
-    actors = _actor_count(cfg)
-    manifest = ray.remote(Manifest).options(num_cpus=0).remote(local_manifest.path, job, run_id)
-    workers = _start_workers(cfg, manifest, actors)
-    state = RunState()
+    actors = actor_count(cfg)
     driver_node = ray.get_runtime_context().get_node_id()
+    manifest = start_manifest(cfg, job, run_id, driver_node)
+    workers = start_workers(cfg, manifest, actors)
     try:
         _dispatch(queue, workers, manifest, state, on_progress, cfg.transfer.progress_interval_s, started,
-                  startup, driver_node)
+                  startup, driver_node, run_id)
     finally:
         if startup is not None:
             startup.stop_taking()
             startup.join()
-        ray.get([w.close.remote() for w in workers])
-    leftover = ray.get(manifest.open_uploads.remote())
-    aborted = asyncio.run(_abort_uploads(cfg.destination, leftover)) if leftover else 0
-    for dst_key, upload_id in leftover[:aborted]:
-        ray.get(manifest.upload_closed.remote(dst_key, upload_id))
-
+        _close_workers(workers)
     report = build_report(cfg, job, run_id, state, time.monotonic() - started)
+    if report["status"] == "succeeded" and not cfg.dry_run:
+        # Uploads the job opened and no longer needs (a failed run keeps them for the next run to continue).
+        leftover = ray.get(manifest.open_uploads.remote())
+        settled = asyncio.run(_abort_uploads(cfg.destination, leftover)) if leftover else []
+        ray.get([manifest.upload_closed.remote(dst_key, upload_id) for dst_key, upload_id in settled])
+        if len(settled) < len(leftover):
+            report["status"] = "failed"
+            report["errors"].append(f"{len(leftover) - len(settled)} multipart uploads could not be aborted")
     if not cfg.dry_run:
         ray.get(manifest.finish_run.remote(report["status"], report))
+        ray.get(manifest.flush.remote())
+    counts = [ray.get(manifest.write_counts.remote()), local_manifest.write_counts()]
+    report["manifest"] = {"type": cfg.manifest.type.value, "writes": sum(c[0] for c in counts),
+                          "items_written": sum(c[1] for c in counts)}
     ray.get(manifest.close.remote())
     local_manifest.close()
     return report
 
 
-def _start_workers(cfg: SyncConfig, manifest, count: int) -> list:
+def start_manifest(cfg: SyncConfig, job: str, run_id: int, driver_node: str):
+    """The manifest actor, on the driver's node (a SQLite manifest is a file local to the driver)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    cls, args = manifest_factory(cfg.manifest, job, run_id)
+    return ray.remote(cls).options(
+        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node, soft=False),
+    ).remote(*args)
+
+
+def _close_workers(workers: list) -> None:
+    import ray
+
+    for ref in [w.close.remote() for w in workers]:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayActorError:
+            continue  # a dead actor has nothing left to flush
+
+
+def start_workers(cfg: SyncConfig, manifest, count: int) -> list:
     """Transfer actors placed round-robin over the alive nodes.
 
     Soft node affinity rather than SPREAD: SPREAD is best-effort for actors that need no CPU, and left whole
@@ -266,19 +326,25 @@ def _start_workers(cfg: SyncConfig, manifest, count: int) -> list:
 
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
     worker_cls = ray.remote(TransferWorker)
-    return [
+    workers = [
         worker_cls.options(
-            num_cpus=0, max_concurrency=8,
+            # Async actors: a concurrency slot is a coroutine, not a thread. Peers' part uploads take slots
+            # too, so leave room for them beside the shards (a low cap could make two actors wait on each other).
+            num_cpus=0, max_concurrency=256,
             scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) if nodes else None,
+            max_restarts=3,
         ).remote(cfg, manifest)
         for i in range(count)
     ]
+    ray.get([w.set_peers.remote(workers[:i] + workers[i + 1:]) for i, w in enumerate(workers)])
+    return workers
 
 
-def _dispatch(queue: deque, workers: list, manifest, state: RunState,
+def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
               on_progress: Callable[[Progress, float], None] | None, interval_s: float, started: float,
-              startup: StartupWorker | None = None, driver_node: str = "") -> None:
-    """Keep every actor busy with a few shards; re-run a shard whose listing failed (bounded)."""
+              startup: StartupWorker | None = None, driver_node: str = "", run_id: int = 0) -> None:
+    """Keep every actor busy with a few shards; re-run a shard whose listing failed or whose actor died,
+    from its last checkpoint (bounded attempts)."""
     import ray
 
     in_flight: dict = {}
@@ -286,25 +352,45 @@ def _dispatch(queue: deque, workers: list, manifest, state: RunState,
     load = {i: 0 for i in range(len(workers))}
     next_progress = time.monotonic()
 
-    def settle(shard: Shard, attempt: int, result: ShardResult) -> None:
-        if result.error and attempt < _SHARD_ATTEMPTS:
-            queue.append((shard, attempt + 1))
+    def settle(item: WorkItem, result: ShardResult) -> None:
+        if result.error and item.attempt < _SHARD_ATTEMPTS:
+            queue.append(WorkItem(item.shard, item.attempt + 1, result.watermark, result.tally))
             return
         if result.error:
-            state.errors.append(f"shard {shard.prefix!r}: {result.error}")
+            state.errors.append(f"shard {item.shard.prefix!r}: {result.error}")
         state.tally.merge(result.tally)
         node = state.nodes.setdefault(result.node_id or driver_node, [0, 0])
-        node[0] += result.tally.copied
-        node[1] += result.tally.bytes_copied
+        node[0] += result.tally.copied - (item.base.copied if item.base else 0)
+        node[1] += result.tally.bytes_copied - (item.base.bytes_copied if item.base else 0)
+
+    resting: dict[int, float] = {}  # actor index -> when its restart should be done
+    losses: dict[str, int] = {}  # shard id -> actors lost while running it
+
+    def lost(item: WorkItem, index: int, exc: Exception) -> None:
+        """The actor died mid-shard: Ray restarts it; the shard continues from its last durable checkpoint
+        on any actor (a lost actor costs no attempt: the shard did nothing wrong)."""
+        log.warning("transfer actor lost while running shard %r: %s", item.shard.prefix, type(exc).__name__)
+        resting[index] = time.monotonic() + _ACTOR_REST_S
+        losses[item.shard.shard_id] = losses.get(item.shard.shard_id, 0) + 1
+        checkpoint = next((cp for cp in ray.get(manifest.checkpoints.remote(run_id))
+                           if cp.shard.shard_id == item.shard.shard_id), None) if run_id else None
+        watermark, base = (checkpoint.watermark, checkpoint.tally) if checkpoint else (item.watermark, item.base)
+        if losses[item.shard.shard_id] > _MAX_ACTOR_LOSSES:  # this shard keeps killing actors: give up on it
+            settle(WorkItem(item.shard, _SHARD_ATTEMPTS), ShardResult(
+                item.shard.shard_id, base or Tally(), error=f"actor lost {_MAX_ACTOR_LOSSES + 1} times"))
+        else:
+            queue.append(WorkItem(item.shard, item.attempt, watermark, base))
 
     while queue or in_flight or (startup is not None and startup.alive()):
         while queue:
-            index = min(load, key=load.get)  # one shard at a time to the least-loaded actor
+            now = time.monotonic()
+            ready_actors = [i for i in load if resting.get(i, 0.0) <= now] or list(load)
+            index = min(ready_actors, key=load.get)  # one shard at a time to the least-loaded actor
             if load[index] >= per_worker:
                 break
-            shard, attempt = queue.popleft()
-            ref = workers[index].run_shard.remote(shard)
-            in_flight[ref] = (shard, attempt, index)
+            item = queue.popleft()
+            ref = workers[index].run_shard.remote(item.shard, item.watermark, item.base)
+            in_flight[ref] = (item, index)
             load[index] += 1
         if in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=interval_s)
@@ -312,42 +398,58 @@ def _dispatch(queue: deque, workers: list, manifest, state: RunState,
             ready = []
             time.sleep(0.05)  # only the start-up worker is still busy
         for ref in ready:
-            shard, attempt, index = in_flight.pop(ref)
+            item, index = in_flight.pop(ref)
             load[index] -= 1
-            settle(shard, attempt, ray.get(ref))
+            try:
+                result = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                lost(item, index, exc)
+                continue
+            settle(item, result)
         if startup is not None:
-            for shard, attempt, result in startup.harvest():
-                settle(shard, attempt, result)
+            for item, result in startup.harvest():
+                settle(item, result)
         if on_progress is not None and time.monotonic() >= next_progress:
-            progress = ray.get(manifest.progress.remote())
+            progress = _add(ray.get(manifest.progress.remote()), state.base)
             if startup is not None:
                 progress = _add(progress, startup.manifest.progress())
             on_progress(progress, time.monotonic() - started)
             next_progress = time.monotonic() + interval_s
     if startup is not None:
-        for shard, attempt, result in startup.harvest():
-            settle(shard, attempt, result)
+        for item, result in startup.harvest():
+            settle(item, result)
 
 
 def _add(a: Progress, b: Progress) -> Progress:
     return Progress(**{k: getattr(a, k) + getattr(b, k) for k in vars(a)})
 
 
-async def _abort_uploads(cfg: StoreConfig, uploads: list[tuple[str, str]]) -> int:
-    """Abort uploads the job opened and no longer needs; returns how many (in order) were aborted."""
+async def _abort_uploads(cfg: StoreConfig, uploads: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Abort uploads the job opened and no longer needs, including any a crash left unrecorded behind an
+    intent (empty upload id); returns the entries that are settled and can leave the manifest."""
+    from dth_ray.engine.copier import sweep_intent
+
+    known: dict[str, set[str]] = {}
+    for dst_key, upload_id in uploads:
+        known.setdefault(dst_key, set()).add(upload_id)
     store = open_store(cfg)
-    done = 0
+    settled = []
     try:
         for dst_key, upload_id in uploads:
             try:
-                await store.abort_multipart(dst_key, upload_id)
+                if upload_id:
+                    await store.abort_multipart(dst_key, upload_id)
+                else:
+                    await sweep_intent(store, dst_key, known[dst_key])
+            except NotFound:
+                pass  # already gone
             except DthError as exc:
                 log.warning("could not abort upload key=%s error=%s", dst_key, type(exc).__name__)
-                break
-            done += 1
+                continue
+            settled.append((dst_key, upload_id))
     finally:
         await store.aclose()
-    return done
+    return settled
 
 
 def build_report(cfg: SyncConfig, job: str, run_id: int, state: RunState, duration_s: float) -> dict:
@@ -368,6 +470,7 @@ def build_report(cfg: SyncConfig, job: str, run_id: int, state: RunState, durati
         "status": "failed" if failed else "succeeded",
         "job": job,
         "run_id": run_id,
+        "resumed": state.resumed,
         "dry_run": cfg.dry_run,
         "source": describe(cfg.source),
         "destination": describe(cfg.destination),
@@ -379,6 +482,8 @@ def build_report(cfg: SyncConfig, job: str, run_id: int, state: RunState, durati
         "objects_per_s": round(t.copied / duration_s, 1) if duration_s > 0 else 0.0,
         "part_size_bytes": part_size,
         "server_side_copies": t.server_side_copies,
+        "spread_parts": t.spread_parts,
+        "resumed_parts": t.resumed_parts,
         "failures": [{"key": f.key, "error": f.error} for f in t.failures],
         "errors": state.errors,
         "nodes": [{"node_id": n, "objects": v[0], "bytes": v[1]} for n, v in sorted(state.nodes.items())],

@@ -1,35 +1,33 @@
-"""The job manifest: runs, per-object results and open multipart uploads, in SQLite (the embedded default).
+"""The job manifest's logical schema and the protocol every backend (SQLite, DynamoDB) implements.
 
-`Manifest` is a plain class; the driver wraps it with `ray.remote` so one actor owns the file and receives
-batched records from every transfer actor (one call per batch, never per object).
+Logical schema, the same in every backend:
+- runs: one row per execution of a job (run_id, started, finished, status running|succeeded|failed, report).
+- shards: per run, the planned shards and their checkpoints: status pending|done, `watermark` (every source
+  key of the shard <= watermark is settled) and the exact tally of the settled keys. This is what the success
+  path writes for small objects: a few writes per shard, not one per object.
+- objects: per-object records only where they matter: failures, multipart copies, copies whose ETags cannot
+  be compared across the two stores (the record keeps the source version copied) and keys that already had
+  a record. Per-key status is the record, else the done checkpoint whose shard covers the key.
+- uploads and parts: open multipart uploads (exact destination key, upload id, source version, part size)
+  and the parts already sent with their MD5 ETags, so a resumed run continues an interrupted upload.
+
+A backend is a plain class; the driver wraps it with `ray.remote` so one actor owns the live state and
+receives batched records from every transfer actor (one call per batch, never per object).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
+from dth_ray.model import PartInfo, Shard, Tally, UploadState
 from dth_ray.plan.diff import Record
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-  run_id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, started REAL NOT NULL, finished REAL,
-  status TEXT NOT NULL, report TEXT
-);
-CREATE TABLE IF NOT EXISTS objects (
-  job TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, src_etag TEXT NOT NULL, dst_key TEXT NOT NULL,
-  dst_etag TEXT NOT NULL, status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', verified INTEGER NOT NULL,
-  run_id INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (job, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS uploads (
-  job TEXT NOT NULL, dst_key TEXT NOT NULL, upload_id TEXT NOT NULL, part_size INTEGER NOT NULL,
-  run_id INTEGER NOT NULL, created REAL NOT NULL, PRIMARY KEY (job, dst_key, upload_id)
-) WITHOUT ROWID;
-"""
+PENDING = "pending"
+DONE = "done"
+CHECKPOINT_FAILURES = 50  # failures kept per checkpoint (the count is exact); keeps an item far below 400 KB
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +42,27 @@ class ObjectRecord:
     status: str  # copied | failed
     error: str = ""
     verified: bool = False
+    run_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A shard's progress in one run: keys <= watermark are settled and counted in `tally`."""
+
+    shard: Shard
+    status: str = PENDING
+    watermark: str = ""
+    tally: Tally = field(default_factory=Tally)
+    run_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    run_id: int
+    status: str  # running | succeeded | failed
+    started: float
+    finished: float = 0.0
+    report: str = ""
 
 
 @dataclass
@@ -58,98 +77,76 @@ class Progress:
     bytes_pending: int = 0
 
 
-def default_path() -> str:
+class Manifest(Protocol):
+    """What the runtime needs from a manifest backend. Every method is one batch or one lookup."""
+
+    job: str
+    run_id: int
+    writes: int  # write requests made (a batch counts once per backend request)
+    items_written: int  # rows/items written
+
+    def latest_run(self) -> RunInfo | None: ...
+    def runs(self, limit: int) -> list[RunInfo]: ...
+    def start_run(self, shards: Sequence[Shard]) -> int: ...
+    def resume_run(self, run_id: int) -> list[Checkpoint]: ...
+    def finish_run(self, status: str, report: dict) -> None: ...
+    def checkpoints(self, run_id: int) -> list[Checkpoint]: ...
+    def record(self, records: Sequence[ObjectRecord], checkpoints: Sequence[Checkpoint] = (),
+               progress_delta: dict[str, int] | None = None) -> None: ...
+    def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]: ...
+    def lookup(self, key: str) -> ObjectRecord | None: ...
+    def covering_checkpoint(self, key: str) -> Checkpoint | None: ...
+    def upload_opened(self, upload: UploadState) -> None: ...
+    def parts_sent(self, dst_key: str, upload_id: str, parts: Sequence[PartInfo]) -> None: ...
+    def upload_closed(self, dst_key: str, upload_id: str) -> None: ...
+    def find_uploads(self, dst_key: str) -> list[UploadState]: ...
+    def open_uploads(self) -> list[tuple[str, str]]: ...
+    def flush(self) -> None: ...
+    def progress(self) -> Progress: ...
+    def write_counts(self) -> tuple[int, int]: ...
+    def close(self) -> None: ...
+
+
+def default_sqlite_path() -> str:
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(state, "dth_ray", "manifest.sqlite")
 
 
-class Manifest:
-    """SQLite-backed manifest for one job; every write is a batch in one transaction."""
-
-    def __init__(self, path: str, job: str, run_id: int = 0):
-        self.path = path or default_path()
-        self.job = job
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        # Two connections may write at once (the driver's start-up worker and the manifest actor): wait.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self.run_id = run_id
-        self._progress = Progress()
-        self.writes = 0
-
-    def start_run(self) -> int:
-        cur = self._db.execute("INSERT INTO runs (job, started, status) VALUES (?, ?, 'running')",
-                               (self.job, time.time()))
-        self.run_id = int(cur.lastrowid)
-        return self.run_id
-
-    def finish_run(self, status: str, report: dict) -> None:
-        self._db.execute("UPDATE runs SET finished=?, status=?, report=? WHERE run_id=?",
-                         (time.time(), status, json.dumps(report), self.run_id))
-
-    def record(self, records: Sequence[ObjectRecord], progress_delta: dict[str, int] | None = None) -> None:
-        """Store a batch of per-object results and add the batch's progress counters."""
-        if records:
-            now = time.time()
-            rows = [(self.job, r.key, r.size, r.src_etag, r.dst_key, r.dst_etag, r.status, r.error,
-                     int(r.verified), self.run_id, now) for r in records]
-            self._db.execute("BEGIN IMMEDIATE")
-            # A failure never overwrites what an earlier run copied successfully.
-            self._db.executemany(
-                "INSERT INTO objects VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(job, key) DO UPDATE SET "
-                "size=excluded.size, src_etag=excluded.src_etag, dst_key=excluded.dst_key, "
-                "dst_etag=excluded.dst_etag, status=excluded.status, error=excluded.error, "
-                "verified=excluded.verified, run_id=excluded.run_id, updated=excluded.updated "
-                "WHERE excluded.status='copied' OR objects.status!='copied'", rows)
-            self._db.execute("COMMIT")
-            self.writes += 1
-        for name, value in (progress_delta or {}).items():
-            setattr(self._progress, name, getattr(self._progress, name) + value)
-
-    def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]:
-        """Recorded copies for source keys under `prefix` after `start_after` (and <= end_at), key order."""
-        sql = ("SELECT key, src_etag, size, dst_etag FROM objects WHERE job=? AND key>? AND key>=? "
-               "AND status='copied'")
-        args: list = [self.job, start_after, prefix]
-        if prefix:
-            sql += " AND key<?"
-            args.append(_prefix_end(prefix))
-        if end_at:
-            sql += " AND key<=?"
-            args.append(end_at)
-        sql += " ORDER BY key LIMIT ?"
-        args.append(limit)
-        return [Record(key=k, src_etag=e, src_size=s, dst_etag=d) for k, e, s, d in self._db.execute(sql, args)]
-
-    def lookup(self, key: str) -> ObjectRecord | None:
-        row = self._db.execute(
-            "SELECT key, size, src_etag, dst_key, dst_etag, status, error, verified FROM objects "
-            "WHERE job=? AND key=?", (self.job, key)).fetchone()
-        return ObjectRecord(*row[:7], verified=bool(row[7])) if row else None
-
-    def upload_opened(self, dst_key: str, upload_id: str, part_size_bytes: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?)",
-                         (self.job, dst_key, upload_id, part_size_bytes, self.run_id, time.time()))
-        self.writes += 1
-
-    def upload_closed(self, dst_key: str, upload_id: str) -> None:
-        self._db.execute("DELETE FROM uploads WHERE job=? AND dst_key=? AND upload_id=?",
-                         (self.job, dst_key, upload_id))
-        self.writes += 1
-
-    def open_uploads(self) -> list[tuple[str, str]]:
-        return [tuple(r) for r in self._db.execute(
-            "SELECT dst_key, upload_id FROM uploads WHERE job=? ORDER BY dst_key", (self.job,))]
-
-    def progress(self) -> Progress:
-        return Progress(**vars(self._progress))
-
-    def close(self) -> None:
-        self._db.close()
+def prefix_end(prefix: str) -> str:
+    """Smallest string greater than every string starting with `prefix`; '' when there is none (an empty
+    prefix, or one made only of U+10FFFF). Surrogates are skipped: they cannot occur in a UTF-8 key."""
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return ""
+    code = ord(stripped[-1]) + 1
+    return stripped[:-1] + chr(0xE000 if 0xD800 <= code <= 0xDFFF else code)
 
 
-def _prefix_end(prefix: str) -> str:
-    """Smallest string greater than every string starting with `prefix`."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+def newest_covering(checkpoints: Sequence[Checkpoint], key: str) -> Checkpoint | None:
+    """The newest-run checkpoint whose shard holds `key` and has settled it."""
+    best = None
+    for cp in checkpoints:
+        settled = cp.status == DONE or (cp.watermark and key <= cp.watermark)
+        if settled and cp.shard.contains(key) and (best is None or cp.run_id > best.run_id):
+            best = cp
+    return best
+
+
+def manifest_factory(cfg, job: str, run_id: int = 0) -> tuple[type, tuple]:
+    """The configured backend class and its constructor arguments (cfg is a ManifestConfig), so the driver
+    can build it in-process or as an actor with `ray.remote(cls).remote(*args)`."""
+    from dth_ray.config import ManifestType
+
+    if ManifestType(cfg.type) is ManifestType.dynamodb:
+        from dth_ray.runtime.manifest_dynamodb import DynamoManifest
+
+        return DynamoManifest, (cfg, job, run_id)
+    from dth_ray.runtime.manifest_sqlite import SqliteManifest
+
+    return SqliteManifest, (cfg.path, job, run_id)
+
+
+def open_manifest(cfg, job: str, run_id: int = 0) -> Manifest:
+    """The configured backend, in this process. Raises ConfigError for a bad setting."""
+    cls, args = manifest_factory(cfg, job, run_id)
+    return cls(*args)

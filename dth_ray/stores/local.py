@@ -2,10 +2,16 @@
 
 What differs from S3 (by design, and documented so callers are not surprised):
 - Headers are dropped: no sidecar files are written. `head`/`get` report a Content-Type guessed from the
-  key's extension (mimetypes) and nothing else.
+  key's extension (mimetypes) and the file's mtime (`ObjectHeaders.mtime_ns`) and nothing else. `put` and
+  `complete_multipart` give the file the `mtime_ns` they are handed (a copy from a local source keeps the
+  source file's mtime, as `rsync -t` does); without one the file gets the time of the write.
 - ETags: listings and `head` report "" (hashing every file would make a listing read the whole tree);
   `put` and a `get` of a whole object report the hex MD5 of the bytes; `complete_multipart` reports the
   S3-style md5(concat(part md5s))-N. `get(if_match=...)` hashes the whole file, so use it sparingly.
+- Versions: listings, `head` and `get` report `checksum` 'mtime_ns:<st_mtime_ns>-<size>', which changes when
+  the file is rewritten, even at the same size. The manifest records it as the source version copied, so the
+  next sync finds the change. No other store reports the kind `mtime_ns`, so it is only compared with another
+  local file's token: a local copy of a local file keeps the source's mtime, hence its token.
 - Keys ending in '/' (S3 "directory markers") are accepted by `put` and `complete_multipart` and dropped
   (a directory on disk cannot hold bytes); `get`/`head` of such a key raise NotFound.
 - Keys with empty, '.' or '..' segments, a leading '/', or a NUL byte raise Fatal: they would escape the
@@ -33,6 +39,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -64,6 +71,8 @@ log = logging.getLogger(__name__)
 UPLOADS_DIR = ".dth-uploads"
 TMP_PREFIX = ".dth-tmp-"
 _KEY_FILE = "key"
+_MTIME_FILE = "mtime_ns"  # in an upload's staging folder: the mtime the completed file gets
+VERSION_KIND = "mtime_ns"  # the kind of the version token in ObjectMeta.checksum
 _INLINE_BYTES = 256 * 1024  # smaller reads and writes run inline; larger ones in a worker thread
 _CHUNK_BYTES = 8 * MiB
 _MAX_PART_NUMBER = 10_000
@@ -83,6 +92,11 @@ def _map_error(exc: OSError, key: str) -> DthError:
     if exc.errno in (errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY, errno.ESTALE):
         return Transient(f"local {key!r}: {errno.errorcode.get(exc.errno or 0, 'OSError')}")
     return Fatal(f"local {key!r}: {errno.errorcode.get(exc.errno or 0, type(exc).__name__)}")
+
+
+def version_token(st: os.stat_result) -> str:
+    """The version of a file as ObjectMeta.checksum: 'mtime_ns:<st_mtime_ns>-<size>'."""
+    return f"{VERSION_KIND}:{st.st_mtime_ns}-{st.st_size}"
 
 
 def _valid_segment(segment: str, first: bool) -> bool:
@@ -213,7 +227,8 @@ class LocalStore:
                     st = entry.stat()
                 except FileNotFoundError:
                     continue  # deleted while we listed
-                objects.append(ObjectMeta(key=key, size=st.st_size, etag="", mtime=st.st_mtime))
+                objects.append(ObjectMeta(key=key, size=st.st_size, etag="", mtime=st.st_mtime,
+                                          checksum=version_token(st)))
                 last = key
         except OSError as exc:
             raise _map_error(exc, prefix) from exc
@@ -287,7 +302,7 @@ class LocalStore:
     # -- Reader ---------------------------------------------------------------------------------------------
 
     async def head(self, key: str) -> ObjectInfo:
-        """Size, mtime and a guessed Content-Type (etag ""). Raises NotFound, Fatal for a bad key."""
+        """Size, mtime, version token, guessed Content-Type (etag ""). Raises NotFound; Fatal (bad key)."""
         path = self._path(key)
         if key.endswith("/"):
             raise NotFound(f"local {key!r}: not found")
@@ -298,16 +313,18 @@ class LocalStore:
                    else _map_error(exc, key)) from exc
         if not os.path.isfile(path):
             raise NotFound(f"local {key!r}: not found")
-        return self._info(key, st.st_size, "", st.st_mtime)
+        return self._info(key, st, "")
 
     @staticmethod
-    def _info(key: str, size: int, etag: str, mtime: float) -> ObjectInfo:
+    def _info(key: str, st: os.stat_result, etag: str) -> ObjectInfo:
         content_type = mimetypes.guess_type(key, strict=False)[0] or ""
-        return ObjectInfo(ObjectMeta(key=key, size=size, etag=etag, mtime=mtime),
-                          ObjectHeaders(content_type=content_type))
+        return ObjectInfo(ObjectMeta(key=key, size=st.st_size, etag=etag, mtime=st.st_mtime,
+                                     checksum=version_token(st)),
+                          ObjectHeaders(content_type=content_type, mtime_ns=st.st_mtime_ns))
 
     async def get(self, key: str, byte_range: ByteRange | None = None, if_match: str = "") -> GetResult:
-        """The bytes of `key` (or a range). The etag is the MD5 of the bytes when the whole object is read.
+        """The bytes of `key` (or a range). The etag is the MD5 of the bytes when the whole object is read;
+        the version token is the open file's as the read began (a later rewrite changes the file's token).
 
         Raises NotFound, PreconditionFailed (if_match differs from the file's MD5, or the range starts
         beyond the end of the file), Fatal for a bad key.
@@ -349,25 +366,30 @@ class LocalStore:
             raise NotFound(f"local {key!r}: not found") from None
         except OSError as exc:
             raise _map_error(exc, key) from exc
-        return GetResult(data=data, info=self._info(key, st.st_size, etag, st.st_mtime))
+        return GetResult(data=data, info=self._info(key, st, etag))
 
     # -- Writer ---------------------------------------------------------------------------------------------
 
     async def put(self, key: str, data: bytes, headers: ObjectHeaders, md5: bytes) -> PutResult:
-        """Write `key` atomically; headers are dropped. Raises IntegrityError if `md5` does not match."""
+        """Write `key` atomically with `headers.mtime_ns` (if set); other headers are dropped.
+
+        Raises IntegrityError if `md5` does not match.
+        """
         path = self._path(key)
         digest = hashlib.md5(data).digest()
         if md5 and md5 != digest:
             raise IntegrityError(f"local {key!r}: Content-MD5 does not match the body")
         if not key.endswith("/"):
             if len(data) <= _INLINE_BYTES:
-                self._write_atomic(key, path, lambda f: f.write(data))
+                self._write_atomic(key, path, lambda f: f.write(data), headers.mtime_ns)
             else:
-                await asyncio.to_thread(self._write_atomic, key, path, lambda f: f.write(data))
+                await asyncio.to_thread(self._write_atomic, key, path, lambda f: f.write(data),
+                                        headers.mtime_ns)
         return PutResult(etag=digest.hex())
 
-    def _write_atomic(self, key: str, path: str, fill) -> None:
-        """Write through a temp file in the target directory, then os.replace it onto `path`."""
+    def _write_atomic(self, key: str, path: str, fill, mtime_ns: int = 0) -> None:
+        """Write through a temp file in the target directory, then os.replace it onto `path`; the file
+        appears with mtime `mtime_ns` when that is set."""
         parent = os.path.dirname(path)
         for attempt in range(_DIR_RACE_ATTEMPTS):
             try:
@@ -384,6 +406,8 @@ class LocalStore:
             with os.fdopen(fd, "wb") as f:
                 fill(f)
             os.chmod(tmp, 0o644)
+            if mtime_ns:
+                os.utime(tmp, ns=(time.time_ns(), mtime_ns))
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -395,7 +419,8 @@ class LocalStore:
             raise
 
     async def create_multipart(self, key: str, headers: ObjectHeaders) -> str:
-        """Open a staged upload; headers are dropped. Raises Fatal for a bad key."""
+        """Open a staged upload (keeping `headers.mtime_ns` for the completed file); other headers are
+        dropped. Raises Fatal for a bad key."""
         self._path(key)
         upload_id = uuid.uuid4().hex
         try:
@@ -403,6 +428,9 @@ class LocalStore:
             building = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self._uploads)
             with open(os.path.join(building, _KEY_FILE), "w", encoding="utf-8") as f:
                 f.write(key)
+            if headers.mtime_ns:
+                with open(os.path.join(building, _MTIME_FILE), "w", encoding="utf-8") as f:
+                    f.write(str(headers.mtime_ns))
             os.rename(building, os.path.join(self._uploads, upload_id))  # appears with its key file
         except OSError as exc:
             raise _map_error(exc, key) from exc
@@ -485,9 +513,18 @@ class LocalStore:
                 for part_path in files:
                     _copy_into(f, part_path)
 
-            self._write_atomic(key, path, fill)
+            self._write_atomic(key, path, fill, self._staged_mtime_ns(staging))
         shutil.rmtree(staging, ignore_errors=True)
         return PutResult(etag=etag)
+
+    @staticmethod
+    def _staged_mtime_ns(staging: str) -> int:
+        """The mtime create_multipart was handed for this upload, or 0."""
+        try:
+            with open(os.path.join(staging, _MTIME_FILE), encoding="utf-8") as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return 0
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Drop a staged upload; one that is already gone (or belongs to another key) is not an error."""

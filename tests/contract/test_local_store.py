@@ -7,14 +7,18 @@ import hashlib
 import os
 import pickle
 import random
+import time
+from dataclasses import replace
 
 import pytest
 
-from dth_ray.config import StoreConfig, StoreType
+from dth_ray.config import Compare, StoreConfig, StoreType
 from dth_ray.errors import Fatal, NotFound
-from dth_ray.model import ListPage, ObjectHeaders, PartInfo, UploadInfo
+from dth_ray.model import ByteRange, ListPage, ObjectHeaders, PartInfo, UploadInfo
+from dth_ray.plan.diff import Record, decide
 from dth_ray.stores import open_store
-from dth_ray.stores.local import LocalStore
+from dth_ray.stores.base import StoreFeatures
+from dth_ray.stores.local import FEATURES, LocalStore, version_token
 from tests.contract.suite import StoreContract, list_all, md5, utf8_sorted
 
 
@@ -49,7 +53,8 @@ def test_content_type_is_guessed_and_headers_dropped(tmp_store_dir):
         await store.put("page.html", b"<p>", ObjectHeaders(content_type="text/x-custom", cache_control="no-cache",
                                                            user_metadata=(("a", "b"),)), md5(b"<p>"))
         head = await store.head("page.html")
-        assert head.headers == ObjectHeaders(content_type="text/html")
+        mtime_ns = os.stat(tmp_store_dir / "page.html").st_mtime_ns  # the one header a file keeps
+        assert head.headers == ObjectHeaders(content_type="text/html", mtime_ns=mtime_ns)
         assert (await store.get("page.html")).info.headers.content_type == "text/html"
         await put(store, "blob")
         assert (await store.head("blob")).headers.content_type == ""
@@ -167,6 +172,98 @@ def test_multipart_etag_and_part_replacement(tmp_store_dir):
         assert (await store.get("m")).data == b"firstsecond"
         with pytest.raises(NotFound):
             await store.complete_multipart("m", upload_id, [PartInfo(1, e1)])
+
+    run(body())
+
+
+def _tokens(store, key: str) -> set[str]:
+    """The version token of `key` as the listing, HEAD, a whole GET and a ranged GET report it."""
+
+    async def body():
+        (listed,), _ = await list_all(store, key)
+        head = await store.head(key)
+        whole = await store.get(key)
+        ranged = await store.get(key, ByteRange(0, 1))
+        assert head.headers.mtime_ns == whole.info.headers.mtime_ns
+        return {listed.checksum, head.meta.checksum, whole.info.meta.checksum, ranged.info.meta.checksum}
+
+    return run(body())
+
+
+def test_version_token_changes_with_a_same_size_rewrite(tmp_store_dir):
+    store = local_store(tmp_store_dir)
+    run(put(store, "k", b"first"))
+    st = os.stat(tmp_store_dir / "k")
+    (first,) = _tokens(store, "k")
+    assert first == f"mtime_ns:{st.st_mtime_ns}-5" == version_token(st)
+    (tmp_store_dir / "k").write_bytes(b"other")  # same size, new bytes, a later mtime
+    os.utime(tmp_store_dir / "k", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    (second,) = _tokens(store, "k")
+    assert second != first and second == f"mtime_ns:{st.st_mtime_ns + 1}-5"
+    assert run(store.get("k")).info.headers.mtime_ns == st.st_mtime_ns + 1
+
+
+def test_writes_take_the_mtime_they_are_handed(tmp_store_dir):
+    store = local_store(tmp_store_dir)
+    mtime_ns = 1_600_000_000_123_456_789
+
+    async def body():
+        await store.put("single", b"abc", ObjectHeaders(mtime_ns=mtime_ns), md5(b"abc"))
+        upload_id = await store.create_multipart("multi", ObjectHeaders(mtime_ns=mtime_ns + 1))
+        parts = [PartInfo(n, await store.upload_part("multi", upload_id, n, data, md5(data)), len(data))
+                 for n, data in ((1, b"12"), (2, b"345"))]
+        await store.complete_multipart("multi", upload_id, parts)
+        await put(store, "now")
+
+    run(body())
+    assert os.stat(tmp_store_dir / "single").st_mtime_ns == mtime_ns
+    assert os.stat(tmp_store_dir / "multi").st_mtime_ns == mtime_ns + 1
+    assert _tokens(store, "multi") == {f"mtime_ns:{mtime_ns + 1}-5"}
+    assert abs(os.stat(tmp_store_dir / "now").st_mtime - time.time()) < 60  # none handed: the write's time
+
+
+OSS_LIKE = StoreFeatures(name="oss", multipart_etag_is_md5_of_md5s=False, checksum_kinds=("md5", "crc64ecma"))
+
+
+def test_version_tokens_in_the_diff(tmp_path):
+    """What the diff makes of local tokens: compared only with another local file's token; otherwise only
+    through the manifest record of the token copied (as the copier records `src.etag or src.checksum`)."""
+    src, dst = local_store(tmp_path / "src"), local_store(tmp_path / "dst")
+
+    async def listed(store, key: str):
+        (meta,), _ = await list_all(store, key)
+        return meta
+
+    async def copy(key: str) -> Record:
+        """What the copier and the worker do for a single-PUT copy, and the record they leave."""
+        meta = await listed(src, key)
+        got = await src.get(key)
+        result = await dst.put(key, got.data, got.info.headers, md5(got.data))
+        copied = replace(meta, checksum=got.info.meta.checksum or meta.checksum)
+        return Record(key, copied.etag or copied.checksum, copied.size, result.etag)
+
+    async def body():
+        await put(src, "k", b"version 1")
+        record = await copy("k")
+        s, d = await listed(src, "k"), await listed(dst, "k")
+        assert record.src_etag == s.checksum and s.checksum == d.checksum  # the copy kept the source's mtime
+        expected = {Compare.size: "same_size", Compare.size_mtime: "same_size_mtime",
+                    Compare.size_etag: "same_checksum", Compare.checksum: "same_checksum"}
+        for compare, reason in expected.items():
+            assert decide(s, d, record, compare, FEATURES, FEATURES) == ("skip", reason), compare
+        # A store of another checksum kind holding the same record: the record decides, never the kinds.
+        other = replace(d, etag=record.dst_etag, checksum="crc64ecma:1")
+        assert decide(s, other, record, Compare.size_etag, FEATURES, OSS_LIKE) == ("skip", "unchanged")
+        assert decide(s, replace(other, etag="f" * 32), None, Compare.size_etag, FEATURES, OSS_LIKE) == (
+            "skip", "same_size_unverifiable")
+
+        st = os.stat(tmp_path / "src" / "k")
+        (tmp_path / "src" / "k").write_bytes(b"version 2")  # same size
+        os.utime(tmp_path / "src" / "k", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000))
+        changed = await listed(src, "k")
+        assert decide(changed, d, record, Compare.size_etag, FEATURES, FEATURES) == ("copy", "checksum")
+        assert decide(changed, other, record, Compare.size_etag, FEATURES, OSS_LIKE) == (
+            "copy", "changed_at_source")
 
     run(body())
 

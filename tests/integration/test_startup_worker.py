@@ -7,8 +7,8 @@ from collections import deque
 
 from dth_ray.cli import load_config
 from dth_ray.model import Shard
-from dth_ray.runtime.driver import StartupWorker
-from dth_ray.runtime.manifest import Manifest
+from dth_ray.runtime.driver import StartupWorker, WorkItem
+from dth_ray.runtime.manifest_sqlite import SqliteManifest
 from tests.integration.helpers import listing, s3_overrides
 from tests.servers.s3_servers import seed_objects
 
@@ -18,10 +18,10 @@ def test_startup_worker_takes_shards_until_stopped(e2e_env, unique_prefix, tmp_p
     items = {f"{unique_prefix}s{p:02d}/o{i}": bytes([p]) * (i + 1) for p in range(12) for i in range(5)}
     seed_objects(pair.source.client(), pair.source.bucket, items)
     cfg = load_config(s3_overrides(pair, unique_prefix, "sw/" + unique_prefix, str(tmp_path / "m.sqlite")))
-    manifest = Manifest(cfg.manifest.path, "job-startup")
-    manifest.start_run()
     shards = [Shard(f"s{p}", f"{unique_prefix}s{p:02d}/") for p in range(12)]
-    queue: deque = deque((s, 1) for s in shards)
+    manifest = SqliteManifest(cfg.manifest.path, "job-startup")
+    manifest.start_run(shards)
+    queue: deque = deque(WorkItem(s) for s in shards)
 
     worker = StartupWorker(cfg, manifest, queue).start()
     deadline = time.monotonic() + 60
@@ -31,10 +31,12 @@ def test_startup_worker_takes_shards_until_stopped(e2e_env, unique_prefix, tmp_p
     worker.join()
     done = worker.harvest()
 
-    taken = {shard.shard_id for shard, _, _ in done}
+    taken = {item.shard.shard_id for item, _ in done}
     assert len(done) + len(queue) == 12, "every shard is either done by the worker or still queued"
-    assert taken.isdisjoint({shard.shard_id for shard, _ in queue})
-    assert all(result.tally.copied == 5 and not result.error for _, _, result in done)
+    assert taken.isdisjoint({item.shard.shard_id for item in queue})
+    assert all(result.tally.copied == 5 and not result.error for _, result in done)
+    done_checkpoints = {cp.shard.shard_id for cp in manifest.checkpoints(manifest.run_id) if cp.status == "done"}
+    assert done_checkpoints == taken, "each finished shard left a done checkpoint"
     copied = listing(pair.destination.client(), pair.destination.bucket, "sw/" + unique_prefix)
     assert len(copied) == 5 * len(done)
     assert manifest.progress().copied == 5 * len(done)

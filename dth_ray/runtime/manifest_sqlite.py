@@ -1,0 +1,243 @@
+"""The manifest in one SQLite file (the embedded default); every write is a batch in one transaction."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+
+from dth_ray.errors import ConfigError
+from dth_ray.model import PartInfo, Shard, Tally, UploadState
+from dth_ray.plan.diff import Record
+from dth_ray.runtime.manifest import (
+    CHECKPOINT_FAILURES,
+    PENDING,
+    Checkpoint,
+    ObjectRecord,
+    Progress,
+    RunInfo,
+    default_sqlite_path,
+    newest_covering,
+    prefix_end,
+)
+
+SCHEMA_VERSION = 2
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, started REAL NOT NULL, finished REAL,
+  status TEXT NOT NULL, report TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_job ON runs (job, run_id);
+CREATE TABLE IF NOT EXISTS shards (
+  job TEXT NOT NULL, run_id INTEGER NOT NULL, shard_id TEXT NOT NULL, prefix TEXT NOT NULL,
+  start_after TEXT NOT NULL, end_at TEXT NOT NULL, delimiter TEXT NOT NULL, status TEXT NOT NULL,
+  watermark TEXT NOT NULL, tally TEXT NOT NULL, updated REAL NOT NULL, PRIMARY KEY (job, run_id, shard_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS objects (
+  job TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, src_etag TEXT NOT NULL, dst_key TEXT NOT NULL,
+  dst_etag TEXT NOT NULL, status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', verified INTEGER NOT NULL,
+  run_id INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (job, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+  job TEXT NOT NULL, dst_key TEXT NOT NULL, upload_id TEXT NOT NULL, src_etag TEXT NOT NULL,
+  size INTEGER NOT NULL, part_size INTEGER NOT NULL, run_id INTEGER NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (job, dst_key, upload_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS parts (
+  job TEXT NOT NULL, dst_key TEXT NOT NULL, upload_id TEXT NOT NULL, part_number INTEGER NOT NULL,
+  etag TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (job, dst_key, upload_id, part_number)
+) WITHOUT ROWID;
+"""
+
+
+class SqliteManifest:
+    """SQLite-backed manifest for one job (see dth_ray.runtime.manifest for the logical schema)."""
+
+    def __init__(self, path: str, job: str, run_id: int = 0):
+        self.path = path or default_sqlite_path()
+        self.job = job
+        self.run_id = run_id
+        self.writes = 0
+        self.items_written = 0
+        self._progress = Progress()
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        try:
+            # Two connections may write at once (the driver's start-up worker and the manifest actor): wait.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            has_tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"manifest.path={self.path!r} is not a usable SQLite file ({exc})") from None
+        if has_tables and version != SCHEMA_VERSION:
+            raise ConfigError(f"manifest.path={self.path!r} holds manifest schema {version}, this dth_ray "
+                              f"uses {SCHEMA_VERSION}: move the file aside or choose another manifest.path")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _write(self, sql: str, rows: Sequence[tuple]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(sql, rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self.writes += 1
+        self.items_written += len(rows)
+
+    # ---- runs and shard checkpoints
+
+    def latest_run(self) -> RunInfo | None:
+        runs = self.runs(1)
+        return runs[0] if runs else None
+
+    def runs(self, limit: int) -> list[RunInfo]:
+        rows = self._db.execute("SELECT run_id, status, started, finished, report FROM runs WHERE job=? "
+                                "ORDER BY run_id DESC LIMIT ?", (self.job, limit))
+        return [RunInfo(r, s, st, f or 0.0, rep or "") for r, s, st, f, rep in rows]
+
+    def start_run(self, shards: Sequence[Shard]) -> int:
+        cur = self._db.execute("INSERT INTO runs (job, started, status) VALUES (?, ?, 'running')",
+                               (self.job, time.time()))
+        self.run_id = int(cur.lastrowid)
+        self.writes += 1
+        self.items_written += 1
+        self._put_checkpoints([Checkpoint(s, PENDING, "", Tally(), self.run_id) for s in shards])
+        return self.run_id
+
+    def resume_run(self, run_id: int) -> list[Checkpoint]:
+        self.run_id = run_id
+        return self.checkpoints(run_id)
+
+    def finish_run(self, status: str, report: dict) -> None:
+        self._write("UPDATE runs SET finished=?, status=?, report=? WHERE run_id=?",
+                    [(time.time(), status, json.dumps(report), self.run_id)])
+
+    def checkpoints(self, run_id: int) -> list[Checkpoint]:
+        rows = self._db.execute(
+            "SELECT shard_id, prefix, start_after, end_at, delimiter, status, watermark, tally FROM shards "
+            "WHERE job=? AND run_id=? ORDER BY shard_id", (self.job, run_id))
+        return [Checkpoint(Shard(sid, p, sa, ea, d), st, w, Tally.from_dict(json.loads(t)), run_id)
+                for sid, p, sa, ea, d, st, w, t in rows]
+
+    def _put_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        now = time.time()
+        rows = [(self.job, cp.run_id or self.run_id, cp.shard.shard_id, cp.shard.prefix, cp.shard.start_after,
+                 cp.shard.end_at, cp.shard.delimiter, cp.status, cp.watermark,
+                 json.dumps(cp.tally.to_dict(CHECKPOINT_FAILURES)), now) for cp in checkpoints]
+        if rows:
+            self._write("INSERT OR REPLACE INTO shards VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def covering_checkpoint(self, key: str) -> Checkpoint | None:
+        for run in self.runs(20):
+            found = newest_covering(self.checkpoints(run.run_id), key)
+            if found is not None:
+                return found
+        return None
+
+    # ---- per-object records
+
+    def record(self, records: Sequence[ObjectRecord], checkpoints: Sequence[Checkpoint] = (),
+               progress_delta: dict[str, int] | None = None) -> None:
+        """Store a batch of per-object results and shard checkpoints; add the batch's progress counters."""
+        if records:
+            now = time.time()
+            rows = [(self.job, r.key, r.size, r.src_etag, r.dst_key, r.dst_etag, r.status, r.error,
+                     int(r.verified), r.run_id or self.run_id, now) for r in records]
+            # A failure never overwrites what an earlier run copied successfully.
+            self._write(
+                "INSERT INTO objects VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(job, key) DO UPDATE SET "
+                "size=excluded.size, src_etag=excluded.src_etag, dst_key=excluded.dst_key, "
+                "dst_etag=excluded.dst_etag, status=excluded.status, error=excluded.error, "
+                "verified=excluded.verified, run_id=excluded.run_id, updated=excluded.updated "
+                "WHERE excluded.status='copied' OR objects.status!='copied'", rows)
+        self._put_checkpoints(checkpoints)
+        for name, value in (progress_delta or {}).items():
+            setattr(self._progress, name, getattr(self._progress, name) + value)
+
+    def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]:
+        """Records (copied or failed) for source keys under `prefix`, start_after < key <= end_at, key order."""
+        sql = "SELECT key, src_etag, size, dst_etag FROM objects WHERE job=? AND key>? AND key>=?"
+        args: list = [self.job, start_after, prefix]
+        end = prefix_end(prefix)
+        if end:
+            sql += " AND key<?"
+            args.append(end)
+        if end_at:
+            sql += " AND key<=?"
+            args.append(end_at)
+        sql += " ORDER BY key LIMIT ?"
+        args.append(limit)
+        return [Record(key=k, src_etag=e, src_size=s, dst_etag=d) for k, e, s, d in self._db.execute(sql, args)]
+
+    def lookup(self, key: str) -> ObjectRecord | None:
+        row = self._db.execute(
+            "SELECT key, size, src_etag, dst_key, dst_etag, status, error, verified, run_id FROM objects "
+            "WHERE job=? AND key=?", (self.job, key)).fetchone()
+        return ObjectRecord(*row[:7], verified=bool(row[7]), run_id=row[8]) if row else None
+
+    # ---- multipart uploads
+
+    def upload_opened(self, upload: UploadState) -> None:
+        """Record an upload; an empty upload_id is an intent (Create about to be sent), which the real
+        id of the same key replaces."""
+        self._db.execute("BEGIN IMMEDIATE")
+        if upload.upload_id:
+            self._db.execute("DELETE FROM uploads WHERE job=? AND dst_key=? AND upload_id=''",
+                             (self.job, upload.dst_key))
+        self._db.execute("INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?,?,?)",
+                         (self.job, upload.dst_key, upload.upload_id, upload.src_etag, upload.size,
+                          upload.part_size_bytes, upload.run_id or self.run_id, time.time()))
+        self._db.execute("COMMIT")
+        self.writes += 1
+        self.items_written += 1
+
+    def parts_sent(self, dst_key: str, upload_id: str, parts: Sequence[PartInfo]) -> None:
+        if parts:
+            self._write("INSERT OR REPLACE INTO parts VALUES (?,?,?,?,?,?)",
+                        [(self.job, dst_key, upload_id, p.part_number, p.etag, p.size) for p in parts])
+
+    def upload_closed(self, dst_key: str, upload_id: str) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        for table in ("uploads", "parts"):
+            self._db.execute(f"DELETE FROM {table} WHERE job=? AND dst_key=? AND upload_id=?",  # noqa: S608
+                             (self.job, dst_key, upload_id))
+        self._db.execute("COMMIT")
+        self.writes += 1
+        self.items_written += 1
+
+    def find_uploads(self, dst_key: str) -> list[UploadState]:
+        """Open uploads recorded for exactly this destination key (never a prefix match), newest first."""
+        rows = self._db.execute("SELECT upload_id, src_etag, size, part_size, run_id FROM uploads "
+                                "WHERE job=? AND dst_key=? ORDER BY created DESC", (self.job, dst_key)).fetchall()
+        out = []
+        for upload_id, src_etag, size, part_size, run_id in rows:
+            parts = {n: PartInfo(n, e, s) for n, e, s in self._db.execute(
+                "SELECT part_number, etag, size FROM parts WHERE job=? AND dst_key=? AND upload_id=?",
+                (self.job, dst_key, upload_id))}
+            out.append(UploadState(dst_key, upload_id, src_etag, size, part_size, parts, run_id))
+        return out
+
+    def open_uploads(self) -> list[tuple[str, str]]:
+        return [tuple(r) for r in self._db.execute(
+            "SELECT dst_key, upload_id FROM uploads WHERE job=? ORDER BY dst_key", (self.job,))]
+
+    # ---- live state
+
+    def flush(self) -> None:
+        """Every write above is already durable in SQLite."""
+
+    def progress(self) -> Progress:
+        return Progress(**vars(self._progress))
+
+    def write_counts(self) -> tuple[int, int]:
+        """(write requests, rows written) by this instance."""
+        return self.writes, self.items_written
+
+    def close(self) -> None:
+        self._db.close()
+
