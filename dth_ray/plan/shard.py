@@ -58,6 +58,31 @@ def split_by_boundaries(prefix: str, boundaries: Sequence[str]) -> list[Shard]:
     return [_make(prefix, start_after, end_at) for start_after, end_at in zip(starts, ends, strict=True)]
 
 
+def split_level_by_bytes(prefix: str, objects: Sequence[tuple[str, int]], parts: int) -> list[Shard]:
+    """The objects directly at one '/' level (key, size; sorted by key), cut into at most `parts` delimiter
+    shards of about equal bytes, so a few large objects in one folder still keep several actors busy.
+
+    Raises ValueError if a key is not directly under `prefix`.
+    """
+    for key, _ in objects:
+        if not key.startswith(prefix) or "/" in key[len(prefix):]:
+            raise ValueError(f"key {key!r} is not directly under {prefix!r}")
+    total = sum(size for _, size in objects) or 1
+    target = total / max(1, parts)
+    edges: list[str] = []
+    running = 0
+    previous = ""
+    for index, (key, size) in enumerate(objects):
+        # Cut before the object whose middle crosses the next multiple of the target.
+        if index and running + size / 2 > target * (len(edges) + 1):
+            edges.append(previous)
+        running += size
+        previous = key
+    starts = ["", *edges]
+    ends = [*edges, ""]
+    return [_make(prefix, start_after, end_at, "/") for start_after, end_at in zip(starts, ends, strict=True)]
+
+
 def shards_for_prefixes(prefixes: Sequence[str]) -> list[Shard]:
     """One shard per prefix of a prefix list; covered and duplicate prefixes are dropped so none overlap."""
     return [_make(prefix) for prefix in collapse_prefixes(prefixes)]

@@ -23,7 +23,12 @@ from dth_ray.errors import ConfigError, DthError, NotFound, PermissionDenied
 from dth_ray.model import Shard, ShardResult, Tally
 from dth_ray.plan.filters import KeyFilter, load_prefix_list
 from dth_ray.plan.parts import choose_part_size
-from dth_ray.plan.shard import order_largest_first, shards_for_prefixes, shards_from_level
+from dth_ray.plan.shard import (
+    order_largest_first,
+    shards_for_prefixes,
+    shards_from_level,
+    split_level_by_bytes,
+)
 from dth_ray.runtime.manifest import DONE, Manifest, Progress, manifest_factory, open_manifest
 from dth_ray.runtime.worker import TransferWorker
 from dth_ray.stores import open_store
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 _PREFLIGHT_TIMEOUT_S = 25.0
 _SHARD_ATTEMPTS = 3
 _MAX_PLANNED_SHARDS = 20_000
+_PLAN_OBJECTS = 10_000  # objects directly at a level whose sizes planning keeps to split it by bytes
 _MAX_ACTOR_LOSSES = 5
 _ACTOR_REST_S = 5.0  # how long a lost actor gets no new shards while Ray restarts it
 
@@ -85,35 +91,43 @@ async def _plan_shards(cfg: SyncConfig, actors: int) -> list[Shard]:
         return shards_for_prefixes(prefixes)
     store = open_store(cfg.source)
     try:
-        shards = await list_level(store, cfg.source.prefix)
+        shards = await list_level(store, cfg.source.prefix, 2 * actors)
         if len(shards) < 4 * actors:
             deeper: list[Shard] = []
             for shard in shards:
                 if shard.delimiter or len(deeper) > _MAX_PLANNED_SHARDS:
                     deeper.append(shard)
                 else:
-                    deeper.extend(await list_level(store, shard.prefix))
+                    deeper.extend(await list_level(store, shard.prefix, 2 * actors))
             shards = deeper
     finally:
         await store.aclose()
     return order_largest_first([(s, 0) for s in shards])
 
 
-async def list_level(store, prefix: str) -> list[Shard]:
+async def list_level(store, prefix: str, parts: int = 1) -> list[Shard]:
+    """Shards for one '/' level: one per common prefix, and the objects directly at the level cut into up
+    to `parts` shards of about equal bytes (when there are few enough to have sizes for)."""
     prefixes: list[str] = []
-    has_objects = False
+    objects: list[tuple[str, int]] = []
     token = ""
     while True:
         page = await store.list_page(prefix, token=token, delimiter="/", max_keys=1000)
         prefixes.extend(page.prefixes)
-        has_objects = has_objects or bool(page.objects)
+        if len(objects) <= _PLAN_OBJECTS:
+            objects.extend((o.key, o.size) for o in page.objects)
         if not page.next_token or len(prefixes) > _MAX_PLANNED_SHARDS:
             break
         token = page.next_token
     if len(prefixes) > _MAX_PLANNED_SHARDS:
         # Too many to plan one by one: let a single shard stream this whole level instead.
         return [Shard(shard_id=f"all:{prefix}", prefix=prefix)]
-    return shards_from_level(prefix, prefixes, has_objects)
+    shards = shards_from_level(prefix, prefixes, False)
+    if len(objects) > _PLAN_OBJECTS:
+        shards.extend(shards_from_level(prefix, [], True))
+    elif objects:
+        shards.extend(split_level_by_bytes(prefix, objects, parts))
+    return shards
 
 
 @dataclass
@@ -273,6 +287,7 @@ def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | N
             startup.stop_taking()
             startup.join()
         _close_workers(workers)
+        local_manifest.flush()  # the start-up worker's records (a DynamoDB manifest buffers them)
     report = build_report(cfg, job, run_id, state, time.monotonic() - started)
     if report["status"] == "succeeded" and not cfg.dry_run:
         # Uploads the job opened and no longer needs (a failed run keeps them for the next run to continue).

@@ -57,7 +57,19 @@ def _open_uploads(client, bucket: str, prefix: str) -> list:
     return client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
 
 
-def test_driver_sigkill_twice_then_rerun_resends_only_parts_in_flight(e2e_env, proxy, unique_prefix, tmp_path):
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def manifest_overrides(request, tmp_path, unique_prefix) -> list[str]:
+    """Where the job's manifest lives: the embedded SQLite file or DynamoDB on a moto server over HTTP."""
+    if request.param == "sqlite":
+        return []
+    moto = request.getfixturevalue("moto_server")
+    os.environ.update({"MOTOM_ACCESS_KEY_ID": "moto-manifest", "MOTOM_SECRET_ACCESS_KEY": "moto-manifest-secret"})
+    return ["manifest=dynamodb", f"manifest.endpoint={moto.endpoint}", "manifest.region=us-east-1",
+            "manifest.credentials=env:MOTOM", f"manifest.table=resume-{unique_prefix.strip('/')}"]
+
+
+def test_driver_sigkill_twice_then_rerun_resends_only_parts_in_flight(e2e_env, proxy, unique_prefix, tmp_path,
+                                                                      manifest_overrides):
     pair = e2e_env
     rng = random.Random(7)
     items = {f"{unique_prefix}big/{i}.bin": rng.randbytes(100 * MiB) for i in range(2)}  # 7 parts each
@@ -67,6 +79,7 @@ def test_driver_sigkill_twice_then_rerun_resends_only_parts_in_flight(e2e_env, p
     dst_prefix = "resume/" + unique_prefix
     report_path = tmp_path / "report.json"
     cmd = _sync_cmd(pair, proxy, unique_prefix, dst_prefix, str(tmp_path / "m.sqlite"), report_path)
+    cmd += manifest_overrides
     env = dict(os.environ)
 
     in_flight_at_kills = []
@@ -80,6 +93,7 @@ def test_driver_sigkill_twice_then_rerun_resends_only_parts_in_flight(e2e_env, p
     report = json.loads(report_path.read_text())
     assert report["resumed"] is True
     assert report["part_size_bytes"] == PART
+    assert report["resumed_parts"] > 0, "an interrupted upload was continued, not restarted"
     objects = report["objects"]
     assert objects["listed"] == len(items), report
     assert objects["copied"] + objects["skipped"] == len(items) and objects["failed"] == 0, report

@@ -12,6 +12,7 @@ from dth_ray.plan.shard import (
     shards_for_prefixes,
     shards_from_level,
     split_by_boundaries,
+    split_level_by_bytes,
 )
 
 ALPHABET = ["a", "b", "/", "ü", " ", "+", "%", "?", "&", "日"]
@@ -144,3 +145,23 @@ def test_order_largest_first_is_stable():
     a, b, c, d = (Shard(x, x) for x in "abcd")
     assert order_largest_first([(a, 5), (b, 10), (c, 5), (d, 0)]) == [b, a, c, d]
     assert order_largest_first([]) == []
+
+
+def test_split_level_by_bytes_covers_each_key_once_and_balances_bytes():
+    objects = [(f"p/k{i:02d}", 128 if i < 8 else 1) for i in range(20)]
+    shards = split_level_by_bytes("p/", objects, 4)
+    assert 2 <= len(shards) <= 4
+    owners = {key: [s for s in shards if s.contains(key)] for key, _ in objects}
+    assert all(len(found) == 1 for found in owners.values()), "each key in exactly one shard"
+    assert not any(s.contains("p/sub/k") for s in shards), "objects below the level belong to other shards"
+    per_shard = [sum(size for key, size in objects if s.contains(key)) for s in shards]
+    assert max(per_shard) <= 2 * 128 + 12, per_shard  # about total/parts each, never one shard with it all
+    assert len({s.shard_id for s in shards}) == len(shards)
+
+
+def test_split_level_by_bytes_edge_cases():
+    assert len(split_level_by_bytes("p/", [("p/only", 10)], 8)) == 1
+    zero = split_level_by_bytes("", [("a", 0), ("b", 0)], 2)
+    assert all(sum(s.contains(k) for s in zero) == 1 for k in ("a", "b"))
+    with pytest.raises(ValueError):
+        split_level_by_bytes("p/", [("p/deeper/x", 1)], 2)
