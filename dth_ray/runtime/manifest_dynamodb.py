@@ -293,7 +293,7 @@ class DynamoManifest:
         for _ in range(_RUN_ID_ATTEMPTS):
             try:
                 self._table.put({"pk": self._pk_run, "sk": f"{run_id:012d}", "run_id": run_id,
-                                 "status": "running", "started": time.time(), "job": self.job},
+                                 "status": "planning", "started": time.time(), "job": self.job},
                                 condition="attribute_not_exists(pk)")
                 break
             except PreconditionFailed:
@@ -306,6 +306,10 @@ class DynamoManifest:
                 self._buffer[(self._pk_shard(run_id), shard.shard_id)] = (
                     "cp", Checkpoint(shard, PENDING, "", Tally(), run_id))
         self.flush()
+        # Only a run whose whole plan is durable may be resumed: a crash before this leaves it 'planning'.
+        self._table.call("update_item", TableName=self._table.name, Key=item_key(self._pk_run, f"{run_id:012d}"),
+                         UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "status"},
+                         ExpressionAttributeValues=enc({":s": "running"}))
         return run_id
 
     def resume_run(self, run_id: int) -> list[Checkpoint]:

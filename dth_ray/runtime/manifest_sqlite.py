@@ -101,12 +101,14 @@ class SqliteManifest:
         return [RunInfo(r, s, st, f or 0.0, rep or "") for r, s, st, f, rep in rows]
 
     def start_run(self, shards: Sequence[Shard]) -> int:
-        cur = self._db.execute("INSERT INTO runs (job, started, status) VALUES (?, ?, 'running')",
+        cur = self._db.execute("INSERT INTO runs (job, started, status) VALUES (?, ?, 'planning')",
                                (self.job, time.time()))
         self.run_id = int(cur.lastrowid)
-        self.writes += 1
-        self.items_written += 1
         self._put_checkpoints([Checkpoint(s, PENDING, "", Tally(), self.run_id) for s in shards])
+        # Only a run whose whole plan is durable may be resumed: a crash before this leaves it 'planning'.
+        self._db.execute("UPDATE runs SET status='running' WHERE run_id=?", (self.run_id,))
+        self.writes += 3
+        self.items_written += 2
         return self.run_id
 
     def resume_run(self, run_id: int) -> list[Checkpoint]:

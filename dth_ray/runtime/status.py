@@ -39,7 +39,7 @@ def job_status(cfg: SyncConfig) -> dict:
     # Shards settled so far estimate what is left: bytes listed per settled shard times the shards to go.
     per_shard = tally.bytes_listed / done if done else 0.0
     left_bytes = per_shard * (len(checkpoints) - done)
-    state = "interrupted" if run.status == "running" else run.status
+    state = {"running": "interrupted", "planning": "abandoned"}.get(run.status, run.status)
     return {
         "job": manifest.job, "run_id": run.run_id, "state": state,
         "shards": {"done": done, "total": len(checkpoints)},
