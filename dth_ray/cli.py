@@ -18,6 +18,7 @@ USAGE = """usage: dth-ray COMMAND [key=value ...]
 
 commands:
   sync      copy what differs from source to destination (Hydra overrides, e.g. source=oss source.bucket=b)
+  plan      a dry run that estimates duration and cost (plan.nodes, plan.node_throughput, plan.* prices)
   verify    compare destination with source (verify.mode=fast|full, verify.strict=true fails on extras)
   status    a job's progress (job=NAME or the sync's store settings); prefix=P: is everything under P
             at the destination and checked? key=K: what is known about one key
@@ -146,6 +147,47 @@ def _check_report_dir(cfg: SyncConfig) -> None:
             raise ConfigError(f"report={cfg.report!r}: folder {report_dir!r} does not exist")
 
 
+def cmd_plan(overrides: list[str]) -> int:
+    from dth_ray.config import parse_size
+    from dth_ray.plan.estimate import Rates, estimate
+    from dth_ray.plan.parts import choose_part_size
+    from dth_ray.runtime.driver import run_sync
+    from dth_ray.stores.s3 import FEATURES as S3_FEATURES
+
+    cfg = load_config([*overrides, "dry_run=true"])
+    _setup_logging(cfg)
+    _check_report_dir(cfg)
+    p = cfg.plan
+    rates = Rates(p.nodes, parse_size(p.node_throughput, "plan.node_throughput"), p.node_objects_per_s,
+                  p.egress_per_gb, p.put_per_1000, p.get_per_1000, p.dynamodb_write_per_million,
+                  p.instance_per_hour)
+    try:
+        estimate(0, 0, 0, 0, 1, rates)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    report = run_sync(cfg)
+    o, b = report["objects"], report["bytes"]
+    requested = None if cfg.transfer.part_size == "auto" else parse_size(cfg.transfer.part_size, "transfer.part_size")
+    typical = b["would_copy_multipart"] // max(1, o["would_copy_multipart"])
+    part_size = choose_part_size(typical, S3_FEATURES, requested)
+    plan = estimate(o["would_copy"], b["would_copy"], o["would_copy_multipart"], b["would_copy_multipart"],
+                    part_size, rates)
+    out = {"status": report["status"], "job": report["job"], "source": report["source"],
+           "destination": report["destination"], "listed": o["listed"], "listed_bytes": b["listed"],
+           "would_skip": o["skipped"], "estimate": plan,
+           "rates": {"node_bytes_per_s": rates.node_bytes_per_s, "node_objects_per_s": rates.node_objects_per_s,
+                     "egress_per_gb": p.egress_per_gb, "put_per_1000": p.put_per_1000,
+                     "get_per_1000": p.get_per_1000, "dynamodb_write_per_million": p.dynamodb_write_per_million,
+                     "instance_per_hour": p.instance_per_hour},
+           "listing_duration_s": report["duration_s"]}
+    if cfg.report:
+        write_report(cfg.report, out)
+    print(f"plan: {o['listed']:,} listed; would copy {plan['objects']:,} objects, {plan['bytes'] / 1e9:,.2f} GB; "
+          f"on {plan['nodes']} node(s) ≈ {plan['duration_s'] / 3600:,.2f} h; cost ≈ ${plan['cost_usd_total']:,.2f} "
+          + " ".join(f"({k} ${v:,.2f})" for k, v in plan["cost_usd"].items()))
+    return EXIT_OK if report["status"] == "succeeded" else EXIT_FAILED
+
+
 def cmd_verify(overrides: list[str]) -> int:
     from dth_ray.runtime.verify import run_verify
 
@@ -201,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "sync":
             return cmd_sync(rest)
+        if command == "plan":
+            return cmd_plan(rest)
         if command == "verify":
             return cmd_verify(rest)
         if command == "status":
@@ -212,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         if command in ("version", "--version"):
             print(f"dth-ray {__version__}")
             return EXIT_OK
-        print(f"dth-ray: error: unknown command {command!r} (sync, verify, status, demo, version)", file=sys.stderr)
+        print(f"dth-ray: error: unknown command {command!r} (sync, plan, verify, status, demo, version)", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
         print(f"dth-ray: error: {exc}", file=sys.stderr)

@@ -114,6 +114,20 @@ class VerifyConfig:
 
 
 @dataclass
+class PlanConfig:
+    """`dth-ray plan`: throughput per node and prices (USD) for the pre-transfer estimate."""
+
+    nodes: int = 1
+    node_throughput: str = "1.25GB"  # bytes/s one node sustains (10 Gbit/s)
+    node_objects_per_s: float = 2000.0
+    egress_per_gb: float = 0.09  # source egress to the internet
+    put_per_1000: float = 0.005  # S3 PUT/Create/Complete
+    get_per_1000: float = 0.0004
+    dynamodb_write_per_million: float = 1.25
+    instance_per_hour: float = 2.0  # per node
+
+
+@dataclass
 class RuntimeConfig:
     address: str = "local"
     num_cpus: int = 0
@@ -134,6 +148,7 @@ class SyncConfig:
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
 
 _UNITS = {

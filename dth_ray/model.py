@@ -180,6 +180,8 @@ class Tally:
     bytes_copied: int = 0
     bytes_listed: int = 0
     would_copy_bytes: int = 0
+    would_copy_multipart: int = 0  # of the would-copy objects, those at or above the multipart threshold
+    would_copy_multipart_bytes: int = 0
     part_size_bytes: int = 0  # largest part size any multipart copy used
     server_side_copies: int = 0
     spread_parts: int = 0  # parts of large uploads that peer actors sent
@@ -206,6 +208,8 @@ class Tally:
         self.bytes_copied += other.bytes_copied
         self.bytes_listed += other.bytes_listed
         self.would_copy_bytes += other.would_copy_bytes
+        self.would_copy_multipart += other.would_copy_multipart
+        self.would_copy_multipart_bytes += other.would_copy_multipart_bytes
         self.part_size_bytes = max(self.part_size_bytes, other.part_size_bytes)
         self.server_side_copies += other.server_side_copies
         self.spread_parts += other.spread_parts
@@ -232,7 +236,7 @@ class Tally:
 
 
 _TALLY_COUNTERS = ("listed", "copied", "skipped", "failed", "would_copy", "bytes_copied", "bytes_listed",
-                   "would_copy_bytes", "part_size_bytes", "server_side_copies", "spread_parts",
+                   "would_copy_bytes", "would_copy_multipart", "would_copy_multipart_bytes", "part_size_bytes", "server_side_copies", "spread_parts",
                    "resumed_parts")
 
 

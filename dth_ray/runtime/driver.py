@@ -474,7 +474,9 @@ def build_report(cfg: SyncConfig, job: str, run_id: int, state: RunState, durati
     nbytes = {"copied": t.bytes_copied, "listed": t.bytes_listed}
     if cfg.dry_run:
         objects["would_copy"] = t.would_copy
+        objects["would_copy_multipart"] = t.would_copy_multipart
         nbytes["would_copy"] = t.would_copy_bytes
+        nbytes["would_copy_multipart"] = t.would_copy_multipart_bytes
     part_size = t.part_size_bytes
     if not part_size:
         from dth_ray.stores.s3 import FEATURES as S3_FEATURES

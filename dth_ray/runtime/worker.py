@@ -170,11 +170,14 @@ def _skipped(size: int, reason: str, tally: Tally) -> None:
     tally.skip(reason)
 
 
-def _would_copy(size: int, tally: Tally) -> None:
+def _would_copy(size: int, multipart: bool, tally: Tally) -> None:
     tally.listed += 1
     tally.bytes_listed += size
     tally.would_copy += 1
     tally.would_copy_bytes += size
+    if multipart:
+        tally.would_copy_multipart += 1
+        tally.would_copy_multipart_bytes += size
 
 
 def _copied(size: int, outcome: CopyOutcome, tally: Tally) -> None:
@@ -339,7 +342,8 @@ class TransferWorker:
                     continue
                 assert decision.action == COPY
                 if dry_run:
-                    settled.now(src.key, functools.partial(_would_copy, src.size))
+                    multipart = src.size >= self._settings.multipart_threshold_bytes
+                    settled.now(src.key, functools.partial(_would_copy, src.size, multipart))
                     continue
                 await self._slots.acquire()
                 self._count("bytes_pending", src.size)
