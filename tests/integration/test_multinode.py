@@ -44,7 +44,7 @@ def test_sync_spreads_over_every_node(rclone_pair, tmp_path, unique_prefix):
                           text=True, timeout=300)
 
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.split("REPORT", 1)[1])
+    report = json.loads(done.stdout.split("REPORT", 1)[1].splitlines()[0])
     context = f"report={report} stderr={done.stderr[-1500:]}"
     assert report["objects"] == {"listed": 240, "copied": 240, "skipped": 0, "failed": 0}, context
     nodes = report["nodes"]
