@@ -21,23 +21,16 @@ from dataclasses import dataclass, field
 from dth_ray.config import StoreConfig, StoreType, SyncConfig
 from dth_ray.errors import ConfigError, DthError, NotFound, PermissionDenied
 from dth_ray.model import Shard, ShardResult, Tally
-from dth_ray.plan.filters import KeyFilter, load_prefix_list
+from dth_ray.plan.filters import KeyFilter
 from dth_ray.plan.parts import choose_part_size
-from dth_ray.plan.shard import (
-    order_largest_first,
-    shards_for_prefixes,
-    shards_from_level,
-    split_level_by_bytes,
-)
 from dth_ray.runtime.manifest import DONE, Manifest, Progress, manifest_factory, open_manifest
+from dth_ray.runtime.planning import plan_shards
 from dth_ray.runtime.worker import TransferWorker
 from dth_ray.stores import open_store
 
 log = logging.getLogger(__name__)
 _PREFLIGHT_TIMEOUT_S = 25.0
 _SHARD_ATTEMPTS = 3
-_MAX_PLANNED_SHARDS = 20_000
-_PLAN_OBJECTS = 10_000  # objects directly at a level whose sizes planning keeps to split it by bytes
 _MAX_ACTOR_LOSSES = 5
 _ACTOR_REST_S = 5.0  # how long a lost actor gets no new shards while Ray restarts it
 
@@ -81,55 +74,6 @@ async def probe(cfg: StoreConfig, role: str) -> None:
         await store.aclose()
 
 
-async def _plan_shards(cfg: SyncConfig, actors: int) -> list[Shard]:
-    """Shards from the first one or two levels of common prefixes (or the prefix-list file)."""
-    if cfg.source.prefix_list:
-        prefixes = [p for p in load_prefix_list(cfg.source.prefix_list) if p.startswith(cfg.source.prefix)]
-        if not prefixes:
-            raise ConfigError(f"source.prefix_list={cfg.source.prefix_list!r} has no prefix under "
-                              f"source.prefix={cfg.source.prefix!r}")
-        return shards_for_prefixes(prefixes)
-    store = open_store(cfg.source)
-    try:
-        shards = await list_level(store, cfg.source.prefix, 2 * actors)
-        if len(shards) < 4 * actors:
-            deeper: list[Shard] = []
-            for shard in shards:
-                if shard.delimiter or len(deeper) > _MAX_PLANNED_SHARDS:
-                    deeper.append(shard)
-                else:
-                    deeper.extend(await list_level(store, shard.prefix, 2 * actors))
-            shards = deeper
-    finally:
-        await store.aclose()
-    return order_largest_first([(s, 0) for s in shards])
-
-
-async def list_level(store, prefix: str, parts: int = 1) -> list[Shard]:
-    """Shards for one '/' level: one per common prefix, and the objects directly at the level cut into up
-    to `parts` shards of about equal bytes (when there are few enough to have sizes for)."""
-    prefixes: list[str] = []
-    objects: list[tuple[str, int]] = []
-    token = ""
-    while True:
-        page = await store.list_page(prefix, token=token, delimiter="/", max_keys=1000)
-        prefixes.extend(page.prefixes)
-        if len(objects) <= _PLAN_OBJECTS:
-            objects.extend((o.key, o.size) for o in page.objects)
-        if not page.next_token or len(prefixes) > _MAX_PLANNED_SHARDS:
-            break
-        token = page.next_token
-    if len(prefixes) > _MAX_PLANNED_SHARDS:
-        # Too many to plan one by one: let a single shard stream this whole level instead.
-        return [Shard(shard_id=f"all:{prefix}", prefix=prefix)]
-    shards = shards_from_level(prefix, prefixes, False)
-    if len(objects) > _PLAN_OBJECTS:
-        shards.extend(shards_from_level(prefix, [], True))
-    elif objects:
-        shards.extend(split_level_by_bytes(prefix, objects, parts))
-    return shards
-
-
 @dataclass
 class RunState:
     tally: Tally = field(default_factory=Tally)
@@ -165,7 +109,7 @@ def _begin(cfg: SyncConfig, manifest: Manifest, state: RunState) -> tuple[int, d
         log.info("resuming run %d of job %s: %d shards left", latest.run_id, manifest.job, len(queue))
         return latest.run_id, queue
     # Planning runs before Ray is up, so it sizes shards for this machine's CPUs (or transfer.actors).
-    shards = asyncio.run(_plan_shards(cfg, cfg.transfer.actors or max(2, os.cpu_count() or 2)))
+    shards = asyncio.run(plan_shards(cfg, cfg.transfer.actors or max(2, os.cpu_count() or 2)))
     run_id = 0 if cfg.dry_run else manifest.start_run(shards)
     return run_id, deque(WorkItem(s) for s in shards)
 

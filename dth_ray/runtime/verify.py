@@ -16,12 +16,12 @@ from dth_ray.runtime.driver import (
     actor_count,
     describe,
     job_name,
-    list_level,
     probe,
     start_manifest,
     start_ray,
     start_workers,
 )
+from dth_ray.runtime.planning import list_level
 from dth_ray.stores import open_store
 
 _MAX_KEYS = 1000
