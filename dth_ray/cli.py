@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from dth_ray import __version__
-from dth_ray.config import SyncConfig, register, validate
+from dth_ray.config import StoreType, SyncConfig, register, validate
 from dth_ray.errors import ConfigError, DthError
 
 USAGE = """usage: dth-ray COMMAND [key=value ...]
@@ -22,6 +22,12 @@ commands:
   verify    compare destination with source (verify.mode=fast|full, verify.strict=true fails on extras)
   status    a job's progress (job=NAME or the sync's store settings); prefix=P: is everything under P
             at the destination and checked? key=K: what is known about one key
+  watch     keep in sync: events from SQS (events=sqs events.queue_url=...) and a scheduled batch sync
+            (schedule.interval=1h or schedule.cron='0 * * * *'); stops cleanly on SIGTERM/SIGINT
+  events setup  create the SQS queue, dead-letter queue and redrive policy (events.queue_name=N);
+            print the least-privilege IAM policies
+  dashboard create  create the CloudWatch dashboard of a job's metrics (job=NAME, metrics.*)
+  alerts setup  create an SNS alarm topic with an email subscription (alerts.email=ADDR); print its ARN
   demo      start two local S3 endpoints, seed them, sync, verify every byte
   version   print the version
 
@@ -126,6 +132,14 @@ def cmd_sync(overrides: list[str]) -> int:
     cfg = load_config(overrides)
     _setup_logging(cfg)
     _check_report_dir(cfg)
+    if cfg.source.type == StoreType.maxcompute:  # a table export (dth_ray/maxcompute), not an object listing
+        from dth_ray.maxcompute.runner import run_maxcompute, summary_line
+
+        report = run_maxcompute(cfg)
+        if cfg.report:
+            write_report(cfg.report, report)
+        print(summary_line(report))
+        return EXIT_OK if report["status"] == "succeeded" else EXIT_FAILED
     show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
     report = run_sync(cfg, on_progress=terminal_progress if show else None)
     if show:
@@ -137,7 +151,9 @@ def cmd_sync(overrides: list[str]) -> int:
 
 
 def _setup_logging(cfg: SyncConfig) -> None:
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from dth_ray.ops.logs import setup_logging  # log_level, log.format=text|json, credential scrubbing
+
+    setup_logging(cfg)
 
 
 def _check_report_dir(cfg: SyncConfig) -> None:
@@ -234,6 +250,56 @@ def cmd_status(args: list[str]) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def cmd_watch(overrides: list[str]) -> int:
+    """The long-running service (dth_ray/runtime/watch.py); SIGTERM/SIGINT stop it cleanly, a second one
+    interrupts at once."""
+    import signal
+
+    from dth_ray.runtime.watch import WatchService
+
+    cfg = load_config(overrides)
+    _setup_logging(cfg)
+    logging.getLogger("dth_ray.runtime.watch").setLevel(min(logging.INFO, logging.getLogger().level))
+    _check_report_dir(cfg)
+    service = WatchService(cfg)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        report = service.run(handle_signals=True)
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+    m, lat = report["messages"], report["latency_s"]
+    print(f"watch stopped ({report['stop_reason'] or 'done'}): {m.get('received', 0):,} messages, "
+          f"{report['events'].get('reconciled', 0):,} keys reconciled {report['outcomes']}, "
+          f"{m.get('poison', 0):,} poison, latency p95 {lat.get('p95', '-')}s; scans {report['scans'].get('runs', 0)} "
+          f"run, {report['scans'].get('skipped', 0)} skipped")
+    return EXIT_OK
+
+
+def cmd_events(args: list[str]) -> int:
+    """`events setup`: queue + dead-letter queue + redrive policy (+ alarm), and the IAM policies, as JSON."""
+    from dth_ray.config import validate_sync_settings
+    from dth_ray.runtime.sqs import setup
+
+    if not args or args[0] != "setup":
+        raise ConfigError("usage: dth-ray events setup events.queue_name=NAME [events.region=R] [events.endpoint=URL] "
+                          "[events.alarm_topic_arn=ARN] [source.bucket=B (an S3 source whose notifications go there)]")
+    cfg = load_config(args[1:], check=False)
+    validate_sync_settings(cfg)
+    _setup_logging(cfg)
+    _check_report_dir(cfg)
+    s3_bucket = cfg.source.bucket if cfg.source.type == StoreType.s3 else ""
+    out = setup(cfg.events, s3_bucket)
+    if cfg.report:
+        write_report(cfg.report, out)
+    print(json.dumps(out, indent=2))
+    print(f"queue ready: {out['queue_url']} (dead letters after {out['redrive_policy']['maxReceiveCount']} receives: "
+          f"{out['dead_letter_queue_url']}). Attach policies.forwarder to the identity whose keys the OSS "
+          f"forwarder uses (it may only sqs:SendMessage to this queue).", file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
@@ -249,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_verify(rest)
         if command == "status":
             return cmd_status(rest)
+        if command == "watch":
+            return cmd_watch(rest)
+        if command == "events":
+            return cmd_events(rest)
+        if command in ("dashboard", "alerts"):  # dth_ray/ops: CloudWatch dashboard, SNS alarm topic
+            from dth_ray.ops.commands import cmd_alerts, cmd_dashboard
+
+            return cmd_dashboard(rest) if command == "dashboard" else cmd_alerts(rest)
         if command == "demo":
             from dth_ray.demo import run_demo
 
@@ -256,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         if command in ("version", "--version"):
             print(f"dth-ray {__version__}")
             return EXIT_OK
-        print(f"dth-ray: error: unknown command {command!r} (sync, plan, verify, status, demo, version)", file=sys.stderr)
+        print(f"dth-ray: error: unknown command {command!r} (sync, plan, verify, status, watch, events, demo, version)", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
         print(f"dth-ray: error: {exc}", file=sys.stderr)

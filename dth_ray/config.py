@@ -23,6 +23,7 @@ class StoreType(str, Enum):
     cos = "cos"
     kodo = "kodo"
     local = "local"
+    maxcompute = "maxcompute"  # a table, read through pyodps; see MaxComputeConfig
 
 
 class Compare(str, Enum):
@@ -131,6 +132,142 @@ class PlanConfig:
 class RuntimeConfig:
     address: str = "local"
     num_cpus: int = 0
+    autoscale: str = "auto"  # auto: request transfer slots from the autoscaler unless address=local
+    metrics_port: int = 0  # embedded Ray: Prometheus port of its metrics agent (0: Ray picks one)
+    max_transfer_slots: int = 1024
+
+
+class MaxComputeMode(str, Enum):
+    direct = "direct"
+    unload = "unload"
+
+
+@dataclass
+class MaxComputeConfig:
+    """`source=maxcompute`: export a MaxCompute table (`source.endpoint`, `source.region`, `source.credentials`
+    reach the service) as Parquet under `destination.prefix`, one Hive-style folder per partition
+    (`key=value/`) holding a `_SUCCESS` manifest written only once the partition is complete and checked.
+
+    `direct` reads the table through the Tunnel in Arrow batches, `shard_rows` rows per shard spread over the
+    export actors, and streams Parquet files of about `file_size` into S3 multipart uploads. Memory bound per
+    export actor (by construction): ≈ `row_group_size` (Arrow batches buffered for one row group) +
+    (`transfer.parts_in_flight` + 1) × part size (`transfer.part_size`, auto 16 MiB), plus the Parquet
+    encoder's copy of one row group. `unload` runs `UNLOAD ... STORED AS PARQUET` into `oss` (RAM role
+    `role_arn`, `unload_compression`) and syncs those files with the normal engine.
+    """
+
+    project: str = ""
+    table: str = ""
+    partitions: list[str] = field(default_factory=list)  # 'ds=2024-01-01/region=cn' or a prefix; [] = all
+    tunnel_endpoint: str = ""  # default: the one the service routes to
+    mode: MaxComputeMode = MaxComputeMode.direct
+    file_size: str = "256MiB"
+    row_group_size: str = "64MiB"
+    compression: str = "zstd"  # direct: Parquet codec (zstd, snappy, gzip, lz4, brotli, none)
+    coerce_timestamps: str = ""  # direct: '' keeps DATETIME ms / TIMESTAMP ns; 'us' or 'ms' (never truncates)
+    shard_rows: int = 1_000_000
+    role_arn: str = ""  # unload: acs:ram::<uid>:role/<role> that MaxCompute assumes to write OSS
+    unload_compression: str = "SNAPPY"  # unload: SNAPPY, LZO, GZIP, ZSTD or NONE
+    oss: StoreConfig = field(default_factory=lambda: StoreConfig(type=StoreType.oss))  # unload: staging
+    oss_location_endpoint: str = ""  # unload: host in LOCATION; default oss-<region>-internal.aliyuncs.com
+    instance_timeout_s: float = 6 * 3600.0
+
+
+class EventsType(str, Enum):
+    none = "none"
+    sqs = "sqs"
+
+
+@dataclass
+class ScheduleConfig:
+    """`dth-ray watch`: when the scheduled batch sync (the repair scan) runs. `interval` (`30m`, `1h`, `none`)
+    or a 5-field `cron` (UTC; overrides interval). A tick is skipped while the previous scan runs; event-driven
+    transfers in flight defer it by at most `max_defer`. `on_start` also scans once at start."""
+
+    interval: str = "1h"
+    cron: str = ""
+    max_defer: str = "10m"
+    on_start: bool = False
+
+
+@dataclass
+class EventsConfig:
+    """`dth-ray watch` event source (`events=sqs`) and `dth-ray events setup`. Memory bound: at most
+    `max_held` received messages (and their events) are held at a time; receiving pauses beyond that."""
+
+    type: EventsType = EventsType.none
+    queue_url: str = ""
+    queue_name: str = ""  # `events setup`: default from queue_url
+    region: str = ""
+    endpoint: str = ""
+    credentials: str = "default"
+    insecure_http: bool = False
+    deletes: bool = True  # ObjectRemoved events (and created events whose source is gone) delete at the destination
+    wait_s: int = 20  # long polling
+    visibility_timeout_s: int = 300  # extended while work runs
+    max_receives: int = 5  # a message received more often than this is poison
+    dead_letter_queue_url: str = ""  # poison goes here; empty: the queue's redrive policy (if any) moves it
+    receivers: int = 2  # receiving threads
+    max_held: int = 2000
+    batch_keys: int = 64  # keys per call to a transfer actor
+    actors: int = 0  # transfer actors for events; 0 = as for transfer.actors
+    shutdown_timeout_s: float = 30.0  # SIGTERM: how long in-flight transfers may finish
+    report_interval_s: float = 10.0  # metrics log line and `report` file
+    alarm_topic_arn: str = ""  # `events setup`: SNS topic for an alarm on dead-letter depth
+
+
+@dataclass
+class SyncDeleteConfig:
+    """`sync.delete=true`: a batch run deletes destination objects under destination.prefix that the source
+    no longer has. `max_delete`: a count (`100`) or percent of the destination objects seen (`10%`); more
+    candidates than that → nothing is deleted and the run fails with a clear error. Empty: no limit."""
+
+    delete: bool = False
+    max_delete: str = ""
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@dataclass
+class MetricsConfig:
+    """CloudWatch metrics (`cloudwatch=true`, dth_ray/ops/cloudwatch.py): the run's counters published every
+    `interval_s` — per-interval sums of CompletedBytes, TransferredObjects, SkippedObjects, FailedObjects and
+    gauges PendingObjects, PendingBytes, WorkerCount — with dimension Job, in batched PutMetricData calls; the
+    sums over a run equal the report. `dth-ray dashboard create` builds the matching dashboard."""
+
+    cloudwatch: bool = False
+    namespace: str = "DTH-Ray"
+    region: str = ""  # default: AWS_REGION, else us-east-1
+    endpoint: str = ""
+    credentials: str = "default"
+    insecure_http: bool = False
+    interval_s: float = 60.0
+
+
+@dataclass
+class AlertsConfig:
+    """SNS alarms (dth_ray/ops/alerts.py): one message per finished run to `sns_topic_arn` when it failed
+    (objects that exhausted their retries, or shard errors), and when it succeeded if `on_success`.
+    `dth-ray alerts setup alerts.email=ADDR` creates topic `topic_name` with an email subscription."""
+
+    sns_topic_arn: str = ""
+    region: str = ""  # default: the topic ARN's region
+    endpoint: str = ""
+    credentials: str = "default"
+    insecure_http: bool = False
+    on_success: bool = True
+    email: str = ""  # `alerts setup`
+    topic_name: str = "dth-ray-alerts"  # `alerts setup`
+
+
+@dataclass
+class LogConfig:
+    """`format=json`: one JSON object per log line (dth_ray/ops/logs.py); `text`: plain lines."""
+
+    format: LogFormat = LogFormat.text
 
 
 @dataclass
@@ -149,6 +286,13 @@ class SyncConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+    sync: SyncDeleteConfig = field(default_factory=SyncDeleteConfig)  # batch-run delete propagation
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # dth-ray watch
+    events: EventsConfig = field(default_factory=EventsConfig)  # dth-ray watch, events setup
+    maxcompute: MaxComputeConfig = field(default_factory=MaxComputeConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # CloudWatch (dth_ray/ops)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)  # SNS alarms (dth_ray/ops)
+    log: LogConfig = field(default_factory=LogConfig)  # log.format (dth_ray/ops/logs.py)
 
 
 _UNITS = {
@@ -184,9 +328,9 @@ def validate_store(cfg: StoreConfig, role: str) -> None:
         if not cfg.path:
             raise ConfigError(f"{role}.path is required for {role}=local")
         return
-    if not cfg.bucket:
+    if not cfg.bucket and cfg.type != StoreType.maxcompute:
         raise ConfigError(f"{role}.bucket is required for {role}={cfg.type.value}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", cfg.bucket):
+    if cfg.bucket and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", cfg.bucket):
         raise ConfigError(f"{role}.bucket={cfg.bucket!r} is not a valid bucket name")
     if cfg.endpoint:
         parts = urlsplit(cfg.endpoint if "://" in cfg.endpoint else "https://" + cfg.endpoint)
@@ -206,11 +350,13 @@ def validate_store(cfg: StoreConfig, role: str) -> None:
         raise ConfigError(f"{role}.sse={cfg.sse!r} must be AES256 or aws:kms")
     cred = cfg.credentials
     kinds = ("default", "anonymous")
-    prefixed = ("env:", "secret:", "profile:")
+    prefixed = ("env:", "secret:", "profile:", "role:")
     if cred not in kinds and not (cred.startswith(prefixed) and len(cred.split(":", 1)[1]) > 0):
         raise ConfigError(
-            f"{role}.credentials={cred!r} must be default, anonymous, env:NAME, secret:ID or profile:NAME"
+            f"{role}.credentials={cred!r} must be default, anonymous, env:NAME, secret:ID, profile:NAME or role:ARN"
         )
+    if cred.startswith("role:") and not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+", cred[5:]):
+        raise ConfigError(f"{role}.credentials={cred!r}: role:ARN needs an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
     if cfg.connect_timeout_s <= 0 or cfg.read_timeout_s <= 0:
         raise ConfigError(f"{role} timeouts must be positive")
 
@@ -219,6 +365,8 @@ def validate(cfg: SyncConfig) -> None:
     """Check the whole sync config; raises ConfigError with a one-line message naming the bad value."""
     validate_store(cfg.source, "source")
     validate_store(cfg.destination, "destination")
+    if cfg.source.type == StoreType.maxcompute:
+        validate_maxcompute(cfg)
     if cfg.destination.type not in (StoreType.s3, StoreType.local):
         raise ConfigError(f"destination={cfg.destination.type.value} is not supported (use s3 or local)")
     t = cfg.transfer
@@ -237,6 +385,10 @@ def validate(cfg: SyncConfig) -> None:
     for name in ("parts_in_flight", "concurrency", "max_attempts"):
         if getattr(t, name) < 1:
             raise ConfigError(f"transfer.{name}={getattr(t, name)!r} must be at least 1")
+    if cfg.runtime.autoscale not in ("auto", "on", "off"):
+        raise ConfigError(f"runtime.autoscale={cfg.runtime.autoscale!r} must be auto, on or off")
+    if cfg.runtime.max_transfer_slots < 1:
+        raise ConfigError(f"runtime.max_transfer_slots={cfg.runtime.max_transfer_slots!r} must be at least 1")
     if t.actors < 0:
         raise ConfigError(f"transfer.actors={t.actors!r} must be 0 (auto) or more")
     if t.max_requests_per_s < 0:
@@ -246,6 +398,152 @@ def validate(cfg: SyncConfig) -> None:
     addr = cfg.runtime.address
     if addr not in ("local", "auto") and not addr.startswith("ray://") and not re.fullmatch(r"[\w.-]+:\d+", addr):
         raise ConfigError(f"runtime.address={addr!r} must be local, auto, HOST:PORT or ray://HOST:PORT")
+    validate_sync_settings(cfg)
+    validate_ops(cfg)
+
+
+_PARQUET_CODECS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
+_UNLOAD_CODECS = ("SNAPPY", "LZO", "GZIP", "ZSTD", "NONE")
+
+
+def validate_maxcompute(cfg: SyncConfig) -> None:
+    """Check `maxcompute.*` for `source=maxcompute`; raises ConfigError naming the bad key."""
+    mc = cfg.maxcompute
+    for name in ("project", "table"):
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,127}", getattr(mc, name)):
+            raise ConfigError(f"maxcompute.{name}={getattr(mc, name)!r} must be a MaxCompute name (letters, digits, _)")
+    if not cfg.source.endpoint and not cfg.source.region:
+        raise ConfigError("source=maxcompute needs source.endpoint or source.region")
+    for spec in mc.partitions:
+        if not re.fullmatch(r"\s*[A-Za-z_]\w*\s*=[^,/]*([,/]\s*[A-Za-z_]\w*\s*=[^,/]*)*", spec):
+            raise ConfigError(f"maxcompute.partitions entry {spec!r} must look like key=value[/key2=value2]")
+    if mc.tunnel_endpoint:
+        validate_store(StoreConfig(type=StoreType.maxcompute, endpoint=mc.tunnel_endpoint,
+                                   insecure_http=cfg.source.insecure_http), "maxcompute.tunnel_endpoint")
+    if cfg.destination.type not in (StoreType.s3,):
+        raise ConfigError("source=maxcompute writes to destination=s3 only")
+    if not cfg.destination.prefix.endswith("/"):
+        raise ConfigError(f"destination.prefix={cfg.destination.prefix!r} must be the table's folder, ending in "
+                          "'/' (e.g. lake/orders/): its partition folders are managed by the export")
+    for name in ("file_size", "row_group_size"):
+        if parse_size(getattr(mc, name), f"maxcompute.{name}") < 1:
+            raise ConfigError(f"maxcompute.{name}={getattr(mc, name)!r} must be positive")
+    if mc.compression.lower() not in _PARQUET_CODECS:
+        raise ConfigError(f"maxcompute.compression={mc.compression!r} must be one of {', '.join(_PARQUET_CODECS)}")
+    if mc.coerce_timestamps not in ("", "ms", "us"):
+        raise ConfigError(f"maxcompute.coerce_timestamps={mc.coerce_timestamps!r} must be '', ms or us")
+    if mc.shard_rows < 1:
+        raise ConfigError(f"maxcompute.shard_rows={mc.shard_rows!r} must be at least 1")
+    if mc.instance_timeout_s <= 0:
+        raise ConfigError(f"maxcompute.instance_timeout_s={mc.instance_timeout_s!r} must be positive")
+    if mc.mode == MaxComputeMode.unload:
+        if not re.fullmatch(r"acs:ram::\d+:role/[\w.@-]+", mc.role_arn):
+            raise ConfigError(f"maxcompute.role_arn={mc.role_arn!r} must look like acs:ram::<uid>:role/<name>")
+        if mc.unload_compression.upper() not in _UNLOAD_CODECS:
+            raise ConfigError(f"maxcompute.unload_compression={mc.unload_compression!r} must be one of "
+                              f"{', '.join(_UNLOAD_CODECS)}")
+        if mc.oss.type != StoreType.oss:
+            raise ConfigError("maxcompute.oss.type must be oss")
+        validate_store(mc.oss, "maxcompute.oss")
+        if not mc.oss.prefix.endswith("/"):
+            raise ConfigError(f"maxcompute.oss.prefix={mc.oss.prefix!r} must be a staging folder ending in '/' "
+                              "(UNLOAD appends, so the export empties a partition's folder before unloading it)")
+        if mc.oss_location_endpoint and not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", mc.oss_location_endpoint):
+            raise ConfigError(f"maxcompute.oss_location_endpoint={mc.oss_location_endpoint!r} must be a host name")
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object, name: str) -> float:
+    """Parse '90s', '10m', '1h', '2d', '1h30m' or plain seconds into seconds. Raises ConfigError naming `name`."""
+    text = str(value).strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", text)
+    if parts and re.fullmatch(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d))+\s*", text):
+        return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise ConfigError(f"{name}={value!r} is not a duration (examples: 90s, 10m, 1h, 1d)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_max_delete(value: str) -> tuple[int | None, float | None]:
+    """`sync.max_delete` as (count, percent); (None, None) when empty (no limit). Raises ConfigError."""
+    text = str(value).strip()
+    if not text:
+        return None, None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
+    if match:
+        percent = float(match.group(1))
+        if percent > 100:
+            raise ConfigError(f"sync.max_delete={value!r} must be at most 100%")
+        return None, percent
+    if not text.isdigit():
+        raise ConfigError(f"sync.max_delete={value!r} must be a count (100) or a percent (10%)")
+    return int(text), None
+
+
+def validate_sync_settings(cfg: SyncConfig) -> None:
+    """Check `sync.*`, `schedule.*` and `events.*`; raises ConfigError naming the bad key. (The cron syntax and
+    events=sqs's queue are checked by `dth-ray watch`, the only command that uses them.)"""
+    parse_max_delete(cfg.sync.max_delete)
+    s = cfg.schedule
+    if str(s.interval).strip().lower() not in ("none", "off", "") and parse_duration(s.interval, "schedule.interval") < 1:
+        raise ConfigError(f"schedule.interval={s.interval!r} must be at least 1s (or none)")
+    parse_duration(s.max_defer, "schedule.max_defer")
+    e = cfg.events
+    if e.endpoint:
+        validate_store(StoreConfig(bucket="events", endpoint=e.endpoint, insecure_http=e.insecure_http,
+                                   credentials=e.credentials), "events")
+    elif e.credentials != "default":
+        validate_store(StoreConfig(bucket="events", credentials=e.credentials), "events")
+    if e.queue_url and not re.match(r"https?://[^/]+/.+", e.queue_url):
+        raise ConfigError(f"events.queue_url={e.queue_url!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+    if e.queue_name and not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", e.queue_name):
+        raise ConfigError(f"events.queue_name={e.queue_name!r} must be 1-80 of A-Z a-z 0-9 _ -")
+    if not 0 <= e.wait_s <= 20:
+        raise ConfigError(f"events.wait_s={e.wait_s!r} must be between 0 and 20")
+    if not 10 <= e.visibility_timeout_s <= 43200:
+        raise ConfigError(f"events.visibility_timeout_s={e.visibility_timeout_s!r} must be between 10 and 43200")
+    for name in ("max_receives", "receivers", "max_held", "batch_keys"):
+        if getattr(e, name) < 1:
+            raise ConfigError(f"events.{name}={getattr(e, name)!r} must be at least 1")
+    if e.actors < 0:
+        raise ConfigError(f"events.actors={e.actors!r} must be 0 (auto) or more")
+    if e.shutdown_timeout_s < 0 or e.report_interval_s <= 0:
+        raise ConfigError("events.shutdown_timeout_s must be >= 0 and events.report_interval_s > 0")
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+
+
+def validate_ops(cfg: SyncConfig) -> None:
+    """Check `metrics.*`, `alerts.*`, `log.*` and `log_level`; raises ConfigError naming the bad key."""
+    if str(cfg.log_level).upper() not in _LOG_LEVELS:
+        raise ConfigError(f"log_level={cfg.log_level!r} must be one of {', '.join(_LOG_LEVELS)}")
+    for name, section in (("metrics", cfg.metrics), ("alerts", cfg.alerts)):
+        if section.endpoint or section.credentials != "default":
+            validate_store(StoreConfig(bucket=name, endpoint=section.endpoint, insecure_http=section.insecure_http,
+                                       credentials=section.credentials), name)
+        if section.credentials == "anonymous":
+            raise ConfigError(f"{name}.credentials=anonymous cannot sign {name} requests")
+        if section.region and not _REGION_RE.fullmatch(section.region):
+            raise ConfigError(f"{name}.region={section.region!r} is not an AWS region (e.g. us-west-2)")
+    m = cfg.metrics
+    if not re.fullmatch(r"[A-Za-z0-9._/#-][A-Za-z0-9._/#:-]{0,254}", m.namespace) or m.namespace.startswith("AWS/"):
+        raise ConfigError(f"metrics.namespace={m.namespace!r} must be 1-255 of A-Z a-z 0-9 . _ - / # : and not AWS/...")
+    if not 1 <= m.interval_s <= 3600:
+        raise ConfigError(f"metrics.interval_s={m.interval_s!r} must be between 1 and 3600")
+    a = cfg.alerts
+    if a.sns_topic_arn and not re.fullmatch(r"arn:aws[\w-]*:sns:[a-z0-9-]+:\d{12}:[\w.-]{1,256}", a.sns_topic_arn):
+        raise ConfigError(f"alerts.sns_topic_arn={a.sns_topic_arn!r} is not an SNS topic ARN "
+                          "(arn:aws:sns:REGION:ACCOUNT:NAME)")
+    if a.email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", a.email):
+        raise ConfigError(f"alerts.email={a.email!r} is not an email address")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", a.topic_name):
+        raise ConfigError(f"alerts.topic_name={a.topic_name!r} must be 1-256 of A-Z a-z 0-9 _ -")
 
 
 def register() -> None:

@@ -86,6 +86,7 @@ class Limits:
         self.concurrency = concurrency
         self.requests = requests
         self.bandwidth = bandwidth
+        self.errors: dict[str, int] = {}  # failed requests by error class, for metrics (taken by the actor)
 
     async def call(self, coro_fn, nbytes: int = 0):
         """Run one store request under the caps; a throttle answer halves the concurrency cap."""
@@ -97,11 +98,17 @@ class Limits:
         throttled = False
         try:
             return await coro_fn()
-        except Throttled:
-            throttled = True
+        except DthError as exc:
+            throttled = isinstance(exc, Throttled)
+            name = type(exc).__name__
+            self.errors[name] = self.errors.get(name, 0) + 1
             raise
         finally:
             await self.concurrency.release(throttled)
+
+    def take_errors(self) -> dict[str, int]:
+        errors, self.errors = self.errors, {}
+        return errors
 
 
 class _InOrderDigest:

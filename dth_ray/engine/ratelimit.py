@@ -48,6 +48,10 @@ class AdaptiveLimit:
         self._waiters: deque[asyncio.Future] = deque()
         self.throttle_events = 0
 
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
     async def acquire(self) -> None:
         if self._in_flight < int(self.limit) and not self._waiters:
             self._in_flight += 1

@@ -8,7 +8,6 @@ finish the run, report).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import sys
@@ -21,9 +20,14 @@ from dataclasses import dataclass, field
 from dth_ray.config import StoreConfig, StoreType, SyncConfig
 from dth_ray.errors import ConfigError, DthError, NotFound, PermissionDenied
 from dth_ray.model import Shard, ShardResult, Tally
+from dth_ray.plan.autoscale import ScalePolicy
 from dth_ray.plan.filters import KeyFilter
 from dth_ray.plan.parts import choose_part_size
+from dth_ray.runtime.autoscaling import Elasticity
+from dth_ray.runtime.deletes import delete_report, propagate_deletes
 from dth_ray.runtime.manifest import DONE, Manifest, Progress, manifest_factory, open_manifest
+from dth_ray.runtime.metrics import DriverMetrics
+from dth_ray.runtime.naming import describe, job_name
 from dth_ray.runtime.planning import plan_shards
 from dth_ray.runtime.worker import TransferWorker
 from dth_ray.stores import open_store
@@ -32,22 +36,8 @@ log = logging.getLogger(__name__)
 _PREFLIGHT_TIMEOUT_S = 25.0
 _SHARD_ATTEMPTS = 3
 _MAX_ACTOR_LOSSES = 5
+_ACTOR_RESTARTS = 3
 _ACTOR_REST_S = 5.0  # how long a lost actor gets no new shards while Ray restarts it
-
-
-def describe(cfg: StoreConfig) -> str:
-    """A credential-free name for a store location, e.g. s3://bucket/prefix or local:/path."""
-    if cfg.type == StoreType.local:
-        return f"local:{os.path.abspath(cfg.path)}/{cfg.prefix}"
-    return f"{cfg.type.value}://{cfg.bucket}/{cfg.prefix}" + (f"@{cfg.endpoint}" if cfg.endpoint else "")
-
-
-def job_name(cfg: SyncConfig) -> str:
-    """The job a run belongs to: named by the user or derived from source and destination."""
-    if cfg.job:
-        return cfg.job
-    pairing = f"{describe(cfg.source)} -> {describe(cfg.destination)}"
-    return "job-" + hashlib.sha256(pairing.encode()).hexdigest()[:12]
 
 
 async def probe(cfg: StoreConfig, role: str) -> None:
@@ -129,6 +119,8 @@ def start_ray(cfg: SyncConfig) -> None:
         kwargs["_system_config"] = {"worker_niceness": 0}
         if cfg.runtime.num_cpus:
             kwargs["num_cpus"] = cfg.runtime.num_cpus
+        if cfg.runtime.metrics_port:
+            kwargs["_metrics_export_port"] = cfg.runtime.metrics_port
     else:
         kwargs["address"] = address
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -223,16 +215,25 @@ def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | N
     driver_node = ray.get_runtime_context().get_node_id()
     manifest = start_manifest(cfg, job, run_id, driver_node)
     workers = start_workers(cfg, manifest, actors)
+    elastic = _elasticity(cfg, manifest, workers)
     try:
         _dispatch(queue, workers, manifest, state, on_progress, cfg.transfer.progress_interval_s, started,
-                  startup, driver_node, run_id)
+                  startup, driver_node, run_id, elastic, DriverMetrics(job))
+        # sync.delete: destination-only keys noted during the diff, deleted within sync.max_delete (deletes.py)
+        deletes = propagate_deletes(cfg, workers, startup, local_manifest, run_id, state) if cfg.sync.delete else None
     finally:
+        if elastic is not None:
+            elastic.release()
         if startup is not None:
             startup.stop_taking()
             startup.join()
         _close_workers(workers)
         local_manifest.flush()  # the start-up worker's records (a DynamoDB manifest buffers them)
     report = build_report(cfg, job, run_id, state, time.monotonic() - started)
+    if deletes is not None:
+        delete_report(report, deletes, cfg.dry_run)
+    if elastic is not None:
+        report["autoscaler"] = {"slot_requests": elastic.requests, "actors": len(workers)}
     if report["status"] == "succeeded" and not cfg.dry_run:
         # Uploads the job opened and no longer needs (a failed run keeps them for the next run to continue).
         leftover = ray.get(manifest.open_uploads.remote())
@@ -281,29 +282,63 @@ def start_workers(cfg: SyncConfig, manifest, count: int) -> list:
     node is gone. Actors take no CPU so they also run on nodes that advertise a single CPU.
     """
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    worker_cls = ray.remote(TransferWorker)
-    workers = [
-        worker_cls.options(
-            # Async actors: a concurrency slot is a coroutine, not a thread. Peers' part uploads take slots
-            # too, so leave room for them beside the shards (a low cap could make two actors wait on each other).
-            num_cpus=0, max_concurrency=256,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) if nodes else None,
-            max_restarts=3,
-        ).remote(cfg, manifest)
-        for i in range(count)
-    ]
-    ray.get([w.set_peers.remote(workers[:i] + workers[i + 1:]) for i, w in enumerate(workers)])
+    workers = [new_worker(cfg, manifest, nodes[i % len(nodes)] if nodes else "") for i in range(count)]
+    if count >= len(nodes) > 1:
+        # Soft affinity may place an actor elsewhere when its node is slow to answer; a node left without
+        # any actor gets one pinned to it, so every node takes part.
+        placed = set(ray.get([w.node_id.remote() for w in workers]))
+        workers += [new_worker(cfg, manifest, node, soft=False) for node in nodes if node not in placed]
+    introduce(workers)
     return workers
+
+
+def _elasticity(cfg: SyncConfig, manifest, workers: list) -> Elasticity | None:
+    """Autoscaling for a run on a real cluster (runtime.autoscale=auto: any address but the embedded one)."""
+    import ray
+
+    mode = cfg.runtime.autoscale
+    if mode == "off" or (mode == "auto" and cfg.runtime.address == "local"):
+        return None
+
+    def spawn(node_id: str, count: int) -> list:
+        fresh = [new_worker(cfg, manifest, node_id) for _ in range(count)]
+        introduce(workers + fresh)
+        return fresh
+
+    elastic = Elasticity(True, cfg.transfer.actors == 0, ScalePolicy(max_slots=cfg.runtime.max_transfer_slots),
+                         spawn)
+    elastic.known_nodes = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    return elastic
+
+
+def new_worker(cfg: SyncConfig, manifest, node_id: str, soft: bool = True):
+    """One transfer actor pinned to `node_id` (softly: anywhere when it is empty or gone)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return ray.remote(TransferWorker).options(
+        # Async actors: a concurrency slot is a coroutine, not a thread. Peers' part uploads take slots too,
+        # so leave room for them beside the shards (a low cap could make two actors wait on each other).
+        num_cpus=0, max_concurrency=256, max_restarts=_ACTOR_RESTARTS,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=soft) if node_id else None,
+    ).remote(cfg, manifest)
+
+
+def introduce(workers: list) -> None:
+    """Tell every transfer actor who its peers are (they send shares of each other's large uploads)."""
+    import ray
+
+    ray.get([w.set_peers.remote(workers[:i] + workers[i + 1:]) for i, w in enumerate(workers)])
 
 
 def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
               on_progress: Callable[[Progress, float], None] | None, interval_s: float, started: float,
-              startup: StartupWorker | None = None, driver_node: str = "", run_id: int = 0) -> None:
+              startup: StartupWorker | None = None, driver_node: str = "", run_id: int = 0,
+              elastic: Elasticity | None = None, metrics: DriverMetrics | None = None) -> None:
     """Keep every actor busy with a few shards; re-run a shard whose listing failed or whose actor died,
-    from its last checkpoint (bounded attempts)."""
+    from its last checkpoint (bounded attempts); follow the backlog with the autoscaler (`elastic`)."""
     import ray
 
     in_flight: dict = {}
@@ -324,12 +359,16 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
 
     resting: dict[int, float] = {}  # actor index -> when its restart should be done
     losses: dict[str, int] = {}  # shard id -> actors lost while running it
+    deaths: dict[int, int] = {}  # actor index -> times it was lost; past its restarts it is gone for good
 
     def lost(item: WorkItem, index: int, exc: Exception) -> None:
         """The actor died mid-shard: Ray restarts it; the shard continues from its last durable checkpoint
         on any actor (a lost actor costs no attempt: the shard did nothing wrong)."""
         log.warning("transfer actor lost while running shard %r: %s", item.shard.prefix, type(exc).__name__)
         resting[index] = time.monotonic() + _ACTOR_REST_S
+        deaths[index] = deaths.get(index, 0) + 1
+        if deaths[index] > _ACTOR_RESTARTS + 1:
+            resting[index] = float("inf")
         losses[item.shard.shard_id] = losses.get(item.shard.shard_id, 0) + 1
         checkpoint = next((cp for cp in ray.get(manifest.checkpoints.remote(run_id))
                            if cp.shard.shard_id == item.shard.shard_id), None) if run_id else None
@@ -341,9 +380,16 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
             queue.append(WorkItem(item.shard, item.attempt, watermark, base))
 
     while queue or in_flight or (startup is not None and startup.alive()):
+        if queue and all(resting.get(i, 0.0) == float("inf") for i in load):
+            while queue:  # every actor is gone for good: the rest of the run cannot be done
+                item = queue.popleft()
+                settle(WorkItem(item.shard, _SHARD_ATTEMPTS),
+                       ShardResult(item.shard.shard_id, item.base or Tally(), error="no transfer actor left"))
+            continue
         while queue:
             now = time.monotonic()
-            ready_actors = [i for i in load if resting.get(i, 0.0) <= now] or list(load)
+            ready_actors = [i for i in load if resting.get(i, 0.0) <= now] or [
+                i for i in load if resting.get(i, 0.0) != float("inf")]
             index = min(ready_actors, key=load.get)  # one shard at a time to the least-loaded actor
             if load[index] >= per_worker:
                 break
@@ -368,11 +414,19 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
         if startup is not None:
             for item, result in startup.harvest():
                 settle(item, result)
-        if on_progress is not None and time.monotonic() >= next_progress:
+        if time.monotonic() >= next_progress:
             progress = _add(ray.get(manifest.progress.remote()), state.base)
             if startup is not None:
                 progress = _add(progress, startup.manifest.progress())
-            on_progress(progress, time.monotonic() - started)
+            if on_progress is not None:
+                on_progress(progress, time.monotonic() - started)
+            if elastic is not None:
+                for worker in elastic.tick(len(queue) + len(in_flight), max(0, progress.bytes_pending)):
+                    load[len(workers)] = 0
+                    workers.append(worker)
+            if metrics is not None:
+                metrics.update(max(0, progress.objects_pending), max(0, progress.bytes_pending),
+                               len(queue) + len(in_flight), len(workers), elastic.requested if elastic else 0)
             next_progress = time.monotonic() + interval_s
     if startup is not None:
         for item, result in startup.harvest():

@@ -75,6 +75,7 @@ class Progress:
     failed: int = 0
     bytes_copied: int = 0
     bytes_pending: int = 0
+    objects_pending: int = 0
 
 
 class Manifest(Protocol):

@@ -27,16 +27,18 @@ _SPLIT_DEPTH = 4
 _PROBE_CONCURRENCY = 32
 
 
-async def plan_shards(cfg: SyncConfig, actors: int) -> list[Shard]:
+async def plan_shards(cfg: SyncConfig, actors: int, store=None) -> list[Shard]:
     """Shards from the first one or two levels of common prefixes (or the prefix-list file); ranges that
-    hold more than a page of keys are then cut until there are about 4 shards per actor."""
+    hold more than a page of keys are then cut until there are about 4 shards per actor. `store` (a Lister)
+    replaces the configured source, e.g. for a synthetic benchmark."""
     if cfg.source.prefix_list:
         prefixes = [p for p in load_prefix_list(cfg.source.prefix_list) if p.startswith(cfg.source.prefix)]
         if not prefixes:
             raise ConfigError(f"source.prefix_list={cfg.source.prefix_list!r} has no prefix under "
                               f"source.prefix={cfg.source.prefix!r}")
         return shards_for_prefixes(prefixes)
-    store = open_store(cfg.source)
+    own = store is None
+    store = open_store(cfg.source) if own else store
     try:
         shards = await list_level(store, cfg.source.prefix, 2 * actors)
         if len(shards) < 4 * actors:
@@ -50,7 +52,8 @@ async def plan_shards(cfg: SyncConfig, actors: int) -> list[Shard]:
         if len(shards) < 4 * actors:
             shards = await split_ranges(store, shards, 4 * actors)
     finally:
-        await store.aclose()
+        if own:
+            await store.aclose()
     return order_largest_first([(s, 0) for s in shards])
 
 

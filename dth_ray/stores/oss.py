@@ -29,7 +29,7 @@ import requests
 import urllib3.exceptions
 
 from dth_ray.config import StoreConfig
-from dth_ray.credentials import resolve
+from dth_ray.credentials import RefreshingCredentials, is_auth_error
 from dth_ray.errors import (
     ConfigError,
     DthError,
@@ -98,14 +98,26 @@ def oss_endpoint(cfg: StoreConfig, region: str) -> str:
     return f"https://oss-{region}{suffix}.aliyuncs.com"
 
 
-def _auth(cfg: StoreConfig, region: str) -> Any:
-    creds = resolve(cfg.credentials, "source", region, provider="aliyun")
-    if creds is None:
+class _KeysProvider(oss2.credentials.CredentialsProvider):
+    """oss2 asks this for keys as it signs each request: the keys in hand, re-read when a re-read is due."""
+
+    def __init__(self, creds: RefreshingCredentials):
+        self._creds = creds
+
+    def get_credentials(self) -> oss2.credentials.Credentials:
+        self._creds.refresh_if_due()
+        keys, _ = self._creds.current()
+        if keys is None:
+            return oss2.credentials.Credentials()
+        return oss2.credentials.Credentials(keys.access_key_id, keys.secret_access_key, keys.session_token)
+
+
+def _auth(creds: RefreshingCredentials) -> Any:
+    """V4 signing with the current keys of `creds` (a session token, if any, is sent), or anonymous access."""
+    keys, _ = creds.current()
+    if keys is None:
         return oss2.AnonymousAuth()
-    if creds.session_token:
-        return oss2.StsAuth(creds.access_key_id, creds.secret_access_key, creds.session_token,
-                            auth_version=oss2.AUTH_VERSION_4)
-    return oss2.AuthV4(creds.access_key_id, creds.secret_access_key)
+    return oss2.ProviderAuthV4(_KeysProvider(creds))
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -149,7 +161,7 @@ def _map_error(exc: BaseException, what: str) -> DthError:
         if delay is not None or code in _THROTTLED or status in (429, 503):
             return Throttled(msg, delay_s=delay)
         if code in _DENIED or status == 403:
-            return PermissionDenied(msg)
+            return PermissionDenied(msg, code)
         if code == "InvalidDigest":
             return IntegrityError(msg)
         if status >= 500 or status == 408:
@@ -224,6 +236,7 @@ class OssStore:
         self.features = FEATURES
         self._bucket: oss2.Bucket | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._creds: RefreshingCredentials | None = None  # keys, re-read when they rotate (never pickled)
 
     def __reduce__(self) -> tuple[type, tuple[StoreConfig]]:
         return (OssStore, (self._cfg,))
@@ -235,9 +248,10 @@ class OssStore:
         if self._bucket is None:
             cfg = self._cfg
             region = oss_region(cfg)
+            self._creds = RefreshingCredentials(cfg.credentials, "source", region, provider="aliyun")
             try:
                 self._bucket = oss2.Bucket(
-                    _auth(cfg, region), oss_endpoint(cfg, region), cfg.bucket,
+                    _auth(self._creds), oss_endpoint(cfg, region), cfg.bucket,
                     session=oss2.Session(pool_size=POOL_THREADS),
                     connect_timeout=(cfg.connect_timeout_s, cfg.read_timeout_s),
                     enable_crc=False, region=region, is_path_style=cfg.addressing_style == "path",
@@ -249,14 +263,22 @@ class OssStore:
         return self._bucket
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(bucket, *args)` in the pool; errors mapped once. Keys refused (rotated, expired token) are
+        re-read and the call tried once more."""
         bucket = self._client()
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, bucket, *args))
-        except DthError:
-            raise
-        except Exception as exc:
-            raise _map_error(exc, what) from None
+        for last_try in (False, True):
+            generation = self._creds.generation if self._creds is not None else 0
+            try:
+                return await loop.run_in_executor(self._pool, functools.partial(fn, bucket, *args))
+            except DthError:
+                raise
+            except Exception as exc:
+                error = _map_error(exc, what)
+            if last_try or self._creds is None or not is_auth_error(error):
+                raise error from None
+            await loop.run_in_executor(self._pool, self._creds.refresh, generation)
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         bucket, pool = self._bucket, self._pool

@@ -23,7 +23,7 @@ import aiohttp
 import yarl
 
 from dth_ray.config import StoreConfig, StoreType, is_loopback
-from dth_ray.credentials import resolve
+from dth_ray.credentials import AUTH_ERROR_CODES, RefreshingCredentials, is_auth_error
 from dth_ray.errors import (
     DthError,
     Fatal,
@@ -97,7 +97,7 @@ def _map_error(status: int, code: str, headers: dict[str, str] | None = None) ->
         return Throttled(msg, float(retry_after) if retry_after.isdigit() else None, code)
     if code in ("BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"):
         return IntegrityError(msg, code)
-    if status in (401, 403):
+    if status in (401, 403) or code in AUTH_ERROR_CODES:  # ExpiredToken comes with 400
         return PermissionDenied(msg, code)
     if status >= 500 or code in ("RequestTimeout", "InternalError"):
         return Transient(msg, code)
@@ -164,8 +164,9 @@ class S3Store:
                                 multipart_etag_is_md5_of_md5s=cfg.sse != "aws:kms")
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._creds: RefreshingCredentials | None = None  # keys, re-read when they rotate (never pickled)
         self._signer: SigV4Signer | None = None
-        self._signer_ready = False
+        self._signer_generation = -1
 
     def __reduce__(self):
         return (S3Store, (self._cfg,))
@@ -175,14 +176,16 @@ class S3Store:
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
-    def _get_signer(self) -> SigV4Signer | None:
-        if not self._signer_ready:
-            creds = resolve(self._cfg.credentials, "source/destination", self._region)
-            if creds is not None:
-                self._signer = SigV4Signer(creds.access_key_id, creds.secret_access_key, self._region,
-                                           creds.session_token)
-            self._signer_ready = True
-        return self._signer
+    def _get_signer(self) -> tuple[SigV4Signer | None, int]:
+        """The signer for the keys in hand (rebuilt when they change) and their generation."""
+        if self._creds is None:
+            self._creds = RefreshingCredentials(self._cfg.credentials, "source/destination", self._region)
+        creds, generation = self._creds.current()
+        if generation != self._signer_generation:
+            self._signer = None if creds is None else SigV4Signer(
+                creds.access_key_id, creds.secret_access_key, self._region, creds.session_token)
+            self._signer_generation = generation
+        return self._signer, generation
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -214,7 +217,8 @@ class S3Store:
         self, method: str, key: str | None, *, params: Sequence[tuple[str, str]] = (),
         headers: dict[str, str] | None = None, data: bytes | None = None, ok_statuses: tuple[int, ...] = (),
     ) -> tuple[int, dict[str, str], bytes]:
-        """Send one signed request; retry transient failures a bounded number of times."""
+        """Send one signed request; retry transient failures a bounded number of times, and once more with
+        re-read keys when the keys were refused (rotated secret, expired token)."""
         host, path = self._target(key)
         headers = dict(headers or {})
         if self._cfg.requester_pays:
@@ -222,9 +226,13 @@ class S3Store:
         query = "&".join(f"{uri_encode(k)}={uri_encode(v)}" if v != "" else uri_encode(k) for k, v in params)
         url = yarl.URL(f"{self._scheme}://{host}{path}" + (f"?{query}" if query else ""), encoded=True)
         session = self._get_session()
-        signer = self._get_signer()
+        if self._creds is not None and self._creds.due():
+            await asyncio.get_running_loop().run_in_executor(None, self._creds.refresh_if_due)
         last: DthError | None = None
-        for attempt in range(_REQUEST_ATTEMPTS):
+        refreshed = False
+        attempt = 0
+        for _ in range(_REQUEST_ATTEMPTS + 1):  # + one retry with re-read keys after an auth error
+            signer, generation = self._get_signer()
             signed = signer.sign(method, host, path, params, headers) if signer else headers
             try:
                 async with session.request(method, url, data=data, headers=signed) as resp:
@@ -237,11 +245,18 @@ class S3Store:
                 if status < 300 or status in ok_statuses:
                     return status, resp_headers, body
                 last = _map_error(status, _error_code(body), resp_headers)
+                refused = is_auth_error(last) or (method == "HEAD" and status == 403)  # HEAD has no code
+                if refused and signer is not None and not refreshed and self._creds is not None:
+                    refreshed = True
+                    await asyncio.get_running_loop().run_in_executor(None, self._creds.refresh, generation)
+                    continue
                 if not last.retryable or isinstance(last, IntegrityError):
                     raise last
-            if attempt + 1 < _REQUEST_ATTEMPTS:
-                delay = getattr(last, "delay_s", None) or 0.05 * 2**attempt
-                await asyncio.sleep(delay * (0.5 + random.random()))
+            attempt += 1
+            if attempt >= _REQUEST_ATTEMPTS:
+                break
+            delay = getattr(last, "delay_s", None) or 0.05 * 2 ** (attempt - 1)
+            await asyncio.sleep(delay * (0.5 + random.random()))
         assert last is not None
         raise last
 

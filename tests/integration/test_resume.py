@@ -17,6 +17,8 @@ import pytest
 
 from dth_ray.cli import load_config
 from dth_ray.runtime.driver import run_sync
+from dth_ray.runtime.manifest import open_manifest
+from dth_ray.runtime.naming import job_name
 from tests.integration.helpers import listing, md5_of, s3_overrides
 from tests.servers.counting_proxy import CountingProxy
 from tests.servers.s3_servers import seed_objects
@@ -88,12 +90,21 @@ def test_driver_sigkill_twice_then_rerun_resends_only_parts_in_flight(e2e_env, p
         in_flight_at_kills.append(_kill_when(proc, proxy, at))
         assert not report_path.exists(), "a killed run writes no report"
 
+    # What the manifest holds after the last kill: parts recorded as sent must not be sent again.
+    cfg = load_config(cmd[4:])
+    manifest = open_manifest(cfg.manifest, job_name(cfg))
+    try:
+        recorded_parts = sum(len(u.parts) for key in {k for k, _ in manifest.open_uploads()}
+                             for u in manifest.find_uploads(key))
+    finally:
+        manifest.close()
+
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stdout + final.stderr
     report = json.loads(report_path.read_text())
     assert report["resumed"] is True
     assert report["part_size_bytes"] == PART
-    assert report["resumed_parts"] > 0, "an interrupted upload was continued, not restarted"
+    assert report["resumed_parts"] == recorded_parts, "every part recorded as sent was reused, none re-sent"
     objects = report["objects"]
     assert objects["listed"] == len(items), report
     assert objects["copied"] + objects["skipped"] == len(items) and objects["failed"] == 0, report

@@ -1,0 +1,65 @@
+"""Ray metrics (exported on every node's Prometheus endpoint by Ray's metrics agent): counters and gauges
+fed from the counts the runtime already batches, never one call per byte or per object.
+
+Names as Prometheus shows them: ray_dth_bytes_copied_total, ray_dth_objects_total{result=copied|skipped|
+failed}, ray_dth_request_errors_total{error=Throttled|Transient|...}, ray_dth_requests_in_flight,
+ray_dth_backlog_objects, ray_dth_backlog_bytes, ray_dth_shards_pending, ray_dth_transfer_actors,
+ray_dth_requested_slots; every series is tagged with `job`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _metric(kind: str, name: str, description: str, tag_keys: tuple[str, ...]):
+    from ray.util import metrics
+
+    return getattr(metrics, kind)(name, description=description, tag_keys=tag_keys)
+
+
+class ActorMetrics:
+    """What one transfer actor adds at each flush (deltas of its batched counters)."""
+
+    def __init__(self, job: str):
+        self._tags = {"job": job}
+
+    def add(self, delta: dict[str, int], errors: dict[str, int], requests_in_flight: int) -> None:
+        try:
+            if delta.get("bytes_copied"):
+                _metric("Counter", "dth_bytes_copied", "object bytes copied", ("job",)).inc(
+                    delta["bytes_copied"], tags=self._tags)
+            for result in ("copied", "skipped", "failed"):
+                if delta.get(result):
+                    _metric("Counter", "dth_objects", "objects settled, by result", ("job", "result")).inc(
+                        delta[result], tags={**self._tags, "result": result})
+            for error, count in errors.items():
+                _metric("Counter", "dth_request_errors", "store requests that failed, by error class",
+                        ("job", "error")).inc(count, tags={**self._tags, "error": error})
+            _metric("Gauge", "dth_requests_in_flight", "store requests in flight in this actor", ("job",)).set(
+                requests_in_flight, tags=self._tags)
+        except Exception:  # metrics must never fail a transfer
+            log.debug("metrics update failed", exc_info=True)
+
+
+class DriverMetrics:
+    """The run-wide gauges only the driver knows: backlog, actors, capacity requested."""
+
+    def __init__(self, job: str):
+        self._tags = {"job": job}
+
+    def update(self, backlog_objects: int, backlog_bytes: int, shards_pending: int, actors: int,
+               requested_slots: int) -> None:
+        values = {"dth_backlog_objects": backlog_objects, "dth_backlog_bytes": backlog_bytes,
+                  "dth_shards_pending": shards_pending, "dth_transfer_actors": actors,
+                  "dth_requested_slots": requested_slots}
+        try:
+            for name, value in values.items():
+                _metric("Gauge", name, name.removeprefix("dth_").replace("_", " "), ("job",)).set(
+                    value, tags=self._tags)
+        except Exception:  # metrics must never fail a run
+            log.debug("metrics update failed", exc_info=True)
