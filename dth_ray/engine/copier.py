@@ -111,6 +111,16 @@ class Limits:
         return errors
 
 
+_OFFLOAD_BYTES = 1 << 20  # hash larger buffers in a thread: hashlib releases the GIL, the loop keeps moving
+
+
+async def md5_digest(data: bytes) -> bytes:
+    """MD5 of `data`; large buffers are hashed off the event loop thread (in parallel with the I/O)."""
+    if len(data) < _OFFLOAD_BYTES:
+        return hashlib.md5(data).digest()
+    return await asyncio.to_thread(lambda: hashlib.md5(data).digest())
+
+
 class _InOrderDigest:
     """MD5 of a whole object fed by parts that finish out of order (each waits for its turn)."""
 
@@ -122,7 +132,10 @@ class _InOrderDigest:
     async def feed(self, part_number: int, data: bytes) -> None:
         async with self._cond:
             await self._cond.wait_for(lambda: self._next == part_number)
-            self._md5.update(data)
+            if len(data) < _OFFLOAD_BYTES:
+                self._md5.update(data)
+            else:
+                await asyncio.to_thread(self._md5.update, data)
             self._next += 1
             self._cond.notify_all()
 
@@ -222,7 +235,7 @@ class Copier:
                 raise IntegrityError(f"read {len(data)} bytes of {meta.size}")
             if len(data) != meta.size:
                 raise PreconditionFailed("source size changed since listing")
-            digest = hashlib.md5(data).digest()
+            digest = await md5_digest(data)
             source_etag = got.info.meta.etag or meta.etag
             verified = False
             if _is_md5_etag(source_etag, self._src_features):
@@ -386,7 +399,7 @@ class Copier:
     async def _put_part(self, dst_key: str, upload_id: str, number: int, byte_range: ByteRange,
                         data: bytes) -> tuple[PartInfo, bytes]:
         """Send one part with its Content-MD5, check the returned ETag, record it; (PartInfo, raw MD5)."""
-        digest = hashlib.md5(data).digest()
+        digest = await md5_digest(data)
         etag = await self._limits.call(lambda: self._dst.upload_part(dst_key, upload_id, number, data, digest))
         if self._dst_features.single_put_etag_is_md5 and etag and etag != digest.hex():
             raise IntegrityError(f"part {number} ETag does not match the MD5 of the bytes sent")
