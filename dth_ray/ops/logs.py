@@ -1,0 +1,130 @@
+"""Structured logs: `log.format=json` writes one JSON object per line (time, level, logger, message and the
+event's fields: job, run_id, key, attempt, error_class, ...), `text` plain lines with the same fields as
+key=value. Lines are scrubbed of anything shaped like a credential or a signature on the way out, and the
+AWS SDK's DEBUG output (headers, response bodies holding secrets) is kept out whatever `log_level` says.
+
+Log an event with its fields as `extra`, e.g.
+`log.warning("copy failed", extra=fields(job=job, key=key, attempt=n, error_class="Throttled"))`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+import sys
+from typing import Any
+
+from dth_ray.config import LogFormat, SyncConfig
+from dth_ray.credentials import quiet_sdk_logs
+
+# Fields an event may carry (others passed in `extra` are kept too); listed first, in this order.
+EVENT_FIELDS = ("event", "job", "run_id", "shard", "key", "attempt", "error_class", "error", "status", "node",
+                "objects", "bytes", "duration_s")
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime",
+                                                                                   "taskName"}
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+# What a credential or signature looks like in text that reaches a log line; the value is replaced.
+_REDACT = (
+    re.compile(r"(Credential=)[^\s,/]+"),
+    re.compile(r"((?:X-Amz-|x-oss-)?(?:Signature|Security-Token|security-token|signature|Credential|credential)"
+               r"=)[^&\s,\"']+"),
+    re.compile(r"((?:Signature|OSSAccessKeyId)=)[^&\s,\"']+"),
+    re.compile(r"((?:x-amz-security-token|x-oss-security-token|authorization)[\"']?\s*[:=]\s*[\"']?)[^\"'\n]+",
+               re.IGNORECASE),
+    re.compile(r"((?:secret_access_key|SecretAccessKey|SessionToken|session_token|access_key_secret|AccessKeySecret|"
+               r"access_key_id|AccessKeyId|security_token|SecurityToken)(?:\\*[\"'])?\s*[:=]\s*(?:\\*[\"'])?)"
+               r"([^\"'\\\s,}]+)", re.IGNORECASE),
+)
+
+
+def redact(text: str) -> str:
+    """`text` with credential-shaped values (signatures, tokens, secret fields) replaced by ***."""
+    for pattern in _REDACT:
+        text = pattern.sub(lambda m: m.group(1) + "***", text)
+    return text
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """An `extra` dict for one event, without the unset (None) values."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    out = {name: getattr(record, name) for name in EVENT_FIELDS if hasattr(record, name)}
+    for name, value in vars(record).items():
+        if name not in _RECORD_ATTRS and name not in out and not name.startswith("_"):
+            out[name] = value
+    return out
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (UTC, ISO 8601), level, logger, msg, the event's fields, exc (if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update(_extras(record))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+            exc = record.exc_info[1]
+            out.setdefault("error_class", type(exc).__name__ if exc is not None else "")
+        out["process"] = record.process
+        return redact(json.dumps(out, ensure_ascii=False, default=str))
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger message key=value ...` with the event's fields."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = _extras(record)
+        if extras:
+            line += " " + " ".join(f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v) else f"{k}={v}"
+                                   for k, v in extras.items())
+        return redact(line)
+
+
+class _Handler(logging.StreamHandler):
+    """The stderr handler `setup_logging` installs (so a second call replaces it instead of adding one)."""
+
+
+def formatter_for(fmt: LogFormat | str) -> logging.Formatter:
+    return JsonFormatter() if LogFormat(fmt) == LogFormat.json else TextFormatter()
+
+
+def setup_logging(cfg: SyncConfig, stream: Any = None) -> logging.Handler:
+    """Root logger at `log_level` with one stderr handler in `log.format`; the SDK loggers at INFO at most.
+    Idempotent. Returns the handler."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _Handler):
+            root.removeHandler(handler)
+    handler = _Handler(stream or sys.stderr)
+    handler.setFormatter(formatter_for(cfg.log.format))
+    root.addHandler(handler)
+    root.setLevel(str(cfg.log_level).upper())
+    quiet_sdk_logs()
+    return handler
+
+
+def ray_logging_config(cfg: SyncConfig) -> Any:
+    """A `ray.LoggingConfig` for `ray.init(logging_config=...)`, so actors log in `log.format` at `log_level`
+    (Ray's own JSON encoding in the workers' log files). None when this Ray has no LoggingConfig."""
+    import ray
+
+    config_type = getattr(ray, "LoggingConfig", None)
+    if config_type is None:
+        return None
+    encoding = "JSON" if LogFormat(cfg.log.format) == LogFormat.json else "TEXT"
+    return config_type(encoding=encoding, log_level=str(cfg.log_level).upper())
