@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from dth_ray.config import StoreConfig, StoreType, SyncConfig
 from dth_ray.errors import ConfigError, DthError, NotFound, PermissionDenied
 from dth_ray.model import Shard, ShardResult, Tally
+from dth_ray.ops import Ops
 from dth_ray.plan.autoscale import ScalePolicy
 from dth_ray.plan.filters import KeyFilter
 from dth_ray.plan.parts import choose_part_size
@@ -189,17 +190,32 @@ class StartupWorker:
         self._thread.join()
 
 
-def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | None = None) -> dict:
+def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | None = None, *,
+             one_time: bool = True) -> dict:
     """Run one sync to completion (resuming the job's interrupted run, if any) and return its report.
+    `one_time=False` (a scheduled scan of `dth-ray watch`) alarms on failure only, not on success.
 
     Raises ConfigError before anything is written when a store is unreachable, missing or refuses us.
     """
-    import ray
 
     KeyFilter.from_config(cfg.filter)  # bad globs fail here, before any work
     asyncio.run(probe(cfg.source, "source"))
     asyncio.run(probe(cfg.destination, "destination"))
     job = job_name(cfg)
+    ops = Ops(cfg, job, one_time=one_time)
+    try:
+        report = _run(cfg, job, ops, on_progress)
+    except BaseException as exc:
+        ops.aborted(exc)
+        raise
+    finally:
+        ops.close()
+    return report
+
+
+def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, float], None] | None) -> dict:
+    import ray
+
     started = time.monotonic()
     fresh_ray = not ray.is_initialized()
     local_manifest = open_manifest(cfg.manifest, job)
@@ -216,9 +232,19 @@ def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | N
     manifest = start_manifest(cfg, job, run_id, driver_node)
     workers = start_workers(cfg, manifest, actors)
     elastic = _elasticity(cfg, manifest, workers)
+    driver_metrics = DriverMetrics(job)
+
+    def observe(progress: Progress, pending_shards: int) -> list:
+        fresh = elastic.tick(pending_shards, max(0, progress.bytes_pending)) if elastic is not None else []
+        actors_now = len(workers) + len(fresh)
+        driver_metrics.update(max(0, progress.objects_pending), max(0, progress.bytes_pending), pending_shards,
+                              actors_now, elastic.requested if elastic is not None else 0)
+        ops.progress(progress, actors_now, time.monotonic() - started)
+        return fresh
+
     try:
         _dispatch(queue, workers, manifest, state, on_progress, cfg.transfer.progress_interval_s, started,
-                  startup, driver_node, run_id, elastic, DriverMetrics(job))
+                  startup, driver_node, run_id, observe)
         # sync.delete: destination-only keys noted during the diff, deleted within sync.max_delete (deletes.py)
         deletes = propagate_deletes(cfg, workers, startup, local_manifest, run_id, state) if cfg.sync.delete else None
     finally:
@@ -250,6 +276,7 @@ def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | N
                           "items_written": sum(c[1] for c in counts)}
     ray.get(manifest.close.remote())
     local_manifest.close()
+    ops.finished(report)
     return report
 
 
@@ -336,9 +363,10 @@ def introduce(workers: list) -> None:
 def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
               on_progress: Callable[[Progress, float], None] | None, interval_s: float, started: float,
               startup: StartupWorker | None = None, driver_node: str = "", run_id: int = 0,
-              elastic: Elasticity | None = None, metrics: DriverMetrics | None = None) -> None:
+              observe: Callable[[Progress, int], list] | None = None) -> None:
     """Keep every actor busy with a few shards; re-run a shard whose listing failed or whose actor died,
-    from its last checkpoint (bounded attempts); follow the backlog with the autoscaler (`elastic`)."""
+    from its last checkpoint (bounded attempts). Each progress tick, `observe(progress, pending_shards)`
+    (autoscaling, metrics, operations) may return transfer actors started on nodes that joined."""
     import ray
 
     in_flight: dict = {}
@@ -420,13 +448,10 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
                 progress = _add(progress, startup.manifest.progress())
             if on_progress is not None:
                 on_progress(progress, time.monotonic() - started)
-            if elastic is not None:
-                for worker in elastic.tick(len(queue) + len(in_flight), max(0, progress.bytes_pending)):
+            if observe is not None:
+                for worker in observe(progress, len(queue) + len(in_flight)):
                     load[len(workers)] = 0
                     workers.append(worker)
-            if metrics is not None:
-                metrics.update(max(0, progress.objects_pending), max(0, progress.bytes_pending),
-                               len(queue) + len(in_flight), len(workers), elastic.requested if elastic else 0)
             next_progress = time.monotonic() + interval_s
     if startup is not None:
         for item, result in startup.harvest():
