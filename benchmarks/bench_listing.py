@@ -43,15 +43,10 @@ class SyntheticStore:
         self.resize_every = resize_every
         self.calls = 0
 
-    def _keys_after(self, prefix: str, after: str):
-        """(group index, key index) of the first key > after under prefix, scanning groups in order."""
-        for g, (group, count) in enumerate(self.groups):
-            if not group.startswith(prefix) and not prefix.startswith(group):
-                continue
-            if after >= group + "9" * 10:
-                continue
-            lo = 0 if after < group else bisect.bisect_right(range(count), after, key=lambda i, g=group: f"{g}{i:010d}")
-            yield from ((g, i) for i in range(lo, count))
+    def _first_index(self, group: str, count: int, after: str) -> int:
+        if after < group:
+            return 0
+        return bisect.bisect_right(range(count), after, key=lambda i: f"{group}{i:010d}")
 
     async def list_page(self, prefix: str, *, start_after: str = "", token: str = "", delimiter: str = "",
                         max_keys: int = 1000) -> ListPage:
@@ -59,30 +54,31 @@ class SyntheticStore:
         after = max(start_after, token)
         objects: list[ObjectMeta] = []
         prefixes: list[str] = []
-        more = False
-        for g, i in self._keys_after(prefix, after):
-            group = self.groups[g][0]
-            key = f"{group}{i:010d}"
-            if not key.startswith(prefix):
-                if key > prefix and not key.startswith(prefix):
-                    break
+        for group, count in self.groups:
+            if not (group.startswith(prefix) or prefix.startswith(group)) or after >= group + "9" * 10:
                 continue
-            rest = key[len(prefix):]
-            if delimiter and delimiter in rest:
+            rest = group[len(prefix):] if group.startswith(prefix) else ""
+            if delimiter and delimiter in rest:  # the whole group rolls up into one common prefix
                 common = prefix + rest[: rest.index(delimiter) + 1]
-                if not prefixes or prefixes[-1] != common:
+                if common > after and (not prefixes or prefixes[-1] != common):
                     if len(objects) + len(prefixes) >= max_keys:
-                        more = True
-                        break
+                        return self._page(objects, prefixes, more=True)
                     prefixes.append(common)
                 continue
-            if self.drop_every and i % self.drop_every == 0:
-                continue
-            if len(objects) + len(prefixes) >= max_keys:
-                more = True
-                break
-            size = 2048 if self.resize_every and i % self.resize_every == 0 else 1024
-            objects.append(ObjectMeta(key=key, size=size, etag=f"{i:032x}"))
+            for i in range(self._first_index(group, count, after), count):
+                key = f"{group}{i:010d}"
+                if not key.startswith(prefix):
+                    break
+                if self.drop_every and i % self.drop_every == 0:
+                    continue
+                if len(objects) + len(prefixes) >= max_keys:
+                    return self._page(objects, prefixes, more=True)
+                size = 2048 if self.resize_every and i % self.resize_every == 0 else 1024
+                objects.append(ObjectMeta(key=key, size=size, etag=f"{i:032x}"))
+        return self._page(objects, prefixes, more=False)
+
+    @staticmethod
+    def _page(objects: list[ObjectMeta], prefixes: list[str], more: bool) -> ListPage:
         last = max([o.key for o in objects[-1:]] + [p + "\U0010ffff" for p in prefixes[-1:]] or [""])
         return ListPage(objects=objects, prefixes=prefixes, next_token=last if more else "")
 

@@ -1,0 +1,115 @@
+"""Live autoscaling on Ray's fake multi-node provider (what ray.cluster_utils.AutoscalingCluster drives; its
+config is given inline because the 2.60 wheel lacks the example file): a backlog makes the driver request
+transfer slots, the autoscaler launches worker nodes advertising `transfer_slot`, the driver starts actors on
+them and they copy; when the backlog drains the request drops to zero.
+
+The cluster is started on its own GCS port and temp dir and only its own processes are killed afterwards
+(AutoscalingCluster.start() would `ray stop --force` every Ray on the machine)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+from dth_ray.locals3 import free_port
+from tests.integration.helpers import listing, s3_overrides
+from tests.servers.s3_servers import seed_objects
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import ray
+    from dth_ray.cli import load_config
+    from dth_ray.runtime.driver import run_sync
+
+    overrides, address = json.loads(sys.argv[1])
+    cfg = load_config(overrides + [f"runtime.address={address}", "runtime.autoscale=on"])
+    report = run_sync(cfg)
+    print("REPORT" + json.dumps(report))
+    ray.shutdown()
+""")
+
+
+def _cluster_config(gcs_address: str) -> dict:
+    return {
+        "cluster_name": "dth-fake", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 1,
+        "provider": {"type": "fake_multinode", "gcs_address": gcs_address, "disable_launch_config_check": True,
+                     "disable_node_updaters": True},
+        "auth": {"ssh_user": "ubuntu"}, "docker": {}, "head_node_type": "ray.head.default",
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 1}, "node_config": {}, "max_workers": 0},
+            "transfer": {"resources": {"CPU": 1, "transfer_slot": 2}, "node_config": {}, "min_workers": 0,
+                         "max_workers": 2},
+        },
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False, "rsync_exclude": [],
+        "rsync_filter": [], "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+        "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+    }
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def _cluster_pids(temp_dir: str) -> list[int]:
+    return [int(pid) for pid in filter(str.isdigit, os.listdir("/proc")) if temp_dir.encode() in _cmdline(pid)]
+
+
+def _kill_cluster(temp_dir: str) -> None:
+    """SIGKILL every process whose command line names this cluster's temp dir (head, fake nodes, monitor)."""
+    deadline = time.monotonic() + 20
+    while (pids := _cluster_pids(temp_dir)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+        time.sleep(0.2)
+
+
+def test_backlog_scales_the_cluster_up_and_new_nodes_copy(rclone_pair, tmp_path, unique_prefix):
+    pair = rclone_pair
+    items = {f"{unique_prefix}q{i % 16}/o{i}": os.urandom(800) for i in range(1600)}
+    seed_objects(pair.source.client(), pair.source.bucket, items)
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    temp_dir = tempfile.mkdtemp(prefix="dthas-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    config = tmp_path / "autoscaling.json"
+    config.write_text(json.dumps(_cluster_config(address)))
+    env = dict(os.environ, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_AUTH_MODE="disabled",
+               NODESRC_ACCESS_KEY_ID=pair.source.access_key, NODESRC_SECRET_ACCESS_KEY=pair.source.secret_key,
+               NODEDST_ACCESS_KEY_ID=pair.destination.access_key,
+               NODEDST_SECRET_ACCESS_KEY=pair.destination.secret_key)
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    started = subprocess.run([ray_bin, "start", "--head", f"--port={port}", f"--autoscaling-config={config}",
+                              "--num-cpus=1", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+                              "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    try:
+        dst_prefix = "as/" + unique_prefix
+        overrides = [o.replace("env:E2ESRC", "env:NODESRC").replace("env:E2EDST", "env:NODEDST")
+                     for o in s3_overrides(pair, unique_prefix, dst_prefix, str(tmp_path / "m.sqlite"))]
+        overrides.append("transfer.max_requests_per_s=25")  # keep a backlog for a while
+        done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps([overrides, address])], env=env,
+                              capture_output=True, text=True, timeout=400)
+    finally:
+        _kill_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not _cluster_pids(temp_dir), "the test's Ray processes are gone"
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.split("REPORT", 1)[1].splitlines()[0])
+    context = json.dumps({k: report.get(k) for k in ("status", "objects", "nodes", "autoscaler")})
+    assert report["status"] == "succeeded" and report["objects"]["copied"] == 1600, context
+    requests = report["autoscaler"]["slot_requests"]
+    assert requests and max(requests) > 0 and requests[-1] == 0, context
+    assert report["autoscaler"]["actors"] > 2, f"actors were started on joining nodes: {context}"
+    assert len([n for n in report["nodes"] if n["objects"] > 0]) >= 2, context
+    assert len(listing(pair.destination.client(), pair.destination.bucket, dst_prefix)) == 1600
