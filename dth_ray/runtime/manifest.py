@@ -123,6 +123,15 @@ def prefix_end(prefix: str) -> str:
     return stripped[:-1] + chr(0xE000 if 0xD800 <= code <= 0xDFFF else code)
 
 
+def covering_in_recent_runs(manifest: Manifest, key: str, runs: int = 20) -> Checkpoint | None:
+    """The newest settled checkpoint covering `key` among the job's last `runs` runs (per-key status)."""
+    for run in manifest.runs(runs):
+        found = newest_covering(manifest.checkpoints(run.run_id), key)
+        if found is not None:
+            return found
+    return None
+
+
 def newest_covering(checkpoints: Sequence[Checkpoint], key: str) -> Checkpoint | None:
     """The newest-run checkpoint whose shard holds `key` and has settled it."""
     best = None

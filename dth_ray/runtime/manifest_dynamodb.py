@@ -58,7 +58,7 @@ from dth_ray.runtime.manifest import (
     ObjectRecord,
     Progress,
     RunInfo,
-    newest_covering,
+    covering_in_recent_runs,
     prefix_end,
 )
 
@@ -345,11 +345,7 @@ class DynamoManifest:
         return [found[sid] for sid in sorted(found)]
 
     def covering_checkpoint(self, key: str) -> Checkpoint | None:
-        for run in self.runs(20):
-            found = newest_covering(self.checkpoints(run.run_id), key)
-            if found is not None:
-                return found
-        return None
+        return covering_in_recent_runs(self, key)
 
     # ---- per-object records
 

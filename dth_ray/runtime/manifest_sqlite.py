@@ -18,8 +18,8 @@ from dth_ray.runtime.manifest import (
     ObjectRecord,
     Progress,
     RunInfo,
+    covering_in_recent_runs,
     default_sqlite_path,
-    newest_covering,
     prefix_end,
 )
 
@@ -135,11 +135,7 @@ class SqliteManifest:
             self._write("INSERT OR REPLACE INTO shards VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def covering_checkpoint(self, key: str) -> Checkpoint | None:
-        for run in self.runs(20):
-            found = newest_covering(self.checkpoints(run.run_id), key)
-            if found is not None:
-                return found
-        return None
+        return covering_in_recent_runs(self, key)
 
     # ---- per-object records
 
