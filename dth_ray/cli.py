@@ -251,15 +251,15 @@ def cmd_status(args: list[str]) -> int:
 
 
 def cmd_watch(overrides: list[str]) -> int:
-    """The long-running service (dth_ray/runtime/watch.py); SIGTERM/SIGINT stop it cleanly, a second one
+    """The long-running service (dth_ray/sync/watch.py); SIGTERM/SIGINT stop it cleanly, a second one
     interrupts at once."""
     import signal
 
-    from dth_ray.runtime.watch import WatchService
+    from dth_ray.sync.watch import WatchService
 
     cfg = load_config(overrides)
     _setup_logging(cfg)
-    logging.getLogger("dth_ray.runtime.watch").setLevel(min(logging.INFO, logging.getLogger().level))
+    logging.getLogger("dth_ray.sync.watch").setLevel(min(logging.INFO, logging.getLogger().level))
     _check_report_dir(cfg)
     service = WatchService(cfg)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -279,18 +279,19 @@ def cmd_watch(overrides: list[str]) -> int:
 
 def cmd_events(args: list[str]) -> int:
     """`events setup`: queue + dead-letter queue + redrive policy (+ alarm), and the IAM policies, as JSON."""
-    from dth_ray.config import validate_sync_settings
-    from dth_ray.runtime.sqs import setup
+    from dth_ray.config import validate_ops, validate_sync_settings
+    from dth_ray.sync.sqs import setup
 
     if not args or args[0] != "setup":
         raise ConfigError("usage: dth-ray events setup events.queue_name=NAME [events.region=R] [events.endpoint=URL] "
-                          "[events.alarm_topic_arn=ARN] [source.bucket=B (an S3 source whose notifications go there)]")
+                          "[alerts.sns_topic_arn=ARN] [source.bucket=B (an S3 source whose notifications go there)]")
     cfg = load_config(args[1:], check=False)
     validate_sync_settings(cfg)
+    validate_ops(cfg)
     _setup_logging(cfg)
     _check_report_dir(cfg)
     s3_bucket = cfg.source.bucket if cfg.source.type == StoreType.s3 else ""
-    out = setup(cfg.events, s3_bucket)
+    out = setup(cfg.events, s3_bucket, cfg.alerts.sns_topic_arn)
     if cfg.report:
         write_report(cfg.report, out)
     print(json.dumps(out, indent=2))

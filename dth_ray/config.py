@@ -213,7 +213,6 @@ class EventsConfig:
     actors: int = 0  # transfer actors for events; 0 = as for transfer.actors
     shutdown_timeout_s: float = 30.0  # SIGTERM: how long in-flight transfers may finish
     report_interval_s: float = 10.0  # metrics log line and `report` file
-    alarm_topic_arn: str = ""  # `events setup`: SNS topic for an alarm on dead-letter depth
 
 
 @dataclass

@@ -496,7 +496,7 @@ class TransferWorker:
     # ---- Continuous sync (issue 4): delete propagation for batch runs and event-driven reconciles ---------
     # Kept together at the end of the class. `run_shard` calls `_note_dst` when sync.delete is on; the driver
     # collects with `take_extras` and deletes with `delete_extras` (dth_ray/runtime/deletes.py), and
-    # `dth-ray watch` (dth_ray/runtime/watch.py) calls `apply_events`.
+    # `dth-ray watch` (dth_ray/sync/watch.py) calls `apply_events`.
 
     @functools.cached_property
     def _extras(self) -> dict:

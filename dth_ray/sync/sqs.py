@@ -1,0 +1,191 @@
+"""SQS control plane for `dth-ray watch` and `dth-ray events setup`, through boto3 (a few calls per batch of
+messages, so the SDK's per-request cost does not matter here; object bytes never go through it).
+
+Credentials follow the `credentials` spec like the stores'; keys are resolved here and never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+from dth_ray.config import EventsConfig
+from dth_ray.credentials import resolve
+from dth_ray.errors import ConfigError
+
+log = logging.getLogger(__name__)
+_BATCH = 10  # SQS batch calls take at most 10 entries
+
+
+def region_of(ev: EventsConfig) -> str:
+    """events.region, else the region in the queue URL, else the SDK's default, else us-east-1."""
+    if ev.region:
+        return ev.region
+    match = re.search(r"sqs[.-]([a-z]{2}(?:-[a-z]+)+-\d)\.", ev.queue_url) or re.search(
+        r"//([a-z]{2}(?:-[a-z]+)+-\d)\.queue\.", ev.queue_url)
+    if match:
+        return match.group(1)
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def client(ev: EventsConfig, service: str = "sqs"):
+    """A boto3 client for `service` (sqs, cloudwatch) with events.* endpoint, region and credentials.
+    Raises ConfigError for a bad credentials spec."""
+    import boto3
+    from botocore.config import Config
+
+    region = region_of(ev)
+    creds = resolve(ev.credentials, "events", region)
+    kwargs: dict = {"region_name": region, "config": Config(
+        retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16, connect_timeout=10,
+        read_timeout=max(30, ev.wait_s + 10))}
+    if ev.endpoint:
+        kwargs["endpoint_url"] = ev.endpoint
+    if creds is not None:
+        kwargs.update(aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+                      aws_session_token=creds.session_token or None)
+    return boto3.client(service, **kwargs)
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return response.get("Error", {}).get("Code", "") or type(exc).__name__
+
+
+@dataclass
+class Received:
+    """One received message: what the service needs to parse, hold and acknowledge it."""
+
+    message_id: str
+    receipt: str
+    body: str
+    receive_count: int
+    sent_s: float
+
+
+class Queue:
+    """One SQS queue: long-polling receive, batched delete and visibility changes, moving poison aside."""
+
+    def __init__(self, ev: EventsConfig):
+        self.ev = ev
+        self.url = ev.queue_url
+        self._client = client(ev)
+        self.redrive = False  # the queue has a redrive policy: SQS moves poison itself
+        self.dead_letter_url = ev.dead_letter_queue_url
+
+    def check(self) -> None:
+        """Fail fast with a one-line ConfigError when the queue is missing or refuses us."""
+        try:
+            attrs = self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])["Attributes"]
+        except Exception as exc:  # botocore raises many types; all mean the queue is unusable
+            raise ConfigError(f"events.queue_url={self.url!r} is not usable ({_code(exc)})") from None
+        self.redrive = "RedrivePolicy" in attrs
+
+    def receive(self, max_messages: int = _BATCH) -> list[Received]:
+        """Up to `max_messages` messages (long polling events.wait_s), invisible for events.visibility_timeout_s."""
+        out = self._client.receive_message(
+            QueueUrl=self.url, MaxNumberOfMessages=min(_BATCH, max_messages), WaitTimeSeconds=self.ev.wait_s,
+            VisibilityTimeout=self.ev.visibility_timeout_s,
+            AttributeNames=["ApproximateReceiveCount", "SentTimestamp"])  # (older SDKs lack MessageSystemAttributeNames)
+        return [Received(m["MessageId"], m["ReceiptHandle"], m.get("Body", ""),
+                         int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+                         int(m.get("Attributes", {}).get("SentTimestamp", "0")) / 1000.0)
+                for m in out.get("Messages", [])]
+
+    def delete(self, receipts: list[str]) -> int:
+        """Delete messages by receipt handle (batches of 10); returns how many failed (they come back)."""
+        failed = 0
+        for i in range(0, len(receipts), _BATCH):
+            chunk = receipts[i:i + _BATCH]
+            try:
+                out = self._client.delete_message_batch(
+                    QueueUrl=self.url, Entries=[{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(chunk)])
+                failed += len(out.get("Failed", []))
+            except Exception as exc:
+                log.warning("SQS delete failed for %d messages: %s", len(chunk), _code(exc))
+                failed += len(chunk)
+        return failed
+
+    def set_visibility(self, receipts: list[str], seconds: int) -> None:
+        """Extend (or, with 0, release) messages' visibility, batches of 10; failures are logged."""
+        for i in range(0, len(receipts), _BATCH):
+            chunk = receipts[i:i + _BATCH]
+            try:
+                self._client.change_message_visibility_batch(QueueUrl=self.url, Entries=[
+                    {"Id": str(n), "ReceiptHandle": r, "VisibilityTimeout": seconds} for n, r in enumerate(chunk)])
+            except Exception as exc:
+                log.warning("SQS visibility change failed for %d messages: %s", len(chunk), _code(exc))
+
+    def move_aside(self, message: Received, reason: str) -> bool:
+        """Send a poison message to events.dead_letter_queue_url, then delete it here. False if not sent."""
+        try:
+            self._client.send_message(QueueUrl=self.dead_letter_url, MessageBody=message.body, MessageAttributes={
+                "dth_reason": {"DataType": "String", "StringValue": reason[:256]},
+                "dth_source_message_id": {"DataType": "String", "StringValue": message.message_id}})
+        except Exception as exc:
+            log.error("could not move poison message %s aside: %s", message.message_id, _code(exc))
+            return False
+        self.delete([message.receipt])
+        return True
+
+
+def least_privilege_policies(queue_arn: str, dead_letter_arn: str) -> dict:
+    """IAM policies: the forwarder may only send to the queue; the watch service may consume it (and move
+    poison to the dead-letter queue)."""
+    return {
+        "forwarder": {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": queue_arn}]},
+        "watch": {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                                           "sqs:GetQueueAttributes"], "Resource": queue_arn},
+            {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": dead_letter_arn}]},
+    }
+
+
+def setup(ev: EventsConfig, s3_bucket: str = "", alarm_topic_arn: str = "") -> dict:
+    """Create (or update) the queue, its dead-letter queue `<name>-dlq` and the redrive policy (maxReceiveCount
+    = events.max_receives); with `alarm_topic_arn` (alerts.sns_topic_arn), a CloudWatch alarm on dead-letter
+    depth in the queue's region; with
+    `s3_bucket`, a queue policy letting that bucket's S3 event notifications in. Idempotent.
+
+    Returns what was set up, with the least-privilege policies. Raises ConfigError when SQS refuses.
+    """
+    name = ev.queue_name or ev.queue_url.rstrip("/").rsplit("/", 1)[-1]
+    if not name or not re.fullmatch(r"[A-Za-z0-9_-]{1,76}", name):
+        raise ConfigError("events setup needs events.queue_name (1-76 of A-Z a-z 0-9 _ -) or events.queue_url")
+    sqs = client(ev)
+    try:
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"MessageRetentionPeriod": str(14 * 86400)})
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": ev.max_receives}
+        attributes = {"RedrivePolicy": json.dumps(redrive), "VisibilityTimeout": str(ev.visibility_timeout_s),
+                      "ReceiveMessageWaitTimeSeconds": str(ev.wait_s), "MessageRetentionPeriod": str(4 * 86400)}
+        if s3_bucket:
+            attributes["Policy"] = json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Sid": "S3EventNotifications", "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage", "Resource": arn,
+                "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{s3_bucket}"}}}]})
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    except Exception as exc:
+        raise ConfigError(f"events setup: SQS refused ({_code(exc)})") from None
+    alarm = ""
+    if alarm_topic_arn:
+        alarm = f"{name}-dlq-not-empty"
+        try:
+            client(ev, "cloudwatch").put_metric_alarm(
+                AlarmName=alarm, AlarmDescription=f"dth-ray: messages in {name}-dlq (poison events)",
+                Namespace="AWS/SQS", MetricName="ApproximateNumberOfMessagesVisible",
+                Dimensions=[{"Name": "QueueName", "Value": f"{name}-dlq"}], Statistic="Maximum", Period=300,
+                EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
+                TreatMissingData="notBreaching", AlarmActions=[alarm_topic_arn])
+        except Exception as exc:
+            raise ConfigError(f"events setup: CloudWatch refused the alarm ({_code(exc)})") from None
+    return {"queue_url": url, "queue_arn": arn, "dead_letter_queue_url": dlq_url, "dead_letter_queue_arn": dlq_arn,
+            "redrive_policy": redrive, "s3_notifications_from": s3_bucket or None, "alarm": alarm or None,
+            "policies": least_privilege_policies(arn, dlq_arn)}

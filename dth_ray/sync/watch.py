@@ -1,0 +1,534 @@
+"""`dth-ray watch`: a long-running service combining event-driven sync (SQS) and the scheduled batch sync.
+
+Threads: receivers long-poll SQS in batches and hand messages to the main loop; the main loop parses them
+(dth_ray.sync.events), coalesces per key (dth_ray.sync.coalesce), sends batches of keys to transfer actors
+(TransferWorker.apply_events: read the source's current state, copy or delete), acknowledges, and asks the
+schedule (dth_ray.sync.schedule) when to start a batch run (run_sync, in a thread of its own); an acker thread
+makes the SQS delete/visibility calls. A message is deleted only when every event in it was reconciled and
+the records are in the manifest; it stays invisible (extended) while its work runs; failures make it visible
+again after a backoff; poison (unparseable, or received more than events.max_receives times) goes to
+events.dead_letter_queue_url, or is left to the queue's redrive policy, or — with neither — is dropped with
+an error line. SIGTERM/SIGINT: stop receiving, give in-flight transfers events.shutdown_timeout_s to finish,
+release everything else (visible at once), so a restart loses nothing; an interrupted scan resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import queue as queue_mod
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from dth_ray.config import EventsType, SyncConfig
+from dth_ray.errors import ConfigError
+from dth_ray.plan.filters import KeyFilter
+from dth_ray.runtime.driver import (
+    actor_count,
+    job_name,
+    probe,
+    run_sync,
+    start_manifest,
+    start_ray,
+    start_workers,
+)
+from dth_ray.runtime.manifest import open_manifest
+from dth_ray.sync.coalesce import Coalescer
+from dth_ray.sync.events import CREATED, DTH, Event, EventScope, parse_body
+from dth_ray.sync.schedule import DEFER, RUN, SKIP, Schedule
+from dth_ray.sync.sqs import Queue, Received
+
+log = logging.getLogger(__name__)
+_LATENCY_SAMPLES = 10_000
+_MAX_RECHECK = 100_000  # keys events touched during a scan, checked again once it ends
+_HEARTBEAT_S = 1.0
+_FAIL_BACKOFF_S = 10  # a failed message becomes visible again after this × its receive count (max 300 s)
+
+
+@dataclass
+class _Held:
+    """A received message whose events are being worked on."""
+
+    msg: Received
+    outstanding: int = 0
+    failed: bool = False
+    extended_at: float = field(default_factory=time.monotonic)
+    origins: list[float] = field(default_factory=list)
+
+
+class WatchMetrics:
+    """Counters of the service, as the report file and log lines show them."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.messages: Counter = Counter()
+        self.events: Counter = Counter()
+        self.ignored: Counter = Counter()
+        self.outcomes: Counter = Counter()
+        self.latency: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        self.scans: Counter = Counter()
+        self.last_scan: dict | None = None
+        self.poison: list[dict] = []  # the most recent poison messages (id, reason, what happened)
+
+    def latency_summary(self) -> dict:
+        values = sorted(self.latency)
+        if not values:
+            return {"count": 0}
+
+        def pct(p: float) -> float:
+            return round(values[min(len(values) - 1, int(p * len(values)))], 3)
+
+        return {"count": len(values), "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": round(values[-1], 3)}
+
+    def to_dict(self, state: str, extra: dict) -> dict:
+        return {"status": state, "started": self.started, "uptime_s": round(time.time() - self.started, 1),
+                "messages": dict(self.messages), "events": {**self.events, "ignored": dict(self.ignored)},
+                "outcomes": dict(self.outcomes), "latency_s": self.latency_summary(),
+                "scans": {**self.scans, "last": self.last_scan}, "poison": self.poison[-20:], **extra}
+
+
+def _write_json(path: str, doc: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(doc, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+class WatchService:
+    """The service; `run()` blocks until `stop()` (signal handlers call it) and returns the final report."""
+
+    def __init__(self, cfg: SyncConfig):
+        self.cfg = cfg
+        ev = cfg.events
+        self.events_on = ev.type == EventsType.sqs
+        if self.events_on and not ev.queue_url:
+            raise ConfigError("events=sqs needs events.queue_url")
+        if self.events_on and cfg.dry_run:
+            raise ConfigError("dry_run=true is not supported with events=sqs (events are acted on; try dth-ray plan)")
+        self.schedule = Schedule.from_config(cfg.schedule, time.time())  # raises ConfigError (cron, interval)
+        if not self.events_on and not self.schedule.enabled:
+            raise ConfigError("dth-ray watch has nothing to do: set events=sqs and/or schedule.interval/cron")
+        self.scope = EventScope(cfg.source.bucket, cfg.source.prefix, ev.deletes, KeyFilter.from_config(cfg.filter))
+        self.metrics = WatchMetrics()
+        self._stop = threading.Event()
+        self._inbox: queue_mod.Queue[Received] = queue_mod.Queue()
+        self._acks: queue_mod.Queue = queue_mod.Queue()
+        self._held: dict[str, _Held] = {}
+        self._coalescer = Coalescer()
+        self._queue: Queue | None = None
+        self._workers: list = []
+        self._in_flight: dict = {}  # ObjectRef -> (worker index, keys)
+        self._load: dict[int, int] = {}
+        self._scan: threading.Thread | None = None
+        self._scan_result: dict | None = None
+        self._touched: set[str] | None = None  # keys reconciled while a scan runs (None: no scan running)
+        self._threads: list[threading.Thread] = []
+        self.stop_reason = ""
+
+    # ---- lifecycle
+
+    def stop(self, reason: str = "stop requested") -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            log.warning("watch: stopping (%s)", reason)
+        self._stop.set()
+
+    def _on_signal(self, signum, _frame) -> None:
+        import signal
+
+        if self._stop.is_set():
+            raise KeyboardInterrupt  # a second signal: stop waiting
+        self.stop(signal.Signals(signum).name)
+
+    def run(self, handle_signals: bool = False) -> dict:
+        """Preflight (one-line ConfigError when a store or the queue is unusable), then serve until stop().
+        `handle_signals` (main thread only): SIGTERM/SIGINT call stop(); installed after Ray starts, whose
+        driver start-up installs a SIGTERM handler of its own."""
+        import ray
+
+        cfg = self.cfg
+        KeyFilter.from_config(cfg.filter)
+        asyncio.run(probe(cfg.source, "source"))
+        asyncio.run(probe(cfg.destination, "destination"))
+        open_manifest(cfg.manifest, job_name(cfg)).close()  # a bad manifest setting fails here, not in an actor
+        if self.events_on:
+            self._queue = Queue(cfg.events)
+            self._queue.check()
+        start_ray(cfg)
+        if handle_signals:
+            import signal
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        job = job_name(cfg)
+        manifest = start_manifest(cfg, job, 0, ray.get_runtime_context().get_node_id())
+        if self.events_on:
+            self._workers = start_workers(cfg, manifest, cfg.events.actors or actor_count(cfg))
+            self._load = {i: 0 for i in range(len(self._workers))}
+            self._start_thread(self._acker, "dth-watch-acker")
+            for n in range(cfg.events.receivers):
+                self._start_thread(self._receiver, f"dth-watch-receive-{n}")
+        log.warning("watch: job %s; events %s; schedule %s", job,
+                    cfg.events.queue_url if self.events_on else "off",
+                    cfg.schedule.cron or (cfg.schedule.interval if self.schedule.enabled else "off"))
+        try:
+            self._serve()
+        finally:
+            self._shutdown(manifest)
+        return self.report("stopped")
+
+    def _start_thread(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def busy(self) -> tuple[int, int, int]:
+        """(messages held, keys pending, keys running): safe to call from any thread."""
+        return len(self._held), self._coalescer.pending, self._coalescer.running
+
+    def report(self, state: str = "running") -> dict:
+        """The metrics as JSON-ready data (safe from another thread: a copy racing an update is retried)."""
+        for _ in range(5):
+            try:
+                return self._report(state)
+            except RuntimeError:  # a dict changed size while being copied
+                time.sleep(0.001)
+        return self._report(state)
+
+    def _report(self, state: str) -> dict:
+        extra = {"job": job_name(self.cfg), "queue_url": self.cfg.events.queue_url if self.events_on else None,
+                 "held_messages": len(self._held), "keys_pending": self._coalescer.pending,
+                 "keys_running": self._coalescer.running, "stop_reason": self.stop_reason or None}
+        return self.metrics.to_dict(state, extra)
+
+    # ---- threads
+
+    def _receiver(self) -> None:
+        assert self._queue is not None
+        limit = self.cfg.events.max_held
+        while not self._stop.is_set():
+            if len(self._held) + self._inbox.qsize() >= limit:
+                time.sleep(0.05)  # back-pressure: the held messages bound memory
+                continue
+            try:
+                batch = self._queue.receive()
+            except Exception as exc:  # a failed receive is retried after a pause; the loop ends with stop()
+                log.warning("watch: SQS receive failed (%s); retrying", type(exc).__name__)
+                self._stop.wait(2.0)
+                continue
+            if self._stop.is_set() and batch:
+                self._queue.set_visibility([m.receipt for m in batch], 0)  # not ours to work on any more
+                return
+            for message in batch:
+                self._inbox.put(message)
+
+    def _acker(self) -> None:
+        """SQS deletes and visibility changes, off the main loop; queued deletes go out 10 per call. Ends at
+        the "quit" op (queued last by the shutdown, so everything before it is done)."""
+        assert self._queue is not None
+        while True:
+            op, payload = self._acks.get()
+            deletes: list[str] = []
+            while op == "delete":
+                deletes.extend(payload)
+                if len(deletes) >= 10:
+                    op, payload = "", None
+                    break
+                try:
+                    op, payload = self._acks.get_nowait()
+                except queue_mod.Empty:
+                    op, payload = "", None
+            if deletes:
+                self.metrics.messages["delete_failed"] += self._queue.delete(deletes)
+            if op == "quit":
+                return
+            if op == "visibility":
+                receipts, seconds = payload
+                self._queue.set_visibility(receipts, seconds)
+            elif op == "dlq":
+                message, reason = payload
+                self._queue.move_aside(message, reason)
+
+    # ---- the main loop
+
+    def _serve(self) -> None:
+        next_heartbeat = next_report = time.monotonic()
+        interval = self.cfg.events.report_interval_s
+        while not self._stop.is_set():
+            self._drain_inbox()
+            self._dispatch()
+            self._collect(0.01 if self._in_flight else 0.0)
+            if not self._in_flight and self._inbox.empty():
+                with contextlib.suppress(queue_mod.Empty):
+                    self._accept(self._inbox.get(timeout=0.05))
+            self._scheduler()
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + _HEARTBEAT_S
+            if now >= next_report:
+                self._report_tick()
+                next_report = now + interval
+
+    def _drain_inbox(self, limit: int = 1000) -> None:
+        for _ in range(limit):
+            try:
+                message = self._inbox.get_nowait()
+            except queue_mod.Empty:
+                return
+            self._accept(message)
+
+    def _accept(self, message: Received) -> None:
+        m = self.metrics
+        m.messages["received"] += 1
+        held = self._held.get(message.message_id)
+        if held is not None:  # delivered again while we work on it: only the newest receipt can delete it
+            held.msg.receipt = message.receipt
+            m.messages["redelivered_while_held"] += 1
+            return
+        parsed = parse_body(message.body, message.sent_s)
+        if parsed.error:
+            self._poison(message, f"unparseable: {parsed.error}")
+            return
+        if message.receive_count > self.cfg.events.max_receives:
+            self._poison(message, f"received {message.receive_count} times")
+            return
+        m.ignored.update(parsed.ignored)
+        mine: list[Event] = []
+        for event in parsed.events:
+            reason = self.scope.reason_to_ignore(event)
+            if reason:
+                m.ignored[reason] += 1
+            else:
+                mine.append(event)
+        m.events["received"] += len(parsed.events)
+        if not mine:
+            m.messages["nothing_to_do"] += 1
+            self._acks.put(("delete", [message.receipt]))
+            return
+        held = self._held[message.message_id] = _Held(message, outstanding=len(mine))
+        for event in mine:
+            status = self._coalescer.add(event, message.message_id)
+            m.events[status] += 1
+            origin = event.event_time_s if event.fmt != DTH and event.event_time_s > 0 else message.sent_s
+            if message.sent_s and not message.sent_s - 3600 <= origin <= message.sent_s + 60:
+                origin = message.sent_s  # an implausible event clock: the queue's is better
+            held.origins.append(origin)
+
+    def _poison(self, message: Received, reason: str) -> None:
+        m = self.metrics
+        m.messages["poison"] += 1
+        queue = self._queue
+        if queue is not None and queue.dead_letter_url:
+            action = "moved to events.dead_letter_queue_url"
+            self._acks.put(("dlq", (message, reason)))
+        elif queue is not None and queue.redrive:
+            action = "left to the queue's redrive policy"
+            self._acks.put(("visibility", ([message.receipt], 0)))
+        else:
+            action = "dropped (no dead-letter queue and no redrive policy)"
+            self._acks.put(("delete", [message.receipt]))
+        log.error("watch: poison message %s: %s; %s", message.message_id, reason, action)
+        m.poison.append({"message_id": message.message_id, "reason": reason, "action": action})
+        del m.poison[:-100]
+
+    def _dispatch(self) -> None:
+        if not self._workers:
+            return
+        cap = 2 * self.cfg.transfer.concurrency
+        batch_keys = self.cfg.events.batch_keys
+        while self._coalescer.pending:
+            index = min(self._load, key=self._load.get)
+            room = min(batch_keys, cap - self._load[index])
+            if room <= 0:
+                return
+            entries = self._coalescer.take(room)
+            keys = [e.key for e in entries]
+            ref = self._workers[index].apply_events.remote(keys, self.cfg.events.deletes)
+            self._in_flight[ref] = (index, keys)
+            self._load[index] += len(keys)
+            if self._touched is not None and len(self._touched) < _MAX_RECHECK:
+                self._touched.update(keys)
+
+    def _collect(self, timeout_s: float) -> None:
+        import ray
+
+        if not self._in_flight:
+            return
+        refs = list(self._in_flight)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout_s)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            index, keys = self._in_flight.pop(ref)
+            self._load[index] -= len(keys)
+            try:
+                results = ray.get(ref)
+            except Exception as exc:  # the actor died (Ray restarts it): the keys' messages come back later
+                log.warning("watch: transfer actor lost with %d keys: %s", len(keys), type(exc).__name__)
+                results = [{"key": k, "outcome": "failed", "error": type(exc).__name__, "landed_at": 0.0}
+                           for k in keys]
+            for result in results:
+                self._finished(result)
+
+    def _finished(self, result: dict) -> None:
+        m = self.metrics
+        ok = result["outcome"] != "failed"
+        m.outcomes[result["outcome"]] += 1
+        if not ok:
+            log.warning("watch: key %r failed: %s", result["key"], result.get("error", ""))
+        done = self._coalescer.finish(result["key"])
+        landed = result.get("landed_at") or time.time()
+        for token, _event in done.tokens:
+            held = self._held.get(token) if token is not None else None
+            if held is None:
+                continue
+            held.outstanding -= 1
+            held.failed |= not ok
+            if ok and held.origins:
+                m.latency.append(max(0.0, landed - held.origins.pop()))
+            if held.outstanding == 0:
+                del self._held[token]
+                if held.failed:
+                    m.messages["retried"] += 1
+                    delay = min(300, _FAIL_BACKOFF_S * max(1, held.msg.receive_count))
+                    self._acks.put(("visibility", ([held.msg.receipt], delay)))
+                else:
+                    m.messages["deleted"] += 1
+                    self._acks.put(("delete", [held.msg.receipt]))
+        m.events["reconciled"] += 1
+
+    def _heartbeat(self) -> None:
+        """Keep held messages invisible while their work runs (extend at half the visibility timeout)."""
+        vis = self.cfg.events.visibility_timeout_s
+        now = time.monotonic()
+        due = [h for h in self._held.values() if now - h.extended_at >= vis / 2]
+        for h in due:
+            h.extended_at = now
+        if due:
+            self.metrics.messages["visibility_extended"] += len(due)
+            self._acks.put(("visibility", ([h.msg.receipt for h in due], vis)))
+
+    def _report_tick(self) -> None:
+        doc = self.report("running")
+        if self.cfg.report:
+            _write_json(self.cfg.report, doc)
+        lat = doc["latency_s"]
+        log.info("watch: %d messages, %d events reconciled (%s), latency p95 %ss, %d held, scans %s",
+                 self.metrics.messages["received"], self.metrics.events["reconciled"], dict(self.metrics.outcomes),
+                 lat.get("p95", "-"), len(self._held), dict(self.metrics.scans))
+
+    # ---- the scheduled batch sync
+
+    def _scheduler(self) -> None:
+        if self._scan is not None and not self._scan.is_alive():
+            self._scan_finished()
+        running = self._scan is not None
+        decision = self.schedule.decide(time.time(), running, self._coalescer.running + self._coalescer.pending)
+        if decision.action == SKIP:
+            self.metrics.scans["skipped"] += 1
+            log.warning("watch: scheduled scan skipped: %s", decision.reason)
+        elif decision.action == DEFER and decision.reason:
+            self.metrics.scans["deferred"] += 1
+            log.info("watch: scheduled scan deferred: %s", decision.reason)
+        elif decision.action == RUN:
+            log.warning("watch: scheduled scan starting%s", f" ({decision.reason})" if decision.reason else "")
+            # Keys whose reconcile runs now or starts during the scan race with it: checked again after it.
+            self._touched = set(self._coalescer.running_keys()[:_MAX_RECHECK]) if self.events_on else None
+            self._scan_result = None
+            self._scan = threading.Thread(target=self._scan_main, name="dth-watch-scan", daemon=True)
+            self._scan.start()
+
+    def _scan_main(self) -> None:
+        started = time.time()
+        try:
+            report = run_sync(self.cfg, one_time=False)  # a scheduled scan: alerts only on failure
+            o = report["objects"]
+            result = {"status": report["status"], "run_id": report["run_id"], "listed": o["listed"],
+                      "copied": o["copied"], "skipped": o["skipped"], "failed": o["failed"],
+                      "deleted": o.get("deleted", 0), "errors": report["errors"][:5]}
+        except Exception as exc:  # the service outlives a failed scan; the next tick tries again
+            log.exception("watch: scheduled scan failed")
+            result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+        result.update(started=started, finished=time.time(), duration_s=round(time.time() - started, 3))
+        self._scan_result = result
+
+    def _scan_finished(self) -> None:
+        result = self._scan_result or {"status": "error", "error": "no result"}
+        self._scan = None
+        self.metrics.scans["runs"] += 1
+        self.metrics.scans[result["status"]] += 1
+        self.metrics.last_scan = result
+        log.warning("watch: scheduled scan %s in %.1fs: %s", result["status"], result.get("duration_s", 0.0),
+                    {k: v for k, v in result.items() if k in ("listed", "copied", "failed", "deleted", "error")})
+        touched, self._touched = self._touched, None
+        # A scan may have copied an older version of a key after an event copied a newer one (each read the
+        # source at a different moment): keys the events touched during the scan are reconciled once more.
+        for key in sorted(touched or ()):
+            self._coalescer.add(Event("", key, CREATED, fmt="recheck"), None)
+        if touched:
+            self.metrics.events["rechecked"] += len(touched)
+
+    # ---- shutdown
+
+    def _shutdown(self, manifest) -> None:
+        import ray
+
+        deadline = time.monotonic() + self.cfg.events.shutdown_timeout_s
+        for entry in self._coalescer.release():  # never started: released at once, redelivered promptly
+            for token, _event in entry.tokens:
+                held = self._held.get(token) if token is not None else None
+                if held is not None:
+                    held.failed = True
+        while self._in_flight and time.monotonic() < deadline:
+            self._collect(0.1)
+        abandoned = [index for index, _keys in self._in_flight.values()]
+        if self._in_flight:
+            log.warning("watch: abandoning %d keys still in flight after events.shutdown_timeout_s; their "
+                        "messages are released (multipart uploads stay journaled for the next run)",
+                        sum(len(k) for _, k in self._in_flight.values()))
+        released = [h.msg.receipt for h in self._held.values()]
+        self._drain_inbox_release(released)
+        if released and self._queue is not None:
+            self._acks.put(("visibility", (released, 0)))
+            self.metrics.messages["released"] += len(released)
+        if self._queue is not None:
+            self._acks.put(("quit", None))
+        # Receivers release what their last long poll brings (it ends within events.wait_s); the acker makes the
+        # calls queued above. Whatever is still out after that stays invisible until its visibility timeout.
+        join_end = min(max(deadline, time.monotonic() + 5.0), time.monotonic() + self.cfg.events.wait_s + 2.0)
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, join_end - time.monotonic()))
+        if self._scan is not None and self._scan.is_alive():
+            self._scan.join(timeout=max(0.0, deadline - time.monotonic()))
+            if self._scan.is_alive():
+                log.warning("watch: the scheduled scan is still running; abandoned (its run resumes next time)")
+            else:
+                self._scan_finished()
+        for index, worker in enumerate(self._workers):
+            try:
+                if index in abandoned:
+                    ray.kill(worker, no_restart=True)
+                else:
+                    ray.get(worker.close.remote(), timeout=10)
+            except Exception:  # a dead actor has nothing left to flush
+                continue
+        try:
+            ray.get(manifest.close.remote(), timeout=10)
+        except Exception as exc:
+            log.warning("watch: manifest close failed: %s", type(exc).__name__)
+        if self.cfg.report:
+            _write_json(self.cfg.report, self.report("stopped"))
+
+    def _drain_inbox_release(self, receipts: list[str]) -> None:
+        while True:
+            try:
+                receipts.append(self._inbox.get_nowait().receipt)
+            except queue_mod.Empty:
+                return

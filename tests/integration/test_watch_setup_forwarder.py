@@ -1,0 +1,111 @@
+"""`dth-ray events setup` against moto over HTTP (queue, dead-letter queue, redrive policy, alarm, the
+least-privilege policy), and the Function Compute forwarder sending real OSS event JSON to moto SQS."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+
+from dth_ray.sync.events import CREATED, OSS, REMOVED, parse_body
+
+FORWARDER = os.path.join(os.path.dirname(__file__), "..", "..", "dth_ray", "functions", "oss_forwarder", "index.py")
+
+
+def _oss_record(name: str, key: str, size: int = 0) -> dict:
+    """An OSS event record as Function Compute's OSS trigger delivers it."""
+    return {
+        "eventName": name, "eventSource": "acs:oss", "eventTime": "2024-05-01T12:00:02.000Z", "eventVersion": "1.0",
+        "oss": {"bucket": {"arn": "acs:oss:cn-hangzhou:1237050315505689:src-bucket", "name": "src-bucket",
+                           "ownerIdentity": "1237050315505689", "virtualBucket": ""},
+                "object": {"deltaSize": size, "eTag": "688A7BF4F233DC9C88A80BF985AB7329", "key": key, "size": size},
+                "ossSchemaVersion": "1.0", "ruleId": "9adac8e253828f4f7c0466d941fa3db81161e853"},
+        "region": "cn-hangzhou", "requestParameters": {"sourceIPAddress": "140.205.128.221"},
+        "responseElements": {"requestId": "58F9FF2D3DF792092E12044C"},
+        "userIdentity": {"principalId": "262561392693583141"},
+    }
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dth_ray", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_events_setup_creates_queue_dlq_redrive_alarm_and_prints_least_privilege(moto_server, tmp_path):
+    name = f"dth-{uuid.uuid4().hex[:8]}"
+    sns = moto_server.client("sns")
+    topic = sns.create_topic(Name=f"{name}-alerts")["TopicArn"]
+    env = {"MOTOQ_ACCESS_KEY_ID": "moto-events", "MOTOQ_SECRET_ACCESS_KEY": "moto-events-secret"}
+    args = ["events", "setup", f"events.queue_name={name}", f"events.endpoint={moto_server.endpoint}",
+            "events.region=us-east-1", "events.credentials=env:MOTOQ", "events.max_receives=4",
+            f"alerts.sns_topic_arn={topic}", "source.bucket=src-bucket", f"report={tmp_path / 'setup.json'}"]
+    first = _cli(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out == json.loads((tmp_path / "setup.json").read_text())
+    assert "moto-events-secret" not in first.stdout + first.stderr
+    sqs = moto_server.client("sqs")
+    attrs = sqs.get_queue_attributes(QueueUrl=out["queue_url"], AttributeNames=["All"])["Attributes"]
+    redrive = json.loads(attrs["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == out["dead_letter_queue_arn"]
+    assert int(redrive["maxReceiveCount"]) == 4
+    assert out["dead_letter_queue_url"].endswith(f"/{name}-dlq")
+    s3_policy = json.loads(attrs["Policy"])["Statement"][0]
+    assert s3_policy["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert s3_policy["Condition"]["ArnLike"]["aws:SourceArn"] == "arn:aws:s3:::src-bucket"
+    # The forwarder may do exactly one thing: send to this queue.
+    assert out["policies"]["forwarder"]["Statement"] == [
+        {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": out["queue_arn"]}]
+    alarms = moto_server.client("cloudwatch").describe_alarms(AlarmNames=[out["alarm"]])["MetricAlarms"]
+    assert alarms[0]["AlarmActions"] == [topic]
+    assert alarms[0]["Dimensions"] == [{"Name": "QueueName", "Value": f"{name}-dlq"}]
+    again = _cli(*args, env=env)  # idempotent
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["queue_url"] == out["queue_url"]
+    bad = _cli("events", "setup", "events.queue_name=no/slash")
+    assert bad.returncode == 2 and "events.queue_name" in bad.stderr
+
+
+def test_fc_forwarder_sends_oss_events_to_sqs_in_batches(moto_server, monkeypatch, caplog):
+    import importlib.util
+
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=f"fwd-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    secret = "fc-forwarder-secret-value"
+    monkeypatch.setenv("QUEUE_URL", url)
+    monkeypatch.setenv("REGION_NAME", "us-east-1")
+    monkeypatch.setenv("SQS_ENDPOINT", moto_server.endpoint)
+    monkeypatch.setenv("ACCESS_KEY", "fc-forwarder-key")
+    monkeypatch.setenv("SECRET_KEY", secret)
+    spec = importlib.util.spec_from_file_location("oss_forwarder_index", FORWARDER)
+    index = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(index)
+    with open(FORWARDER, encoding="utf-8") as handle:
+        assert "dth_ray" not in handle.read().split('"""', 2)[2]  # standalone: deployable without dth_ray
+
+    records = [_oss_record("ObjectCreated:PutObject", f"logs/part-{i:02d} +x.parquet", 100 + i) for i in range(12)]
+    records += [_oss_record("ObjectRemoved:DeleteObjects", "logs/old"),
+                _oss_record("ObjectModified:UpdateObjectMeta", "logs/meta")]
+    with caplog.at_level(logging.DEBUG):
+        answer = json.loads(index.handler(json.dumps({"events": records}).encode(), None))
+    assert answer == {"received": 14, "forwarded": 13, "ignored": 1}
+    assert secret not in caplog.text  # not even in botocore's debug lines
+    ours = " ".join(r.getMessage() for r in caplog.records if r.name == "oss_forwarder_index")
+    assert "forwarded 13 of 14" in ours and "fc-forwarder-key" not in ours
+
+    got = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not msgs:
+            break
+        got.extend(msgs)
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                                         for i, m in enumerate(msgs)])
+    events = [e for m in got for e in parse_body(m["Body"]).events]
+    assert sorted((e.key, e.kind) for e in events) == sorted(
+        [(f"logs/part-{i:02d} +x.parquet", CREATED) for i in range(12)] + [("logs/old", REMOVED)])
+    assert {e.fmt for e in events} == {OSS} and {e.bucket for e in events} == {"src-bucket"}
+    assert all(json.loads(m["Body"])["events"][0]["eventSource"] == "acs:oss" for m in got)  # records as sent
