@@ -4,7 +4,8 @@ fed from the counts the runtime already batches, never one call per byte or per 
 Names as Prometheus shows them: ray_dth_bytes_copied_total, ray_dth_objects_total{result=copied|skipped|
 failed}, ray_dth_request_errors_total{error=Throttled|Transient|...}, ray_dth_requests_in_flight,
 ray_dth_backlog_objects, ray_dth_backlog_bytes, ray_dth_shards_pending, ray_dth_transfer_actors,
-ray_dth_requested_slots; every series is tagged with `job`.
+ray_dth_requested_slots, ray_dth_event_latency_seconds (histogram, `dth-ray watch`: event time to landed);
+every series is tagged with `job`.
 """
 
 from __future__ import annotations
@@ -63,3 +64,27 @@ class DriverMetrics:
                     value, tags=self._tags)
         except Exception:  # metrics must never fail a run
             log.debug("metrics update failed", exc_info=True)
+
+
+class EventLatency:
+    """`dth-ray watch`: event-to-landed latency as a Ray histogram."""
+
+    BOUNDARIES_S = [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300]
+
+    def __init__(self, job: str):
+        self._tags = {"job": job}
+
+    def event_landed(self, latency_s: float) -> None:
+        try:
+            histogram = _histogram(tuple(self.BOUNDARIES_S))
+            histogram.observe(latency_s, tags=self._tags)
+        except Exception:  # metrics must never fail the service
+            log.debug("metrics update failed", exc_info=True)
+
+
+@functools.cache
+def _histogram(boundaries: tuple[float, ...]):
+    from ray.util import metrics
+
+    return metrics.Histogram("dth_event_latency_seconds", description="event time to object landed",
+                             boundaries=list(boundaries), tag_keys=("job",))

@@ -38,6 +38,7 @@ from dth_ray.runtime.driver import (
     start_workers,
 )
 from dth_ray.runtime.manifest import open_manifest
+from dth_ray.runtime.metrics import EventLatency
 from dth_ray.sync.coalesce import Coalescer
 from dth_ray.sync.events import CREATED, DTH, Event, EventScope, parse_body
 from dth_ray.sync.schedule import DEFER, RUN, SKIP, Schedule
@@ -116,6 +117,7 @@ class WatchService:
             raise ConfigError("dth-ray watch has nothing to do: set events=sqs and/or schedule.interval/cron")
         self.scope = EventScope(cfg.source.bucket, cfg.source.prefix, ev.deletes, KeyFilter.from_config(cfg.filter))
         self.metrics = WatchMetrics()
+        self._ray_metrics = EventLatency(job_name(cfg))
         self._stop = threading.Event()
         self._inbox: queue_mod.Queue[Received] = queue_mod.Queue()
         self._acks: queue_mod.Queue = queue_mod.Queue()
@@ -393,6 +395,7 @@ class WatchService:
             held.failed |= not ok
             if ok and held.origins:
                 m.latency.append(max(0.0, landed - held.origins.pop()))
+                self._ray_metrics.event_landed(m.latency[-1])
             if held.outstanding == 0:
                 del self._held[token]
                 if held.failed:

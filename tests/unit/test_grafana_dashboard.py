@@ -17,7 +17,7 @@ def test_every_panel_queries_a_metric_the_runtime_emits():
     for panel in dashboard["panels"]:
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
-            queried |= set(re.findall(r"ray_(dth_[a-z_]+?)(?:_total)?\{", target["expr"]))
+            queried |= set(re.findall(r"ray_(dth_[a-z_]+?)(?:_total|_bucket)?\{", target["expr"]))
     assert queried and queried <= emitted, queried - emitted
     assert {"throughput", "backlog", "failed", "nodes"} <= {w for p in dashboard["panels"]
                                                           for w in re.findall(r"[a-z]+", p["title"].lower())}
