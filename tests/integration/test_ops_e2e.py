@@ -21,13 +21,6 @@ CLI = [sys.executable, "-m", "dth_ray"]
 BASE_AWS = ("base-aws-key-id-e2e", "base-aws-secret-e2e-value")
 
 
-def _driver_calls_ops() -> bool:
-    import dth_ray.runtime.driver as driver
-
-    with open(driver.__file__, encoding="utf-8") as handle:
-        return "dth_ray.ops" in handle.read()
-
-
 def cli_env(moto, extra: dict) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("E2E", "AWS_"))}
     env.update({"AWS_ENDPOINT_URL_SECRETS_MANAGER": moto.endpoint, "AWS_ACCESS_KEY_ID": BASE_AWS[0],
@@ -132,7 +125,6 @@ def test_secret_rotated_mid_run_does_not_fail_the_job(rclone_pair, moto_server, 
         sm.delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
 
 
-@pytest.mark.skipif(not _driver_calls_ops(), reason="the driver does not call dth_ray.ops yet")
 def test_cloudwatch_sums_and_one_alarm_match_the_report(rclone_pair, moto_server, tmp_path, unique_prefix):
     import datetime
 
