@@ -9,6 +9,7 @@ changed mid-copy is re-read from its new version and never stitched into a torn 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sys
 from dataclasses import dataclass, replace
@@ -173,7 +174,16 @@ class Copier:
         self._journal = journal
         self._spread = spread
         self.retries = 0
+        self.parts_in_flight = 0  # multipart parts being read or sent now (a metrics gauge)
         self._server_side = bool(settings.server_side_bucket) and hasattr(dst, "copy_object")
+
+    @contextlib.asynccontextmanager
+    async def _part_in_flight(self):
+        self.parts_in_flight += 1
+        try:
+            yield
+        finally:
+            self.parts_in_flight -= 1
 
     def part_plan(self, size_bytes: int) -> PartPlan | None:
         """The part plan for an object of this size, or None when a single PUT is used."""
@@ -303,7 +313,7 @@ class Copier:
 
         async def do_part(number: int, byte_range: ByteRange) -> PartInfo:
             nonlocal source_etag
-            async with gate, self._limits.budget.hold(byte_range.length):
+            async with gate, self._limits.budget.hold(byte_range.length), self._part_in_flight():
                 got = await self._get_part(meta, byte_range)
                 if number == 1 and not headers_ready.done():
                     source_etag = got.info.meta.etag or meta.etag
@@ -416,7 +426,7 @@ class Copier:
         async def one(number: int, byte_range: ByteRange) -> tuple[PartInfo, str]:
             for attempt in range(1, self._settings.max_attempts + 1):
                 try:
-                    async with gate, self._limits.budget.hold(byte_range.length):
+                    async with gate, self._limits.budget.hold(byte_range.length), self._part_in_flight():
                         got = await self._get_part(meta, byte_range)
                         part, digest = await self._put_part(dst_key, upload_id, number, byte_range, got.data)
                         return part, digest.hex()

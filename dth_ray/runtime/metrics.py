@@ -3,8 +3,8 @@ fed from the counts the runtime already batches, never one call per byte or per 
 
 Names as Prometheus shows them: ray_dth_bytes_copied_total, ray_dth_objects_total{result=copied|skipped|
 failed}, ray_dth_request_errors_total{error=Throttled|Transient|...}, ray_dth_requests_in_flight,
-ray_dth_backlog_objects, ray_dth_backlog_bytes, ray_dth_shards_pending, ray_dth_transfer_actors,
-ray_dth_requested_slots, ray_dth_event_latency_seconds (histogram, `dth-ray watch`: event time to landed);
+ray_dth_parts_in_flight, ray_dth_backlog_objects, ray_dth_backlog_bytes, ray_dth_shards_pending,
+ray_dth_transfer_actors, ray_dth_requested_slots, ray_dth_event_latency_seconds (histogram, `dth-ray watch`: event time to landed);
 every series is tagged with `job`.
 """
 
@@ -29,7 +29,8 @@ class ActorMetrics:
     def __init__(self, job: str):
         self._tags = {"job": job}
 
-    def add(self, delta: dict[str, int], errors: dict[str, int], requests_in_flight: int) -> None:
+    def add(self, delta: dict[str, int], errors: dict[str, int], requests_in_flight: int,
+            parts_in_flight: int = 0) -> None:
         try:
             if delta.get("bytes_copied"):
                 _metric("Counter", "dth_bytes_copied", "object bytes copied", ("job",)).inc(
@@ -43,6 +44,8 @@ class ActorMetrics:
                         ("job", "error")).inc(count, tags={**self._tags, "error": error})
             _metric("Gauge", "dth_requests_in_flight", "store requests in flight in this actor", ("job",)).set(
                 requests_in_flight, tags=self._tags)
+            _metric("Gauge", "dth_parts_in_flight", "multipart parts being read or sent in this actor",
+                    ("job",)).set(parts_in_flight, tags=self._tags)
         except Exception:  # metrics must never fail a transfer
             log.debug("metrics update failed", exc_info=True)
 

@@ -484,7 +484,8 @@ class TransferWorker:
             delta, self._delta = self._delta, {}
             await _call(self._manifest, "record", batch, checkpoints, delta)
             if self._limits is not None:
-                self._metrics.add(delta, self._limits.take_errors(), self._limits.concurrency.in_flight)
+                self._metrics.add(delta, self._limits.take_errors(), self._limits.concurrency.in_flight,
+                                  self._copier.parts_in_flight if self._copier is not None else 0)
 
     async def close(self) -> None:
         if self._copier is not None:
