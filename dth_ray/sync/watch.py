@@ -25,7 +25,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from dth_ray.config import EventsType, SyncConfig
+from dth_ray.config import EventsType, StoreType, SyncConfig
 from dth_ray.errors import ConfigError
 from dth_ray.plan.filters import KeyFilter
 from dth_ray.runtime.driver import (
@@ -108,6 +108,8 @@ class WatchService:
         self.cfg = cfg
         ev = cfg.events
         self.events_on = ev.type == EventsType.sqs
+        if self.events_on and cfg.source.type == StoreType.maxcompute:
+            raise ConfigError("events=sqs does not apply to source=maxcompute (its exports run on the schedule)")
         if self.events_on and not ev.queue_url:
             raise ConfigError("events=sqs needs events.queue_url")
         if self.events_on and cfg.dry_run:
@@ -156,7 +158,8 @@ class WatchService:
 
         cfg = self.cfg
         KeyFilter.from_config(cfg.filter)
-        asyncio.run(probe(cfg.source, "source"))
+        if cfg.source.type != StoreType.maxcompute:  # a table export checks its table when each scan starts
+            asyncio.run(probe(cfg.source, "source"))
         asyncio.run(probe(cfg.destination, "destination"))
         open_manifest(cfg.manifest, job_name(cfg)).close()  # a bad manifest setting fails here, not in an actor
         if self.events_on:
@@ -451,11 +454,18 @@ class WatchService:
     def _scan_main(self) -> None:
         started = time.time()
         try:
-            report = run_sync(self.cfg, one_time=False)  # a scheduled scan: alerts only on failure
-            o = report["objects"]
-            result = {"status": report["status"], "run_id": report["run_id"], "listed": o["listed"],
-                      "copied": o["copied"], "skipped": o["skipped"], "failed": o["failed"],
-                      "deleted": o.get("deleted", 0), "errors": report["errors"][:5]}
+            if self.cfg.source.type == StoreType.maxcompute:  # new and changed partitions, exported
+                from dth_ray.maxcompute.runner import run_maxcompute
+
+                report = run_maxcompute(self.cfg)
+                result = {"status": report["status"], "partitions": report["partitions"], "rows": report["rows"],
+                          "errors": [f"{f['partition']}: {f['error']}" for f in report["failures"][:5]]}
+            else:
+                report = run_sync(self.cfg, one_time=False)  # a scheduled scan: alerts only on failure
+                o = report["objects"]
+                result = {"status": report["status"], "run_id": report["run_id"], "listed": o["listed"],
+                          "copied": o["copied"], "skipped": o["skipped"], "failed": o["failed"],
+                          "deleted": o.get("deleted", 0), "errors": report["errors"][:5]}
         except Exception as exc:  # the service outlives a failed scan; the next tick tries again
             log.exception("watch: scheduled scan failed")
             result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}

@@ -139,3 +139,24 @@ def test_poison_moves_aside_and_deletes_can_be_disabled(e2e_env, ray_local, moto
     assert final["events"]["ignored"] == {"deletes_disabled": 1}
     got = listing(dst, pair.destination.bucket, dst_prefix)
     assert set(got) == {dst_prefix + "keep", dst_prefix + "gone-at-source"}
+
+
+def test_a_message_received_too_often_is_poison(e2e_env, ray_local, moto_server, unique_prefix, tmp_path):
+    pair = e2e_env
+    key = unique_prefix + "often.bin"
+    seed_objects(pair.source.client(), pair.source.bucket, {key: b"x" * 100})
+    q, dlq = SqsQueue(moto_server), SqsQueue(moto_server)
+    q.send([dth_body(key, 100)])
+    for _ in range(3):  # another consumer received it three times and never finished it
+        got = q.sqs.receive_message(QueueUrl=q.url, MaxNumberOfMessages=1, WaitTimeSeconds=1)["Messages"]
+        q.sqs.change_message_visibility(QueueUrl=q.url, ReceiptHandle=got[0]["ReceiptHandle"],
+                                        VisibilityTimeout=0)
+    overrides = [*watch_overrides(pair, moto_server, q, unique_prefix, "often/" + unique_prefix,
+                                  str(tmp_path / "m.sqlite")),
+                 f"events.dead_letter_queue_url={dlq.url}", "events.max_receives=3"]
+    with RunningWatch(overrides) as w:
+        wait_for(lambda: w.idle() and q.depth() == 0 and dlq.depth() == 1, 60, "poison moved aside")
+        final = w.stop()
+    assert final["messages"]["poison"] == 1
+    assert final["poison"][0]["reason"] == "received 4 times"
+    assert listing(pair.destination.client(), pair.destination.bucket, "often/") == {}, "poison is not acted on"
