@@ -229,9 +229,9 @@ def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, f
         startup.stop_taking()
     actors = actor_count(cfg)
     driver_node = ray.get_runtime_context().get_node_id()
-    manifest = start_manifest(cfg, job, run_id, driver_node)
-    workers = start_workers(cfg, manifest, actors)
-    elastic = _elasticity(cfg, manifest, workers)
+    manifest, manifest_name = start_manifest(cfg, job, run_id, driver_node)
+    workers = start_workers(cfg, manifest_name, actors)
+    elastic = _elasticity(cfg, manifest_name, workers)
     driver_metrics = DriverMetrics(job)
 
     def observe(progress: Progress, pending_shards: int) -> list:
@@ -280,15 +280,21 @@ def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, f
     return report
 
 
-def start_manifest(cfg: SyncConfig, job: str, run_id: int, driver_node: str):
-    """The manifest actor, on the driver's node (a SQLite manifest is a file local to the driver)."""
+def start_manifest(cfg: SyncConfig, job: str, run_id: int, driver_node: str) -> tuple:
+    """The manifest actor, on the driver's node (a SQLite manifest is a file local to the driver), and its
+    unique name: transfer actors look it up by name, so a restarted actor finds it again and Ray need not
+    keep a handle among their constructor arguments."""
+    import uuid
+
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     cls, args = manifest_factory(cfg.manifest, job, run_id)
-    return ray.remote(cls).options(
-        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node, soft=False),
+    name = f"dth-manifest-{uuid.uuid4().hex}"
+    handle = ray.remote(cls).options(
+        name=name, num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node, soft=False),
     ).remote(*args)
+    return handle, name
 
 
 def _close_workers(workers: list) -> None:
@@ -301,7 +307,7 @@ def _close_workers(workers: list) -> None:
             continue  # a dead actor has nothing left to flush
 
 
-def start_workers(cfg: SyncConfig, manifest, count: int) -> list:
+def start_workers(cfg: SyncConfig, manifest: str, count: int) -> list:
     """Transfer actors placed round-robin over the alive nodes.
 
     Soft node affinity rather than SPREAD: SPREAD is best-effort for actors that need no CPU, and left whole
@@ -321,7 +327,7 @@ def start_workers(cfg: SyncConfig, manifest, count: int) -> list:
     return workers
 
 
-def _elasticity(cfg: SyncConfig, manifest, workers: list) -> Elasticity | None:
+def _elasticity(cfg: SyncConfig, manifest: str, workers: list) -> Elasticity | None:
     """Autoscaling for a run on a real cluster (runtime.autoscale=auto: any address but the embedded one)."""
     import ray
 
@@ -340,7 +346,7 @@ def _elasticity(cfg: SyncConfig, manifest, workers: list) -> Elasticity | None:
     return elastic
 
 
-def new_worker(cfg: SyncConfig, manifest, node_id: str, soft: bool = True):
+def new_worker(cfg: SyncConfig, manifest: str, node_id: str, soft: bool = True):
     """One transfer actor pinned to `node_id` (softly: anywhere when it is empty or gone)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

@@ -39,8 +39,8 @@ def run_verify(cfg: SyncConfig) -> dict:
     job = job_name(cfg)
     shards = asyncio.run(_plan_verify_shards(cfg))
     start_ray(cfg)
-    manifest = start_manifest(cfg, job, 0, ray.get_runtime_context().get_node_id())
-    workers = start_workers(cfg, manifest, actor_count(cfg))
+    manifest, manifest_name = start_manifest(cfg, job, 0, ray.get_runtime_context().get_node_id())
+    workers = start_workers(cfg, manifest_name, actor_count(cfg))
     full = VerifyMode(cfg.verify.mode) is VerifyMode.full
     found = VerifyTally(max_keys=_MAX_KEYS)
     queue = deque(shards)

@@ -43,6 +43,12 @@ def _same_service(cfg: SyncConfig) -> bool:
     return same_service(cfg.source, cfg.destination)
 
 
+def _named_actor(name: str):
+    import ray
+
+    return ray.get_actor(name)
+
+
 def _current_node_id() -> str:
     import ray
 
@@ -196,8 +202,9 @@ class TransferWorker(ReconcileMixin):
     """One transfer actor: its own store clients, byte budget and request caps, shared by its shards."""
 
     def __init__(self, cfg: SyncConfig, manifest: Any, node_id: str = ""):
+        """`manifest`: the manifest actor's name (inside Ray) or a local manifest object (driver, tests)."""
         self._cfg = cfg
-        self._manifest = manifest
+        self._manifest = _named_actor(manifest) if isinstance(manifest, str) else manifest
         self._node_id = node_id or _current_node_id()
         self._src = open_store(cfg.source)
         self._dst = open_store(cfg.destination)

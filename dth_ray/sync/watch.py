@@ -172,9 +172,9 @@ class WatchService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
         job = job_name(cfg)
-        manifest = start_manifest(cfg, job, 0, ray.get_runtime_context().get_node_id())
+        manifest, manifest_name = start_manifest(cfg, job, 0, ray.get_runtime_context().get_node_id())
         if self.events_on:
-            self._workers = start_workers(cfg, manifest, cfg.events.actors or actor_count(cfg))
+            self._workers = start_workers(cfg, manifest_name, cfg.events.actors or actor_count(cfg))
             self._load = {i: 0 for i in range(len(self._workers))}
             self._start_thread(self._acker, "dth-watch-acker")
             for n in range(cfg.events.receivers):
