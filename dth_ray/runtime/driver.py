@@ -275,6 +275,7 @@ def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, f
     report["manifest"] = {"type": cfg.manifest.type.value, "writes": sum(c[0] for c in counts),
                           "items_written": sum(c[1] for c in counts)}
     ray.get(manifest.close.remote())
+    ray.kill(manifest, no_restart=True)
     local_manifest.close()
     ops.finished(report)
     return report
@@ -298,6 +299,7 @@ def start_manifest(cfg: SyncConfig, job: str, run_id: int, driver_node: str) -> 
 
 
 def _close_workers(workers: list) -> None:
+    """Flush and close every transfer actor, then end it (a long-lived `watch` must not collect them)."""
     import ray
 
     for ref in [w.close.remote() for w in workers]:
@@ -305,6 +307,8 @@ def _close_workers(workers: list) -> None:
             ray.get(ref)
         except ray.exceptions.RayActorError:
             continue  # a dead actor has nothing left to flush
+    for worker in workers:
+        ray.kill(worker, no_restart=True)
 
 
 def start_workers(cfg: SyncConfig, manifest: str, count: int) -> list:

@@ -59,6 +59,8 @@ def run_verify(cfg: SyncConfig) -> dict:
     finally:
         ray.get([w.close.remote() for w in workers])
         ray.get(manifest.close.remote())
+        for actor in [*workers, manifest]:
+            ray.kill(actor, no_restart=True)
     return build_verify_report(cfg, job, found, time.monotonic() - started)
 
 
