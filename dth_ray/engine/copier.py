@@ -115,6 +115,14 @@ class Limits:
 _OFFLOAD_BYTES = 1 << 20  # hash larger buffers in a thread: hashlib releases the GIL, the loop keeps moving
 
 
+async def md5_update(md5, data: bytes) -> None:
+    """Feed `data` to a running MD5; large buffers are hashed off the event loop thread."""
+    if len(data) < _OFFLOAD_BYTES:
+        md5.update(data)
+    else:
+        await asyncio.to_thread(md5.update, data)
+
+
 async def md5_digest(data: bytes) -> bytes:
     """MD5 of `data`; large buffers are hashed off the event loop thread (in parallel with the I/O)."""
     if len(data) < _OFFLOAD_BYTES:
@@ -133,10 +141,7 @@ class _InOrderDigest:
     async def feed(self, part_number: int, data: bytes) -> None:
         async with self._cond:
             await self._cond.wait_for(lambda: self._next == part_number)
-            if len(data) < _OFFLOAD_BYTES:
-                self._md5.update(data)
-            else:
-                await asyncio.to_thread(self._md5.update, data)
+            await md5_update(self._md5, data)
             self._next += 1
             self._cond.notify_all()
 

@@ -109,50 +109,31 @@ def _int(value: object, default: int = -1) -> int:
         return default
 
 
-def _s3_record(record: dict, events: list[Event], ignored: list[str]) -> None:
-    name = str(record.get("eventName", "")).removeprefix("s3:")
+def _record(record: dict, events: list[Event], ignored: list[str], fmt: str) -> None:
+    """One S3 or OSS notification record (the two share a layout: eventName, eventTime, <fmt>.bucket.name,
+    <fmt>.object.key/size/eTag). S3 keys are URL-encoded with '+' for space; OSS keys are raw."""
+    name = str(record.get("eventName", "")).removeprefix(f"{fmt}:")
     if name.startswith("ObjectCreated:"):
         kind = CREATED
     elif name.startswith("ObjectRemoved:"):
         kind = REMOVED
     else:
-        kind = _S3_EXTRA_KINDS.get(name, "")
+        kind = _S3_EXTRA_KINDS.get(name, "") if fmt == S3 else ""
     if not kind:
         ignored.append(f"event:{name or '?'}")
         return
-    s3 = record.get("s3")
-    obj = s3.get("object") if isinstance(s3, dict) else None
+    body = record.get(fmt)
+    obj = body.get("object") if isinstance(body, dict) else None
     key = obj.get("key") if isinstance(obj, dict) else None
     if not isinstance(key, str) or not key:
         ignored.append("malformed")
         return
-    bucket = s3.get("bucket") if isinstance(s3.get("bucket"), dict) else {}
+    bucket = body.get("bucket") if isinstance(body.get("bucket"), dict) else {}
     events.append(Event(
-        bucket=str(bucket.get("name", "")), key=unquote_plus(key), kind=kind,
+        bucket=str(bucket.get("name", "")), key=unquote_plus(key) if fmt == S3 else key, kind=kind,
         event_time_s=parse_time(record.get("eventTime")), sequencer=str(obj.get("sequencer") or ""),
         size=_int(obj.get("size")), etag=str(obj.get("eTag") or obj.get("etag") or "").strip('"'),
-        fmt=S3, name=name))
-
-
-def _oss_record(record: dict, events: list[Event], ignored: list[str]) -> None:
-    name = str(record.get("eventName", "")).removeprefix("oss:")
-    if name.startswith("ObjectCreated:"):
-        kind = CREATED
-    elif name.startswith("ObjectRemoved:"):
-        kind = REMOVED
-    else:
-        ignored.append(f"event:{name or '?'}")
-        return
-    oss = record.get("oss")
-    obj = oss.get("object") if isinstance(oss, dict) else None
-    key = obj.get("key") if isinstance(obj, dict) else None
-    if not isinstance(key, str) or not key:
-        ignored.append("malformed")
-        return
-    bucket = oss.get("bucket") if isinstance(oss.get("bucket"), dict) else {}
-    events.append(Event(
-        bucket=str(bucket.get("name", "")), key=key, kind=kind, event_time_s=parse_time(record.get("eventTime")),
-        size=_int(obj.get("size")), etag=str(obj.get("eTag") or "").strip('"'), fmt=OSS, name=name))
+        fmt=fmt, name=name))
 
 
 def _walk(doc: object, sent_time_s: float, events: list[Event], ignored: list[str], depth: int = 0) -> str:
@@ -178,16 +159,16 @@ def _walk(doc: object, sent_time_s: float, events: list[Event], ignored: list[st
     if isinstance(doc.get("Records"), list):
         for record in doc["Records"]:
             if isinstance(record, dict) and isinstance(record.get("oss"), dict):
-                _oss_record(record, events, ignored)
+                _record(record, events, ignored, OSS)
             elif isinstance(record, dict):
-                _s3_record(record, events, ignored)
+                _record(record, events, ignored, S3)
             else:
                 ignored.append("malformed")
         return ""
     if isinstance(doc.get("events"), list):
         for record in doc["events"]:
             if isinstance(record, dict):
-                _oss_record(record, events, ignored)
+                _record(record, events, ignored, OSS)
             else:
                 ignored.append("malformed")
         return ""
