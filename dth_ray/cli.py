@@ -342,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dth-ray: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "ray" in sys.modules:  # only commands that ran Ray imported it
+            from dth_ray.runtime.driver import stop_ray
+
+            stop_ray()
 
 
 if __name__ == "__main__":

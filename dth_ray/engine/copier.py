@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from dth_ray.checksums import crc64ecma_value, new_crc64ecma
 from dth_ray.engine.budget import ByteBudget
 from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
 from dth_ray.engine.retry import backoff_s
@@ -27,9 +28,9 @@ from dth_ray.errors import (
     Throttled,
     Unreadable,
 )
-from dth_ray.model import ByteRange, ObjectMeta, PartInfo, PartPlan, UploadState
-from dth_ray.plan.parts import multipart_etag, needs_multipart, plan_parts
-from dth_ray.stores.base import Reader, StoreFeatures, Writer
+from dth_ray.model import ByteRange, GetResult, ObjectMeta, PartInfo, PartPlan, UploadState
+from dth_ray.plan.parts import multipart_etag, needs_multipart, plan_parts, split_range
+from dth_ray.stores.base import RangeReader, Reader, StoreFeatures, Writer
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class CopySettings:
     max_attempts: int
     server_side_bucket: str = ""  # set when source and destination are one S3 service: CopyObject is used
     spread_threshold_bytes: int = 0  # objects this large share their parts with peer actors (0: never)
+    get_range_bytes: int = 0  # a part is read as concurrent ranged GETs of about this size (0: one GET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +114,12 @@ class Limits:
         return errors
 
 
+_MAX_GETS_PER_PART = 8
 _OFFLOAD_BYTES = 1 << 20  # hash larger buffers in a thread: hashlib releases the GIL, the loop keeps moving
 
 
 async def md5_update(md5, data: bytes) -> None:
-    """Feed `data` to a running MD5; large buffers are hashed off the event loop thread."""
+    """Feed `data` to a running digest (MD5, CRC); large buffers are hashed off the event loop thread."""
     if len(data) < _OFFLOAD_BYTES:
         md5.update(data)
     else:
@@ -131,22 +134,26 @@ async def md5_digest(data: bytes) -> bytes:
 
 
 class _InOrderDigest:
-    """MD5 of a whole object fed by parts that finish out of order (each waits for its turn)."""
+    """A whole-object digest (MD5, or the source's CRC-64) fed by parts that finish out of order: each part
+    waits for its turn, so the running value sees every byte in order."""
 
-    def __init__(self) -> None:
-        self._md5 = hashlib.md5()
+    def __init__(self, running, expected: str | int, name: str) -> None:
+        self._running = running  # hashlib.md5() (expected: hex) or a running CRC (expected: its int value)
+        self._expected = expected
+        self.name = name
         self._next = 1
         self._cond = asyncio.Condition()
 
     async def feed(self, part_number: int, data: bytes) -> None:
         async with self._cond:
             await self._cond.wait_for(lambda: self._next == part_number)
-            await md5_update(self._md5, data)
+            await md5_update(self._running, data)  # any running digest: large buffers go to a thread
             self._next += 1
             self._cond.notify_all()
 
-    def hexdigest(self) -> str:
-        return self._md5.hexdigest()
+    def matches(self) -> bool:
+        running = self._running
+        return (running.hexdigest() if isinstance(self._expected, str) else running.crcValue) == self._expected
 
 
 async def sweep_intent(dst: Writer, dst_key: str, known_ids: set[str]) -> int:
@@ -162,6 +169,15 @@ async def sweep_intent(dst: Writer, dst_key: str, known_ids: set[str]) -> int:
 
 def _is_md5_etag(etag: str, features: StoreFeatures) -> bool:
     return bool(etag) and "-" not in etag and len(etag) == 32 and features.single_put_etag_is_md5
+
+
+def _whole_digest(etag: str, checksum: str, features: StoreFeatures) -> _InOrderDigest | None:
+    """The running digest that can check a whole object read in parts against the source: its MD5 ETag, else
+    a whole-object CRC-64 it published (OSS objects uploaded in parts); None when it published neither."""
+    if _is_md5_etag(etag, features):
+        return _InOrderDigest(hashlib.md5(), etag, "MD5 ETag")
+    crc = crc64ecma_value(checksum) if "crc64ecma" in features.checksum_kinds else None
+    return _InOrderDigest(new_crc64ecma(), crc, "CRC-64") if crc is not None else None
 
 
 class Copier:
@@ -244,7 +260,11 @@ class Copier:
 
     async def _copy_single(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:
         async with self._limits.budget.hold(meta.size):
-            got = await self._limits.call(lambda: self._src.get(meta.key, if_match=meta.etag), meta.size)
+            if meta.size > self._settings.get_range_bytes > 0 and _is_md5_etag(meta.etag, self._src_features):
+                # Read in parallel ranges (a long link); the MD5 below still checks the whole object.
+                got = await self._get_part(meta, ByteRange(0, meta.size))
+            else:  # one GET: a backend that checks a whole-object CRC (OSS) needs the full read
+                got = await self._limits.call(lambda: self._src.get(meta.key, if_match=meta.etag), meta.size)
             data = got.data
             if len(data) != meta.size and meta.etag:
                 raise IntegrityError(f"read {len(data)} bytes of {meta.size}")
@@ -342,8 +362,8 @@ class Copier:
             if resumed_id:
                 return resumed_id
             info = await headers_ready
-            if len(groups) == 1 and _is_md5_etag(info.meta.etag or meta.etag, self._src_features):
-                whole = _InOrderDigest()  # only a fresh upload read here in full sees every byte, in order
+            if len(groups) == 1:  # only a fresh upload read here in full sees every byte, in order
+                whole = _whole_digest(info.meta.etag or meta.etag, info.meta.checksum, self._src_features)
             state = UploadState(dst_key, "", meta.etag, meta.size, plan.part_size_bytes)
             if self._journal is not None:
                 # An intent first: a crash between Create and the record must not leave an untracked upload.
@@ -361,6 +381,9 @@ class Copier:
             for peer_parts in await asyncio.gather(*remote):
                 sent.update((p.part_number, p) for p in peer_parts)
             await upload_started
+            if whole is not None and not whole.matches():
+                # Checked before Complete: bytes that differ from the source never become an object.
+                raise IntegrityError(f"bytes read do not match the source's {whole.name}")
             parts = [sent.get(n) or PartInfo(n, done[n].etag, r.length) for n, r in ranges]
             result = await self._limits.call(lambda: self._dst.complete_multipart(dst_key, upload_id, parts))
         except BaseException:
@@ -369,8 +392,10 @@ class Copier:
             await asyncio.gather(*tasks, *remote, upload_started, return_exceptions=True)
             error = sys.exc_info()[1]
             # A retryable failure or a shutdown keeps the upload (and its journal) for the next attempt or
-            # run to continue; anything else means its parts can never be completed: abort.
-            keep = isinstance(error, asyncio.CancelledError) or (isinstance(error, DthError) and error.retryable)
+            # run to continue; anything else means its parts can never be completed: abort. So does an
+            # integrity failure: its parts may hold the wrong bytes, which a resumed upload would reuse.
+            keep = isinstance(error, asyncio.CancelledError) or (
+                isinstance(error, DthError) and error.retryable and not isinstance(error, IntegrityError))
             if upload_id and not (keep and self._journal is not None):
                 await self._abort(dst_key, upload_id)
             raise
@@ -381,9 +406,7 @@ class Copier:
             raise IntegrityError("destination multipart ETag does not match the parts sent")
         verified = False
         if whole is not None:
-            if whole.hexdigest() != source_etag:
-                raise IntegrityError("bytes read do not match the source ETag")
-            verified = True
+            verified = True  # matched before Complete
         elif source_etag == expected and self._src_features.multipart_etag_is_md5_of_md5s:
             verified = True
         return CopyOutcome(src=meta, dst_key=dst_key, dst_etag=result.etag,
@@ -404,10 +427,27 @@ class Copier:
             groups[0 if item[0] == 1 else index % (peers + 1)].append(item)
         return groups
 
-    async def _get_part(self, meta: ObjectMeta, byte_range: ByteRange):
-        got = await self._limits.call(
-            lambda: self._src.get(meta.key, byte_range, if_match=meta.etag), byte_range.length)
-        if got.info.meta.size != meta.size:
+    async def _get_part(self, meta: ObjectMeta, byte_range: ByteRange) -> GetResult:
+        """Read one part, as several concurrent ranged GETs when it is larger than `get_range_bytes`: across
+        a long lossy link one TCP stream's rate is capped by RTT and loss, so parallel streams multiply it.
+        A store that reads into a buffer (RangeReader) gets the pieces written in place, with no join."""
+        pieces = split_range(byte_range, self._settings.get_range_bytes, _MAX_GETS_PER_PART)
+        if isinstance(self._src, RangeReader):
+            buffer = bytearray(byte_range.length)
+            view = memoryview(buffer)
+
+            def read(r: ByteRange):
+                window = view[r.start - byte_range.start:r.end - byte_range.start]
+                return lambda: self._src.get_into(meta.key, r, window, if_match=meta.etag)
+
+            infos = await asyncio.gather(*(self._limits.call(read(r), r.length) for r in pieces))
+            got = GetResult(data=buffer, info=infos[0])
+        else:
+            results = await asyncio.gather(*(self._limits.call(
+                lambda r=r: self._src.get(meta.key, r, if_match=meta.etag), r.length) for r in pieces))
+            got = results[0] if len(results) == 1 else GetResult(b"".join(g.data for g in results), results[0].info)
+            infos = [g.info for g in results]
+        if any(info.meta.size != meta.size for info in infos):
             raise PreconditionFailed("source size changed since listing")
         return got
 

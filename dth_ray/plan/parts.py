@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 
 from dth_ray.errors import Fatal
-from dth_ray.model import MiB, PartPlan
+from dth_ray.model import ByteRange, MiB, PartPlan
 from dth_ray.stores.base import StoreFeatures
 
 
@@ -66,3 +66,14 @@ def multipart_etag(part_md5s: Sequence[bytes]) -> str:
 def needs_multipart(size_bytes: int, threshold_bytes: int, features: StoreFeatures) -> bool:
     """Whether an object goes up in parts: at the threshold or beyond what one PUT may carry."""
     return size_bytes >= threshold_bytes or size_bytes > features.max_single_put_bytes
+
+
+def split_range(byte_range: ByteRange, piece_bytes: int, max_pieces: int) -> list[ByteRange]:
+    """`byte_range` cut into consecutive pieces of about `piece_bytes` (at most `max_pieces`, sizes within a
+    byte of each other); the whole range when `piece_bytes` is 0 or the range is no larger."""
+    length = byte_range.length
+    if piece_bytes <= 0 or length <= piece_bytes:
+        return [byte_range]
+    count = min(max_pieces, -(-length // piece_bytes))
+    edges = [byte_range.start + length * i // count for i in range(count + 1)]
+    return [ByteRange(a, b) for a, b in zip(edges, edges[1:], strict=False)]

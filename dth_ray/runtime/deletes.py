@@ -126,7 +126,7 @@ def _run_shards(cfg: SyncConfig, manifest, run_id: int) -> list[Shard]:
     return asyncio.run(plan_shards(cfg, cfg.transfer.actors or max(2, os.cpu_count() or 2)))
 
 
-def propagate_deletes(cfg: SyncConfig, workers: list, startup, manifest, run_id: int, state) -> dict:
+def propagate_deletes(cfg: SyncConfig, workers: list, lane, manifest, run_id: int, state) -> dict:
     """Gather the run's destination-only keys, enforce sync.max_delete, delete them (not in a dry run).
 
     Call after the dispatch, while the actors are alive. Returns the summary `delete_report` adds to the
@@ -140,7 +140,7 @@ def propagate_deletes(cfg: SyncConfig, workers: list, startup, manifest, run_id:
             ledger.add(ray.get(ref))
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
             ledger.partial = True  # a lost actor's notes are gone: fewer deletes, never wrong ones
-    worker = getattr(startup, "_worker", None)
+    worker = getattr(lane, "_worker", None)
     if worker is not None:
         ledger.add(worker.take_extras())
     ledger.add(asyncio.run(uncovered_extras(cfg, _run_shards(cfg, manifest, run_id))))

@@ -105,7 +105,11 @@ def _begin(cfg: SyncConfig, manifest: Manifest, state: RunState) -> tuple[int, d
     return run_id, deque(WorkItem(s) for s in shards)
 
 
+_owned_ray = False  # this process started the embedded cluster (stop_ray ends only that one)
+
+
 def start_ray(cfg: SyncConfig) -> None:
+    global _owned_ray
     import ray
 
     if ray.is_initialized():
@@ -126,21 +130,44 @@ def start_ray(cfg: SyncConfig) -> None:
         kwargs["address"] = address
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     ray.init(**kwargs)
+    _owned_ray = address == "local"
 
 
-def actor_count(cfg: SyncConfig) -> int:
+def stop_ray() -> None:
+    """End the embedded cluster this process started, without Ray's exit-time waits.
+
+    Ray's own exit hook sleeps 0.5 s and gives the autoscaler monitor (idle on an embedded cluster, and slow
+    to honour SIGTERM) a full second: 1.5 s of every short run. A cluster we only joined is left alone.
+    """
+    global _owned_ray
+    import ray
+
+    if not _owned_ray or not ray.is_initialized():
+        return
+    _owned_ray = False
+    node = getattr(ray._private.worker, "_global_node", None)
+    for info in (node.all_processes.get("monitor", []) if node is not None else []):
+        info.process.kill()
+    ray.shutdown()
+
+
+def actor_count(cfg: SyncConfig, lane: bool = False) -> int:
+    """transfer.actors, else one per CPU of the cluster (the driver lane, when it runs, counts as one)."""
     if cfg.transfer.actors:
         return cfg.transfer.actors
     import ray
 
-    return max(2, int(ray.cluster_resources().get("CPU", 2)))
+    cpus = int(ray.cluster_resources().get("CPU", 2))
+    return max(1, cpus - 1) if lane else max(2, cpus)
 
 
-class StartupWorker:
-    """Copies shards inside the driver while Ray starts, so Ray's start-up seconds are not idle ones.
+class DriverLane:
+    """Copies shards inside the driver, from the same queue as the actors, for the whole run.
 
-    It takes shards from the same queue as the actors until `stop_taking()`, then finishes what it holds.
-    `ray.init` must stay on the main thread (off it, the session breaks), hence this worker's own thread.
+    On the embedded cluster the driver's machine is the actors' machine: working from the first second hides
+    Ray's start-up, and for the rest of the run the driver is one more worker rather than an idle waiter.
+    `stop_taking()` makes it finish what it holds and end. `ray.init` must stay on the main thread (off it,
+    the session breaks), hence the lane's own thread.
     """
 
     lanes = 4
@@ -152,24 +179,31 @@ class StartupWorker:
         self._lock = threading.Lock()
         self._stopped = False
         self._done: list[tuple[WorkItem, ShardResult]] = []
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="dth-startup", daemon=True)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="dth-lane", daemon=True)
 
-    def start(self) -> StartupWorker:
+    def start(self) -> DriverLane:
         self._thread.start()
         return self
 
     def _take(self) -> WorkItem | None:
-        with self._lock:
-            return None if self._stopped or not self._queue else self._queue.popleft()
+        if self._stopped:
+            return None
+        try:
+            return self._queue.popleft()  # deque pops are atomic: the dispatch loop pops the same queue
+        except IndexError:
+            return None
 
     def stop_taking(self) -> None:
-        with self._lock:
-            self._stopped = True
+        self._stopped = True
 
     async def _main(self) -> None:
         async def lane() -> None:
             while (item := self._take()) is not None:
-                result = await self._worker.run_shard(item.shard, item.watermark, item.base)
+                try:
+                    result = await self._worker.run_shard(item.shard, item.watermark, item.base)
+                except Exception as exc:  # noqa: BLE001 - a shard held here must come back to the driver
+                    result = ShardResult(item.shard.shard_id, item.base or Tally(), error=type(exc).__name__,
+                                         watermark=item.watermark)
                 with self._lock:
                     self._done.append((item, result))
 
@@ -222,15 +256,16 @@ def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, f
     state = RunState()
     run_id, queue = _begin(cfg, local_manifest, state)
     # Only for the embedded cluster: a laptop driving a remote cluster must not pull data through itself.
-    use_startup = fresh_ray and cfg.runtime.address == "local"
-    startup = StartupWorker(cfg, local_manifest, queue).start() if use_startup else None
+    use_lane = fresh_ray and cfg.runtime.address == "local"
+    lane = DriverLane(cfg, local_manifest, queue).start() if use_lane else None
     start_ray(cfg)
-    if startup is not None:
-        startup.stop_taking()
-    actors = actor_count(cfg)
+    actors = actor_count(cfg, lane=lane is not None)
     driver_node = ray.get_runtime_context().get_node_id()
     manifest, manifest_name = start_manifest(cfg, job, run_id, driver_node)
-    workers = start_workers(cfg, manifest_name, actors)
+    workers = spawn_workers(cfg, manifest_name, actors)
+    # With the lane working, nobody waits for the actors to come up: each takes shards once it is up.
+    starting = introduce(workers, wait=lane is None)
+    never_up: set[int] = set()
     elastic = _elasticity(cfg, manifest_name, workers)
     driver_metrics = DriverMetrics(job)
 
@@ -243,18 +278,19 @@ def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, f
         return fresh
 
     try:
-        _dispatch(queue, workers, manifest, state, on_progress, cfg.transfer.progress_interval_s, started,
-                  startup, driver_node, run_id, observe)
+        never_up = _dispatch(queue, workers, manifest, state, on_progress, cfg.transfer.progress_interval_s,
+                             started, lane, driver_node, run_id, observe, starting)
+        up = [w for i, w in enumerate(workers) if i not in never_up]
         # sync.delete: destination-only keys noted during the diff, deleted within sync.max_delete (deletes.py)
-        deletes = propagate_deletes(cfg, workers, startup, local_manifest, run_id, state) if cfg.sync.delete else None
+        deletes = propagate_deletes(cfg, up, lane, local_manifest, run_id, state) if cfg.sync.delete else None
     finally:
         if elastic is not None:
             elastic.release()
-        if startup is not None:
-            startup.stop_taking()
-            startup.join()
-        _close_workers(workers)
-        local_manifest.flush()  # the start-up worker's records (a DynamoDB manifest buffers them)
+        if lane is not None:
+            lane.stop_taking()
+            lane.join()
+        _close_workers(workers, never_up)
+        local_manifest.flush()  # the driver lane's records (a DynamoDB manifest buffers them)
     report = build_report(cfg, job, run_id, state, time.monotonic() - started)
     if deletes is not None:
         delete_report(report, deletes, cfg.dry_run)
@@ -298,11 +334,12 @@ def start_manifest(cfg: SyncConfig, job: str, run_id: int, driver_node: str) -> 
     return handle, name
 
 
-def _close_workers(workers: list) -> None:
-    """Flush and close every transfer actor, then end it (a long-lived `watch` must not collect them)."""
+def _close_workers(workers: list, never_up: set[int] = frozenset()) -> None:
+    """Flush and close every transfer actor, then end it (a long-lived `watch` must not collect them).
+    Actors in `never_up` were never given work and are ended without waiting for them to start."""
     import ray
 
-    for ref in [w.close.remote() for w in workers]:
+    for ref in [w.close.remote() for i, w in enumerate(workers) if i not in never_up]:
         try:
             ray.get(ref)
         except ray.exceptions.RayActorError:
@@ -311,8 +348,8 @@ def _close_workers(workers: list) -> None:
         ray.kill(worker, no_restart=True)
 
 
-def start_workers(cfg: SyncConfig, manifest: str, count: int) -> list:
-    """Transfer actors placed round-robin over the alive nodes.
+def spawn_workers(cfg: SyncConfig, manifest: str, count: int) -> list:
+    """Transfer actors placed round-robin over the alive nodes (created, not waited for).
 
     Soft node affinity rather than SPREAD: SPREAD is best-effort for actors that need no CPU, and left whole
     nodes idle in tests; soft affinity pins the intended layout yet lets Ray place an actor elsewhere if its
@@ -327,6 +364,12 @@ def start_workers(cfg: SyncConfig, manifest: str, count: int) -> list:
         # any actor gets one pinned to it, so every node takes part.
         placed = set(ray.get([w.node_id.remote() for w in workers]))
         workers += [new_worker(cfg, manifest, node, soft=False) for node in nodes if node not in placed]
+    return workers
+
+
+def start_workers(cfg: SyncConfig, manifest: str, count: int) -> list:
+    """Transfer actors (see spawn_workers), introduced to each other and up."""
+    workers = spawn_workers(cfg, manifest, count)
     introduce(workers)
     return workers
 
@@ -363,22 +406,29 @@ def new_worker(cfg: SyncConfig, manifest: str, node_id: str, soft: bool = True):
     ).remote(cfg, manifest)
 
 
-def introduce(workers: list) -> None:
-    """Tell every transfer actor who its peers are (they send shares of each other's large uploads)."""
+def introduce(workers: list, wait: bool = True) -> list:
+    """Tell every transfer actor who its peers are (they send shares of each other's large uploads).
+    Returns one reference per actor, resolved once it is up; `wait` blocks until all are."""
     import ray
 
-    ray.get([w.set_peers.remote(workers[:i] + workers[i + 1:]) for i, w in enumerate(workers)])
+    refs = [w.set_peers.remote(workers[:i] + workers[i + 1:]) for i, w in enumerate(workers)]
+    if wait:
+        ray.get(refs)
+    return refs
 
 
 def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
               on_progress: Callable[[Progress, float], None] | None, interval_s: float, started: float,
-              startup: StartupWorker | None = None, driver_node: str = "", run_id: int = 0,
-              observe: Callable[[Progress, int], list] | None = None) -> None:
+              lane: DriverLane | None = None, driver_node: str = "", run_id: int = 0,
+              observe: Callable[[Progress, int], list] | None = None, starting: list | None = None) -> set[int]:
     """Keep every actor busy with a few shards; re-run a shard whose listing failed or whose actor died,
     from its last checkpoint (bounded attempts). Each progress tick, `observe(progress, pending_shards)`
-    (autoscaling, metrics, operations) may return transfer actors started on nodes that joined."""
+    (autoscaling, metrics, operations) may return transfer actors started on nodes that joined.
+    `starting` holds one reference per actor that resolves once it is up; an actor gets shards only then.
+    Returns the indices of actors that never came up."""
     import ray
 
+    warming = {ref: i for i, ref in enumerate(starting or [])}  # readiness reference -> actor index
     in_flight: dict = {}
     per_worker = 4
     load = {i: 0 for i in range(len(workers))}
@@ -417,30 +467,40 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
         else:
             queue.append(WorkItem(item.shard, item.attempt, watermark, base))
 
-    while queue or in_flight or (startup is not None and startup.alive()):
+    while queue or in_flight or (lane is not None and lane.alive()):
         if queue and all(resting.get(i, 0.0) == float("inf") for i in load):
             while queue:  # every actor is gone for good: the rest of the run cannot be done
                 item = queue.popleft()
                 settle(WorkItem(item.shard, _SHARD_ATTEMPTS),
                        ShardResult(item.shard.shard_id, item.base or Tally(), error="no transfer actor left"))
             continue
+        cold = set(warming.values())
         while queue:
             now = time.monotonic()
-            ready_actors = [i for i in load if resting.get(i, 0.0) <= now] or [
-                i for i in load if resting.get(i, 0.0) != float("inf")]
+            ready_actors = [i for i in load if i not in cold and resting.get(i, 0.0) <= now] or [
+                i for i in load if i not in cold and resting.get(i, 0.0) != float("inf")]
+            if not ready_actors:
+                break
             index = min(ready_actors, key=load.get)  # one shard at a time to the least-loaded actor
             if load[index] >= per_worker:
                 break
-            item = queue.popleft()
+            try:
+                item = queue.popleft()
+            except IndexError:  # the driver lane took the last one
+                break
             ref = workers[index].run_shard.remote(item.shard, item.watermark, item.base)
             in_flight[ref] = (item, index)
             load[index] += 1
-        if in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=interval_s)
+        waiting = [*in_flight, *warming] if queue else list(in_flight)  # an actor coming up matters only with work
+        if waiting:
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=interval_s if in_flight or not lane else 0.05)
         else:
             ready = []
-            time.sleep(0.05)  # only the start-up worker is still busy
+            time.sleep(0.05)  # only the driver lane is still busy
         for ref in ready:
+            if ref in warming:
+                warming.pop(ref)  # up (or dead: its first shard then takes the actor-loss path)
+                continue
             item, index = in_flight.pop(ref)
             load[index] -= 1
             try:
@@ -449,13 +509,13 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
                 lost(item, index, exc)
                 continue
             settle(item, result)
-        if startup is not None:
-            for item, result in startup.harvest():
+        if lane is not None:
+            for item, result in lane.harvest():
                 settle(item, result)
         if time.monotonic() >= next_progress:
             progress = _add(ray.get(manifest.progress.remote()), state.base)
-            if startup is not None:
-                progress = _add(progress, startup.manifest.progress())
+            if lane is not None:
+                progress = _add(progress, lane.manifest.progress())
             if on_progress is not None:
                 on_progress(progress, time.monotonic() - started)
             if observe is not None:
@@ -463,9 +523,10 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
                     load[len(workers)] = 0
                     workers.append(worker)
             next_progress = time.monotonic() + interval_s
-    if startup is not None:
-        for item, result in startup.harvest():
+    if lane is not None:
+        for item, result in lane.harvest():
             settle(item, result)
+    return set(warming.values())
 
 
 def _add(a: Progress, b: Progress) -> Progress:

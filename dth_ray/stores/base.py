@@ -102,6 +102,14 @@ class Writer(Protocol):
 
 
 @runtime_checkable
+class RangeReader(Protocol):
+    async def get_into(self, key: str, byte_range: ByteRange, out: memoryview, if_match: str = "") -> ObjectInfo:
+        """Read exactly `byte_range` into `out` (its length), with no intermediate copy of the body.
+        Raises NotFound, PreconditionFailed when `if_match` fails, Transient on a short or long body."""
+        ...
+
+
+@runtime_checkable
 class ServerSideCopier(Protocol):
     async def copy_object(self, src_bucket: str, src_key: str, dst_key: str, if_match: str = "") -> PutResult:
         """Copy within the same service without moving bytes through the client."""

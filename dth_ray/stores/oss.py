@@ -15,19 +15,18 @@ import functools
 import http.client
 import logging
 import re
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import crcmod
 import oss2
 import oss2.exceptions
 import requests
 import urllib3.exceptions
 
+from dth_ray.checksums import crc64ecma
 from dth_ray.config import StoreConfig
 from dth_ray.credentials import RefreshingCredentials, is_auth_error
 from dth_ray.errors import (
@@ -62,13 +61,6 @@ POOL_THREADS = 32
 _MAX_LIST_KEYS = 1000
 _MAX_PAGES = 100_000  # bound on pagination loops (10,000 parts fit in 10 pages)
 _ENDPOINT_REGION_RE = re.compile(r"^oss-([a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
-# CRC-64/ECMA-182 as OSS computes it (reflected, init 0, xor-out all ones); crcmod uses its C extension.
-crc64ecma: Callable[[bytes], int] = crcmod.mkCrcFun(
-    0x142F0E1EBA9EA3693, initCrc=0, rev=True, xorOut=0xFFFFFFFFFFFFFFFF
-)
-CRC_EXTENSION_IN_USE: bool = bool(getattr(sys.modules.get("crcmod.crcmod"), "_usingExtension", False))
-if not CRC_EXTENSION_IN_USE:
-    log.warning("crcmod's C extension is missing: OSS CRC-64 checks will be slow (reinstall crcmod)")
 
 
 # -- config -------------------------------------------------------------------------------------------

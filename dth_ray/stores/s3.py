@@ -141,6 +141,18 @@ def _error_code(body: bytes) -> str:
     return match.group(1).decode("ascii", "replace") if match else ""
 
 
+async def _read_into(resp: aiohttp.ClientResponse, out: memoryview) -> int:
+    """Copy a response body into `out` as it arrives; returns the body's length (more than `out` holds
+    when the server sent too much: the rest is drained, not kept)."""
+    filled = 0
+    async for chunk in resp.content.iter_any():
+        end = filled + len(chunk)
+        if end <= len(out):
+            out[filled:end] = chunk
+        filled = end
+    return filled
+
+
 class S3Store:
     """An S3 bucket (and key prefix space) reached over HTTP(S) with SigV4."""
 
@@ -216,10 +228,14 @@ class S3Store:
     async def _request(
         self, method: str, key: str | None, *, params: Sequence[tuple[str, str]] = (),
         headers: dict[str, str] | None = None, data: bytes | None = None, ok_statuses: tuple[int, ...] = (),
+        into: memoryview | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """Send one signed request; retry transient failures a bounded number of times, and once more with
-        re-read keys when the keys were refused (rotated secret, expired token)."""
+        re-read keys when the keys were refused (rotated secret, expired token). With `into`, a successful
+        answer's body is written there (it must fill it exactly) and b"" is returned in its place."""
         host, path = self._target(key)
+        if isinstance(data, bytearray):
+            data = memoryview(data)  # aiohttp slices a body to its length: a copy for a bytearray, free for a view
         headers = dict(headers or {})
         if self._cfg.requester_pays:
             headers["x-amz-request-payer"] = "requester"
@@ -236,22 +252,28 @@ class S3Store:
             signed = signer.sign(method, host, path, params, headers) if signer else headers
             try:
                 async with session.request(method, url, data=data, headers=signed) as resp:
-                    body = await resp.read()
                     status = resp.status
+                    if into is not None and status < 300:
+                        body, filled = b"", await _read_into(resp, into)
+                    else:
+                        body, filled = await resp.read(), -1
                     resp_headers = {k.lower(): v for k, v in resp.headers.items()}
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 last = Transient(f"S3 {method} failed: {type(exc).__name__}")
             else:
-                if status < 300 or status in ok_statuses:
+                if filled >= 0 and filled != len(into):  # a short or long body: retried like a dropped connection
+                    last = Transient(f"S3 {method} returned {filled} bytes, expected {len(into)}")
+                elif status < 300 or status in ok_statuses:
                     return status, resp_headers, body
-                last = _map_error(status, _error_code(body), resp_headers)
-                refused = is_auth_error(last) or (method == "HEAD" and status == 403)  # HEAD has no code
-                if refused and signer is not None and not refreshed and self._creds is not None:
-                    refreshed = True
-                    await asyncio.get_running_loop().run_in_executor(None, self._creds.refresh, generation)
-                    continue
-                if not last.retryable or isinstance(last, IntegrityError):
-                    raise last
+                else:
+                    last = _map_error(status, _error_code(body), resp_headers)
+                    refused = is_auth_error(last) or (method == "HEAD" and status == 403)  # HEAD has no code
+                    if refused and signer is not None and not refreshed and self._creds is not None:
+                        refreshed = True
+                        await asyncio.get_running_loop().run_in_executor(None, self._creds.refresh, generation)
+                        continue
+                    if not last.retryable or isinstance(last, IntegrityError):
+                        raise last
             attempt += 1
             if attempt >= _REQUEST_ATTEMPTS:
                 break
@@ -347,6 +369,16 @@ class S3Store:
         if len(body) != expected:
             raise Transient(f"S3 GET returned {len(body)} bytes, expected {expected}")
         return GetResult(data=body, info=info)
+
+    async def get_into(self, key: str, byte_range: ByteRange, out: memoryview, if_match: str = "") -> ObjectInfo:
+        headers = {"Range": f"bytes={byte_range.start}-{byte_range.end - 1}"}
+        if if_match:
+            headers["If-Match"] = f'"{if_match}"'
+        _, resp_headers, _ = await self._request("GET", key, headers=headers, into=out)
+        info = self._info(key, resp_headers)
+        if if_match and info.meta.etag and info.meta.etag != if_match.lower():
+            raise PreconditionFailed("S3 412 PreconditionFailed (ETag changed)", "PreconditionFailed")
+        return info
 
     # -- Writer ---------------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import uuid
 import oss2
 import pytest
 
+from dth_ray.checksums import crc64ecma
 from dth_ray.config import StoreConfig, StoreType
 from dth_ray.errors import (
     ConfigError,
@@ -27,7 +28,7 @@ from dth_ray.errors import (
 )
 from dth_ray.model import ByteRange, ObjectHeaders, PartInfo
 from dth_ray.stores import open_store
-from dth_ray.stores.oss import FEATURES, OssStore, crc64ecma, oss_endpoint, oss_region
+from dth_ray.stores.oss import FEATURES, OssStore, oss_endpoint, oss_region
 from tests.contract.suite import StoreContract
 from tests.servers.oss_server import OssTestServer
 
@@ -118,10 +119,16 @@ class TestOssStoreContract(StoreContract):
 def test_crc_c_extension_in_use():
     import crcmod._crcfunext  # noqa: F401 - the C extension must be importable
 
-    from dth_ray.stores import oss
+    from dth_ray import checksums
 
-    assert oss.CRC_EXTENSION_IN_USE
+    assert checksums.CRC_EXTENSION_IN_USE
     assert crc64ecma(b"hello") == 11177612005948864433  # value oss2's own Crc64 gives
+    running = checksums.new_crc64ecma()
+    for piece in (b"he", b"", b"llo"):
+        running.update(piece)
+    assert running.crcValue == crc64ecma(b"hello"), "the running CRC equals the one-shot CRC"
+    assert checksums.crc64ecma_value("crc64ecma:11177612005948864433") == 11177612005948864433
+    assert checksums.crc64ecma_value("md5:abc") is None
 
 
 def test_features_are_data():

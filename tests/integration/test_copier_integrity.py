@@ -120,3 +120,84 @@ def test_corrupted_put_is_rejected_and_retried(stores, unique_prefix):
     assert outcome.dst_etag == hashlib.md5(body).hexdigest()
     got = pair.destination.client().get_object(Bucket=pair.destination.bucket, Key="cor/" + key)["Body"].read()
     assert got == body
+
+
+def _splitting_copier(src, dst) -> Copier:
+    """5 MiB parts read as 1 MiB ranged GETs (as a long link would want), objects from 5 MiB in parts."""
+    limits = Limits(ByteBudget(64 * MiB), AdaptiveLimit(16), TokenBucket(0), TokenBucket(0))
+    settings = CopySettings(multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB, parts_in_flight=2,
+                            max_attempts=4, get_range_bytes=1 * MiB)
+    return Copier(src, dst, src.features, dst.features, settings, limits)
+
+
+@pytest.mark.parametrize("size", [12 * MiB + 17, 3 * MiB + 5])
+def test_parts_read_as_parallel_ranges_arrive_whole(stores, unique_prefix, size):
+    """A multipart copy and a single PUT whose reads are split into 1 MiB ranged GETs written into one buffer:
+    every byte lands in place and the whole-object MD5 still checks the source ETag."""
+    pair, src, dst = stores
+    key = unique_prefix + f"ranges-{size}.bin"
+    body = os.urandom(size)
+    pair.source.client().put_object(Bucket=pair.source.bucket, Key=key, Body=body)
+
+    async def scenario():
+        listed = (await src.list_page(key)).objects[0]
+        outcome = await _splitting_copier(src, dst).copy(listed, "rng/" + key)
+        await src.aclose()
+        await dst.aclose()
+        return outcome
+
+    outcome = asyncio.run(scenario())
+
+    assert outcome.verified_source, "the bytes read were checked against the source's MD5 ETag"
+    assert outcome.part_size_bytes == (5 * MiB if size >= 5 * MiB else 0)
+    got = pair.destination.client().get_object(Bucket=pair.destination.bucket, Key="rng/" + key)["Body"].read()
+    assert got == body
+
+
+class OverwriteAfterFirstRangeInto:
+    """Wraps a real source store that reads into buffers: right after the first ranged read lands, another
+    writer replaces the object, so the part's other ranges come from the new version."""
+
+    def __init__(self, store, client, bucket: str, new_body: bytes):
+        self._store, self._client, self._bucket, self._new = store, client, bucket, new_body
+        self.fired = False
+        self.features = store.features
+
+    async def head(self, key):
+        return await self._store.head(key)
+
+    async def get(self, key, byte_range=None, if_match=""):
+        return await self._store.get(key, byte_range, if_match)
+
+    async def get_into(self, key, byte_range, out, if_match=""):
+        info = await self._store.get_into(key, byte_range, out, if_match)
+        if not self.fired:
+            self.fired = True
+            await asyncio.to_thread(self._client.put_object, Bucket=self._bucket, Key=key, Body=self._new)
+        return info
+
+
+def test_source_changed_between_ranges_of_one_part_is_recopied_whole(stores, unique_prefix):
+    pair, src, dst = stores
+    key = unique_prefix + "changing-ranges.bin"
+    old, new = os.urandom(12 * MiB), os.urandom(12 * MiB)
+    client = pair.source.client()
+    client.put_object(Bucket=pair.source.bucket, Key=key, Body=old)
+
+    async def scenario():
+        listed = (await src.list_page(key)).objects[0]
+        racing = OverwriteAfterFirstRangeInto(src, client, pair.source.bucket, new)
+        copier = _splitting_copier(racing, dst)
+        outcome = await copier.copy(listed, "rmid/" + key)
+        uploads = await dst.list_uploads("rmid/" + unique_prefix)
+        await src.aclose()
+        await dst.aclose()
+        return racing, copier, outcome, uploads
+
+    racing, copier, outcome, uploads = asyncio.run(scenario())
+
+    assert racing.fired and copier.retries >= 1
+    got = pair.destination.client().get_object(Bucket=pair.destination.bucket, Key="rmid/" + key)["Body"].read()
+    assert hashlib.md5(got).digest() == hashlib.md5(new).digest(), "the new version, whole, never a mix"
+    assert outcome.src.etag == hashlib.md5(new).hexdigest()
+    assert uploads == []

@@ -5,8 +5,8 @@ import hashlib
 import pytest
 
 from dth_ray.errors import Fatal
-from dth_ray.model import GiB, MiB
-from dth_ray.plan.parts import choose_part_size, multipart_etag, needs_multipart, plan_parts
+from dth_ray.model import ByteRange, GiB, MiB
+from dth_ray.plan.parts import choose_part_size, multipart_etag, needs_multipart, plan_parts, split_range
 from dth_ray.stores.base import StoreFeatures
 
 TiB = 1024 * GiB
@@ -108,3 +108,21 @@ def test_needs_multipart():
     # Beyond one PUT's limit even when the threshold is higher.
     assert needs_multipart(3 * MiB, 100 * MiB, SMALL)
     assert not needs_multipart(2 * MiB, 100 * MiB, SMALL)
+
+
+@pytest.mark.parametrize("start,length,piece,most", [
+    (0, 16 * MiB, 4 * MiB, 8), (5, 16 * MiB + 3, 4 * MiB, 8), (0, 100 * MiB, 4 * MiB, 8), (7, 1, 4 * MiB, 8),
+    (0, 9 * MiB, 0, 8), (0, 4 * MiB, 4 * MiB, 8),
+])
+def test_split_range_covers_every_byte_once(start, length, piece, most):
+    whole = ByteRange(start, start + length)
+    pieces = split_range(whole, piece, most)
+    assert pieces[0].start == whole.start and pieces[-1].end == whole.end
+    assert all(a.end == b.start for a, b in zip(pieces, pieces[1:], strict=False)), "contiguous, no overlap"
+    assert len(pieces) <= most
+    sizes = [p.length for p in pieces]
+    assert max(sizes) - min(sizes) <= 1
+    if piece == 0 or length <= piece:
+        assert pieces == [whole]
+    else:
+        assert len(pieces) == min(most, -(-length // piece))

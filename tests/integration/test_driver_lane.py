@@ -1,4 +1,4 @@
-"""The driver's start-up worker copies shards from the shared queue until told to stop, counting exactly."""
+"""The driver's driver lane copies shards from the shared queue (beside the dispatch loop) until it is empty or told to stop, counting exactly."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from collections import deque
 
 from dth_ray.cli import load_config
 from dth_ray.model import Shard
-from dth_ray.runtime.driver import StartupWorker, WorkItem
+from dth_ray.runtime.driver import DriverLane, WorkItem
 from dth_ray.runtime.manifest_sqlite import SqliteManifest
 from tests.integration.helpers import listing, s3_overrides
 from tests.servers.s3_servers import seed_objects
 
 
-def test_startup_worker_takes_shards_until_stopped(e2e_env, unique_prefix, tmp_path):
+def test_driver_lane_takes_shards_until_stopped(e2e_env, unique_prefix, tmp_path):
     pair = e2e_env
     items = {f"{unique_prefix}s{p:02d}/o{i}": bytes([p]) * (i + 1) for p in range(12) for i in range(5)}
     seed_objects(pair.source.client(), pair.source.bucket, items)
@@ -23,7 +23,7 @@ def test_startup_worker_takes_shards_until_stopped(e2e_env, unique_prefix, tmp_p
     manifest.start_run(shards)
     queue: deque = deque(WorkItem(s) for s in shards)
 
-    worker = StartupWorker(cfg, manifest, queue).start()
+    worker = DriverLane(cfg, manifest, queue).start()
     deadline = time.monotonic() + 60
     while len(queue) > 6 and time.monotonic() < deadline:
         time.sleep(0.01)
