@@ -1,7 +1,15 @@
 """Live autoscaling on Ray's fake multi-node provider (what ray.cluster_utils.AutoscalingCluster drives; its
 config is given inline because the 2.60 wheel lacks the example file): a backlog makes the driver request
 transfer slots, the autoscaler launches worker nodes advertising `transfer_slot`, the driver starts actors on
-them and they copy; when the backlog drains the request drops to zero.
+them and they copy; when the backlog drains the request drops to zero, and once the run is over the idle
+worker nodes are removed (idle_timeout_minutes), leaving the head alone.
+
+Scale-down needs `provider.use_node_id_as_ip` (set by the upstream example.yaml that the wheel lacks): the v1
+monitor keys each node's last-used time by IP (autoscaler/_private/monitor.py update_load_metrics), while the
+fake provider's internal_ip() is the node id; without the flag every fake node reports the same real IP, no
+worker is ever found idle, and none is removed. The v2 autoscaler is no way out: its config loader always
+merges the provider defaults, i.e. that missing example.yaml (v2/instance_manager/config.py update_configs ->
+_private/util.py prepare_config -> fillout_defaults -> _private/providers.py _get_default_config).
 
 The cluster is started on its own GCS port and temp dir and only its own processes are killed afterwards
 (AutoscalingCluster.start() would `ray stop --force` every Ray on the machine)."""
@@ -11,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,12 +44,37 @@ SCRIPT = textwrap.dedent("""
     ray.shutdown()
 """)
 
+# Polls the cluster (from a driver of its own, after the sync's driver has gone) until no node advertising
+# transfer slots is left alive or the time is up; prints [seconds, alive nodes, alive transfer nodes] samples.
+WATCH = textwrap.dedent("""
+    import json, sys, time
+    import ray
+
+    address, limit = sys.argv[1], float(sys.argv[2])
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    start, timeline = time.monotonic(), []
+    while True:
+        alive = [n for n in ray.nodes() if n["Alive"]]
+        transfer = sorted(n["NodeID"] for n in alive if n["Resources"].get("transfer_slot"))
+        others = sorted(n["NodeID"] for n in alive if not n["Resources"].get("transfer_slot"))
+        timeline.append([round(time.monotonic() - start, 1), len(alive), len(transfer)])
+        if not transfer or time.monotonic() - start > limit:
+            break
+        time.sleep(2)
+    print("WATCH" + json.dumps({"timeline": timeline, "transfer_alive": transfer, "others_alive": others}))
+    ray.shutdown()
+""")
+_IDLE_TIMEOUT_MIN = 0.2  # 12 s (fractions are allowed): nodes go soon after the run; during it the slot request
+# and the actors (a node hosting a live actor is not idle) keep them
+_SCALE_DOWN_LIMIT_S = 150
+
 
 def _cluster_config(gcs_address: str) -> dict:
     return {
-        "cluster_name": "dth-fake", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 1,
+        "cluster_name": "dth-fake", "max_workers": 2, "upscaling_speed": 1.0,
+        "idle_timeout_minutes": _IDLE_TIMEOUT_MIN,
         "provider": {"type": "fake_multinode", "gcs_address": gcs_address, "disable_launch_config_check": True,
-                     "disable_node_updaters": True},
+                     "disable_node_updaters": True, "use_node_id_as_ip": True},
         "auth": {"ssh_user": "ubuntu"}, "docker": {}, "head_node_type": "ray.head.default",
         "available_node_types": {
             "ray.head.default": {"resources": {"CPU": 1}, "node_config": {}, "max_workers": 0},
@@ -75,7 +109,19 @@ def _kill_cluster(temp_dir: str) -> None:
         time.sleep(0.2)
 
 
-def test_backlog_scales_the_cluster_up_and_new_nodes_copy(rclone_pair, tmp_path, unique_prefix):
+def _idle_terminations(temp_dir: str) -> list[str]:
+    """Node ids the v1 autoscaler terminated as idle, from this cluster's monitor log."""
+    path = os.path.join(temp_dir, "session_latest", "logs", "monitor.log")
+    try:
+        with open(path, errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    pattern = re.compile(r"Terminating the node with id (\w+) .*\(idle\)")
+    return [m.group(1) for m in map(pattern.search, lines) if m]
+
+
+def test_backlog_scales_the_cluster_up_and_idle_nodes_down(rclone_pair, tmp_path, unique_prefix):
     pair = rclone_pair
     items = {f"{unique_prefix}q{i % 16}/o{i}": os.urandom(800) for i in range(1600)}
     seed_objects(pair.source.client(), pair.source.bucket, items)
@@ -100,6 +146,11 @@ def test_backlog_scales_the_cluster_up_and_new_nodes_copy(rclone_pair, tmp_path,
         overrides.append("transfer.max_requests_per_s=25")  # keep a backlog for a while
         done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps([overrides, address])], env=env,
                               capture_output=True, text=True, timeout=400)
+        watched = None
+        if done.returncode == 0:  # the sync's driver is gone: its actors no longer keep the nodes busy
+            watched = subprocess.run([sys.executable, "-c", WATCH, address, str(_SCALE_DOWN_LIMIT_S)], env=env,
+                                     capture_output=True, text=True, timeout=_SCALE_DOWN_LIMIT_S + 60)
+        idle_removed = _idle_terminations(temp_dir)
     finally:
         _kill_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -113,3 +164,13 @@ def test_backlog_scales_the_cluster_up_and_new_nodes_copy(rclone_pair, tmp_path,
     assert report["autoscaler"]["actors"] > 2, f"actors were started on joining nodes: {context}"
     assert len([n for n in report["nodes"] if n["objects"] > 0]) >= 2, context
     assert len(listing(pair.destination.client(), pair.destination.bucket, dst_prefix)) == 1600
+
+    # Scale-down: the request was released, so the joined (now idle) transfer nodes are removed.
+    assert watched is not None and watched.returncode == 0, (watched.stderr[-3000:] if watched else "")
+    watch = json.loads(watched.stdout.split("WATCH", 1)[1].splitlines()[0])
+    context = json.dumps({"watch": watch, "idle_removed": idle_removed, "nodes": report["nodes"]})
+    print("scale-down:", context)  # the node-count timeline, shown by `pytest -rA`
+    assert watch["transfer_alive"] == [], f"idle transfer nodes are removed: {context}"
+    assert watch["timeline"][-1][1] == 1, f"only the head is left: {context}"
+    joined = {n["node_id"] for n in report["nodes"] if n["objects"] > 0} - set(watch["others_alive"])  # - the head
+    assert joined and joined <= set(idle_removed), f"the nodes that copied were removed as idle: {context}"
