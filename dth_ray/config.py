@@ -84,7 +84,7 @@ class TransferConfig:
     progress_interval_s: float = 1.0
     server_side_copy: bool = True
     spread_threshold: str = "1GiB"
-    get_range_size: str = "4MiB"
+    get_range_size: str = "auto"
 
 
 @dataclass
@@ -382,8 +382,8 @@ def validate(cfg: SyncConfig) -> None:
         raise ConfigError(f"transfer.buffer_size={t.buffer_size!r} must be at least 16MiB")
     parse_size(t.max_bandwidth, "transfer.max_bandwidth")
     parse_size(t.spread_threshold, "transfer.spread_threshold")
-    if parse_size(t.get_range_size, "transfer.get_range_size") < 1024 * 1024:
-        raise ConfigError(f"transfer.get_range_size={t.get_range_size!r} must be at least 1MiB")
+    if t.get_range_size != "auto" and parse_size(t.get_range_size, "transfer.get_range_size") < 1024 * 1024:
+        raise ConfigError(f"transfer.get_range_size={t.get_range_size!r} must be auto or at least 1MiB")
     for name in ("parts_in_flight", "concurrency", "max_attempts"):
         if getattr(t, name) < 1:
             raise ConfigError(f"transfer.{name}={getattr(t, name)!r} must be at least 1")

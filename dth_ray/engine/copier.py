@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import hashlib
 import sys
+import time
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from dth_ray.checksums import crc64ecma_value, new_crc64ecma
 from dth_ray.engine.budget import ByteBudget
 from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
+from dth_ray.engine.readsize import ReadSizer
 from dth_ray.engine.retry import backoff_s
 from dth_ray.errors import (
     DthError,
@@ -41,7 +43,7 @@ class CopySettings:
     max_attempts: int
     server_side_bucket: str = ""  # set when source and destination are one S3 service: CopyObject is used
     spread_threshold_bytes: int = 0  # objects this large share their parts with peer actors (0: never)
-    get_range_bytes: int = 0  # a part is read as concurrent ranged GETs of about this size (0: one GET)
+    get_range_bytes: int = 0  # a part is read as concurrent ranged GETs of this size (0: sized by ReadSizer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,7 @@ class Copier:
         self.retries = 0
         self.parts_in_flight = 0  # multipart parts being read or sent now (a metrics gauge)
         self._server_side = bool(settings.server_side_bucket) and hasattr(dst, "copy_object")
+        self._reads = ReadSizer(settings.get_range_bytes)
 
     @contextlib.asynccontextmanager
     async def _part_in_flight(self):
@@ -260,7 +263,7 @@ class Copier:
 
     async def _copy_single(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:
         async with self._limits.budget.hold(meta.size):
-            if meta.size > self._settings.get_range_bytes > 0 and _is_md5_etag(meta.etag, self._src_features):
+            if meta.size > self._reads.piece_bytes() and _is_md5_etag(meta.etag, self._src_features):
                 # Read in parallel ranges (a long link); the MD5 below still checks the whole object.
                 got = await self._get_part(meta, ByteRange(0, meta.size))
             else:  # one GET: a backend that checks a whole-object CRC (OSS) needs the full read
@@ -428,23 +431,31 @@ class Copier:
         return groups
 
     async def _get_part(self, meta: ObjectMeta, byte_range: ByteRange) -> GetResult:
-        """Read one part, as several concurrent ranged GETs when it is larger than `get_range_bytes`: across
-        a long lossy link one TCP stream's rate is capped by RTT and loss, so parallel streams multiply it.
-        A store that reads into a buffer (RangeReader) gets the pieces written in place, with no join."""
-        pieces = split_range(byte_range, self._settings.get_range_bytes, _MAX_GETS_PER_PART)
+        """Read one part, as several concurrent ranged GETs when it is larger than one read should be (see
+        ReadSizer): across a long lossy link one TCP stream's rate is capped by RTT and loss, so parallel
+        streams multiply it. A store that reads into a buffer (RangeReader) gets the pieces written in place."""
+        pieces = split_range(byte_range, self._reads.piece_bytes(), _MAX_GETS_PER_PART)
+
+        async def timed(read, r: ByteRange):
+            started = time.monotonic()
+            result = await read()
+            self._reads.observe(r.length, time.monotonic() - started)
+            return result
+
         if isinstance(self._src, RangeReader):
             buffer = bytearray(byte_range.length)
             view = memoryview(buffer)
 
-            def read(r: ByteRange):
+            def read_into(r: ByteRange):
                 window = view[r.start - byte_range.start:r.end - byte_range.start]
-                return lambda: self._src.get_into(meta.key, r, window, if_match=meta.etag)
+                return lambda: timed(lambda: self._src.get_into(meta.key, r, window, if_match=meta.etag), r)
 
-            infos = await asyncio.gather(*(self._limits.call(read(r), r.length) for r in pieces))
+            infos = await asyncio.gather(*(self._limits.call(read_into(r), r.length) for r in pieces))
             got = GetResult(data=buffer, info=infos[0])
         else:
             results = await asyncio.gather(*(self._limits.call(
-                lambda r=r: self._src.get(meta.key, r, if_match=meta.etag), r.length) for r in pieces))
+                lambda r=r: timed(lambda: self._src.get(meta.key, r, if_match=meta.etag), r), r.length)
+                for r in pieces))
             got = results[0] if len(results) == 1 else GetResult(b"".join(g.data for g in results), results[0].info)
             infos = [g.info for g in results]
         if any(info.meta.size != meta.size for info in infos):

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -67,7 +68,8 @@ def test_each_server_of_the_pair_accepts_only_its_own_keys(rclone_pair, monkeypa
     monkeypatch.setenv("SRC_SECRET_ACCESS_KEY", src.secret_key)
     good = open_store(rclone_config(src.endpoint, src.bucket))
     crossed = open_store(rclone_config(dst.endpoint, dst.bucket))
-    assert _run_and_close(good, lambda: good.list_page("")).objects == []
+    empty = f"nothing-here-{uuid.uuid4().hex}/"  # the session's pair may hold other tests' objects
+    assert _run_and_close(good, lambda: good.list_page(empty)).objects == []
     with pytest.raises(PermissionDenied):
         _run_and_close(crossed, lambda: crossed.list_page(""))
 

@@ -1,0 +1,40 @@
+"""How large one ranged GET should be: about a second's worth at the rate single streams get from the source.
+
+Across a long, lossy link one TCP stream is slow (CUBIC at 150 ms RTT and 1% loss: ~0.1 MB/s), so a part is
+best read as many small ranges in parallel; on a fast path a stream moves hundreds of MB/s and splitting a part
+only adds requests. The sizer learns the per-stream rate from finished GETs (a moving average) and sizes the
+next ranges from it, between a floor and the part itself.
+"""
+
+from __future__ import annotations
+
+MiB = 1024 * 1024
+
+
+class ReadSizer:
+    """Piece size for ranged GETs: `fixed_bytes` when set, else learned (start at `initial_bytes`)."""
+
+    def __init__(self, fixed_bytes: int = 0, initial_bytes: int = 4 * MiB, min_bytes: int = 1 * MiB,
+                 target_s: float = 1.0, weight: float = 0.2):
+        self._fixed = fixed_bytes
+        self._initial = initial_bytes
+        self._min = min_bytes
+        self._target_s = target_s
+        self._weight = weight
+        self.rate_bytes_per_s: float | None = None
+
+    def piece_bytes(self) -> int:
+        if self._fixed:
+            return self._fixed
+        if self.rate_bytes_per_s is None:
+            return self._initial
+        return max(self._min, int(self.rate_bytes_per_s * self._target_s))
+
+    def observe(self, nbytes: int, seconds: float) -> None:
+        """One finished GET of `nbytes` that took `seconds` (request to last byte). Short reads say more
+        about latency than rate, so only reads of at least the floor size count."""
+        if self._fixed or nbytes < self._min or seconds <= 0:
+            return
+        rate = nbytes / seconds
+        previous = self.rate_bytes_per_s
+        self.rate_bytes_per_s = rate if previous is None else previous + self._weight * (rate - previous)

@@ -1,0 +1,42 @@
+"""Ranged-GET sizing: fixed when configured, else learned from how fast single streams read."""
+
+from dth_ray.engine.readsize import MiB, ReadSizer
+from dth_ray.model import ByteRange
+from dth_ray.plan.parts import split_range
+
+
+def test_fixed_size_ignores_observations():
+    sizer = ReadSizer(fixed_bytes=2 * MiB)
+    sizer.observe(16 * MiB, 0.01)
+    assert sizer.piece_bytes() == 2 * MiB
+
+
+def test_starts_at_the_initial_size_until_a_read_finishes():
+    assert ReadSizer(initial_bytes=4 * MiB).piece_bytes() == 4 * MiB
+
+
+def test_fast_streams_stop_splitting_a_part():
+    sizer = ReadSizer()
+    for _ in range(5):
+        sizer.observe(4 * MiB, 0.02)  # 200 MiB/s per stream: a loopback or in-region read
+    part = ByteRange(0, 16 * MiB)
+    assert sizer.piece_bytes() > 16 * MiB
+    assert split_range(part, sizer.piece_bytes(), 8) == [part]
+
+
+def test_slow_lossy_streams_split_parts_down_to_the_floor():
+    sizer = ReadSizer()
+    for _ in range(20):
+        sizer.observe(1 * MiB, 8.0)  # ~0.13 MB/s per stream: CUBIC at 150 ms RTT with 1% loss
+    assert sizer.piece_bytes() == 1 * MiB
+    assert len(split_range(ByteRange(0, 16 * MiB), sizer.piece_bytes(), 8)) == 8
+
+
+def test_rate_is_a_moving_average_and_short_reads_do_not_count():
+    sizer = ReadSizer(weight=0.5)
+    sizer.observe(10 * MiB, 1.0)
+    sizer.observe(100, 10.0)  # a tiny read says more about latency than rate
+    assert sizer.rate_bytes_per_s == 10 * MiB
+    sizer.observe(2 * MiB, 1.0)
+    assert sizer.rate_bytes_per_s == 6 * MiB
+    assert sizer.piece_bytes() == 6 * MiB
