@@ -23,8 +23,16 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
-bench: $(STAMP)
-	$(PY) benchmarks/bench_core.py $(if $(QUICK),--quick,)
+# The benchmark suite (benchmarks/README.md): `make bench` full, `make bench QUICK=1` reduced (< 5 min).
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	-$(PY) benchmarks/wan.py deps
+	$(PY) benchmarks/suite.py $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -11,12 +11,14 @@ prefix and is checked by listing (count, bytes and per-key ETag). Results go to 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import random
 import secrets
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -43,6 +45,7 @@ TAG_VAR = "DTH_BENCH_TAG"
 EVIDENCE = Path(tempfile.gettempdir()) / "dth-bench-evidence"
 SAMPLE_S = 0.2
 RUN_TIMEOUT_S = 1800.0
+BACKGROUND_S = 1.0  # idle window before each run, to record what else the machine is doing
 TARGETS = {"small": ("objects_per_s", 1.5), "large": ("mb_per_s", 0.9)}  # dth-ray / rclone-tuned
 
 
@@ -144,13 +147,19 @@ def own_cpu_s() -> float:
 class Scenario:
     name: str
     objects: int
-    object_size: int
+    object_size: int  # bytes per object; 0 with `sizes` (one size per key)
     prefixes: int = 0
+    sizes: dict[str, int] | None = None  # key -> size, for a mixed set (see mixed_scenario)
 
     def keys(self) -> list[str]:
+        if self.sizes is not None:
+            return list(self.sizes)
         if self.prefixes:
             return [f"d{i % self.prefixes:03d}/obj-{i:06d}.bin" for i in range(self.objects)]
         return [f"blobs/part-{i:02d}.bin" for i in range(self.objects)]
+
+    def size_of(self, key: str) -> int:
+        return self.sizes[key] if self.sizes is not None else self.object_size
 
     @property
     def bucket(self) -> str:
@@ -158,7 +167,40 @@ class Scenario:
 
     @property
     def total_bytes(self) -> int:
+        if self.sizes is not None:
+            return sum(self.sizes.values())
         return self.objects * self.object_size
+
+    def describe(self) -> str:
+        if self.sizes is not None:
+            return f"{self.objects:,} objects of mixed sizes ({self.total_bytes / 1e9:.2f} GB)"
+        return f"{self.objects:,} × {self.object_size / MiB:g} MiB ({self.total_bytes / 1e9:.2f} GB)"
+
+
+MIXED_SEED = 20261127
+
+
+def mixed_scenario(small: int, medium: int, large: int, prefixes: int = 100, name: str = "mixed",
+                   seed: int = MIXED_SEED) -> Scenario:
+    """A fixed-seed mix shaped like a typical data-lake or user-content bucket: many small objects
+    (log-uniform 1–256 KiB: thumbnails, JSON, logs), some medium (log-uniform 1–16 MiB: images, Parquet row
+    groups) and a few large (uniform 64–200 MiB: archives, videos; these take the multipart paths).
+    Keys spread over `prefixes` directories; the same arguments always give the same keys and sizes."""
+    import math
+
+    rng = random.Random(seed)
+    sizes: dict[str, int] = {}
+
+    def log_uniform(lo: int, hi: int) -> int:
+        return int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+    for i in range(small):
+        sizes[f"m{i % prefixes:03d}/s-{i:06d}.bin"] = log_uniform(1 * KiB, 256 * KiB)
+    for i in range(medium):
+        sizes[f"m{i % prefixes:03d}/m-{i:05d}.bin"] = log_uniform(1 * MiB, 16 * MiB)
+    for i in range(large):
+        sizes[f"big/l-{i:03d}.bin"] = rng.randint(64 * MiB, 200 * MiB)
+    return Scenario(name, len(sizes), 0, prefixes=prefixes, sizes=sizes)
 
 
 def with_retry(call, attempts: int = 6):
@@ -185,15 +227,39 @@ def seed(server: RcloneS3, scenario: Scenario) -> float:
     t0 = time.monotonic()
     client = server.client()
     with_retry(lambda: client.create_bucket(Bucket=scenario.bucket))
-    threads = 16 if scenario.object_size <= MiB else 4
 
     def put(key: str) -> None:
-        body = os.urandom(scenario.object_size)
+        body = os.urandom(scenario.size_of(key))
         with_retry(lambda: client.put_object(Bucket=scenario.bucket, Key=key, Body=body))
 
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(put, scenario.keys()))
+    keys = scenario.keys()
+    for threads, part in ((16, [k for k in keys if scenario.size_of(k) <= MiB]),
+                          (4, [k for k in keys if scenario.size_of(k) > MiB])):
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(put, part))
     return time.monotonic() - t0
+
+
+def mutate(server: RcloneS3, scenario: Scenario, fraction: float = 0.01, seed: int = 1) -> dict:
+    """Change `fraction` of the source's objects through the API (nothing deleted): half of them overwritten
+    with new random bytes of the same size (a listing that compares sizes alone misses these), a quarter
+    overwritten with a new size, and a quarter as many new keys added. Returns what changed."""
+    rng = random.Random(seed)
+    client = server.client()
+    current = listing(server, scenario.bucket)
+    count = max(4, round(len(current) * fraction))
+    chosen = rng.sample(sorted(current), count - count // 4)
+    same, resized = chosen[: count // 2], chosen[count // 2:]
+    added = [f"new/r{seed:02d}-{i:04d}.bin" for i in range(count // 4)]
+    plan = ([(k, current[k][0]) for k in same]
+            + [(k, max(1, int(current[k][0] * rng.uniform(0.5, 1.5)))) for k in resized]
+            + [(k, rng.choice([size for size, _ in current.values()])) for k in added])
+    for key, size in plan:
+        body = os.urandom(size)
+        with_retry(lambda k=key, b=body: client.put_object(Bucket=scenario.bucket, Key=k, Body=b))
+    return {"fraction": fraction, "same_size_overwritten": len(same), "resized": len(resized),
+            "added": len(added), "changed_objects": len(plan), "changed_bytes": sum(size for _, size in plan),
+            "keys": [k for k, _ in plan][:10]}
 
 
 def listing(server: RcloneS3, bucket: str, prefix: str = "") -> dict[str, tuple[int, str]]:
@@ -259,6 +325,13 @@ class Tool:
     name: str
     flags: list[str]  # non-default tuning flags, shown next to the numbers
     note: str = ""
+    kind: str = ""  # which command family: dth-ray, rclone, s5cmd, awscli, boto3-pool (default: from the name)
+
+    @property
+    def family(self) -> str:
+        if self.kind:
+            return self.kind
+        return next((f for f in ("dth-ray", "rclone") if self.name.startswith(f)), self.name)
 
 
 TOOLS = [
@@ -266,12 +339,50 @@ TOOLS = [
     Tool("rclone-tuned", ["--transfers", "16", "--checkers", "16"]),
     Tool("rclone-default", [], "rclone defaults: --transfers 4 --checkers 8"),
 ]
+# Peers beyond rclone (issue 6). The two-hop tools take one endpoint per call, so they copy through a local
+# staging directory: source -> disk, then disk -> destination; their wall time covers both hops (the staging
+# directory's removal afterwards is not timed).
+PEERS = [
+    Tool("s5cmd", [], "s5cmd defaults (--numworkers 256); two hops through local disk"),
+    Tool("awscli", [], "aws s3 defaults (max_concurrent_requests 10); two hops through local disk"),
+    Tool("boto3-pool", [], "benchmarks/peers/boto3_copy.py: 16 threads, download_fileobj to memory then "
+                           "upload_fileobj, boto3 defaults otherwise"),
+]
+ALL_TOOLS = TOOLS + PEERS
+# Settings every S3 client needs against `rclone serve s3` (TESTING.md), not tuning: path-style addressing
+# and checksums only when required (its ranged GETs fail a response checksum check otherwise).
+AWS_COMPAT = ("config file: addressing_style=path, request_checksum_calculation=when_required, "
+              "response_checksum_validation=when_required")
 PER_RUN_NOTE = {
     "dth-ray": "destination.prefix=<tool-rN>/, manifest.path=<fresh temp file>, report=<temp json>; "
                "credentials via env:BSRC / env:BDST",
     "rclone-tuned": "dst:<bucket>/<tool-rN>; --config <generated file>",
     "rclone-default": "dst:<bucket>/<tool-rN>; --config <generated file>",
+    "rclone": "dst:<bucket>/<tool-rN>; --config <generated file>",
+    "s5cmd": "--endpoint-url <src> cp 's3://<bucket>/*' <stage>/, then --endpoint-url <dst> cp '<stage>/*' "
+             "s3://<bucket>/<tool-rN>/ (sync instead of cp for an incremental run); keys via AWS_* env per hop",
+    "awscli": "aws --endpoint-url <src> s3 cp --recursive s3://<bucket>/ <stage>/, then --endpoint-url <dst> "
+              "s3 cp --recursive <stage>/ s3://<bucket>/<tool-rN>/ (s3 sync for an incremental run); keys via "
+              "AWS_* env per hop; " + AWS_COMPAT,
+    "boto3-pool": "--src-endpoint/--dst-endpoint/--bucket/--prefix <tool-rN>/; keys via env; boto3 Config "
+                  "path-style, checksums when_required, max_pool_connections=16 (= its threads)",
 }
+# Non-default flags a tool needs only for its incremental run, to be correct (printed beside its numbers).
+INCREMENTAL_FLAGS = {"awscli": ["--exact-timestamps"]}
+# What each tool compares to decide that an object needs copying again (the incremental scenario).
+COMPARES = {
+    "dth-ray": "size and ETag (`compare=size_etag`; its manifest records what it copied)",
+    "rclone": "size and modification time (rclone's default; a modtime difference with equal MD5 only "
+              "updates the stored modtime)",
+    "s5cmd": "`s5cmd sync`, both hops: size and modification time",
+    "awscli": "`aws s3 sync`, both hops: size and last-modified time (download hop with --exact-timestamps: "
+              "by default it skips same-size objects changed at the source)",
+    "boto3-pool": "nothing: copies every object again (a naive script)",
+}
+
+
+def per_run_note(tool: Tool) -> str:
+    return PER_RUN_NOTE.get(tool.name) or PER_RUN_NOTE[tool.family]
 
 
 def flag_text(tool: Tool) -> str:
@@ -297,17 +408,63 @@ class Bench:
     code: Path  # the frozen copy of dth_ray/ and conf/ that every dth-ray run imports
     runs: list[dict] = field(default_factory=list)
 
-    def command(self, tool: Tool, scenario: Scenario, prefix: str, run_dir: Path) -> list[str]:
-        if tool.name == "dth-ray":
+    def command(self, tool: Tool, scenario: Scenario, prefix: str, run_dir: Path, state: Path | None = None,
+                again: bool = False) -> list[str]:
+        """The client's command line. `state` keeps what a tool carries from one run to the next into the
+        same prefix (dth-ray's manifest, a two-hop tool's staging directory; default: the run's own
+        directory); `again`: the tool's incremental form (s5cmd and aws `sync` instead of `cp`)."""
+        state = state or run_dir
+        family = tool.family
+        if family == "dth-ray":
             return [str(BIN / "dth-ray"), "sync",
                     f"source.bucket={scenario.bucket}", f"source.endpoint={self.src.endpoint}",
                     "source.credentials=env:BSRC",
                     f"destination.bucket={scenario.bucket}", f"destination.prefix={prefix}/",
                     f"destination.endpoint={self.dst.endpoint}", "destination.credentials=env:BDST",
-                    f"manifest.path={run_dir / 'manifest.sqlite'}", f"report={run_dir / 'report.json'}",
+                    f"manifest.path={state / 'manifest.sqlite'}", f"report={run_dir / 'report.json'}",
                     *tool.flags]
-        return [rclone_binary(), "copy", f"src:{scenario.bucket}", f"dst:{scenario.bucket}/{prefix}",
-                "--config", str(self.rclone_conf), *tool.flags]
+        if family == "rclone":
+            return [rclone_binary(), "copy", f"src:{scenario.bucket}", f"dst:{scenario.bucket}/{prefix}",
+                    "--config", str(self.rclone_conf), *tool.flags]
+        if family == "boto3-pool":
+            return [sys.executable, str(HERE / "peers" / "boto3_copy.py"), "--src-endpoint", self.src.endpoint,
+                    "--dst-endpoint", self.dst.endpoint, "--bucket", scenario.bucket, "--prefix", f"{prefix}/",
+                    *tool.flags]
+        stage = state / "stage"
+        stage.mkdir(parents=True, exist_ok=True)
+        src_keys = 'AWS_ACCESS_KEY_ID="$BSRC_ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$BSRC_SECRET_ACCESS_KEY"'
+        dst_keys = 'AWS_ACCESS_KEY_ID="$BDST_ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$BDST_SECRET_ACCESS_KEY"'
+        q = shlex.quote
+        flags = " ".join(q(f) for f in tool.flags)
+        if family == "s5cmd":
+            verb = "sync" if again else "cp"
+            down = (f"{src_keys} {q(str(BIN / 's5cmd'))} --endpoint-url {q(self.src.endpoint)} {verb} {flags} "
+                    f"{q(f's3://{scenario.bucket}/*')} {q(str(stage))}/")
+            up = (f"{dst_keys} {q(str(BIN / 's5cmd'))} --endpoint-url {q(self.dst.endpoint)} {verb} {flags} "
+                  f"{q(str(stage))}/'*' {q(f's3://{scenario.bucket}/{prefix}/')}")
+        elif family == "awscli":
+            verb = "sync" if again else "cp --recursive"
+            # Without --exact-timestamps, `aws s3 sync` down to disk skips a same-size object that changed at
+            # the source (documented: "ignore same-sized items unless the local version is newer").
+            down_flags = " ".join(filter(None, [flags, *INCREMENTAL_FLAGS["awscli"]])) if again else flags
+            down = (f"{src_keys} {q(str(BIN / 'aws'))} --endpoint-url {q(self.src.endpoint)} s3 {verb} {down_flags} "
+                    f"{q(f's3://{scenario.bucket}/')} {q(str(stage))}/")
+            up = (f"{dst_keys} {q(str(BIN / 'aws'))} --endpoint-url {q(self.dst.endpoint)} s3 {verb} {flags} "
+                  f"{q(str(stage))}/ {q(f's3://{scenario.bucket}/{prefix}/')}")
+        else:
+            raise ValueError(f"unknown tool {tool.name}")
+        # Both hops in one client process tree; bash stamps the time before, between and after the hops
+        # (hop 1 alone is a pure GET to disk, hop 2 a pure PUT from disk: the server ceilings).
+        stamp = f'printf "%s\\n" "$EPOCHREALTIME" >> {q(str(run_dir / "hops"))}'
+        return ["bash", "-c", f"set -e; {stamp}; {down}; {stamp}; {up}; {stamp}"]
+
+    def aws_config(self) -> Path:
+        path = self.work / "aws.conf"
+        if not path.exists():
+            path.write_text("[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n"
+                            "request_checksum_calculation = when_required\n"
+                            "response_checksum_validation = when_required\n")
+        return path
 
     def env(self, tag: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -316,7 +473,15 @@ class Bench:
         env["DTH_RAY_CONF"] = str(self.code / "conf")  # the frozen conf/, wherever the CLI would look for it
         env["BSRC_ACCESS_KEY_ID"], env["BSRC_SECRET_ACCESS_KEY"] = self.src.access_key_id, self.src.secret_access_key
         env["BDST_ACCESS_KEY_ID"], env["BDST_SECRET_ACCESS_KEY"] = self.dst.access_key_id, self.dst.secret_access_key
+        # awscli: only the generated config (path style, checksums when required), no shared credentials file.
+        env["AWS_CONFIG_FILE"], env["AWS_SHARED_CREDENTIALS_FILE"] = str(self.aws_config()), os.devnull
+        env["AWS_REGION"] = "us-east-1"
         return env
+
+    def redact(self, text: str) -> str:
+        for secret in (self.src.secret_access_key, self.dst.secret_access_key):
+            text = text.replace(secret, "<redacted>")
+        return text
 
     def server_cpu_s(self) -> float:
         total = 0.0
@@ -329,8 +494,9 @@ class Bench:
         """Run one client to completion; wall time, CPU (machine minus servers minus this process) and
         the tagged process tree's own CPU and peak memory."""
         busy0, servers0, own0 = machine_busy_s(), self.server_cpu_s(), own_cpu_s()
-        time.sleep(1.0)  # what the rest of the machine is doing right now (servers are idle)
-        background = ((machine_busy_s() - busy0) - (self.server_cpu_s() - servers0) - (own_cpu_s() - own0)) / 1.0
+        time.sleep(BACKGROUND_S)  # what the rest of the machine is doing right now (servers are idle)
+        background = ((machine_busy_s() - busy0) - (self.server_cpu_s() - servers0)
+                      - (own_cpu_s() - own0)) / BACKGROUND_S
         busy0, servers0, own0 = machine_busy_s(), self.server_cpu_s(), own_cpu_s()
         t0 = time.monotonic()
         with open(run_dir / "stdout.txt", "wb") as out, open(run_dir / "stderr.txt", "wb") as err:
@@ -358,6 +524,10 @@ class Bench:
             time.sleep(SAMPLE_S)
             sampler.sample()
         lingering = sorted(sampler.alive)
+        for pid in lingering:  # still alive after 20 s: ours (checked again by the tag); not left behind
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as handle:
+                if sampler.needle in handle.read().split(b"\0"):
+                    os.kill(pid, 9)
         window = time.monotonic() - t0
         machine, servers = machine_busy_s() - busy0, self.server_cpu_s() - servers0
         cpu = machine - servers - (own_cpu_s() - own0)
@@ -404,17 +574,25 @@ class Bench:
         print(f"    evidence kept in {evidence}: {json.dumps(out)}", flush=True)
         return out
 
-    def run(self, tool: Tool, scenario: Scenario, round_no: int, expected: dict) -> dict:
-        prefix = f"{tool.name}-r{round_no}"
+    def run(self, tool: Tool, scenario: Scenario, round_no: int, expected: dict, prefix: str | None = None,
+            state: Path | None = None, again: bool = False, keep: bool = False) -> dict:
+        """One measured run of `tool` copying the scenario's source bucket to `prefix` (default: a fresh
+        `<tool>-r<round>`), checked against `expected`. `state`/`again`: see command(); `keep`: leave the
+        destination prefix in place afterwards (for a second, incremental run into it)."""
+        prefix = prefix or f"{tool.name}-r{round_no}"
         run_dir = Path(tempfile.mkdtemp(prefix=f"{scenario.name}-{prefix}-", dir=self.work))
         tag = uuid.uuid4().hex
-        cmd = self.command(tool, scenario, prefix, run_dir)
+        cmd = self.command(tool, scenario, prefix, run_dir, state, again)
         result = {"scenario": scenario.name, "tool": tool.name, "round": round_no, "flags": tool.flags,
-                  "command": [c if "secret" not in c.lower() else "<redacted>" for c in cmd],
+                  "command": [self.redact(c) for c in cmd],
                   **self.measure(cmd, self.env(tag), tag, run_dir)}
+        hops = run_dir / "hops"
+        if hops.exists():  # a two-hop tool: time of hop 1 (GET to disk) and hop 2 (PUT from disk)
+            stamps = [float(x) for x in hops.read_text().split()]
+            result["hops_s"] = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
         check = check_copy(expected, listing(self.dst, scenario.bucket, prefix + "/"))
         result["check"] = check
-        if not check["ok"]:
+        if not check["ok"] and not result["timed_out"]:  # a killed run is incomplete by design
             check["diagnosis"] = self.diagnose(scenario, prefix, expected, check["examples"], run_dir)
         result["stdout_tail"] = (run_dir / "stdout.txt").read_text(errors="replace")[-1500:]
         stderr = (run_dir / "stderr.txt").read_text(errors="replace")
@@ -434,7 +612,8 @@ class Bench:
         result.update(objects_per_s=scenario.objects / wall, mb_per_s=scenario.total_bytes / wall / 1e6,
                       cpu_ms_per_object=1000 * cpu / scenario.objects, cpu_s_per_gb=cpu / gb,
                       tagged_cpu_ms_per_object=1000 * own / scenario.objects, tagged_cpu_s_per_gb=own / gb)
-        shutil.rmtree(Path(self.dst.root) / scenario.bucket / prefix, ignore_errors=True)  # keep disk use flat
+        if not keep:
+            shutil.rmtree(Path(self.dst.root) / scenario.bucket / prefix, ignore_errors=True)  # keep disk use flat
         shutil.rmtree(run_dir, ignore_errors=True)
         self.runs.append(result)
         return result
@@ -572,7 +751,7 @@ def markdown(result: dict) -> str:
                   f"{fmt(ov['median_report_duration_s'], '.1f')} s, client CPU {fmt(ov['median_cpu_s'], '.1f')} s, "
                   f"peak PSS {fmt(ov['median_peak_pss_mb'], ',.0f')} MB (median of {len(ov['runs'])} runs): "
                   "process start + Ray start-up + shutdown, no objects.", ""]
-    lines += ["Per-run locations (not tuning): " + "; ".join(f"{k}: {v}" for k, v in PER_RUN_NOTE.items()) + ".",
+    lines += ["Per-run locations (not tuning): " + "; ".join(f"{t['name']}: {t.get('per_run_locations') or PER_RUN_NOTE.get(t['name'], '')}" for t in result["tools"]) + ".",
               "Client CPU = machine busy time from /proc/stat over the run (until the client's last process is "
               "gone) minus the two servers' CPU (/proc/<pid>/stat) minus the benchmark process; it therefore "
               "also contains whatever else ran on the machine. '(own)' sums only the client's own processes "
@@ -695,7 +874,8 @@ def main() -> int:
     parser.add_argument("--prefixes", type=int, default=250, help="prefixes the small objects spread over (default 250)")
     parser.add_argument("--scenarios", default="small,large", help="comma-separated subset of small,large")
     parser.add_argument("--tools", default=",".join(t.name for t in TOOLS),
-                        help="comma-separated subset of " + ",".join(t.name for t in TOOLS))
+                        help=f"comma-separated subset of {','.join(t.name for t in ALL_TOOLS)} "
+                             f"(default {','.join(t.name for t in TOOLS)})")
     parser.add_argument("--overhead-runs", type=int, default=3, help="dth-ray runs over an empty bucket (default 3; 0: off)")
     parser.add_argument("--workdir", help="where the servers keep their data (default: a new temp dir)")
     parser.add_argument("--ref", default="HEAD",
@@ -718,7 +898,7 @@ def main() -> int:
     scenarios = {"small": Scenario("small", small, 64 * KiB, prefixes=args.prefixes),
                  "large": Scenario("large", large, 128 * MiB)}
     chosen = [scenarios[name] for name in args.scenarios.split(",")]
-    tools = [t for t in TOOLS if t.name in args.tools.split(",")]
+    tools = [t for t in ALL_TOOLS if t.name in args.tools.split(",")]
 
     started = dt.datetime.now()
     work = Path(tempfile.mkdtemp(prefix="dth-bench-", dir=args.workdir))
@@ -726,13 +906,13 @@ def main() -> int:
     result: dict = {"date": started.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv[1:], "quick": args.quick,
                     "runs_per_tool": runs, "machine": machine_info(), "dth_ray_code": code,
                     "tools": [{"name": t.name, "flags": t.flags, "flags_text": flag_text(t),
-                               "per_run_locations": PER_RUN_NOTE[t.name]} for t in tools],
+                               "per_run_locations": per_run_note(t)} for t in tools],
                     "scenarios": {}}
     print(f"bench_core: work dir {work}; {runs} runs per tool; scenarios "
           + ", ".join(f"{s.name}={s.objects:,}×{s.object_size / MiB:g}MiB" for s in chosen), flush=True)
     print(f"  dth-ray code: {describe_code(code)}")
     for tool in tools:
-        print(f"  {tool.name}: flags {flag_text(tool)}; per-run locations (not tuning): {PER_RUN_NOTE[tool.name]}")
+        print(f"  {tool.name}: flags {flag_text(tool)}; per-run locations (not tuning): {per_run_note(tool)}")
     keys = {role: ("BENCH" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)) for role in ("src", "dst")}
     src = RcloneS3(*keys["src"], root=str(work / "src")).start()
     dst = RcloneS3(*keys["dst"], root=str(work / "dst")).start()

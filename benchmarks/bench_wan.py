@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,7 +79,9 @@ class Payload:
         self.total_bytes = sum(self.sizes.values())
 
     def describe(self) -> str:
-        return f"{self.large} × {self.large_mib} MiB + {self.small:,} × {self.small_kib} KiB ({self.total_bytes / 1e6:,.0f} MB)"
+        parts = ([f"{self.large} × {self.large_mib} MiB"] if self.large else []) + (
+            [f"{self.small:,} × {self.small_kib} KiB"] if self.small else [])
+        return f"{' + '.join(parts)} ({self.total_bytes / 1e6:,.0f} MB)"
 
     def write(self, root: Path) -> dict[str, tuple[int, str]]:
         expected = {}
@@ -89,6 +92,45 @@ class Payload:
             path.write_bytes(data)
             expected[key] = (size, hashlib.md5(data).hexdigest())  # noqa: S324 - S3 ETag
         return expected
+
+
+def link_rx_bytes() -> int:
+    """Bytes this host has received over the emulated link (its veth's counter)."""
+    return int(Path(f"/sys/class/net/{wan.HOST_IF}/statistics/rx_bytes").read_text())
+
+
+CEILING_FLAGS = ["--numworkers", "64", "cp", "--concurrency", "16", "--part-size", "4"]
+
+
+def link_ceiling(bench: Bench, payload: Payload, link: wan.Wan) -> dict:
+    """What the emulated link itself carries: the whole payload pulled across it under BBR (the congestion
+    control that loss does not throttle) by s5cmd with many parallel ranged GETs, into a local directory.
+    The target for dth-ray is 3× rclone-default "or the emulator's ceiling, whichever is lower"."""
+    cc = link.cc
+    link.set_cc("bbr")
+    stage = Path(tempfile.mkdtemp(prefix="wan-ceiling-", dir=bench.work))
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=bench.src.access_key_id,
+               AWS_SECRET_ACCESS_KEY=bench.src.secret_access_key, AWS_REGION="us-east-1")
+    cmd = [str(bench_core.BIN / "s5cmd"), "--endpoint-url", bench.src.endpoint, *CEILING_FLAGS,
+           f"s3://{payload.bucket}/*", f"{stage}/"]
+    t0 = time.monotonic()
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=bench_core.RUN_TIMEOUT_S)
+        wall = time.monotonic() - t0
+        got = sum(f.stat().st_size for f in stage.rglob("*") if f.is_file())
+        ok = done.returncode == 0 and got == payload.total_bytes
+    except subprocess.TimeoutExpired:
+        wall, ok = time.monotonic() - t0, False
+        got = sum(f.stat().st_size for f in stage.rglob("*") if f.is_file())
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        link.set_cc(cc)
+    row = {"rtt_ms": link.rtt_ms, "loss": link.loss, "cc": "bbr", "tool": "s5cmd",
+           "flags": " ".join(CEILING_FLAGS), "wall_s": round(wall, 2), "bytes": got, "complete": ok,
+           "mb_per_s": round(got / wall / 1e6, 2) if wall > 0 else 0.0}
+    print(f"   link ceiling (s5cmd {' '.join(CEILING_FLAGS)}, bbr): {row['mb_per_s']:.2f} MB/s "
+          f"({got / 1e6:,.0f} MB in {wall:.1f}s{'' if ok else ', INCOMPLETE'})", flush=True)
+    return row
 
 
 def run_condition(bench: Bench, payload: Payload, expected: dict, link: wan.Wan, ccs: list[str], runs: int,
@@ -104,7 +146,14 @@ def run_condition(bench: Bench, payload: Payload, expected: dict, link: wan.Wan,
             # disk could still look present to the next run. Rounds are numbered across all conditions.
             serial = len({x["round"] for x in out}) + 1
             for tool in tools:
+                rx_before = link_rx_bytes()
                 r = bench.run(tool, payload, serial, expected)
+                r["link_rx_bytes"] = link_rx_bytes() - rx_before
+                if r["timed_out"]:
+                    # Killed at the deadline: objects finished undercount what crossed the link (uploads in
+                    # flight), so its rate is what the link carried to this host during the run.
+                    r["mb_per_s_finished"] = r["mb_per_s"]
+                    r["mb_per_s"] = r["link_rx_bytes"] / max(r["wall_s"], 1e-9) / 1e6
                 bench.runs.remove(r)  # kept in `out` with the link's settings instead
                 r.update(rtt_ms=link.rtt_ms, loss=link.loss, cc=cc, measured_rtt_ms=rtt, round_in_condition=round_no)
                 status = "ok" if r["valid"] else ("TIMEOUT" if r["timed_out"] else f"INVALID exit {r['exit_code']}")
@@ -115,9 +164,10 @@ def run_condition(bench: Bench, payload: Payload, expected: dict, link: wan.Wan,
                 out.append(r)
 
 
-def summarize(runs: list[dict], tools: list[str]) -> list[dict]:
-    """Per condition and tool: median wall and MB/s over valid runs; dth-ray's ratio to each rclone variant
-    as the median of per-round MB/s ratios (timed-out runs count with their lower-bound rate)."""
+def summarize(runs: list[dict], tools: list[str], ceilings: list[dict] = ()) -> list[dict]:
+    """Per condition and tool: median wall and MB/s over valid runs, and the share of the link's ceiling
+    (`ceilings`, from link_ceiling); dth-ray's ratio to each rclone variant as the median of per-round MB/s
+    ratios (timed-out runs count with their lower-bound rate)."""
     rows = []
     conditions = sorted({(r["rtt_ms"], r["loss"], r["cc"]) for r in runs}, key=lambda c: (c[0], c[1], c[2]))
     for cond in conditions:
@@ -131,18 +181,23 @@ def summarize(runs: list[dict], tools: list[str]) -> list[dict]:
                    "wall_s": statistics.median(r["wall_s"] for r in valid) if valid else None,
                    "mb_per_s": statistics.median(r["mb_per_s"] for r in valid) if valid else None,
                    "ratio": None}
-            if not valid and mine:  # all timed out: a lower bound on wall, an upper bound on MB/s
+            ceiling = next((c["mb_per_s"] for c in ceilings
+                            if (c["rtt_ms"], c["loss"]) == cond[:2] and c.get("mb_per_s")), None)
+            row["ceiling_mb_per_s"] = ceiling
+            row["of_ceiling"] = row["mb_per_s"] / ceiling if ceiling and row["mb_per_s"] else None
+            if not valid and mine:  # all timed out: a lower bound on wall; MB/s as the link carried it
                 row["wall_s_at_least"] = statistics.median(r["wall_s"] for r in mine)
-                row["mb_per_s_at_most"] = statistics.median(r["mb_per_s"] for r in mine)
+                row["mb_per_s_timed_out"] = statistics.median(r["mb_per_s"] for r in mine)
                 row["mb_done"] = statistics.median(r["check"]["bytes"] / 1e6 for r in mine)  # at the deadline
             if tool != "dth-ray":
                 pairs = []
                 for r in mine:
                     d = next((x for x in these if x["tool"] == "dth-ray" and x["round"] == r["round"]), None)
-                    if d and d["exit_code"] == 0 and d["check"]["ok"] and (r["valid"] or r["timed_out"]):
+                    if (d and d["exit_code"] == 0 and d["check"]["ok"] and (r["valid"] or r["timed_out"])
+                            and r["mb_per_s"] > 0):
                         pairs.append(d["mb_per_s"] / r["mb_per_s"])
                 row["ratio"] = statistics.median(pairs) if pairs else None
-                row["ratio_is_lower_bound"] = any(r["timed_out"] for r in mine)
+                row["ratio_vs_timed_out"] = any(r["timed_out"] for r in mine)
             rows.append(row)
     return rows
 
@@ -155,24 +210,31 @@ def markdown(result: dict) -> str:
              f"{m['kernel']}, rclone {m['versions'].get('rclone')}, ray {m['versions'].get('ray')}; load average "
              f"{m['loadavg_start']} at start, {result.get('loadavg_end')} at end. dth-ray code: "
              f"{result['dth_ray_code']['commit'][:10]} ({result['dth_ray_code']['source']}).", "",
-             "| RTT ms (measured) | loss | cc | tool | flags | valid | wall s | MB/s | ratio dth-ray / tool (MB/s, paired) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| RTT ms (measured) | loss | cc | tool | flags | valid | wall s | MB/s | of link ceiling | ratio dth-ray / tool (MB/s, paired) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     flags = {t["name"]: t["flags_text"] for t in result["tools"]}
     for row in result["summary"]:
         wall = f"{row['wall_s']:.1f}" if row["wall_s"] is not None else (
             f"> {row['wall_s_at_least']:.0f} (timeout)" if row.get("wall_s_at_least") else "–")
         rate = f"{row['mb_per_s']:.2f}" if row["mb_per_s"] is not None else (
-            f"< {row['mb_per_s_at_most']:.2f} ({row.get('mb_done', 0):.0f} MB done)"
-            if row.get("mb_per_s_at_most") is not None else "–")
+            f"≈ {row['mb_per_s_timed_out']:.2f} (timed out: link bytes / wall; {row.get('mb_done', 0):.0f} MB "
+            f"of objects finished)" if row.get("mb_per_s_timed_out") is not None else "–")
         ratio = "–" if row["ratio"] is None else (
-            f"{'≥ ' if row.get('ratio_is_lower_bound') else ''}{row['ratio']:.2f}×")
+            f"{'≈ ' if row.get('ratio_vs_timed_out') else ''}{row['ratio']:.2f}×")
+        share = f"{row['of_ceiling']:.0%}" if row.get("of_ceiling") is not None else "–"
         lines.append(f"| {row['rtt_ms']:g} ({row['measured_rtt_ms']}) | {row['loss']:.0%} | {row['cc']} | "
-                     f"{row['tool']} | {flags[row['tool']]} | {row['valid']} | {wall} | {rate} | {ratio} |")
-    lines += ["", "Emulation: " + result["emulation"], ""]
+                     f"{row['tool']} | {flags[row['tool']]} | {row['valid']} | {wall} | {rate} | {share} | {ratio} |")
+    for c in result.get("ceilings", []):
+        lines.append(f"\nLink ceiling at {c['rtt_ms']:g} ms, {c['loss']:.0%} loss: {c['mb_per_s']:.2f} MB/s — the whole "
+                     f"payload pulled across the link by s5cmd `{c['flags']}` under bbr ({c['wall_s']:.1f} s"
+                     f"{'' if c['complete'] else ', incomplete'}); 'of ceiling' in the table is a tool's MB/s over it.")
+    lines += ["", "A run killed at the per-run timeout is rated by the bytes the emulated link delivered to this host "
+              "during it (its finished objects undercount uploads still in flight); ratios against it are marked ≈.",
+              "", "Emulation: " + result["emulation"], ""]
     return "\n".join(lines)
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rtt", default="50,150", help="comma-separated RTTs in ms (default 50,150)")
     parser.add_argument("--loss", default="0,0.01", help="comma-separated loss probabilities (default 0,0.01)")
@@ -187,10 +249,14 @@ def main() -> int:
     parser.add_argument("--ref", default="HEAD", help="dth-ray code: a git ref (default HEAD) or 'worktree'")
     parser.add_argument("--results", default=str(RESULTS), help="where wan-<date>.json goes")
     parser.add_argument("--render", metavar="JSON", help="only re-summarize and re-render a results file")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if args.render:
         result = json.loads(Path(args.render).read_text())
-        result["summary"] = summarize(result["runs"], [t["name"] for t in result["tools"]])
+        result["summary"] = summarize(result["runs"], [t["name"] for t in result["tools"]], result.get("ceilings", []))
         Path(args.render).write_text(json.dumps(result, indent=1, default=str) + "\n")
         table = markdown(result)
         (Path(args.results) / "wan-latest.md").write_text(table)
@@ -201,11 +267,21 @@ def main() -> int:
     if problems:
         print("bench_wan cannot run here: " + "; ".join(problems), file=sys.stderr)
         return 2
+    result = run(args)
+    return 0 if all(r["valid"] for r in result["runs"]) else 1
+
+
+def run(args: argparse.Namespace, work_parent: str | None = None, write: bool = True,
+        frozen: tuple[Path, dict] | None = None) -> dict:
+    """Measure every condition in `args` (see build_parser) and return the result (also written to
+    results/wan-<date>.json and wan-latest.md unless `write` is false). The caller checks wan.preflight().
+    `frozen`: an already frozen copy of the code (its directory and freeze_code's description) to reuse."""
+    saved_timeout = bench_core.RUN_TIMEOUT_S
     bench_core.RUN_TIMEOUT_S = args.timeout
     # dth-ray refuses plain http to a non-loopback endpoint unless told: the only non-default setting, and a
     # matter of the testbed's scheme, not tuning. It is printed beside dth-ray's numbers like any flag.
     wan_tools = [Tool("dth-ray", ["source.insecure_http=true"], "plain-http source across the link; not tuning")
-                 if t.name == "dth-ray" else t for t in TOOLS]
+                 if t.name == "dth-ray" else t for t in bench_core.ALL_TOOLS]
     tools = [t for t in wan_tools if t.name in args.tools.split(",")]
     payload = Payload(args.large, args.large_mib, args.small)
     rtts = [float(x) for x in args.rtt.split(",")]
@@ -215,12 +291,15 @@ def main() -> int:
     def on_signal(signum, _frame):
         raise SystemExit(128 + signum)  # unwinds through the finally blocks below: link and servers go
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
 
     started = dt.datetime.now(dt.timezone.utc)
-    work = Path(tempfile.mkdtemp(prefix="dth-benchwan-"))
-    code = freeze_code(work / "code", args.ref)
+    work = Path(tempfile.mkdtemp(prefix="dth-benchwan-", dir=work_parent))
+    if frozen:
+        shutil.copytree(frozen[0], work / "code")
+        code = frozen[1]
+    else:
+        code = freeze_code(work / "code", args.ref)
     result = {"date": started.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv[1:], "payload": payload.describe(),
               "runs_per_condition": args.runs, "timeout_s": args.timeout, "machine": machine_info(),
               "dth_ray_code": code,
@@ -230,7 +309,7 @@ def main() -> int:
                             "daemon holding each packet RTT/2 per direction; loss = iptables statistic random DROP "
                             "per direction in the middle namespace's FORWARD chain; congestion control = "
                             "`ip route ... congctl` on both ends' routes; offloads off on every veth"),
-              "runs": []}
+              "runs": [], "ceilings": []}
     print(f"bench_wan: payload {payload.describe()}; RTT {rtts} ms, loss {losses}, cc {ccs}; {args.runs} round(s); "
           f"tools {[t.name for t in tools]}; timeout {args.timeout:g} s; work dir {work}", flush=True)
     keys = {role: ("BENCH" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)) for role in ("src", "dst")}
@@ -248,6 +327,7 @@ def main() -> int:
                         conf = work / "rclone.conf"
                         rclone_config(conf, src, dst)
                         bench = Bench(work, src, dst, conf, work / "code")
+                        result["ceilings"].append(link_ceiling(bench, payload, link))
                         run_condition(bench, payload, expected, link, ccs, args.runs, tools, result["runs"])
                     finally:
                         src.stop(remove_root=False)
@@ -256,18 +336,22 @@ def main() -> int:
             dst.stop(remove_root=False)
         wan.down()
         shutil.rmtree(work, ignore_errors=True)
+        bench_core.RUN_TIMEOUT_S = saved_timeout
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         result["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         result["elapsed_s"] = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
-        result["summary"] = summarize(result["runs"], [t.name for t in tools])
-        results = Path(args.results)
-        results.mkdir(parents=True, exist_ok=True)
-        json_path = results / f"wan-{started.strftime('%Y-%m-%d-%H%M')}.json"
-        json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-        table = markdown(result)
-        (results / "wan-latest.md").write_text(table)
-        print("\n" + table)
-        print(f"wrote {json_path} ({result['elapsed_s'] / 60:.1f} min)")
-    return 0 if all(r["valid"] for r in result["runs"]) else 1
+        result["summary"] = summarize(result["runs"], [t.name for t in tools], result["ceilings"])
+        if write:
+            results = Path(args.results)
+            results.mkdir(parents=True, exist_ok=True)
+            json_path = results / f"wan-{started.strftime('%Y-%m-%d-%H%M')}.json"
+            json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+            table = markdown(result)
+            (results / "wan-latest.md").write_text(table)
+            print("\n" + table)
+            print(f"wrote {json_path} ({result['elapsed_s'] / 60:.1f} min)")
+    return result
 
 
 if __name__ == "__main__":

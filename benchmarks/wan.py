@@ -23,6 +23,8 @@ NetfilterQueue in the venv. CLI:
     python benchmarks/wan.py up --rtt-ms 50 --loss 0.01 --cc bbr      # leaves the link up (for manual tests)
     python benchmarks/wan.py down                                     # removes everything this module creates
     python benchmarks/wan.py probe --rtt-ms 50 --loss 0.01 --cc bbr,cubic --mib 64   # one GET per cc, then down
+    python benchmarks/wan.py preflight                                # what is missing here, if anything
+    python benchmarks/wan.py deps                                     # install it (root; apt-get, pip)
 """
 
 from __future__ import annotations
@@ -75,6 +77,33 @@ def preflight() -> list[str]:
     problems += [f"congestion control {cc} unavailable (modprobe tcp_{cc} failed)"
                  for cc in ("bbr", "cubic") if cc not in available]
     return problems
+
+
+def deps() -> int:
+    """Install what the emulation needs if it is missing (`make bench` runs this; root on Debian): the apt
+    packages iptables, ethtool, iproute2, libnetfilter-queue-dev and build-essential (to build
+    NetfilterQueue), then PyPI NetfilterQueue into this interpreter's environment. Returns 0 when
+    preflight() passes afterwards."""
+    problems = preflight()
+    if not problems:
+        print("wan deps: all present")
+        return 0
+    if os.geteuid() != 0:
+        print("wan deps: not root, cannot install: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    tools_missing = any("not found" in p for p in problems)
+    nfq_missing = any("NetfilterQueue" in p for p in problems)
+    if tools_missing or nfq_missing:
+        packages = ["iptables", "ethtool", "iproute2", "libnetfilter-queue-dev", "build-essential"]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        if subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env)
+            subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env)
+    if nfq_missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "NetfilterQueue"])
+    problems = preflight()
+    print("wan deps: " + ("ready" if not problems else "still missing: " + "; ".join(problems)))
+    return 0 if not problems else 1
 
 
 # ---------------------------------------------------------------- the delay daemon
@@ -304,7 +333,15 @@ def main() -> int:
         if name == "probe":
             p.add_argument("--mib", type=int, default=64)
     sub.add_parser("down")
+    sub.add_parser("preflight", help="say what the emulation lacks here (exit 1 if anything)")
+    sub.add_parser("deps", help="install what it lacks (root, Debian: apt-get and pip)")
     args = parser.parse_args()
+    if args.cmd == "preflight":
+        problems = preflight()
+        print("ready" if not problems else "missing: " + "; ".join(problems))
+        return 1 if problems else 0
+    if args.cmd == "deps":
+        return deps()
     if args.cmd == "delayd":
         delayd(args.queue, args.delay_ms)
     elif args.cmd == "down":
