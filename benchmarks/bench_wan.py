@@ -193,11 +193,13 @@ def summarize(runs: list[dict], tools: list[str], ceilings: list[dict] = ()) -> 
                 pairs = []
                 for r in mine:
                     d = next((x for x in these if x["tool"] == "dth-ray" and x["round"] == r["round"]), None)
-                    if (d and d["exit_code"] == 0 and d["check"]["ok"] and (r["valid"] or r["timed_out"])
+                    # Both rated alike: a finished run by its payload, a timed-out one by its link bytes.
+                    if (d and (d["valid"] or d["timed_out"]) and (r["valid"] or r["timed_out"])
                             and r["mb_per_s"] > 0):
                         pairs.append(d["mb_per_s"] / r["mb_per_s"])
                 row["ratio"] = statistics.median(pairs) if pairs else None
-                row["ratio_vs_timed_out"] = any(r["timed_out"] for r in mine)
+                row["ratio_vs_timed_out"] = any(r["timed_out"] for r in mine) or any(
+                    x["timed_out"] for x in these if x["tool"] == "dth-ray")
             rows.append(row)
     return rows
 

@@ -77,14 +77,14 @@ PROFILES = {
         "wan_tools": "dth-ray,rclone-tuned,rclone-default",
     },
     "quick": {
-        "small": 5000, "large": 4, "runs": 2, "overhead_runs": 0,
+        "small": 4000, "large": 4, "runs": 2, "overhead_runs": 0,
         "scenarios": "small,large",
         "tools": "dth-ray,rclone-tuned,rclone-default,s5cmd",
         "incremental_tools": "dth-ray,rclone-tuned,rclone-default,s5cmd",
         "mixed": "400,10,1",
         "scaling": "2x64", "scaling_scenarios": "small", "scaling_runs": 1, "background_s": 0.3,
         "wan_rtt": "150", "wan_loss": "0.01", "wan_cc": "bbr,cubic", "wan_runs": 1,
-        "wan_payload": "1x64,300", "wan_timeout": 30.0,
+        "wan_payload": "1x64,300", "wan_timeout": 40.0,
         "wan_tools": "dth-ray,rclone-default",
     },
 }
@@ -93,7 +93,7 @@ PROFILES = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the reduced suite (make bench QUICK=1)")
-    parser.add_argument("--small", type=int, help="64 KiB objects in the small scenario (full 20,000; quick 5,000)")
+    parser.add_argument("--small", type=int, help="64 KiB objects in the small scenario (full 20,000; quick 4,000)")
     parser.add_argument("--large", type=int, help="128 MiB objects in the large scenario (full 8; quick 4)")
     parser.add_argument("--mixed", help="mixed scenario as SMALL,MEDIUM,LARGE object counts (full 4000,100,3)")
     parser.add_argument("--runs", type=int, help="rounds per scenario, i.e. runs per tool (full 3; quick 2)")
@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wan-runs", type=int, help="rounds per WAN condition (full 3; quick 1)")
     parser.add_argument("--wan-payload", help="LARGExMIB,SMALL: large objects of MIB MiB plus SMALL 64 KiB "
                                               "objects (full 2x128,2000; quick 1x64,300)")
-    parser.add_argument("--wan-timeout", type=float, help="per-run WAN timeout in s (full 300; quick 30)")
+    parser.add_argument("--wan-timeout", type=float, help="per-run WAN timeout in s (full 300; quick 40)")
     parser.add_argument("--wan-tools", help="tools across the WAN (dth-ray,rclone-tuned,rclone-default)")
     parser.add_argument("--ref", default="HEAD", help="dth-ray code: a git ref (default HEAD) or 'worktree'")
     parser.add_argument("--workdir", help="parent of the temporary work directory")

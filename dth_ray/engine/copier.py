@@ -116,7 +116,7 @@ class Limits:
         return errors
 
 
-_MAX_GETS_PER_PART = 8
+_MAX_GETS_PER_PART = 16
 _OFFLOAD_BYTES = 1 << 20  # hash larger buffers in a thread: hashlib releases the GIL, the loop keeps moving
 
 

@@ -29,7 +29,7 @@ def test_slow_lossy_streams_split_parts_down_to_the_floor():
     for _ in range(20):
         sizer.observe(1 * MiB, 8.0)  # ~0.13 MB/s per stream: CUBIC at 150 ms RTT with 1% loss
     assert sizer.piece_bytes() == 1 * MiB
-    assert len(split_range(ByteRange(0, 16 * MiB), sizer.piece_bytes(), 8)) == 8
+    assert len(split_range(ByteRange(0, 16 * MiB), sizer.piece_bytes(), 16)) == 16
 
 
 def test_rate_is_a_moving_average_and_short_reads_do_not_count():
