@@ -3,7 +3,9 @@
 Across a long, lossy link one TCP stream is slow (CUBIC at 150 ms RTT and 1% loss: ~0.1 MB/s), so a part is
 best read as many small ranges in parallel; on a fast path a stream moves hundreds of MB/s and splitting a part
 only adds requests. The sizer learns the per-stream rate from finished GETs (a moving average) and sizes the
-next ranges from it, between a floor and the part itself.
+next ranges from it, between a floor and the part itself. Until a read has finished it assumes the slow case:
+the first parts of a run start together, and a far source would otherwise be read a few streams at a time for
+the whole of a large object, while on a fast path the extra requests of that first wave cost little.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ MiB = 1024 * 1024
 
 
 class ReadSizer:
-    """Piece size for ranged GETs: `fixed_bytes` when set, else learned (start at `initial_bytes`)."""
+    """Piece size for ranged GETs: `fixed_bytes` when set, else learned (starting at `initial_bytes`)."""
 
-    def __init__(self, fixed_bytes: int = 0, initial_bytes: int = 4 * MiB, min_bytes: int = 1 * MiB,
+    def __init__(self, fixed_bytes: int = 0, initial_bytes: int = 1 * MiB, min_bytes: int = 1 * MiB,
                  target_s: float = 1.0, weight: float = 0.2):
         self._fixed = fixed_bytes
         self._initial = initial_bytes

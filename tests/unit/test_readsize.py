@@ -13,6 +13,7 @@ def test_fixed_size_ignores_observations():
 
 def test_starts_at_the_initial_size_until_a_read_finishes():
     assert ReadSizer(initial_bytes=4 * MiB).piece_bytes() == 4 * MiB
+    assert ReadSizer().piece_bytes() == 1 * MiB, "by default the first wave assumes a slow, far source"
 
 
 def test_fast_streams_stop_splitting_a_part():
