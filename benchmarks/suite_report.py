@@ -249,9 +249,10 @@ def scaling_points(result: dict, name: str) -> list[dict]:
     points = []
     main = result["scenarios"].get(name)
     if main:
-        cpus = result["machine"]["nproc"]
-        points.append({"actors": max(2, cpus), "concurrency": 64, "tool": "dth-ray",
-                       "label": f"default (actors=0 → {max(2, cpus)} here, concurrency 64)",
+        # transfer.actors=0 on the embedded Ray: one per CPU minus one, the driver lane being a worker too
+        actors = max(1, result["machine"]["nproc"] - 1)
+        points.append({"actors": actors, "concurrency": 64, "tool": "dth-ray",
+                       "label": f"default (actors=0 → {actors} here, plus the driver lane; concurrency 64)",
                        "runs": [r for r in main["runs"] if r["tool"] == "dth-ray"]})
     sc = result.get("scaling", {}).get(name)
     if sc:
