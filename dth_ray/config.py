@@ -85,6 +85,7 @@ class TransferConfig:
     server_side_copy: bool = True
     spread_threshold: str = "1GiB"
     get_range_size: str = "auto"
+    copy_cutoff: str = "5GiB"
 
 
 @dataclass
@@ -382,6 +383,9 @@ def validate(cfg: SyncConfig) -> None:
         raise ConfigError(f"transfer.buffer_size={t.buffer_size!r} must be at least 16MiB")
     parse_size(t.max_bandwidth, "transfer.max_bandwidth")
     parse_size(t.spread_threshold, "transfer.spread_threshold")
+    copy_cutoff = parse_size(t.copy_cutoff, "transfer.copy_cutoff")
+    if not 5 * 1024**2 <= copy_cutoff <= 5 * 1024**3:
+        raise ConfigError(f"transfer.copy_cutoff={t.copy_cutoff!r} must be between 5MiB and 5GiB")
     if t.get_range_size != "auto" and parse_size(t.get_range_size, "transfer.get_range_size") < 1024 * 1024:
         raise ConfigError(f"transfer.get_range_size={t.get_range_size!r} must be auto or at least 1MiB")
     for name in ("parts_in_flight", "concurrency", "max_attempts"):

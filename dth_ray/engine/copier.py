@@ -44,6 +44,7 @@ class CopySettings:
     server_side_bucket: str = ""  # set when source and destination are one S3 service: CopyObject is used
     spread_threshold_bytes: int = 0  # objects this large share their parts with peer actors (0: never)
     get_range_bytes: int = 0  # a part is read as concurrent ranged GETs of this size (0: sized by ReadSizer)
+    copy_cutoff_bytes: int = 5 * 1024**3  # server-side: CopyObject up to this size, UploadPartCopy above it
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class Limits:
 
 
 _MAX_GETS_PER_PART = 16
+_EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 _OFFLOAD_BYTES = 1 << 20  # hash larger buffers in a thread: hashlib releases the GIL, the loop keeps moving
 
 
@@ -199,6 +201,7 @@ class Copier:
         self.retries = 0
         self.parts_in_flight = 0  # multipart parts being read or sent now (a metrics gauge)
         self._server_side = bool(settings.server_side_bucket) and hasattr(dst, "copy_object")
+        self._server_side_parts = self._server_side and hasattr(dst, "upload_part_copy")
         self._reads = ReadSizer(settings.get_range_bytes)
 
     @contextlib.asynccontextmanager
@@ -223,10 +226,14 @@ class Copier:
         attempts = self._settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                if self._server_side and meta.size <= self._dst_features.max_single_put_bytes:
+                outcome = None
+                cutoff = min(self._settings.copy_cutoff_bytes, self._dst_features.max_single_put_bytes)
+                if self._server_side and meta.size <= cutoff:
                     outcome = await self._copy_server_side(meta, dst_key)
-                    if outcome is not None:
-                        return outcome
+                elif self._server_side_parts and meta.size > cutoff:
+                    outcome = await self._copy_server_side_parts(meta, dst_key)
+                if outcome is not None:
+                    return outcome
                 plan = self.part_plan(meta.size)
                 if plan is None:
                     return await self._copy_single(meta, dst_key)
@@ -259,6 +266,54 @@ class Copier:
         if verified and self._dst_features.single_put_etag_is_md5 and result.etag and result.etag != meta.etag:
             raise IntegrityError("server-side copy ETag does not match the source ETag")
         return CopyOutcome(src=meta, dst_key=dst_key, dst_etag=result.etag, part_size_bytes=0,
+                           verified_source=verified, server_side=True)
+
+    async def _copy_server_side_parts(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome | None:
+        """A multipart upload whose parts are UploadPartCopy ranges of the source (CopyObject stops at 5 GiB):
+        no bytes through us. Returns None when the service refuses it or stores something else (rclone serve
+        s3 accepts UploadPartCopy and keeps empty parts); the caller then moves the bytes itself."""
+        plan = plan_parts(meta.size, self._dst_features, self._settings.part_size_bytes)
+        source = await self._limits.call(lambda: self._src.head(meta.key))  # headers to carry over
+        if source.meta.etag and meta.etag and source.meta.etag != meta.etag:
+            raise PreconditionFailed("source changed since listing")
+        state = UploadState(dst_key, "", meta.etag, meta.size, plan.part_size_bytes)
+        if self._journal is not None:
+            await self._journal.upload_opened(state)  # intent first, as for any upload (see _copy_multipart)
+        upload_id = await self._limits.call(lambda: self._dst.create_multipart(dst_key, source.headers))
+        if self._journal is not None:
+            await self._journal.upload_opened(replace(state, upload_id=upload_id))
+        gate = asyncio.Semaphore(self._settings.parts_in_flight)
+        bucket = self._settings.server_side_bucket
+
+        async def one(number: int, byte_range: ByteRange) -> PartInfo:
+            async with gate:
+                etag = await self._limits.call(lambda: self._dst.upload_part_copy(
+                    bucket, meta.key, dst_key, upload_id, number, byte_range, if_match=meta.etag))
+            return PartInfo(number, etag, byte_range.length)
+
+        try:
+            parts = list(await asyncio.gather(*(one(n, r) for n, r in plan.ranges())))
+            if any(not p.etag or (p.etag == _EMPTY_MD5 and p.size) for p in parts):
+                self._server_side_parts = False  # empty parts stored, or no part ETag: never complete those
+                await self._abort(dst_key, upload_id)
+                return None
+            result = await self._limits.call(lambda: self._dst.complete_multipart(dst_key, upload_id, parts))
+        except PermissionDenied:
+            self._server_side_parts = False
+            await self._abort(dst_key, upload_id)
+            return None
+        except BaseException:
+            await self._abort(dst_key, upload_id)  # nothing of ours is in the parts: a retry starts afresh
+            raise
+        if self._journal is not None:
+            await self._journal.upload_closed(dst_key, upload_id)
+        landed = await self._limits.call(lambda: self._dst.head(dst_key))
+        if landed.meta.size != meta.size:
+            self._server_side_parts = False  # the next attempt moves the bytes itself and replaces this
+            raise IntegrityError(f"server-side multipart copy left {landed.meta.size} bytes of {meta.size}")
+        # The same part layout on both sides gives the same multipart ETag: equal content, part by part.
+        verified = bool(result.etag) and result.etag == meta.etag and "-" in meta.etag
+        return CopyOutcome(src=meta, dst_key=dst_key, dst_etag=result.etag, part_size_bytes=plan.part_size_bytes,
                            verified_source=verified, server_side=True)
 
     async def _copy_single(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:

@@ -106,6 +106,7 @@ def _begin(cfg: SyncConfig, manifest: Manifest, state: RunState) -> tuple[int, d
 
 
 _owned_ray = False  # this process started the embedded cluster (stop_ray ends only that one)
+_parked: list = []  # handles of finished runs' actors on that cluster: they end with it, not one by one
 
 
 def start_ray(cfg: SyncConfig) -> None:
@@ -149,6 +150,7 @@ def stop_ray() -> None:
     for info in (node.all_processes.get("monitor", []) if node is not None else []):
         info.process.kill()
     ray.shutdown()
+    _parked.clear()
 
 
 def actor_count(cfg: SyncConfig, lane: bool = False) -> int:
@@ -289,7 +291,12 @@ def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, f
         if lane is not None:
             lane.stop_taking()
             lane.join()
-        _close_workers(workers, never_up)
+        # Actors of the embedded cluster this run started end with it (stop_ray). Until then their handles are
+        # kept: an actor still starting, killed or dropped, makes Ray print spurious errors (a KillActor RPC
+        # failure, ray-project/ray#58544, or its constructor not finding the manifest actor).
+        _close_workers(workers, never_up, end=lane is None)
+        if lane is not None:
+            _parked.extend(workers)
         local_manifest.flush()  # the driver lane's records (a DynamoDB manifest buffers them)
     report = build_report(cfg, job, run_id, state, time.monotonic() - started)
     if deletes is not None:
@@ -311,7 +318,10 @@ def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, f
     report["manifest"] = {"type": cfg.manifest.type.value, "writes": sum(c[0] for c in counts),
                           "items_written": sum(c[1] for c in counts)}
     ray.get(manifest.close.remote())
-    ray.kill(manifest, no_restart=True)
+    if lane is None:
+        ray.kill(manifest, no_restart=True)
+    else:
+        _parked.append(manifest)
     local_manifest.close()
     ops.finished(report)
     return report
@@ -334,9 +344,9 @@ def start_manifest(cfg: SyncConfig, job: str, run_id: int, driver_node: str) -> 
     return handle, name
 
 
-def _close_workers(workers: list, never_up: set[int] = frozenset()) -> None:
-    """Flush and close every transfer actor, then end it (a long-lived `watch` must not collect them).
-    Actors in `never_up` were never given work and are ended without waiting for them to start."""
+def _close_workers(workers: list, never_up: set[int] = frozenset(), end: bool = True) -> None:
+    """Flush and close every transfer actor, then (`end`) end it: a long-lived `watch` or a shared cluster
+    must not collect them. Actors in `never_up` were never given work and are not waited for."""
     import ray
 
     for ref in [w.close.remote() for i, w in enumerate(workers) if i not in never_up]:
@@ -344,7 +354,7 @@ def _close_workers(workers: list, never_up: set[int] = frozenset()) -> None:
             ray.get(ref)
         except ray.exceptions.RayActorError:
             continue  # a dead actor has nothing left to flush
-    for worker in workers:
+    for worker in workers if end else []:
         ray.kill(worker, no_restart=True)
 
 

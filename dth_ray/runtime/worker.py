@@ -219,6 +219,7 @@ class TransferWorker(ReconcileMixin):
             server_side_bucket=cfg.source.bucket if t.server_side_copy and _same_service(cfg) else "",
             spread_threshold_bytes=parse_size(t.spread_threshold, "transfer.spread_threshold"),
             get_range_bytes=0 if t.get_range_size == "auto" else parse_size(t.get_range_size, "transfer.get_range_size"),
+            copy_cutoff_bytes=parse_size(t.copy_cutoff, "transfer.copy_cutoff"),
         )
         self._peers = _Peers()
         self._metrics = ActorMetrics(job_name(cfg))

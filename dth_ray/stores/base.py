@@ -115,6 +115,12 @@ class ServerSideCopier(Protocol):
         """Copy within the same service without moving bytes through the client."""
         ...
 
+    async def upload_part_copy(self, src_bucket: str, src_key: str, dst_key: str, upload_id: str, part_number: int,
+                               byte_range: ByteRange, if_match: str = "") -> str:
+        """One part of a multipart upload copied from a range of another object of the same service; returns
+        the part's ETag. Raises PreconditionFailed when `if_match` fails."""
+        ...
+
 
 class Store(Lister, Reader, Writer, Protocol):
     """A full backend: every capability above plus its features and lifecycle."""

@@ -466,6 +466,22 @@ class S3Store:
 
     # -- ServerSideCopier -----------------------------------------------------------------------------------
 
+    async def upload_part_copy(self, src_bucket: str, src_key: str, dst_key: str, upload_id: str, part_number: int,
+                               byte_range: ByteRange, if_match: str = "") -> str:
+        """UploadPartCopy of one range of another object of this service; returns the part's ETag."""
+        headers = {"x-amz-copy-source": f"/{src_bucket}/{uri_encode(src_key, safe='/~')}",
+                   "x-amz-copy-source-range": f"bytes={byte_range.start}-{byte_range.end - 1}"}
+        if if_match:
+            headers["x-amz-copy-source-if-match"] = f'"{if_match}"'
+        params = [("partNumber", str(part_number)), ("uploadId", upload_id)]
+        _, resp_headers, body = await self._request("PUT", dst_key, params=params, headers=headers)
+        if not body.strip():  # look-alikes may answer with no CopyPartResult at all
+            return _etag(resp_headers.get("etag", ""))
+        root = ET.fromstring(body)
+        if _local(root.tag) == "Error":  # S3 can answer 200 and put the error in the body
+            raise _map_error(400, _text(root, "Code"))
+        return _etag(_text(root, "ETag"))
+
     async def copy_object(self, src_bucket: str, src_key: str, dst_key: str, if_match: str = "") -> PutResult:
         headers = {"x-amz-copy-source": f"/{src_bucket}/{uri_encode(src_key, safe='/~')}",
                    "x-amz-metadata-directive": "COPY"}
