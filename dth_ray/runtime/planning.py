@@ -25,6 +25,7 @@ MAX_PLANNED_SHARDS = 20_000
 PLAN_OBJECTS = 10_000  # objects directly at a level whose sizes planning keeps to split it by bytes
 _SPLIT_DEPTH = 4
 _PROBE_CONCURRENCY = 32
+_DEEPER_CONCURRENCY = 8  # level listings at once: bounds what lists past the cap (each ≤ MAX_PLANNED_SHARDS)
 
 
 async def plan_shards(cfg: SyncConfig, actors: int, store=None) -> list[Shard]:
@@ -42,13 +43,21 @@ async def plan_shards(cfg: SyncConfig, actors: int, store=None) -> list[Shard]:
     try:
         shards = await list_level(store, cfg.source.prefix, 2 * actors)
         if len(shards) < 4 * actors:
-            deeper: list[Shard] = []
-            for shard in shards:
-                if shard.delimiter or len(deeper) > MAX_PLANNED_SHARDS:
-                    deeper.append(shard)
-                else:
-                    deeper.extend(await list_level(store, shard.prefix, 2 * actors))
-            shards = deeper
+            # The next level of each, listed concurrently (across a long link each listing costs round trips),
+            # until MAX_PLANNED_SHARDS are planned; later prefixes then stay whole.
+            gate = asyncio.Semaphore(_DEEPER_CONCURRENCY)
+            planned = 0
+
+            async def deeper(shard: Shard) -> list[Shard]:
+                nonlocal planned
+                async with gate:
+                    if shard.delimiter or planned > MAX_PLANNED_SHARDS:
+                        return [shard]
+                    found = await list_level(store, shard.prefix, 2 * actors)
+                planned += len(found)
+                return found
+
+            shards = [s for group in await asyncio.gather(*(deeper(s) for s in shards)) for s in group]
         if len(shards) < 4 * actors:
             shards = await split_ranges(store, shards, 4 * actors)
     finally:
