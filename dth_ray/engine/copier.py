@@ -122,7 +122,7 @@ _EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 _OFFLOAD_BYTES = 1 << 20  # hash larger buffers in a thread: hashlib releases the GIL, the loop keeps moving
 
 
-async def md5_update(md5, data: bytes) -> None:
+async def digest_update(md5, data: bytes) -> None:
     """Feed `data` to a running digest (MD5, CRC); large buffers are hashed off the event loop thread."""
     if len(data) < _OFFLOAD_BYTES:
         md5.update(data)
@@ -151,7 +151,7 @@ class _InOrderDigest:
     async def feed(self, part_number: int, data: bytes) -> None:
         async with self._cond:
             await self._cond.wait_for(lambda: self._next == part_number)
-            await md5_update(self._running, data)  # any running digest: large buffers go to a thread
+            await digest_update(self._running, data)
             self._next += 1
             self._cond.notify_all()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from dth_ray.engine.copier import Limits, md5_update
+from dth_ray.engine.copier import Limits, digest_update
 from dth_ray.model import ByteRange, ObjectMeta
 from dth_ray.stores.base import Reader
 
@@ -18,7 +18,7 @@ async def _digest(store: Reader, meta: ObjectMeta, limits: Limits) -> str:
         async with limits.budget.hold(byte_range.length):
             got = await limits.call(lambda r=byte_range: store.get(meta.key, r, if_match=meta.etag),
                                     byte_range.length)
-            await md5_update(md5, got.data)
+            await digest_update(md5, got.data)
     return md5.hexdigest()
 
 

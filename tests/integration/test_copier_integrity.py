@@ -130,24 +130,45 @@ def _splitting_copier(src, dst) -> Copier:
     return Copier(src, dst, src.features, dst.features, settings, limits)
 
 
-@pytest.mark.parametrize("size", [12 * MiB + 17, 3 * MiB + 5])
-def test_parts_read_as_parallel_ranges_arrive_whole(stores, unique_prefix, size):
-    """A multipart copy and a single PUT whose reads are split into 1 MiB ranged GETs written into one buffer:
-    every byte lands in place and the whole-object MD5 still checks the source ETag."""
+class CountRangeReads:
+    """Wraps a real source store that reads into buffers; records every ranged read's length."""
+
+    def __init__(self, store):
+        self._store, self.features, self.lengths = store, store.features, []
+
+    async def head(self, key):
+        return await self._store.head(key)
+
+    async def get(self, key, byte_range=None, if_match=""):
+        self.lengths.append(byte_range.length if byte_range else -1)
+        return await self._store.get(key, byte_range, if_match)
+
+    async def get_into(self, key, byte_range, out, if_match=""):
+        self.lengths.append(byte_range.length)
+        return await self._store.get_into(key, byte_range, out, if_match)
+
+
+@pytest.mark.parametrize(("size", "reads"), [(12 * MiB + 17, 5 + 5 + 3), (3 * MiB + 5, 4)])
+def test_parts_read_as_parallel_ranges_arrive_whole(stores, unique_prefix, size, reads):
+    """A multipart copy (5 MiB parts) and a single PUT whose reads are split into ranged GETs of about 1 MiB
+    written into one buffer: every byte lands in place and the whole-object MD5 still checks the source ETag."""
     pair, src, dst = stores
     key = unique_prefix + f"ranges-{size}.bin"
     body = os.urandom(size)
     pair.source.client().put_object(Bucket=pair.source.bucket, Key=key, Body=body)
+    counting = CountRangeReads(src)
 
     async def scenario():
         listed = (await src.list_page(key)).objects[0]
-        outcome = await _splitting_copier(src, dst).copy(listed, "rng/" + key)
+        outcome = await _splitting_copier(counting, dst).copy(listed, "rng/" + key)
         await src.aclose()
         await dst.aclose()
         return outcome
 
     outcome = asyncio.run(scenario())
 
+    assert len(counting.lengths) == reads and sum(counting.lengths) == size, counting.lengths
+    assert max(counting.lengths) - min(counting.lengths) <= 1 * MiB, "pieces of about 1 MiB, none whole"
     assert outcome.verified_source, "the bytes read were checked against the source's MD5 ETag"
     assert outcome.part_size_bytes == (5 * MiB if size >= 5 * MiB else 0)
     got = pair.destination.client().get_object(Bucket=pair.destination.bucket, Key="rng/" + key)["Body"].read()
@@ -156,11 +177,12 @@ def test_parts_read_as_parallel_ranges_arrive_whole(stores, unique_prefix, size)
 
 class OverwriteAfterFirstRangeInto:
     """Wraps a real source store that reads into buffers: right after the first ranged read lands, another
-    writer replaces the object, so the part's other ranges come from the new version."""
+    writer replaces the object, and reads started after that wait for it, so they see the new version."""
 
     def __init__(self, store, client, bucket: str, new_body: bytes):
         self._store, self._client, self._bucket, self._new = store, client, bucket, new_body
         self.fired = False
+        self._replaced = asyncio.Event()
         self.features = store.features
 
     async def head(self, key):
@@ -170,10 +192,13 @@ class OverwriteAfterFirstRangeInto:
         return await self._store.get(key, byte_range, if_match)
 
     async def get_into(self, key, byte_range, out, if_match=""):
+        if self.fired:
+            await self._replaced.wait()
         info = await self._store.get_into(key, byte_range, out, if_match)
         if not self.fired:
             self.fired = True
             await asyncio.to_thread(self._client.put_object, Bucket=self._bucket, Key=key, Body=self._new)
+            self._replaced.set()
         return info
 
 
