@@ -377,7 +377,8 @@ def _bars(ax, names: list[str], values: list, errors: list | None = None, hatche
                         textcoords="offset points")
 
 
-def plots(result: dict, outdir: Path) -> list[Path]:
+def plots(result: dict, outdir: Path, base: str = "suite") -> list[Path]:
+    """The suite's PNGs, named `<base>-<figure>.png`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -389,7 +390,7 @@ def plots(result: dict, outdir: Path) -> list[Path]:
     def save(fig, name: str) -> None:
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
-        path = outdir / name
+        path = outdir / name.replace("suite", base, 1)
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
