@@ -79,7 +79,7 @@ PROFILES = {
         "wan_tools": "dth-ray,rclone-default",
     },
     "quick": {
-        "small": 4000, "large": 4, "runs": 2, "overhead_runs": 0,
+        "small": 4000, "large": 4, "runs": 2, "overhead_runs": 1,
         "scenarios": "small,large",
         "tools": "dth-ray,rclone-tuned,rclone-default,s5cmd",
         "incremental_tools": "dth-ray,rclone-tuned,rclone-default,s5cmd",
@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tools", help="tools for small/large/mixed, subset of "
                                         + ",".join(t.name for t in ALL_TOOLS))
     parser.add_argument("--incremental-tools", help="tools for the incremental scenario")
-    parser.add_argument("--overhead-runs", type=int, help="dth-ray runs over an empty bucket (full 3; quick 0)")
+    parser.add_argument("--overhead-runs", type=int, help="dth-ray runs over an empty bucket (full 3; quick 1)")
     parser.add_argument("--scaling", help="dth-ray scaling points ACTORSxCONCURRENCY, comma-separated "
                                           "(full 1x16,1x64,2x16,4x16,4x64; 'none' to skip); the shipped default "
                                           "(actors=0, concurrency=64) is the main dth-ray runs")

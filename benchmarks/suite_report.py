@@ -151,6 +151,42 @@ def targets(result: dict) -> list[dict]:
     return out
 
 
+def budget(result: dict, name: str, sc: dict) -> str | None:
+    """What the scenario's target leaves any client on this testbed: the servers' own CPU per object (small)
+    or per MB (large), measured in the rclone runs, against the machine's cores."""
+    metric = METRIC[name]
+    refs = [r for t in RCLONES for r in valid(sc["runs"], t) if r.get("servers_cpu_s")]
+    dth = valid(sc["runs"], "dth-ray")
+    if not refs or not dth:
+        return None
+    per_mb = metric == "mb_per_s"
+    units = sc["total_bytes"] / 1e6 if per_mb else sc["objects"]
+    unit, label = ("MB", "MB/s") if per_mb else ("object", "objects/s")
+    server_s = statistics.median(r["servers_cpu_s"] for r in refs) / units
+    if per_mb:
+        ceil = ceilings(sc)
+        if not ceil:
+            return None
+        target, what = TARGETS["large_vs_put_ceiling"] * ceil["put_mb_per_s"], "0.9× the PUT ceiling"
+    else:
+        best = max(med(valid(sc["runs"], t), metric) or 0 for t in RCLONES)
+        target, what = TARGETS["small_vs_rclone"] * best, "1.5× rclone's best"
+    cores = result["machine"]["nproc"]
+    wall_s = units / target
+    client_s = cores * wall_s - server_s * units
+    dth_servers = med(dth, "servers_cpu_s")
+    text = (f"Testbed budget: the two servers spend {server_s * 1000:.2f} ms of CPU per {unit} in the rclone runs "
+            f"(in dth-ray's, {dth_servers / units * 1000:.2f}), so on {cores} cores a client using no CPU at all "
+            f"could reach ~{cores / server_s:,.0f} {label}. The target ({what}: {target:,.0f} {label}) moves "
+            f"this set in {wall_s:.1f} s, which leaves "
+            + (f"any client {client_s:.1f} s of CPU for all of it" if client_s >= 0.05 else
+               f"no CPU for any client: the servers alone would keep the {cores} cores busy that long")
+            + f". dth-ray used {fmt(med(dth, 'client_cpu_tagged_s'))} s (own processes)")
+    overhead = (result.get("overhead") or {}).get("median_cpu_s")
+    text += (f"; with nothing to copy, its start-up and shutdown alone cost {overhead:.1f} s." if overhead else ".")
+    return text
+
+
 # ---------------------------------------------------------------- Markdown
 
 def verdict(met) -> str:
@@ -196,6 +232,9 @@ def scenario_table(result: dict, name: str, sc: dict) -> list[str]:
             f"'Of copy ceiling' = the tool's median {LABEL[metric]} over the lower of the two "
             f"({rate(ceil['copy_' + metric])}); above 100% means s5cmd's hop did not reach the server's limit "
             f"here (the ceiling is s5cmd's rate on this testbed, not a hard bound).")
+    line = budget(result, name, sc) if name in ("small", "large") else None
+    if line:
+        lines += ["", line]
     for r in sc["runs"]:
         if not r["valid"]:
             check = r.get("check", {})
