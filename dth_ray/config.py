@@ -72,7 +72,7 @@ class FilterConfig:
 class TransferConfig:
     """Sizes accept units: 8MiB, 64MB, 1GiB, or plain bytes."""
 
-    multipart_threshold: str = "64MiB"
+    multipart_threshold: str = "200MiB"
     part_size: str = "auto"
     parts_in_flight: int = 8
     concurrency: int = 64

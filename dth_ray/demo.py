@@ -31,7 +31,7 @@ def dataset(small: int, seed: int = 7) -> list[tuple[str, bytes, dict]]:
     for key in ODD_KEYS:
         size = 0 if key.endswith("zero-bytes") else rng.randint(1, 4096)
         items.append((key, rng.randbytes(size), {"ContentDisposition": 'attachment; filename="x"'}))
-    for n, size in enumerate((64 * MiB, 72 * MiB, 80 * MiB)):
+    for n, size in enumerate((64 * MiB, 80 * MiB, 208 * MiB)):  # one PUT each, and one multipart upload
         items.append((f"warehouse/table=orders/part-{n}.parquet", rng.randbytes(size),
                       {"ContentType": "application/vnd.apache.parquet", "Metadata": {"rows": str(size // 100)}}))
     return items
@@ -92,7 +92,7 @@ def run_demo(overrides: list[str]) -> int:
         seed(src, "demo-src", items)
         dst.client().create_bucket(Bucket="demo-lake")
         print(f"demo: seeded {len(items):,} objects ({total_mb:,.1f} MB): nested prefixes, odd keys, "
-              f"metadata, 3 objects of 64-80 MiB")
+              f"metadata, 3 objects of 64-208 MiB")
         cfg = load_config([
             "source=s3", "source.bucket=demo-src", f"source.endpoint={src.endpoint}",
             "source.credentials=env:DTH_DEMO_SRC",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import string
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -172,7 +173,7 @@ async def sweep_intent(dst: Writer, dst_key: str, known_ids: set[str]) -> int:
 
 
 def _is_md5_etag(etag: str, features: StoreFeatures) -> bool:
-    return bool(etag) and "-" not in etag and len(etag) == 32 and features.single_put_etag_is_md5
+    return len(etag) == 32 and all(c in string.hexdigits for c in etag) and features.single_put_etag_is_md5
 
 
 def _whole_digest(etag: str, checksum: str, features: StoreFeatures) -> _InOrderDigest | None:
@@ -328,13 +329,17 @@ class Copier:
                 raise IntegrityError(f"read {len(data)} bytes of {meta.size}")
             if len(data) != meta.size:
                 raise PreconditionFailed("source size changed since listing")
-            digest = await md5_digest(data)
             source_etag = got.info.meta.etag or meta.etag
-            verified = False
-            if _is_md5_etag(source_etag, self._src_features):
-                if source_etag != digest.hex():
+            verified = _is_md5_etag(source_etag, self._src_features)
+            if verified and self._dst_features.put_checks_content_md5:
+                # The source's own MD5 goes out as Content-MD5: the destination refuses any body that does not
+                # hash to it (BadDigest, retried), so every byte written is checked against the source there,
+                # without hashing it here as well.
+                digest = bytes.fromhex(source_etag)
+            else:
+                digest = await md5_digest(data)
+                if verified and source_etag != digest.hex():
                     raise IntegrityError("bytes read do not match the source ETag")
-                verified = True
             verified = verified or bool(got.info.meta.checksum)  # the backend checked its CRC on a full read
             result = await self._limits.call(lambda: self._dst.put(dst_key, data, got.info.headers, digest))
         if self._dst_features.single_put_etag_is_md5 and result.etag and result.etag != digest.hex():

@@ -72,6 +72,10 @@ class RunState:
     nodes: dict[str, list[int]] = field(default_factory=dict)
     base: Progress = field(default_factory=Progress)  # what a resumed run had settled before this execution
     resumed: bool = False
+    # Seconds from the run's start: Ray up (ray.init returned), the first transfer actor up.
+    ray_up_s: float | None = None
+    actors_up_s: float | None = None
+    lane: list[float] = field(default_factory=lambda: [0, 0, 0, 0.0])  # driver lane: shards, objects, bytes, last done
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +185,7 @@ class DriverLane:
         self._lock = threading.Lock()
         self._stopped = False
         self._done: list[tuple[WorkItem, ShardResult]] = []
+        self.last_done = 0.0  # time.monotonic() when it last finished a shard
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="dth-lane", daemon=True)
 
     def start(self) -> DriverLane:
@@ -208,6 +213,7 @@ class DriverLane:
                                          watermark=item.watermark)
                 with self._lock:
                     self._done.append((item, result))
+                    self.last_done = time.monotonic()
 
         try:
             await asyncio.gather(*(lane() for _ in range(self.lanes)))
@@ -261,12 +267,15 @@ def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, f
     use_lane = fresh_ray and cfg.runtime.address == "local"
     lane = DriverLane(cfg, local_manifest, queue).start() if use_lane else None
     start_ray(cfg)
+    state.ray_up_s = time.monotonic() - started
     actors = actor_count(cfg, lane=lane is not None)
     driver_node = ray.get_runtime_context().get_node_id()
     manifest, manifest_name = start_manifest(cfg, job, run_id, driver_node)
     workers = spawn_workers(cfg, manifest_name, actors)
     # With the lane working, nobody waits for the actors to come up: each takes shards once it is up.
     starting = introduce(workers, wait=lane is None)
+    if lane is None and workers:
+        state.actors_up_s = time.monotonic() - started
     never_up: set[int] = set()
     elastic = _elasticity(cfg, manifest_name, workers)
     driver_metrics = DriverMetrics(job)
@@ -298,6 +307,8 @@ def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, f
         if lane is not None:
             _parked.extend(workers)
         local_manifest.flush()  # the driver lane's records (a DynamoDB manifest buffers them)
+    if lane is not None and lane.last_done:
+        state.lane[3] = lane.last_done - started
     report = build_report(cfg, job, run_id, state, time.monotonic() - started)
     if deletes is not None:
         delete_report(report, deletes, cfg.dry_run)
@@ -455,6 +466,13 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
         node[0] += result.tally.copied - (item.base.copied if item.base else 0)
         node[1] += result.tally.bytes_copied - (item.base.bytes_copied if item.base else 0)
 
+    def settle_lane(item: WorkItem, result: ShardResult) -> None:
+        settle(item, result)
+        base = item.base or Tally()  # a re-run shard carries what earlier attempts copied: count only the rest
+        state.lane[0] += 0 if result.error else 1
+        state.lane[1] += result.tally.copied - base.copied
+        state.lane[2] += result.tally.bytes_copied - base.bytes_copied
+
     resting: dict[int, float] = {}  # actor index -> when its restart should be done
     losses: dict[str, int] = {}  # shard id -> actors lost while running it
     deaths: dict[int, int] = {}  # actor index -> times it was lost; past its restarts it is gone for good
@@ -510,6 +528,8 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
         for ref in ready:
             if ref in warming:
                 warming.pop(ref)  # up (or dead: its first shard then takes the actor-loss path)
+                if state.actors_up_s is None:
+                    state.actors_up_s = time.monotonic() - started
                 continue
             item, index = in_flight.pop(ref)
             load[index] -= 1
@@ -521,7 +541,7 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
             settle(item, result)
         if lane is not None:
             for item, result in lane.harvest():
-                settle(item, result)
+                settle_lane(item, result)
         if time.monotonic() >= next_progress:
             progress = _add(ray.get(manifest.progress.remote()), state.base)
             if lane is not None:
@@ -535,7 +555,7 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
             next_progress = time.monotonic() + interval_s
     if lane is not None:
         for item, result in lane.harvest():
-            settle(item, result)
+            settle_lane(item, result)
     return set(warming.values())
 
 
@@ -608,7 +628,16 @@ def build_report(cfg: SyncConfig, job: str, run_id: int, state: RunState, durati
         "failures": [{"key": f.key, "error": f.error} for f in t.failures],
         "errors": state.errors,
         "nodes": [{"node_id": n, "objects": v[0], "bytes": v[1]} for n, v in sorted(state.nodes.items())],
+        "runtime": {
+            "ray_up_s": _round(state.ray_up_s), "actors_up_s": _round(state.actors_up_s),
+            "driver_lane": {"shards": state.lane[0], "objects": state.lane[1], "bytes": state.lane[2],
+                            "last_shard_done_s": _round(state.lane[3] or None)},
+        },
     }
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def progress_line(p: Progress, elapsed_s: float) -> str:

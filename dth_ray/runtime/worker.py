@@ -212,7 +212,9 @@ class TransferWorker(ReconcileMixin):
         self._filter = KeyFilter.from_config(cfg.filter)
         self._limits: Limits | None = None
         self._settings = CopySettings(
-            multipart_threshold_bytes=parse_size(t.multipart_threshold, "transfer.multipart_threshold"),
+            # An object larger than the byte budget goes up in parts, so one PUT never holds more than it.
+            multipart_threshold_bytes=min(parse_size(t.multipart_threshold, "transfer.multipart_threshold"),
+                                          parse_size(t.buffer_size, "transfer.buffer_size")),
             part_size_bytes=None if t.part_size == "auto" else parse_size(t.part_size, "transfer.part_size"),
             parts_in_flight=t.parts_in_flight,
             max_attempts=t.max_attempts,

@@ -37,6 +37,8 @@ class StoreFeatures:
     # A multipart ETag is md5(concat(part md5s))-N (S3); OSS uses another scheme.
     multipart_etag_is_md5_of_md5s: bool = True
     server_side_copy: bool = False
+    # A PUT whose body does not hash to its Content-MD5 is refused (S3 and OSS APIs; the local store checks it).
+    put_checks_content_md5: bool = True
     # Checksums the store reports for whole objects, e.g. ("md5",) or ("crc64ecma",).
     checksum_kinds: tuple[str, ...] = ("md5",)
     # Storage classes that cannot be read without a restore.

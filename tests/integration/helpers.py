@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
+from dth_ray.engine.budget import ByteBudget
+from dth_ray.engine.copier import Copier, CopySettings, Limits
+from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
+
+MiB = 1024 * 1024
+
 
 def s3_overrides(pair, src_prefix: str, dst_prefix: str, manifest: str) -> list[str]:
     return [
@@ -25,3 +31,11 @@ def listing(client, bucket: str, prefix: str) -> dict[str, dict]:
 
 def md5_of(client, bucket: str, key: str) -> str:
     return hashlib.md5(client.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()
+
+
+def copier_for(src, dst, **settings) -> Copier:
+    """A Copier between two real stores with test-sized limits (64 MiB of buffers, 16 requests, no rate caps)
+    and 5 MiB parts from 5 MiB on; `settings` override any CopySettings field."""
+    limits = Limits(ByteBudget(64 * MiB), AdaptiveLimit(16), TokenBucket(0), TokenBucket(0))
+    base = dict(multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB, parts_in_flight=1, max_attempts=4)
+    return Copier(src, dst, src.features, dst.features, CopySettings(**{**base, **settings}), limits)

@@ -9,12 +9,10 @@ import os
 import pytest
 
 from dth_ray.config import StoreConfig, StoreType
-from dth_ray.engine.budget import ByteBudget
-from dth_ray.engine.copier import Copier, CopySettings, Limits
-from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
+from dth_ray.engine.copier import Copier
+from dth_ray.errors import DthError
 from dth_ray.stores import open_store
-
-MiB = 1024 * 1024
+from tests.integration.helpers import MiB, copier_for
 
 
 @pytest.fixture
@@ -29,13 +27,6 @@ def stores(rclone_pair, monkeypatch):
     dst = open_store(StoreConfig(type=StoreType.s3, bucket=pair.destination.bucket,
                                  endpoint=pair.destination.endpoint, credentials="env:CPDST"))
     return pair, src, dst
-
-
-def _copier(src, dst, threshold: int = 5 * MiB) -> Copier:
-    limits = Limits(ByteBudget(64 * MiB), AdaptiveLimit(16), TokenBucket(0), TokenBucket(0))
-    settings = CopySettings(multipart_threshold_bytes=threshold, part_size_bytes=5 * MiB, parts_in_flight=1,
-                            max_attempts=4)
-    return Copier(src, dst, src.features, dst.features, settings, limits)
 
 
 class OverwriteAfterFirstRead:
@@ -68,7 +59,7 @@ def test_source_changed_mid_multipart_copy_is_recopied_whole(stores, unique_pref
     async def scenario():
         listed = (await src.list_page(key)).objects[0]
         racing = OverwriteAfterFirstRead(src, client, pair.source.bucket, new)
-        copier = _copier(racing, dst)
+        copier = copier_for(racing, dst)
         outcome = await copier.copy(listed, "mid/" + key)
         uploads = await dst.list_uploads("mid/" + unique_prefix)
         await src.aclose()
@@ -108,7 +99,7 @@ def test_corrupted_put_is_rejected_and_retried(stores, unique_prefix):
     async def scenario():
         listed = (await src.list_page(key)).objects[0]
         wrapped = CorruptFirstPut(dst)
-        copier = _copier(src, wrapped)
+        copier = copier_for(src, wrapped)
         outcome = await copier.copy(listed, "cor/" + key)
         await src.aclose()
         await dst.aclose()
@@ -122,12 +113,68 @@ def test_corrupted_put_is_rejected_and_retried(stores, unique_prefix):
     assert got == body
 
 
+class FlipFirstRead:
+    """Wraps a real source store: the first read comes back with one byte flipped, as a bad wire would."""
+
+    def __init__(self, store):
+        self._store, self.features, self.reads = store, store.features, 0
+
+    async def head(self, key):
+        return await self._store.head(key)
+
+    async def get(self, key, byte_range=None, if_match=""):
+        got = await self._store.get(key, byte_range, if_match)
+        self.reads += 1
+        if self.reads == 1:
+            data = bytearray(got.data)
+            data[len(data) // 2] ^= 0x01
+            return type(got)(bytes(data), got.info)
+        return got
+
+
+class RecordRefusals:
+    """Wraps a real destination store: notes the error code of every PUT it refused."""
+
+    def __init__(self, store):
+        self._store, self.features, self.refused = store, store.features, []
+
+    async def put(self, key, data, headers, md5):
+        try:
+            return await self._store.put(key, data, headers, md5)
+        except DthError as exc:
+            self.refused.append(exc.code)
+            raise
+
+
+def test_a_byte_flipped_on_the_way_from_the_source_is_refused_by_the_destination(stores, unique_prefix):
+    """A single PUT carries the source's own MD5 as Content-MD5: the destination (rclone serve s3 checks it)
+    refuses the corrupted body, so nothing unchecked is ever stored, and the retry lands the source's bytes."""
+    pair, src, dst = stores
+    key = unique_prefix + "flip.bin"
+    body = os.urandom(300_000)
+    pair.source.client().put_object(Bucket=pair.source.bucket, Key=key, Body=body)
+
+    async def scenario():
+        listed = (await src.list_page(key)).objects[0]
+        flipping, recording = FlipFirstRead(src), RecordRefusals(dst)
+        copier = copier_for(flipping, recording)
+        outcome = await copier.copy(listed, "flip/" + key)
+        await src.aclose()
+        await dst.aclose()
+        return flipping, recording, copier, outcome
+
+    flipping, recording, copier, outcome = asyncio.run(scenario())
+
+    assert flipping.reads == 2 and copier.retries == 1
+    assert recording.refused == ["BadDigest"], "the destination itself refused the corrupted body"
+    assert outcome.verified_source and outcome.dst_etag == hashlib.md5(body).hexdigest()
+    got = pair.destination.client().get_object(Bucket=pair.destination.bucket, Key="flip/" + key)["Body"].read()
+    assert got == body
+
+
 def _splitting_copier(src, dst) -> Copier:
     """5 MiB parts read as 1 MiB ranged GETs (as a long link would want), objects from 5 MiB in parts."""
-    limits = Limits(ByteBudget(64 * MiB), AdaptiveLimit(16), TokenBucket(0), TokenBucket(0))
-    settings = CopySettings(multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB, parts_in_flight=2,
-                            max_attempts=4, get_range_bytes=1 * MiB)
-    return Copier(src, dst, src.features, dst.features, settings, limits)
+    return copier_for(src, dst, parts_in_flight=2, get_range_bytes=1 * MiB)
 
 
 class CountRangeReads:

@@ -1,7 +1,12 @@
-"""The driver's driver lane copies shards from the shared queue (beside the dispatch loop) until it is empty or told to stop, counting exactly."""
+"""The driver lane copies shards from the shared queue (beside the dispatch loop) until it is empty or told to
+stop, counting exactly; on the embedded cluster it keeps copying beside the actors once they are up."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections import deque
 
@@ -41,3 +46,29 @@ def test_driver_lane_takes_shards_until_stopped(e2e_env, unique_prefix, tmp_path
     assert len(copied) == 5 * len(done)
     assert manifest.progress().copied == 5 * len(done)
     assert not worker.alive()
+
+
+def test_a_fresh_sync_copies_in_the_driver_before_and_after_the_actors_are_up(e2e_env, unique_prefix, tmp_path):
+    """`dth-ray sync` in its own process starts its own Ray: the driver copies from the start, and it is still
+    copying after the first transfer actor came up (it is one more worker, not a stopgap); objects and bytes
+    split exactly between the driver and the actors. A request cap stretches the run well past Ray's start."""
+    pair = e2e_env
+    items = {f"{unique_prefix}p{p:02d}/o{i:02d}": os.urandom(2048 + i) for p in range(30) for i in range(20)}
+    seed_objects(pair.source.client(), pair.source.bucket, items)
+    report_path = tmp_path / "report.json"
+    args = [*s3_overrides(pair, unique_prefix, "fresh/" + unique_prefix, str(tmp_path / "m.sqlite")),
+            "transfer.max_requests_per_s=50", f"report={report_path}"]
+    done = subprocess.run([sys.executable, "-m", "dth_ray", "sync", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(report_path.read_text())
+    runtime, lane = report["runtime"], report["runtime"]["driver_lane"]
+
+    assert report["objects"]["copied"] == len(items) == sum(n["objects"] for n in report["nodes"])
+    assert runtime["ray_up_s"] is not None and runtime["actors_up_s"] is not None
+    assert runtime["ray_up_s"] <= runtime["actors_up_s"]
+    assert lane["last_shard_done_s"] > runtime["actors_up_s"] + 1.0, "the driver kept copying beside the actors"
+    assert 0 < lane["objects"] < len(items), "the driver and the actors both copied"
+    assert 0 < lane["bytes"] < sum(len(body) for body in items.values())
+    copied = listing(pair.destination.client(), pair.destination.bucket, "fresh/" + unique_prefix)
+    assert len(copied) == len(items)

@@ -11,16 +11,13 @@ import os
 import pytest
 
 from dth_ray.config import StoreConfig, StoreType
-from dth_ray.engine.budget import ByteBudget
-from dth_ray.engine.copier import Copier, CopySettings, Limits
-from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
+from dth_ray.engine.copier import Copier
 from dth_ray.errors import IntegrityError
 from dth_ray.model import ObjectHeaders, PartInfo
 from dth_ray.stores import open_store
 from tests.integration.conftest import OSS_KEY
+from tests.integration.helpers import MiB, copier_for
 from tests.servers.oss_server import OssTestServer
-
-MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +49,7 @@ async def _upload_in_parts(store, key: str, body: bytes, part_bytes: int) -> str
 
 
 def _copier(src, dst) -> Copier:
-    limits = Limits(ByteBudget(64 * MiB), AdaptiveLimit(16), TokenBucket(0), TokenBucket(0))
-    settings = CopySettings(multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB, parts_in_flight=3,
-                            max_attempts=2, get_range_bytes=2 * MiB)
-    return Copier(src, dst, src.features, dst.features, settings, limits)
+    return copier_for(src, dst, parts_in_flight=3, max_attempts=2, get_range_bytes=2 * MiB)
 
 
 class FlipByteInReads:

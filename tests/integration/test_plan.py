@@ -18,8 +18,9 @@ def test_plan_estimates_from_a_dry_run_and_writes_nothing(e2e_env, ray_local, un
     seed_objects(pair.source.client(), pair.source.bucket, items)
     overrides = s3_overrides(pair, unique_prefix, "plan/" + unique_prefix, str(tmp_path / "m.sqlite"))
     report = tmp_path / "plan.json"
+    # A test-sized object that still goes up in parts (the default threshold is 200 MiB).
     code = main(["plan", *overrides, f"report={report}", "plan.nodes=2", "plan.node_throughput=10MB",
-                 "plan.egress_per_gb=0.1"])
+                 "plan.egress_per_gb=0.1", "transfer.multipart_threshold=64MiB"])
     assert code == 0, capsys.readouterr()
     out = json.loads(report.read_text())
     est = out["estimate"]

@@ -38,7 +38,8 @@ def _sync_cmd(pair, proxy, src_prefix, dst_prefix, manifest, report) -> list[str
     args = s3_overrides(pair, src_prefix, dst_prefix, manifest)
     args = [a if not a.startswith("destination.endpoint=") else f"destination.endpoint={proxy.endpoint}"
             for a in args]
-    return [sys.executable, "-m", "dth_ray", "sync", *args, f"report={report}"]
+    # Test-sized objects (80-100 MiB) that still go up in parts (the default threshold is 200 MiB).
+    return [sys.executable, "-m", "dth_ray", "sync", *args, f"report={report}", "transfer.multipart_threshold=64MiB"]
 
 
 def _kill_when(proc: subprocess.Popen, proxy: CountingProxy, at_bytes: int, timeout_s: float = 240) -> int:
@@ -138,7 +139,8 @@ def test_transfer_actor_sigkill_mid_run_still_completes_exactly(e2e_env, ray_loc
     items[f"{unique_prefix}p0/big.bin"] = rng.randbytes(80 * MiB)
     seed_objects(pair.source.client(), pair.source.bucket, items)
     overrides = s3_overrides(pair, unique_prefix, "ak/" + unique_prefix, str(tmp_path / "m.sqlite"))
-    cfg = load_config([*overrides, "transfer.max_requests_per_s=400"])  # slow enough to kill mid-run
+    cfg = load_config([*overrides, "transfer.max_requests_per_s=400",  # slow enough to kill mid-run
+                       "transfer.multipart_threshold=64MiB"])
     killed: list[int] = []
 
     def killer() -> None:

@@ -8,19 +8,14 @@ import asyncio
 import os
 
 from dth_ray.config import StoreConfig, StoreType
-from dth_ray.engine.budget import ByteBudget
-from dth_ray.engine.copier import Copier, CopySettings, Limits
-from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
+from dth_ray.engine.copier import Copier
 from dth_ray.stores import open_store
-
-MiB = 1024 * 1024
+from tests.integration.helpers import MiB, copier_for
 
 
 def _copier(store, bucket: str) -> Copier:
-    limits = Limits(ByteBudget(64 * MiB), AdaptiveLimit(16), TokenBucket(0), TokenBucket(0))
-    settings = CopySettings(multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB, parts_in_flight=2,
-                            max_attempts=3, server_side_bucket=bucket, copy_cutoff_bytes=5 * MiB)
-    return Copier(store, store, store.features, store.features, settings, limits)
+    return copier_for(store, store, parts_in_flight=2, max_attempts=3, server_side_bucket=bucket,
+                      copy_cutoff_bytes=5 * MiB)
 
 
 def _copy(endpoint: str, src_bucket: str, key: str, dst_key: str, dst_bucket: str):

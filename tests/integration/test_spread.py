@@ -19,9 +19,10 @@ def test_parts_of_a_large_object_are_spread_over_actors(e2e_env, ray_local, uniq
     body = random.Random(3).randbytes(90 * MiB)  # 6 parts of 16 MiB
     seed_objects(pair.source.client(), pair.source.bucket, {unique_prefix + "huge.bin": body})
     overrides = s3_overrides(pair, unique_prefix, "spread/" + unique_prefix, str(tmp_path / "m.sqlite"))
-    # Lowered so a test-sized object qualifies: spread above 32 MiB, two parts in flight per actor.
-    cfg = load_config([*overrides, "transfer.spread_threshold=32MiB", "transfer.parts_in_flight=2",
-                       "transfer.actors=2"])
+    # Lowered so a test-sized object qualifies: in parts from 64 MiB, spread above 32 MiB, two parts in flight
+    # per actor.
+    cfg = load_config([*overrides, "transfer.multipart_threshold=64MiB", "transfer.spread_threshold=32MiB",
+                       "transfer.parts_in_flight=2", "transfer.actors=2"])
     report = run_sync(cfg)
     assert report["status"] == "succeeded", report
     assert report["objects"]["copied"] == 1

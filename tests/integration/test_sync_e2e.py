@@ -19,7 +19,7 @@ ODD = ["sp ace.txt", "plus+sign", "pct%41lit", "q?a&b=c", "日本語/ファイ�
 def _seed_mixed(pair, prefix: str, rng: random.Random) -> dict[str, bytes]:
     items = {f"{prefix}d{i % 5}/sub{i % 3}/obj-{i:04d}": rng.randbytes(rng.randint(1, 40_000)) for i in range(300)}
     items.update({prefix + k: (b"" if k == "zero" else rng.randbytes(777)) for k in ODD})
-    items[prefix + "big/multipart.bin"] = rng.randbytes(70 * MiB)  # above the 64 MiB threshold: 5 parts
+    items[prefix + "big/multipart.bin"] = rng.randbytes(70 * MiB)  # above the tests' 64 MiB threshold: 5 parts
     seed_objects(pair.source.client(), pair.source.bucket, items)
     client = pair.source.client()
     client.put_object(Bucket=pair.source.bucket, Key=prefix + "meta/with-headers.html", Body=b"<p>hi</p>",
@@ -32,7 +32,8 @@ def _seed_mixed(pair, prefix: str, rng: random.Random) -> dict[str, bytes]:
 def test_sync_copies_every_byte_then_nothing(e2e_env, ray_local, unique_prefix, tmp_path):
     pair = e2e_env
     items = _seed_mixed(pair, unique_prefix, random.Random(1))
-    cfg = load_config(s3_overrides(pair, unique_prefix, "mirror/" + unique_prefix, str(tmp_path / "m.sqlite")))
+    cfg = load_config([*s3_overrides(pair, unique_prefix, "mirror/" + unique_prefix, str(tmp_path / "m.sqlite")),
+                       "transfer.multipart_threshold=64MiB"])
     report = run_sync(cfg)
 
     assert report["status"] == "succeeded", report["failures"]
