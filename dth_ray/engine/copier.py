@@ -32,7 +32,7 @@ from dth_ray.errors import (
     Unreadable,
 )
 from dth_ray.model import ByteRange, GetResult, ObjectMeta, PartInfo, PartPlan, UploadState
-from dth_ray.plan.parts import multipart_etag, needs_multipart, plan_parts, split_range
+from dth_ray.plan.parts import choose_part_size, multipart_etag, needs_multipart, plan_parts, split_range
 from dth_ray.stores.base import RangeReader, Reader, StoreFeatures, Writer
 
 
@@ -320,8 +320,11 @@ class Copier:
     async def _copy_single(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:
         async with self._limits.budget.hold(meta.size):
             if meta.size > self._reads.piece_bytes() and _is_md5_etag(meta.etag, self._src_features):
-                # Read in parallel ranges (a long link); the MD5 below still checks the whole object.
-                got = await self._get_part(meta, ByteRange(0, meta.size))
+                # Read in parallel ranges (a long link), as many as its parts would have had: one PUT must not
+                # read slower than parts do. The whole object is still checked against the source's MD5.
+                part_bytes = choose_part_size(meta.size, self._dst_features, self._settings.part_size_bytes)
+                parts = -(-meta.size // part_bytes)
+                got = await self._get_part(meta, ByteRange(0, meta.size), _MAX_GETS_PER_PART * parts)
             else:  # one GET: a backend that checks a whole-object CRC (OSS) needs the full read
                 got = await self._limits.call(lambda: self._src.get(meta.key, if_match=meta.etag), meta.size)
             data = got.data
@@ -490,11 +493,12 @@ class Copier:
             groups[0 if item[0] == 1 else index % (peers + 1)].append(item)
         return groups
 
-    async def _get_part(self, meta: ObjectMeta, byte_range: ByteRange) -> GetResult:
+    async def _get_part(self, meta: ObjectMeta, byte_range: ByteRange,
+                        max_pieces: int = _MAX_GETS_PER_PART) -> GetResult:
         """Read one part, as several concurrent ranged GETs when it is larger than one read should be (see
         ReadSizer): across a long lossy link one TCP stream's rate is capped by RTT and loss, so parallel
         streams multiply it. A store that reads into a buffer (RangeReader) gets the pieces written in place."""
-        pieces = split_range(byte_range, self._reads.piece_bytes(), _MAX_GETS_PER_PART)
+        pieces = split_range(byte_range, self._reads.piece_bytes(), max_pieces)
 
         async def timed(read, r: ByteRange):
             started = time.monotonic()
