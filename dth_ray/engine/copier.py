@@ -470,11 +470,8 @@ class Copier:
         expected = multipart_etag([part_md5s[n] for n, _ in ranges])
         if self._dst_features.multipart_etag_is_md5_of_md5s and result.etag and result.etag != expected:
             raise IntegrityError("destination multipart ETag does not match the parts sent")
-        verified = False
-        if whole is not None:
-            verified = True  # matched before Complete
-        elif source_etag == expected and self._src_features.multipart_etag_is_md5_of_md5s:
-            verified = True
+        # The whole object matched before Complete, or its multipart ETag equals ours part for part.
+        verified = whole is not None or (source_etag == expected and self._src_features.multipart_etag_is_md5_of_md5s)
         return CopyOutcome(src=meta, dst_key=dst_key, dst_etag=result.etag,
                            part_size_bytes=plan.part_size_bytes, verified_source=verified,
                            resumed_parts=len(done), spread_parts=sum(len(g) for g in groups[1:]))

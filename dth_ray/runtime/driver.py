@@ -75,7 +75,9 @@ class RunState:
     # Seconds from the run's start: Ray up (ray.init returned), the first transfer actor up.
     ray_up_s: float | None = None
     actors_up_s: float | None = None
-    lane: list[float] = field(default_factory=lambda: [0, 0, 0, 0.0])  # driver lane: shards, objects, bytes, last done
+    lane: Tally = field(default_factory=Tally)  # what the driver lane copied itself
+    lane_shards: int = 0
+    lane_done_s: float | None = None  # when the driver lane last finished a shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +310,7 @@ def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, f
             _parked.extend(workers)
         local_manifest.flush()  # the driver lane's records (a DynamoDB manifest buffers them)
     if lane is not None and lane.last_done:
-        state.lane[3] = lane.last_done - started
+        state.lane_done_s = lane.last_done - started
     report = build_report(cfg, job, run_id, state, time.monotonic() - started)
     if deletes is not None:
         delete_report(report, deletes, cfg.dry_run)
@@ -455,7 +457,14 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
     load = {i: 0 for i in range(len(workers))}
     next_progress = time.monotonic()
 
-    def settle(item: WorkItem, result: ShardResult) -> None:
+    def settle(item: WorkItem, result: ShardResult, by_lane: bool = False) -> None:
+        # A re-run shard carries what earlier attempts copied (its base): count only the rest here.
+        base = item.base or Tally()
+        objects, nbytes = result.tally.copied - base.copied, result.tally.bytes_copied - base.bytes_copied
+        if by_lane:
+            state.lane.copied += objects
+            state.lane.bytes_copied += nbytes
+            state.lane_shards += 0 if result.error else 1
         if result.error and item.attempt < _SHARD_ATTEMPTS:
             queue.append(WorkItem(item.shard, item.attempt + 1, result.watermark, result.tally))
             return
@@ -463,15 +472,8 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
             state.errors.append(f"shard {item.shard.prefix!r}: {result.error}")
         state.tally.merge(result.tally)
         node = state.nodes.setdefault(result.node_id or driver_node, [0, 0])
-        node[0] += result.tally.copied - (item.base.copied if item.base else 0)
-        node[1] += result.tally.bytes_copied - (item.base.bytes_copied if item.base else 0)
-
-    def settle_lane(item: WorkItem, result: ShardResult) -> None:
-        settle(item, result)
-        base = item.base or Tally()  # a re-run shard carries what earlier attempts copied: count only the rest
-        state.lane[0] += 0 if result.error else 1
-        state.lane[1] += result.tally.copied - base.copied
-        state.lane[2] += result.tally.bytes_copied - base.bytes_copied
+        node[0] += objects
+        node[1] += nbytes
 
     resting: dict[int, float] = {}  # actor index -> when its restart should be done
     losses: dict[str, int] = {}  # shard id -> actors lost while running it
@@ -541,7 +543,7 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
             settle(item, result)
         if lane is not None:
             for item, result in lane.harvest():
-                settle_lane(item, result)
+                settle(item, result, by_lane=True)
         if time.monotonic() >= next_progress:
             progress = _add(ray.get(manifest.progress.remote()), state.base)
             if lane is not None:
@@ -555,7 +557,7 @@ def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
             next_progress = time.monotonic() + interval_s
     if lane is not None:
         for item, result in lane.harvest():
-            settle_lane(item, result)
+            settle(item, result, by_lane=True)
     return set(warming.values())
 
 
@@ -630,8 +632,8 @@ def build_report(cfg: SyncConfig, job: str, run_id: int, state: RunState, durati
         "nodes": [{"node_id": n, "objects": v[0], "bytes": v[1]} for n, v in sorted(state.nodes.items())],
         "runtime": {
             "ray_up_s": _round(state.ray_up_s), "actors_up_s": _round(state.actors_up_s),
-            "driver_lane": {"shards": state.lane[0], "objects": state.lane[1], "bytes": state.lane[2],
-                            "last_shard_done_s": _round(state.lane[3] or None)},
+            "driver_lane": {"shards": state.lane_shards, "objects": state.lane.copied,
+                            "bytes": state.lane.bytes_copied, "last_shard_done_s": _round(state.lane_done_s)},
         },
     }
 

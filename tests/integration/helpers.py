@@ -39,3 +39,15 @@ def copier_for(src, dst, **settings) -> Copier:
     limits = Limits(ByteBudget(64 * MiB), AdaptiveLimit(16), TokenBucket(0), TokenBucket(0))
     base = dict(multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB, parts_in_flight=1, max_attempts=4)
     return Copier(src, dst, src.features, dst.features, CopySettings(**{**base, **settings}), limits)
+
+
+async def copy_listed(copier: Copier, src, dst, key: str, dst_key: str):
+    """List `key` at the real source `src` and copy it with `copier` to `dst_key`; returns the outcome and the
+    uploads left open in dst_key's folder, and closes both stores."""
+    try:
+        listed = (await src.list_page(key)).objects[0]
+        outcome = await copier.copy(listed, dst_key)
+        return outcome, await dst.list_uploads(dst_key.rsplit("/", 1)[0] + "/")
+    finally:
+        await src.aclose()
+        await dst.aclose()

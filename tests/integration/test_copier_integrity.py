@@ -12,7 +12,7 @@ from dth_ray.config import StoreConfig, StoreType
 from dth_ray.engine.copier import Copier
 from dth_ray.errors import DthError
 from dth_ray.stores import open_store
-from tests.integration.helpers import MiB, copier_for
+from tests.integration.helpers import MiB, copier_for, copy_listed
 
 
 @pytest.fixture
@@ -56,17 +56,9 @@ def test_source_changed_mid_multipart_copy_is_recopied_whole(stores, unique_pref
     client = pair.source.client()
     client.put_object(Bucket=pair.source.bucket, Key=key, Body=old)
 
-    async def scenario():
-        listed = (await src.list_page(key)).objects[0]
-        racing = OverwriteAfterFirstRead(src, client, pair.source.bucket, new)
-        copier = copier_for(racing, dst)
-        outcome = await copier.copy(listed, "mid/" + key)
-        uploads = await dst.list_uploads("mid/" + unique_prefix)
-        await src.aclose()
-        await dst.aclose()
-        return racing, copier, outcome, uploads
-
-    racing, copier, outcome, uploads = asyncio.run(scenario())
+    racing = OverwriteAfterFirstRead(src, client, pair.source.bucket, new)
+    copier = copier_for(racing, dst)
+    outcome, uploads = asyncio.run(copy_listed(copier, src, dst, key, "mid/" + key))
 
     assert racing.fired and copier.retries >= 1
     assert outcome.src.size == len(new)
@@ -96,16 +88,9 @@ def test_corrupted_put_is_rejected_and_retried(stores, unique_prefix):
     body = os.urandom(50_000)
     pair.source.client().put_object(Bucket=pair.source.bucket, Key=key, Body=body)
 
-    async def scenario():
-        listed = (await src.list_page(key)).objects[0]
-        wrapped = CorruptFirstPut(dst)
-        copier = copier_for(src, wrapped)
-        outcome = await copier.copy(listed, "cor/" + key)
-        await src.aclose()
-        await dst.aclose()
-        return wrapped, copier, outcome
-
-    wrapped, copier, outcome = asyncio.run(scenario())
+    wrapped = CorruptFirstPut(dst)
+    copier = copier_for(src, wrapped)
+    outcome, _ = asyncio.run(copy_listed(copier, src, dst, key, "cor/" + key))
 
     assert wrapped.corrupted == 1 and copier.retries == 1
     assert outcome.dst_etag == hashlib.md5(body).hexdigest()
@@ -154,16 +139,9 @@ def test_a_byte_flipped_on_the_way_from_the_source_is_refused_by_the_destination
     body = os.urandom(300_000)
     pair.source.client().put_object(Bucket=pair.source.bucket, Key=key, Body=body)
 
-    async def scenario():
-        listed = (await src.list_page(key)).objects[0]
-        flipping, recording = FlipFirstRead(src), RecordRefusals(dst)
-        copier = copier_for(flipping, recording)
-        outcome = await copier.copy(listed, "flip/" + key)
-        await src.aclose()
-        await dst.aclose()
-        return flipping, recording, copier, outcome
-
-    flipping, recording, copier, outcome = asyncio.run(scenario())
+    flipping, recording = FlipFirstRead(src), RecordRefusals(dst)
+    copier = copier_for(flipping, recording)
+    outcome, _ = asyncio.run(copy_listed(copier, src, dst, key, "flip/" + key))
 
     assert flipping.reads == 2 and copier.retries == 1
     assert recording.refused == ["BadDigest"], "the destination itself refused the corrupted body"
@@ -198,21 +176,15 @@ class CountRangeReads:
 @pytest.mark.parametrize(("size", "reads"), [(12 * MiB + 17, 5 + 5 + 3), (3 * MiB + 5, 4)])
 def test_parts_read_as_parallel_ranges_arrive_whole(stores, unique_prefix, size, reads):
     """A multipart copy (5 MiB parts) and a single PUT whose reads are split into ranged GETs of about 1 MiB
-    written into one buffer: every byte lands in place and the whole-object MD5 still checks the source ETag."""
+    written into one buffer: every byte lands in place and the whole object is still checked against the source's
+    MD5 ETag."""
     pair, src, dst = stores
     key = unique_prefix + f"ranges-{size}.bin"
     body = os.urandom(size)
     pair.source.client().put_object(Bucket=pair.source.bucket, Key=key, Body=body)
     counting = CountRangeReads(src)
 
-    async def scenario():
-        listed = (await src.list_page(key)).objects[0]
-        outcome = await _splitting_copier(counting, dst).copy(listed, "rng/" + key)
-        await src.aclose()
-        await dst.aclose()
-        return outcome
-
-    outcome = asyncio.run(scenario())
+    outcome, _ = asyncio.run(copy_listed(_splitting_copier(counting, dst), src, dst, key, "rng/" + key))
 
     assert len(counting.lengths) == reads and sum(counting.lengths) == size, counting.lengths
     assert max(counting.lengths) - min(counting.lengths) <= 1 * MiB, "pieces of about 1 MiB, none whole"
@@ -256,17 +228,9 @@ def test_source_changed_between_ranges_of_one_part_is_recopied_whole(stores, uni
     client = pair.source.client()
     client.put_object(Bucket=pair.source.bucket, Key=key, Body=old)
 
-    async def scenario():
-        listed = (await src.list_page(key)).objects[0]
-        racing = OverwriteAfterFirstRangeInto(src, client, pair.source.bucket, new)
-        copier = _splitting_copier(racing, dst)
-        outcome = await copier.copy(listed, "rmid/" + key)
-        uploads = await dst.list_uploads("rmid/" + unique_prefix)
-        await src.aclose()
-        await dst.aclose()
-        return racing, copier, outcome, uploads
-
-    racing, copier, outcome, uploads = asyncio.run(scenario())
+    racing = OverwriteAfterFirstRangeInto(src, client, pair.source.bucket, new)
+    copier = _splitting_copier(racing, dst)
+    outcome, uploads = asyncio.run(copy_listed(copier, src, dst, key, "rmid/" + key))
 
     assert racing.fired and copier.retries >= 1
     got = pair.destination.client().get_object(Bucket=pair.destination.bucket, Key="rmid/" + key)["Body"].read()

@@ -16,7 +16,7 @@ from dth_ray.errors import IntegrityError
 from dth_ray.model import ObjectHeaders, PartInfo
 from dth_ray.stores import open_store
 from tests.integration.conftest import OSS_KEY
-from tests.integration.helpers import MiB, copier_for
+from tests.integration.helpers import MiB, copier_for, copy_listed
 from tests.servers.oss_server import OssTestServer
 
 
@@ -80,10 +80,7 @@ def test_multipart_oss_source_is_verified_by_its_crc64(stores, unique_prefix):
     async def scenario():
         etag = await _upload_in_parts(src, key, body, 5 * MiB)
         listed = (await src.list_page(key)).objects[0]
-        outcome = await _copier(src, dst).copy(listed, "crc/" + key)
-        await src.aclose()
-        await dst.aclose()
-        return etag, listed, outcome
+        return etag, listed, (await copy_listed(_copier(src, dst), src, dst, key, "crc/" + key))[0]
 
     etag, listed, outcome = asyncio.run(scenario())
 
@@ -99,17 +96,13 @@ def test_a_byte_changed_in_a_multipart_oss_read_is_caught_and_read_again(stores,
     key = unique_prefix + "flipped-once.bin"
     body = os.urandom(11 * MiB)
 
+    copier = _copier(FlipByteInReads(src, always=False), dst)
+
     async def scenario():
         await _upload_in_parts(src, key, body, 5 * MiB)
-        listed = (await src.list_page(key)).objects[0]
-        copier = _copier(FlipByteInReads(src, always=False), dst)
-        outcome = await copier.copy(listed, "flip1/" + key)
-        uploads = await dst.list_uploads("flip1/" + unique_prefix)
-        await src.aclose()
-        await dst.aclose()
-        return copier, outcome, uploads
+        return await copy_listed(copier, src, dst, key, "flip1/" + key)
 
-    copier, outcome, uploads = asyncio.run(scenario())
+    outcome, uploads = asyncio.run(scenario())
 
     assert copier.retries == 1, "the CRC-64 mismatch failed the first attempt"
     assert outcome.verified_source
