@@ -603,7 +603,7 @@ class Bench:
         if report_path.exists():
             report = json.loads(report_path.read_text())
             result["report"] = {k: report.get(k) for k in ("status", "objects", "bytes", "duration_s",
-                                                          "objects_per_s", "bytes_per_s", "errors")}
+                                                          "objects_per_s", "bytes_per_s", "errors", "runtime")}
             result["report"]["failures"] = report.get("failures", [])[:5]
         result["valid"] = (check["ok"] and result["exit_code"] == 0 and not result["timed_out"]
                            and not result["live_code_seen"])

@@ -386,8 +386,8 @@ def validate(cfg: SyncConfig) -> None:
     copy_cutoff = parse_size(t.copy_cutoff, "transfer.copy_cutoff")
     if not 5 * 1024**2 <= copy_cutoff <= 5 * 1024**3:
         raise ConfigError(f"transfer.copy_cutoff={t.copy_cutoff!r} must be between 5MiB and 5GiB")
-    if t.get_range_size != "auto" and parse_size(t.get_range_size, "transfer.get_range_size") < 1024 * 1024:
-        raise ConfigError(f"transfer.get_range_size={t.get_range_size!r} must be auto or at least 1MiB")
+    if t.get_range_size != "auto" and parse_size(t.get_range_size, "transfer.get_range_size") < 256 * 1024:
+        raise ConfigError(f"transfer.get_range_size={t.get_range_size!r} must be auto or at least 256KiB")
     for name in ("parts_in_flight", "concurrency", "max_attempts"):
         if getattr(t, name) < 1:
             raise ConfigError(f"transfer.{name}={getattr(t, name)!r} must be at least 1")

@@ -15,7 +15,7 @@ import string
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from dth_ray.checksums import crc64ecma_value, new_crc64ecma
 from dth_ray.engine.budget import ByteBudget
@@ -32,7 +32,7 @@ from dth_ray.errors import (
     Unreadable,
 )
 from dth_ray.model import ByteRange, GetResult, ObjectMeta, PartInfo, PartPlan, UploadState
-from dth_ray.plan.parts import choose_part_size, multipart_etag, needs_multipart, plan_parts, split_range
+from dth_ray.plan.parts import PieceCursor, choose_part_size, multipart_etag, needs_multipart, plan_parts
 from dth_ray.stores.base import RangeReader, Reader, StoreFeatures, Writer
 
 
@@ -102,6 +102,24 @@ class Limits:
         if nbytes and self.bandwidth.rate_per_s > 0:
             await self.bandwidth.take(nbytes)
         await self.concurrency.acquire()
+        return await self._run(coro_fn)
+
+    async def call_sized(self, pick):
+        """Like `call`, for a request sized only once it may go: `pick()` returns (nbytes, coro_fn), or None
+        for nothing left to send. A reader sizes its next piece then, from the rate learnt by that time."""
+        if self.requests.rate_per_s > 0:
+            await self.requests.take()
+        await self.concurrency.acquire()
+        picked = pick()
+        if picked is None:
+            await self.concurrency.release(False)
+            return None
+        nbytes, coro_fn = picked
+        if nbytes and self.bandwidth.rate_per_s > 0:
+            await self.bandwidth.take(nbytes)  # holding a slot: with a bandwidth cap, slots are not the limit
+        return await self._run(coro_fn)
+
+    async def _run(self, coro_fn):
         throttled = False
         try:
             return await coro_fn()
@@ -491,37 +509,49 @@ class Copier:
         return groups
 
     async def _get_part(self, meta: ObjectMeta, byte_range: ByteRange,
-                        max_pieces: int = _MAX_GETS_PER_PART) -> GetResult:
-        """Read one part, as several concurrent ranged GETs when it is larger than one read should be (see
-        ReadSizer): across a long lossy link one TCP stream's rate is capped by RTT and loss, so parallel
-        streams multiply it. A store that reads into a buffer (RangeReader) gets the pieces written in place."""
-        pieces = split_range(byte_range, self._reads.piece_bytes(), max_pieces)
+                        max_streams: int = _MAX_GETS_PER_PART) -> GetResult:
+        """Read one range with up to `max_streams` concurrent ranged GETs, when it is larger than one read
+        should be (see ReadSizer): across a long lossy link one TCP stream's rate is capped by RTT and loss, so
+        parallel streams multiply it. Each stream takes the next piece when it is free, sized at that moment:
+        a stream slowed by a loss holds up one small piece, not a fixed share of the range, and once a fast
+        path is learnt the rest goes in a few large reads. A store that reads into a buffer (RangeReader) gets
+        the pieces written in place."""
+        pieces = PieceCursor(byte_range)
+        into = isinstance(self._src, RangeReader)
+        buffer = bytearray(byte_range.length) if into else None
+        got: list[tuple[int, Any]] = []  # (piece start, ObjectInfo read into the buffer, or GetResult)
 
-        async def timed(read, r: ByteRange):
+        async def read(r: ByteRange) -> tuple[int, Any]:
             started = time.monotonic()
-            result = await read()
+            if into:
+                window = memoryview(buffer)[r.start - byte_range.start:r.end - byte_range.start]
+                result = await self._src.get_into(meta.key, r, window, if_match=meta.etag)
+            else:
+                result = await self._src.get(meta.key, r, if_match=meta.etag)
             self._reads.observe(r.length, time.monotonic() - started)
-            return result
+            return r.start, result
 
-        if isinstance(self._src, RangeReader):
-            buffer = bytearray(byte_range.length)
-            view = memoryview(buffer)
+        def pick():
+            r = pieces.take(self._reads.piece_bytes())
+            return None if r is None else (r.length, lambda: read(r))
 
-            def read_into(r: ByteRange):
-                window = view[r.start - byte_range.start:r.end - byte_range.start]
-                return lambda: timed(lambda: self._src.get_into(meta.key, r, window, if_match=meta.etag), r)
+        async def stream() -> None:
+            while (result := await self._limits.call_sized(pick)) is not None:
+                got.append(result)
 
-            infos = await asyncio.gather(*(self._limits.call(read_into(r), r.length) for r in pieces))
-            got = GetResult(data=buffer, info=infos[0])
+        piece = self._reads.piece_bytes()
+        streams = min(max_streams, -(-byte_range.length // piece)) if piece else 1
+        await asyncio.gather(*(stream() for _ in range(streams)))
+        got.sort(key=lambda item: item[0])
+        if into:
+            infos = [info for _, info in got]
+            result = GetResult(data=buffer, info=infos[0])
         else:
-            results = await asyncio.gather(*(self._limits.call(
-                lambda r=r: timed(lambda: self._src.get(meta.key, r, if_match=meta.etag), r), r.length)
-                for r in pieces))
-            got = results[0] if len(results) == 1 else GetResult(b"".join(g.data for g in results), results[0].info)
-            infos = [g.info for g in results]
+            infos = [g.info for _, g in got]
+            result = got[0][1] if len(got) == 1 else GetResult(b"".join(g.data for _, g in got), infos[0])
         if any(info.meta.size != meta.size for info in infos):
             raise PreconditionFailed("source size changed since listing")
-        return got
+        return result
 
     async def _put_part(self, dst_key: str, upload_id: str, number: int, byte_range: ByteRange,
                         data: bytes) -> tuple[PartInfo, bytes]:

@@ -68,12 +68,20 @@ def needs_multipart(size_bytes: int, threshold_bytes: int, features: StoreFeatur
     return size_bytes >= threshold_bytes or size_bytes > features.max_single_put_bytes
 
 
-def split_range(byte_range: ByteRange, piece_bytes: int, max_pieces: int) -> list[ByteRange]:
-    """`byte_range` cut into consecutive pieces of about `piece_bytes` (at most `max_pieces`, sizes within a
-    byte of each other); the whole range when `piece_bytes` is 0 or the range is no larger."""
-    length = byte_range.length
-    if piece_bytes <= 0 or length <= piece_bytes:
-        return [byte_range]
-    count = min(max_pieces, -(-length // piece_bytes))
-    edges = [byte_range.start + length * i // count for i in range(count + 1)]
-    return [ByteRange(a, b) for a, b in zip(edges, edges[1:], strict=False)]
+class PieceCursor:
+    """Hands out a byte range as consecutive pieces, each sized when it is taken (a reader's piece size may
+    change between takes); a remainder under half a piece goes with the piece before it."""
+
+    def __init__(self, byte_range: ByteRange):
+        self._end = byte_range.end
+        self._next = byte_range.start
+
+    def take(self, piece_bytes: int) -> ByteRange | None:
+        """The next piece of about `piece_bytes` (the rest of the range when 0), or None when all is out."""
+        if self._next >= self._end:
+            return None
+        end = self._next + piece_bytes if piece_bytes > 0 else self._end
+        if end + piece_bytes // 2 >= self._end:  # a sliver would cost a round trip for a few bytes
+            end = self._end
+        piece, self._next = ByteRange(self._next, end), end
+        return piece

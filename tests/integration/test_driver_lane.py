@@ -10,7 +10,10 @@ import sys
 import time
 from collections import deque
 
+import pytest
+
 from dth_ray.cli import load_config
+from dth_ray.errors import ConfigError
 from dth_ray.model import Shard
 from dth_ray.runtime.driver import DriverLane, WorkItem
 from dth_ray.runtime.manifest_sqlite import SqliteManifest
@@ -28,7 +31,8 @@ def test_driver_lane_takes_shards_until_stopped(e2e_env, unique_prefix, tmp_path
     manifest.start_run(shards)
     queue: deque = deque(WorkItem(s) for s in shards)
 
-    worker = DriverLane(cfg, manifest, queue).start()
+    worker = DriverLane(cfg, manifest, lambda: (manifest.run_id, queue)).start()
+    assert worker.begun() == (manifest.run_id, queue)
     deadline = time.monotonic() + 60
     while len(queue) > 6 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -46,6 +50,22 @@ def test_driver_lane_takes_shards_until_stopped(e2e_env, unique_prefix, tmp_path
     assert len(copied) == 5 * len(done)
     assert manifest.progress().copied == 5 * len(done)
     assert not worker.alive()
+
+
+def test_a_planning_error_in_the_lane_reaches_the_driver(e2e_env, unique_prefix, tmp_path):
+    """The lane plans the run in its own thread while Ray starts; when planning fails, `begun()` raises that
+    error in the driver's thread and the lane copies nothing."""
+    cfg = load_config(s3_overrides(e2e_env, unique_prefix, "pe/" + unique_prefix, str(tmp_path / "m.sqlite")))
+    manifest = SqliteManifest(cfg.manifest.path, "job-plan-error")
+
+    def plan():
+        raise ConfigError("source.prefix='x' lists nothing")
+
+    lane = DriverLane(cfg, manifest, plan).start()
+    with pytest.raises(ConfigError, match="lists nothing"):
+        lane.begun()
+    lane.join()
+    assert not lane.alive() and lane.harvest() == []
 
 
 def test_a_fresh_sync_copies_in_the_driver_before_and_after_the_actors_are_up(e2e_env, unique_prefix, tmp_path):

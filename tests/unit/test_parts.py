@@ -6,7 +6,7 @@ import pytest
 
 from dth_ray.errors import Fatal
 from dth_ray.model import ByteRange, GiB, MiB
-from dth_ray.plan.parts import choose_part_size, multipart_etag, needs_multipart, plan_parts, split_range
+from dth_ray.plan.parts import PieceCursor, choose_part_size, multipart_etag, needs_multipart, plan_parts
 from dth_ray.stores.base import StoreFeatures
 
 TiB = 1024 * GiB
@@ -110,19 +110,34 @@ def test_needs_multipart():
     assert not needs_multipart(2 * MiB, 100 * MiB, SMALL)
 
 
-@pytest.mark.parametrize("start,length,piece,most", [
-    (0, 16 * MiB, 4 * MiB, 8), (5, 16 * MiB + 3, 4 * MiB, 8), (0, 100 * MiB, 4 * MiB, 8), (7, 1, 4 * MiB, 8),
-    (0, 9 * MiB, 0, 8), (0, 4 * MiB, 4 * MiB, 8),
+def _drain(cursor: PieceCursor, sizes) -> list[ByteRange]:
+    pieces = []
+    for size in sizes:
+        if (piece := cursor.take(size)) is None:
+            break
+        pieces.append(piece)
+    return pieces
+
+
+@pytest.mark.parametrize("start,length,piece", [
+    (0, 16 * MiB, 4 * MiB), (5, 16 * MiB + 3, 4 * MiB), (0, 100 * MiB, 3 * MiB), (7, 1, 4 * MiB), (0, 9 * MiB, 0),
+    (0, 4 * MiB, 4 * MiB), (0, 6 * MiB, 4 * MiB),
 ])
-def test_split_range_covers_every_byte_once(start, length, piece, most):
+def test_piece_cursor_covers_every_byte_once(start, length, piece):
     whole = ByteRange(start, start + length)
-    pieces = split_range(whole, piece, most)
+    cursor = PieceCursor(whole)
+    pieces = _drain(cursor, [piece] * 1000)
     assert pieces[0].start == whole.start and pieces[-1].end == whole.end
     assert all(a.end == b.start for a, b in zip(pieces, pieces[1:], strict=False)), "contiguous, no overlap"
-    assert len(pieces) <= most
-    sizes = [p.length for p in pieces]
-    assert max(sizes) - min(sizes) <= 1
-    if piece == 0 or length <= piece:
+    assert cursor.take(piece) is None, "nothing left once the range is out"
+    if piece == 0 or length <= piece * 1.5:
         assert pieces == [whole]
     else:
-        assert len(pieces) == min(most, -(-length // piece))
+        assert all(p.length == piece for p in pieces[:-1])
+        assert piece // 2 < pieces[-1].length < piece * 3 // 2, "a short remainder rides with the last piece"
+
+
+def test_piece_cursor_sizes_each_piece_when_it_is_taken():
+    # A reader learns mid-way that its path is fast: the rest goes in one piece.
+    pieces = _drain(PieceCursor(ByteRange(0, 64 * MiB)), [256 * 1024, 256 * 1024, 100 * MiB, 1])
+    assert [p.length for p in pieces] == [256 * 1024, 256 * 1024, 64 * MiB - 512 * 1024]
