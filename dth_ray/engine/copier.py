@@ -106,18 +106,23 @@ class Limits:
 
     async def call_sized(self, pick):
         """Like `call`, for a request sized only once it may go: `pick()` returns (nbytes, coro_fn), or None
-        for nothing left to send. A reader sizes its next piece then, from the rate learnt by that time."""
-        if self.requests.rate_per_s > 0:
-            await self.requests.take()
+        for nothing left to send. A reader sizes its next piece then, from the rate learnt by that time. The
+        rate and bandwidth caps are taken after the pick (holding the slot: under those caps slots are not
+        the limit), so a stream that finds nothing left spends no request token."""
         await self.concurrency.acquire()
-        picked = pick()
-        if picked is None:
-            await self.concurrency.release(False)
-            return None
-        nbytes, coro_fn = picked
-        if nbytes and self.bandwidth.rate_per_s > 0:
-            await self.bandwidth.take(nbytes)  # holding a slot: with a bandwidth cap, slots are not the limit
-        return await self._run(coro_fn)
+
+        async def sized():
+            picked = pick()
+            if picked is None:
+                return None
+            nbytes, coro_fn = picked
+            if self.requests.rate_per_s > 0:
+                await self.requests.take()
+            if nbytes and self.bandwidth.rate_per_s > 0:
+                await self.bandwidth.take(nbytes)
+            return await coro_fn()
+
+        return await self._run(sized)
 
     async def _run(self, coro_fn):
         throttled = False
@@ -540,8 +545,15 @@ class Copier:
                 got.append(result)
 
         piece = self._reads.piece_bytes()
-        streams = min(max_streams, -(-byte_range.length // piece)) if piece else 1
-        await asyncio.gather(*(stream() for _ in range(streams)))
+        streams = [asyncio.ensure_future(stream())
+                   for _ in range(min(max_streams, -(-byte_range.length // piece)) if piece else 1)]
+        try:
+            await asyncio.gather(*streams)
+        except BaseException:
+            for task in streams:  # the range is read again whole: the other streams must not read on
+                task.cancel()
+            await asyncio.gather(*streams, return_exceptions=True)
+            raise
         got.sort(key=lambda item: item[0])
         if into:
             infos = [info for _, info in got]

@@ -10,7 +10,7 @@ import pytest
 
 from dth_ray.config import StoreConfig, StoreType
 from dth_ray.engine.copier import Copier
-from dth_ray.errors import DthError
+from dth_ray.errors import DthError, Transient
 from dth_ray.stores import open_store
 from tests.integration.helpers import MiB, copier_for, copy_listed
 
@@ -241,6 +241,48 @@ def test_a_stalled_stream_holds_one_piece_while_the_others_read_the_rest(stores,
     assert stalling.most_in_flight == 16, "never more streams than a part may have"
     assert outcome.verified_source and outcome.part_size_bytes == 5 * MiB and uploads == []
     got = pair.destination.client().get_object(Bucket=pair.destination.bucket, Key="stall/" + key)["Body"].read()
+    assert got == body
+
+
+class FailSecondRange:
+    """Wraps a real source store that reads into buffers: in the first wave of 16 reads, the second fails (a
+    reset connection) and the others hang until the part is read again (reads from the 17th on go through).
+    Counts reads begun."""
+
+    def __init__(self, store):
+        self._store, self.features = store, store.features
+        self.begun = 0
+        self._again = asyncio.Event()
+
+    async def head(self, key):
+        return await self._store.head(key)
+
+    async def get_into(self, key, byte_range, out, if_match=""):
+        self.begun += 1
+        if self.begun == 2:
+            raise Transient("connection reset by peer")
+        if self.begun <= 16:
+            await asyncio.wait_for(self._again.wait(), 20)
+        else:
+            self._again.set()
+        return await self._store.get_into(key, byte_range, out, if_match)
+
+
+def test_a_failed_piece_stops_the_other_streams_until_the_part_is_read_again(stores, unique_prefix):
+    """A 5 MiB part as 20 pieces of 256 KiB over 16 streams: one piece fails, so the part is read again whole;
+    the streams of the failed read stop there (their in-flight reads cancelled) rather than read on."""
+    pair, src, dst = stores
+    key = unique_prefix + "failed-piece.bin"
+    body = os.urandom(5 * MiB)
+    pair.source.client().put_object(Bucket=pair.source.bucket, Key=key, Body=body)
+    failing = FailSecondRange(src)
+
+    copier = copier_for(failing, dst, get_range_bytes=256 * 1024)
+    outcome, uploads = asyncio.run(copy_listed(copier, src, dst, key, "fail/" + key))
+
+    assert failing.begun == 16 + 20, "the failed read's first wave of 16, then the part's 20 pieces again"
+    assert outcome.verified_source and uploads == []
+    got = pair.destination.client().get_object(Bucket=pair.destination.bucket, Key="fail/" + key)["Body"].read()
     assert got == body
 
 
