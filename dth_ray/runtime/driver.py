@@ -192,7 +192,7 @@ class DriverLane:
     def __init__(self, cfg: SyncConfig, manifest: Manifest, begin: Callable[[], tuple[int, deque[WorkItem]]]):
         self.manifest = manifest
         self._cfg = cfg
-        self._worker: TransferWorker | None = None  # made in the lane's thread, after planning (it imports Ray)
+        self._worker: TransferWorker | None = None  # made in the lane's thread after planning (it imports Ray)
         self._begin = begin
         self._begun = threading.Event()
         self._planned: tuple[int, deque[WorkItem]] | BaseException | None = None
@@ -209,14 +209,14 @@ class DriverLane:
 
     def _body(self) -> None:
         try:
-            self._planned = self._begin()
+            planned = self._begin()
+            self._worker = TransferWorker(self._cfg, self.manifest)
+            self._queue, self._planned = planned[1], planned
         except BaseException as exc:  # noqa: BLE001 - raised in the driver's thread by begun()
             self._planned = exc
             return
         finally:
             self._begun.set()
-        self._queue = self._planned[1]
-        self._worker = TransferWorker(self._cfg, self.manifest)
         asyncio.run(self._main())
 
     def begun(self) -> tuple[int, deque[WorkItem]]:
