@@ -150,6 +150,30 @@ def test_byte_budget_never_exceeds_capacity():
     assert budget.in_use_bytes == 0
 
 
+def test_small_holds_pass_large_ones_that_fill_the_budget_within_an_eighth_more():
+    budget = ByteBudget(64 * 1024)  # small holds: up to 1 KiB; overdraft: 8 KiB
+
+    async def main():
+        done = asyncio.Event()
+
+        async def hold(n: int):
+            async with budget.hold(n):
+                await done.wait()
+
+        large = [asyncio.ensure_future(hold(32 * 1024)) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert budget.in_use_bytes == 64 * 1024, "the large holds took the whole budget"
+        third = asyncio.ensure_future(hold(1025))  # not small: it waits for the large ones
+        small = [asyncio.ensure_future(hold(1024)) for _ in range(9)]
+        await asyncio.sleep(0)
+        assert budget.in_use_bytes == 64 * 1024 + 8 * 1024, "small ones move on, an eighth more and no further"
+        done.set()
+        await asyncio.gather(*large, third, *small)
+        assert budget.in_use_bytes == 0
+
+    asyncio.run(main())
+
+
 def test_configs_and_stores_pickle():
     cfg = SyncConfig()
     assert pickle.loads(pickle.dumps(cfg)) == cfg
