@@ -97,10 +97,7 @@ class Limits:
 
     async def call(self, coro_fn, nbytes: int = 0):
         """Run one store request under the caps; a throttle answer halves the concurrency cap."""
-        if self.requests.rate_per_s > 0:
-            await self.requests.take()
-        if nbytes and self.bandwidth.rate_per_s > 0:
-            await self.bandwidth.take(nbytes)
+        await self._pace(nbytes)
         await self.concurrency.acquire()
         return await self._run(coro_fn)
 
@@ -116,13 +113,17 @@ class Limits:
             if picked is None:
                 return None
             nbytes, coro_fn = picked
-            if self.requests.rate_per_s > 0:
-                await self.requests.take()
-            if nbytes and self.bandwidth.rate_per_s > 0:
-                await self.bandwidth.take(nbytes)
+            await self._pace(nbytes)
             return await coro_fn()
 
         return await self._run(sized)
+
+    async def _pace(self, nbytes: int) -> None:
+        """The request-rate and bandwidth caps for one request of `nbytes`."""
+        if self.requests.rate_per_s > 0:
+            await self.requests.take()
+        if nbytes and self.bandwidth.rate_per_s > 0:
+            await self.bandwidth.take(nbytes)
 
     async def _run(self, coro_fn):
         throttled = False
@@ -544,9 +545,9 @@ class Copier:
             while (result := await self._limits.call_sized(pick)) is not None:
                 got.append(result)
 
-        piece = self._reads.piece_bytes()
+        # As many streams as the first pieces fill (the sizer never answers 0), at most max_streams.
         streams = [asyncio.ensure_future(stream())
-                   for _ in range(min(max_streams, -(-byte_range.length // piece)) if piece else 1)]
+                   for _ in range(min(max_streams, -(-byte_range.length // self._reads.piece_bytes())))]
         try:
             await asyncio.gather(*streams)
         except BaseException:
