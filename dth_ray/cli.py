@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import logging
 import os
-import re
+import signal
 import sys
-from pathlib import Path
 
 from dth_ray import __version__
-from dth_ray.config import StoreType, SyncConfig, register, validate
+from dth_ray.compose import load_config, load_settings
+from dth_ray.config import StoreType
 from dth_ray.errors import ConfigError, DthError
+from dth_ray.runtime.interrupts import EXIT_BY_SIGNAL, Interrupted, Interrupts
+from dth_ray.settings import Settings, resolve
 
 USAGE = """usage: dth-ray COMMAND [key=value ...]
 
@@ -40,82 +41,7 @@ Every config key is listed in the README's config table.
 """
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def conf_dir() -> str:
-    """The Hydra config folder: $DTH_RAY_CONF; else the repo's top-level conf/ (a source checkout or an
-    editable install); else the copy a wheel ships as dth_ray/conf (see setup.py)."""
-    env = os.environ.get("DTH_RAY_CONF")
-    if env:
-        return env
-    repo = Path(__file__).resolve().parent.parent
-    if (repo / "pyproject.toml").is_file() and (repo / "conf" / "config.yaml").is_file():
-        return str(repo / "conf")
-    return str(importlib.resources.files("dth_ray").joinpath("conf"))
-
-
-def _friendly(text: str) -> str:
-    """Hydra's common messages, shortened to name the bad value."""
-    match = re.search(r"Could not find '([\w.-]+)/([^']+)'.*Available options in '[\w.-]+': ([\w .-]+?) Config", text)
-    if match:
-        return f"{match.group(1)}={match.group(2)} is not a known option ({', '.join(match.group(3).split())})"
-    match = re.search(r"Could not override '([^']+)'.*Key '([^']+)' not in", text)
-    if match:
-        return f"{match.group(1)} is not a config key (see the README's config table)"
-    match = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+).*full_key: ([\w.]+)", text)
-    if match:
-        return f"{match.group(3)}={match.group(1)!r} is not a valid {match.group(2)}"
-    match = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\].*full_key: ([\w.]+)", text)
-    if match:
-        return f"{match.group(3)}={match.group(1)!r} must be one of {match.group(2)}"
-    return text
-
-
-def _one_line(exc: BaseException) -> str:
-    """The most specific message in an exception chain, folded onto one line."""
-    messages = []
-    while exc is not None:
-        text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-        if text:
-            messages.append(text)
-        exc = exc.__cause__ or exc.__context__
-    return _friendly(" — ".join(dict.fromkeys(messages[:3]))) or "invalid configuration"
-
-
-def load_config(overrides: list[str], check: bool = True) -> SyncConfig:
-    """Compose conf/ with the overrides and validate (`check`). Raises ConfigError with a one-line message."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    register()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=conf_dir(), version_base=None, job_name="dth_ray"):
-            cfg = compose("config", overrides=overrides)
-        obj = OmegaConf.to_object(cfg)
-    except Exception as exc:  # Hydra and OmegaConf raise many types; all mean a bad override
-        raise ConfigError(_one_line(exc)) from None
-    finally:
-        GlobalHydra.instance().clear()
-    if check:
-        validate(obj)
-    return obj
-
-
-def _summary(report: dict) -> str:
-    o, b = report["objects"], report["bytes"]
-    if report.get("dry_run"):
-        return (f"dry run: {o['listed']:,} listed, would copy {o['would_copy']:,} objects "
-                f"({b['would_copy'] / 1e6:,.1f} MB), {o['skipped']:,} skipped, nothing written")
-    line = (f"{report['status']}: {o['listed']:,} listed, {o['copied']:,} copied, {o['skipped']:,} skipped, "
-            f"{o['failed']:,} failed; {b['copied'] / 1e6:,.1f} MB in {report['duration_s']:.1f}s "
-            f"({report['bytes_per_s'] / 1e6:,.1f} MB/s, {report['objects_per_s']:,.0f} objects/s)")
-    for failure in report["failures"][:5]:
-        line += f"\n  failed: {failure['key']!r}: {failure['error']}"
-    for error in report.get("errors", [])[:5]:
-        line += f"\n  error: {error}"
-    return line
+RESUME_HINT = "interrupted; rerun the same command to resume"
 
 
 def write_report(path: str, report: dict) -> None:
@@ -127,92 +53,107 @@ def write_report(path: str, report: dict) -> None:
 
 
 def cmd_sync(overrides: list[str]) -> int:
-    from dth_ray.runtime.driver import run_sync, terminal_progress
+    from dth_ray.runtime.driver import run_sync
+    from dth_ray.runtime.progress import terminal_progress
 
-    cfg = load_config(overrides)
-    _setup_logging(cfg)
-    _check_report_dir(cfg)
-    if cfg.source.type == StoreType.maxcompute:  # a table export (dth_ray/maxcompute), not an object listing
-        from dth_ray.maxcompute.runner import run_maxcompute, summary_line
+    settings = load_settings(overrides)
+    _setup_logging(settings)
+    _check_report_dir(settings)
+    interrupts = Interrupts()
+    if settings.source.type == StoreType.maxcompute:  # a table export (dth_ray/maxcompute), not an object listing
+        from dth_ray.maxcompute.common import summary_line
+        from dth_ray.maxcompute.runner import run_maxcompute
 
-        report = run_maxcompute(cfg)
-        if cfg.report:
-            write_report(cfg.report, report)
-        print(summary_line(report))
-        return EXIT_OK if report["status"] == "succeeded" else EXIT_FAILED
+        interrupts.install()
+        out = run_maxcompute(settings, interrupts)
+        if settings.report_path:
+            write_report(settings.report_path, out)
+        print(summary_line(out))
+        if interrupts.requested.is_set():
+            print(f"dth-ray: {RESUME_HINT}", file=sys.stderr)
+            return interrupts.exit_status
+        return EXIT_OK if out["status"] == "succeeded" else EXIT_FAILED
+    cfg = settings.config
     show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
-    report = run_sync(cfg, on_progress=terminal_progress if show else None)
+    report = run_sync(settings, on_progress=terminal_progress if show else None, interrupts=interrupts)
     if show:
         sys.stderr.write("\n")
-    if cfg.report:
-        write_report(cfg.report, report)
-    print(_summary(report))
-    return EXIT_OK if report["status"] == "succeeded" else EXIT_FAILED
+    if settings.report_path:
+        write_report(settings.report_path, report.to_json())
+    print(report.summary())
+    return _exit_status(report.status, interrupts)
 
 
-def _setup_logging(cfg: SyncConfig) -> None:
+def _exit_status(status: str, interrupts: Interrupts) -> int:
+    """0 succeeded (verify: ok), 130/143 stopped by SIGINT/SIGTERM (resumable), 1 anything else."""
+    if status == "interrupted" or interrupts.requested.is_set():
+        print(f"dth-ray: {RESUME_HINT}", file=sys.stderr)
+        return interrupts.exit_status
+    return EXIT_OK if status in ("succeeded", "ok") else EXIT_FAILED
+
+
+def _setup_logging(settings: Settings) -> None:
     from dth_ray.ops.logs import setup_logging  # log_level, log.format=text|json, credential scrubbing
 
-    setup_logging(cfg)
+    setup_logging(settings.config)
 
 
-def _check_report_dir(cfg: SyncConfig) -> None:
-    if cfg.report:
-        report_dir = os.path.dirname(os.path.abspath(cfg.report))
+def _check_report_dir(settings: Settings) -> None:
+    if settings.report_path:
+        report_dir = os.path.dirname(os.path.abspath(settings.report_path))
         if not os.path.isdir(report_dir):
-            raise ConfigError(f"report={cfg.report!r}: folder {report_dir!r} does not exist")
+            raise ConfigError(f"report={settings.report_path!r}: folder {report_dir!r} does not exist")
 
 
 def cmd_plan(overrides: list[str]) -> int:
-    from dth_ray.config import parse_size
     from dth_ray.plan.estimate import Rates, estimate
     from dth_ray.plan.parts import choose_part_size
     from dth_ray.runtime.driver import run_sync
     from dth_ray.stores.s3 import FEATURES as S3_FEATURES
 
-    cfg = load_config([*overrides, "dry_run=true"])
-    _setup_logging(cfg)
-    _check_report_dir(cfg)
-    p = cfg.plan
-    rates = Rates(p.nodes, parse_size(p.node_throughput, "plan.node_throughput"), p.node_objects_per_s,
-                  p.egress_per_gb, p.put_per_1000, p.get_per_1000, p.dynamodb_write_per_million,
-                  p.instance_per_hour)
+    settings = load_settings([*overrides, "dry_run=true"])
+    _setup_logging(settings)
+    _check_report_dir(settings)
+    p = settings.plan
+    rates = Rates(p.nodes, p.node_bytes_per_s, p.node_objects_per_s, p.egress_per_gb, p.put_per_1000,
+                  p.get_per_1000, p.dynamodb_write_per_million, p.instance_per_hour)
     try:
         estimate(0, 0, 0, 0, 1, rates)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    report = run_sync(cfg)
-    o, b = report["objects"], report["bytes"]
-    requested = None if cfg.transfer.part_size == "auto" else parse_size(cfg.transfer.part_size, "transfer.part_size")
-    typical = b["would_copy_multipart"] // max(1, o["would_copy_multipart"])
-    part_size = choose_part_size(typical, S3_FEATURES, requested)
-    plan = estimate(o["would_copy"], b["would_copy"], o["would_copy_multipart"], b["would_copy_multipart"],
+    interrupts = Interrupts()
+    report = run_sync(settings, interrupts=interrupts)
+    t = report.tally
+    typical = t.would_copy_multipart_bytes // max(1, t.would_copy_multipart)
+    part_size = choose_part_size(typical, S3_FEATURES, settings.transfer.part_size_bytes)
+    plan = estimate(t.would_copy, t.would_copy_bytes, t.would_copy_multipart, t.would_copy_multipart_bytes,
                     part_size, rates)
-    out = {"status": report["status"], "job": report["job"], "source": report["source"],
-           "destination": report["destination"], "listed": o["listed"], "listed_bytes": b["listed"],
-           "would_skip": o["skipped"], "estimate": plan,
+    out = {"status": report.status, "job": report.job, "source": report.source,
+           "destination": report.destination, "listed": t.listed, "listed_bytes": t.bytes_listed,
+           "would_skip": t.skipped, "estimate": plan,
            "rates": {"node_bytes_per_s": rates.node_bytes_per_s, "node_objects_per_s": rates.node_objects_per_s,
                      "egress_per_gb": p.egress_per_gb, "put_per_1000": p.put_per_1000,
                      "get_per_1000": p.get_per_1000, "dynamodb_write_per_million": p.dynamodb_write_per_million,
                      "instance_per_hour": p.instance_per_hour},
-           "listing_duration_s": report["duration_s"]}
-    if cfg.report:
-        write_report(cfg.report, out)
-    print(f"plan: {o['listed']:,} listed; would copy {plan['objects']:,} objects, {plan['bytes'] / 1e9:,.2f} GB; "
+           "listing_duration_s": round(report.duration_s, 3)}
+    if settings.report_path:
+        write_report(settings.report_path, out)
+    print(f"plan: {t.listed:,} listed; would copy {plan['objects']:,} objects, {plan['bytes'] / 1e9:,.2f} GB; "
           f"on {plan['nodes']} node(s) ≈ {plan['duration_s'] / 3600:,.2f} h; cost ≈ ${plan['cost_usd_total']:,.2f} "
           + " ".join(f"({k} ${v:,.2f})" for k, v in plan["cost_usd"].items()))
-    return EXIT_OK if report["status"] == "succeeded" else EXIT_FAILED
+    return _exit_status(report.status, interrupts)
 
 
 def cmd_verify(overrides: list[str]) -> int:
     from dth_ray.runtime.verify import run_verify
 
-    cfg = load_config(overrides)
-    _setup_logging(cfg)
-    _check_report_dir(cfg)
-    report = run_verify(cfg)
-    if cfg.report:
-        write_report(cfg.report, report)
+    settings = load_settings(overrides)
+    _setup_logging(settings)
+    _check_report_dir(settings)
+    interrupts = Interrupts()
+    report = run_verify(settings, interrupts)
+    if settings.report_path:
+        write_report(settings.report_path, report)
     c = report["counts"]
     print(f"verify {report['mode']}: {report['status']}: {c['checked']:,} checked, {c['matched']:,} match, "
           f"{c['missing_on_destination']:,} missing on destination, {c['differ']:,} differ, "
@@ -222,7 +163,7 @@ def cmd_verify(overrides: list[str]) -> int:
             print(f"  {kind}: {key}")
     for error in report["errors"][:5]:
         print(f"  error: {error}")
-    return EXIT_OK if report["status"] == "ok" else EXIT_FAILED
+    return _exit_status(report["status"], interrupts)
 
 
 def cmd_status(args: list[str]) -> int:
@@ -231,44 +172,39 @@ def cmd_status(args: list[str]) -> int:
     picked = {k: v for k, _, v in (a.partition("=") for a in args if a.startswith(("prefix=", "key=")))}
     overrides = [a for a in args if not a.startswith(("prefix=", "key="))]
     by_job = not picked and any(a.startswith("job=") for a in overrides)
-    cfg = load_config(overrides, check=not by_job)
-    _setup_logging(cfg)
+    settings = resolve(load_config(overrides, check=False), check=not by_job)  # job=NAME needs no stores
+    _setup_logging(settings)
     if "key" in picked:
-        out = status.key_status(cfg, picked["key"])
+        out = status.key_status(settings, picked["key"])
         ok = out["in_sync"]
     elif "prefix" in picked:
-        out = status.prefix_status(cfg, picked["prefix"])
+        out = status.prefix_status(settings, picked["prefix"])
         ok = out["complete"]
         c = out["counts"]
         print(f"prefix {out['prefix']!r}: {'complete' if ok else 'NOT complete'}: {c['objects']:,} objects, "
               f"{c['present']:,} present, {c['missing']:,} missing, {c['differ']:,} differ, "
               f"{c['unchecked']:,} unchecked", file=sys.stderr)
     else:
-        out = status.job_status(cfg)
+        out = status.job_status(settings)
         ok = out["state"] == "succeeded"
     print(json.dumps(out, indent=2, ensure_ascii=False))
     return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_watch(overrides: list[str]) -> int:
-    """The long-running service (dth_ray/sync/watch.py); SIGTERM/SIGINT stop it cleanly, a second one
-    interrupts at once."""
-    import signal
-
+    """The long-running service (dth_ray/sync/watch.py); SIGTERM/SIGINT stop it cleanly (exit 0), a second
+    one exits at once."""
     from dth_ray.sync.watch import WatchService
 
-    cfg = load_config(overrides)
-    _setup_logging(cfg)
+    settings = load_settings(overrides)
+    _setup_logging(settings)
     logging.getLogger("dth_ray.sync.watch").setLevel(min(logging.INFO, logging.getLogger().level))
-    _check_report_dir(cfg)
-    service = WatchService(cfg)
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _check_report_dir(settings)
+    service = WatchService(settings)
     try:
         report = service.run(handle_signals=True)
     finally:
-        for sig, handler in previous.items():
-            if handler is not None:
-                signal.signal(sig, handler)
+        service.interrupts.uninstall()
     m, lat = report["messages"], report["latency_s"]
     print(f"watch stopped ({report['stop_reason'] or 'done'}): {m.get('received', 0):,} messages, "
           f"{report['events'].get('reconciled', 0):,} keys reconciled {report['outcomes']}, "
@@ -288,8 +224,11 @@ def cmd_events(args: list[str]) -> int:
     cfg = load_config(args[1:], check=False)
     validate_sync_settings(cfg)
     validate_ops(cfg)
-    _setup_logging(cfg)
-    _check_report_dir(cfg)
+    from dth_ray.ops.logs import setup_logging
+
+    setup_logging(cfg)
+    if cfg.report and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.report))):
+        raise ConfigError(f"report={cfg.report!r}: its folder does not exist")
     s3_bucket = cfg.source.bucket if cfg.source.type == StoreType.s3 else ""
     out = setup(cfg.events, s3_bucket, cfg.alerts.sns_topic_arn)
     if cfg.report:
@@ -339,14 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     except DthError as exc:
         print(f"dth-ray: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except Interrupted as exc:
+        print(f"dth-ray: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:  # before a command took the signals (e.g. while composing the configuration)
         print("dth-ray: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_BY_SIGNAL[signal.SIGINT]
     finally:
-        if "ray" in sys.modules:  # only commands that ran Ray imported it
-            from dth_ray.runtime.driver import stop_ray
+        from dth_ray.runtime.rayhost import stop_ray
 
-            stop_ray()
+        stop_ray()
 
 
 if __name__ == "__main__":

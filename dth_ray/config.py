@@ -1,9 +1,7 @@
 """Config schemas (registered in Hydra's ConfigStore) and their validation into clear one-line errors.
 
-Memory bound per transfer actor (by construction): every GET and part holds bytes only after taking them
-from a byte budget of `transfer.buffer_size`, so peak payload memory ≈ actors × buffer_size, plus about
-150 MB of interpreter/Ray overhead per actor. A part or object larger than the budget waits until it has the
-whole budget to itself. Defaults: 2 actors × 256 MiB on a 2-core machine.
+These are the values as users write them (sizes and durations as text); dth_ray/settings.py resolves them
+once into the frozen, typed values the rest of the package uses (and states the memory bound).
 """
 
 from __future__ import annotations
@@ -277,6 +275,7 @@ class SyncConfig:
     destination: StoreConfig = field(default_factory=StoreConfig)
     compare: Compare = Compare.size_etag
     dry_run: bool = False
+    resume: bool = True  # false: start a new run even when the job's latest run can be resumed
     report: str = ""
     job: str = ""
     progress: str = "auto"
@@ -371,23 +370,6 @@ def validate(cfg: SyncConfig) -> None:
     if cfg.destination.type not in (StoreType.s3, StoreType.local):
         raise ConfigError(f"destination={cfg.destination.type.value} is not supported (use s3 or local)")
     t = cfg.transfer
-    threshold = parse_size(t.multipart_threshold, "transfer.multipart_threshold")
-    if threshold < 5 * 1024 * 1024:
-        raise ConfigError(f"transfer.multipart_threshold={t.multipart_threshold!r} must be at least 5MiB")
-    if t.part_size != "auto":
-        part = parse_size(t.part_size, "transfer.part_size")
-        if not 5 * 1024**2 <= part <= 5 * 1024**3:
-            raise ConfigError(f"transfer.part_size={t.part_size!r} must be between 5MiB and 5GiB")
-    buffer = parse_size(t.buffer_size, "transfer.buffer_size")
-    if buffer < 16 * 1024 * 1024:
-        raise ConfigError(f"transfer.buffer_size={t.buffer_size!r} must be at least 16MiB")
-    parse_size(t.max_bandwidth, "transfer.max_bandwidth")
-    parse_size(t.spread_threshold, "transfer.spread_threshold")
-    copy_cutoff = parse_size(t.copy_cutoff, "transfer.copy_cutoff")
-    if not 5 * 1024**2 <= copy_cutoff <= 5 * 1024**3:
-        raise ConfigError(f"transfer.copy_cutoff={t.copy_cutoff!r} must be between 5MiB and 5GiB")
-    if t.get_range_size != "auto" and parse_size(t.get_range_size, "transfer.get_range_size") < 256 * 1024:
-        raise ConfigError(f"transfer.get_range_size={t.get_range_size!r} must be auto or at least 256KiB")
     for name in ("parts_in_flight", "concurrency", "max_attempts"):
         if getattr(t, name) < 1:
             raise ConfigError(f"transfer.{name}={getattr(t, name)!r} must be at least 1")
@@ -399,6 +381,7 @@ def validate(cfg: SyncConfig) -> None:
         raise ConfigError(f"transfer.actors={t.actors!r} must be 0 (auto) or more")
     if t.max_requests_per_s < 0:
         raise ConfigError(f"transfer.max_requests_per_s={t.max_requests_per_s!r} must be 0 (off) or more")
+    validate_transfer_sizes(cfg)
     if cfg.progress not in ("auto", "on", "off"):
         raise ConfigError(f"progress={cfg.progress!r} must be auto, on or off")
     addr = cfg.runtime.address
@@ -406,6 +389,23 @@ def validate(cfg: SyncConfig) -> None:
         raise ConfigError(f"runtime.address={addr!r} must be local, auto, HOST:PORT or ray://HOST:PORT")
     validate_sync_settings(cfg)
     validate_ops(cfg)
+
+
+def validate_transfer_sizes(cfg: SyncConfig) -> None:
+    """The ranges of `transfer.*` sizes; raises ConfigError naming the bad key."""
+    t = cfg.transfer
+    if parse_size(t.multipart_threshold, "transfer.multipart_threshold") < 5 * 1024 * 1024:
+        raise ConfigError(f"transfer.multipart_threshold={t.multipart_threshold!r} must be at least 5MiB")
+    if t.part_size != "auto" and not 5 * 1024**2 <= parse_size(t.part_size, "transfer.part_size") <= 5 * 1024**3:
+        raise ConfigError(f"transfer.part_size={t.part_size!r} must be between 5MiB and 5GiB")
+    if parse_size(t.buffer_size, "transfer.buffer_size") < 16 * 1024 * 1024:
+        raise ConfigError(f"transfer.buffer_size={t.buffer_size!r} must be at least 16MiB")
+    parse_size(t.max_bandwidth, "transfer.max_bandwidth")
+    parse_size(t.spread_threshold, "transfer.spread_threshold")
+    if not 5 * 1024**2 <= parse_size(t.copy_cutoff, "transfer.copy_cutoff") <= 5 * 1024**3:
+        raise ConfigError(f"transfer.copy_cutoff={t.copy_cutoff!r} must be between 5MiB and 5GiB")
+    if t.get_range_size != "auto" and parse_size(t.get_range_size, "transfer.get_range_size") < 256 * 1024:
+        raise ConfigError(f"transfer.get_range_size={t.get_range_size!r} must be auto or at least 256KiB")
 
 
 _PARQUET_CODECS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")

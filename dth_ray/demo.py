@@ -75,8 +75,9 @@ def verify(server: RcloneS3, bucket: str, prefix: str, items: list[tuple[str, by
 
 
 def run_demo(overrides: list[str]) -> int:
-    from dth_ray.cli import _summary, load_config
-    from dth_ray.runtime.driver import run_sync, terminal_progress
+    from dth_ray.compose import load_settings
+    from dth_ray.runtime.driver import run_sync
+    from dth_ray.runtime.progress import terminal_progress
 
     t0 = time.monotonic()
     small = 1200
@@ -93,7 +94,7 @@ def run_demo(overrides: list[str]) -> int:
         dst.client().create_bucket(Bucket="demo-lake")
         print(f"demo: seeded {len(items):,} objects ({total_mb:,.1f} MB): nested prefixes, odd keys, "
               f"metadata, 3 objects of 64-208 MiB")
-        cfg = load_config([
+        settings = load_settings([
             "source=s3", "source.bucket=demo-src", f"source.endpoint={src.endpoint}",
             "source.credentials=env:DTH_DEMO_SRC",
             "destination=s3", "destination.bucket=demo-lake", "destination.prefix=mirror/",
@@ -101,15 +102,15 @@ def run_demo(overrides: list[str]) -> int:
             f"manifest.path={state}/manifest.sqlite", *overrides,
         ])
         show = sys.stderr.isatty()
-        report = run_sync(cfg, on_progress=terminal_progress if show else None)
+        report = run_sync(settings, on_progress=terminal_progress if show else None)
         if show:
             sys.stderr.write("\n")
-        print("demo: first sync  — " + _summary(report))
+        print("demo: first sync  — " + report.summary())
         problems = verify(dst, "demo-lake", "mirror/", items)
-        again = run_sync(cfg)
-        print("demo: second sync — " + _summary(again))
-        ok = (report["status"] == "succeeded" and report["objects"]["copied"] == len(items)
-              and not problems and again["objects"]["copied"] == 0 and again["status"] == "succeeded")
+        again = run_sync(settings)
+        print("demo: second sync — " + again.summary())
+        ok = (report.ok and report.tally.copied == len(items) and not problems and again.tally.copied == 0
+              and again.ok)
         for problem in problems[:10]:
             print(f"demo: PROBLEM {problem}")
         verdict = "every byte and header verified" if ok else "FAILED"

@@ -21,6 +21,12 @@ class ObjectMeta:
     mtime: float = 0.0
     storage_class: str = ""
     checksum: str = ""
+    stored: float = 0.0  # when the store last wrote this entry, where `mtime` does not say it (local: ctime)
+
+    @property
+    def stored_at(self) -> float:
+        """When this version was stored at the store (S3: LastModified), in epoch seconds."""
+        return max(self.mtime, self.stored)
 
     @property
     def etag_is_multipart(self) -> bool:
@@ -186,9 +192,18 @@ class Tally:
     server_side_copies: int = 0
     spread_parts: int = 0  # parts of large uploads that peer actors sent
     resumed_parts: int = 0  # parts of interrupted uploads reused instead of sent again
+    # Of the copied objects, those a redone shard found at the destination, written in this run by a worker
+    # that was lost before it could report them (counted copied once, never skipped; see ShardTask).
+    recovered: int = 0
+    recovered_bytes: int = 0
+    # sync.delete: destination objects the diff met (settled keys only) and those with no source object.
+    dst_seen: int = 0
+    dst_only: int = 0
+    dst_only_keys: list[str] = field(default_factory=list)  # capped at max_dst_only_keys; never checkpointed
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     max_failures: int = 1000
+    max_dst_only_keys: int = 100_000
 
     def skip(self, reason: str) -> None:
         self.skipped += 1
@@ -214,6 +229,13 @@ class Tally:
         self.server_side_copies += other.server_side_copies
         self.spread_parts += other.spread_parts
         self.resumed_parts += other.resumed_parts
+        self.recovered += other.recovered
+        self.recovered_bytes += other.recovered_bytes
+        self.dst_seen += other.dst_seen
+        self.dst_only += other.dst_only
+        room = self.max_dst_only_keys - len(self.dst_only_keys)
+        if room > 0:
+            self.dst_only_keys.extend(other.dst_only_keys[:room])
         for reason, count in other.skipped_reasons.items():
             self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + count
         room = self.max_failures - len(self.failures)
@@ -236,8 +258,25 @@ class Tally:
 
 
 _TALLY_COUNTERS = ("listed", "copied", "skipped", "failed", "would_copy", "bytes_copied", "bytes_listed",
-                   "would_copy_bytes", "would_copy_multipart", "would_copy_multipart_bytes", "part_size_bytes", "server_side_copies", "spread_parts",
-                   "resumed_parts")
+                   "would_copy_bytes", "would_copy_multipart", "would_copy_multipart_bytes", "part_size_bytes",
+                   "server_side_copies", "spread_parts", "resumed_parts", "recovered", "recovered_bytes", "dst_seen",
+                   "dst_only")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTask:
+    """Run one shard: list both sides from `watermark` on, diff, copy, adding to `base` (its settled tally so
+    far). `recount_since` (epoch seconds, 0 = off) is set when the shard is redone after its worker was lost
+    or its run was interrupted: an object the diff finds already equal at the destination, stored there at or
+    after that time (this run's start), was copied by the lost worker and is counted copied, not skipped.
+    `seq` orders attempts, so live progress from a newer attempt replaces an older one's."""
+
+    shard: Shard
+    watermark: str = ""
+    base: Tally | None = None
+    recount_since: float = 0.0
+    run_id: int = 0
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +288,7 @@ class ShardResult:
     node_id: str = ""
     error: str = ""  # set when the shard's listing failed; the driver re-runs the shard from `watermark`
     watermark: str = ""  # every key of the shard <= watermark is settled and counted in `tally`
+    interrupted: bool = False  # stopped early on request (an interrupt): resume from `watermark`
 
 
 @dataclass(slots=True)

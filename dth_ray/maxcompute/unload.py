@@ -15,9 +15,9 @@ import logging
 import os
 import tempfile
 
-from dth_ray.config import SyncConfig
 from dth_ray.errors import ConfigError, DthError, IntegrityError, error_class
 from dth_ray.maxcompute.client import MaxComputeClient, PartitionInfo
+from dth_ray.maxcompute.common import Outcome, job_name, preflight_destination, select_partitions, state_path
 from dth_ray.maxcompute.lake import Lake
 from dth_ray.maxcompute.parquet_sink import LoopThread, parquet_rows
 from dth_ray.maxcompute.plan import (
@@ -28,19 +28,22 @@ from dth_ray.maxcompute.plan import (
     success_manifest,
     unload_sql,
 )
-from dth_ray.maxcompute.runner import Outcome, _preflight_destination, job_name, select_partitions, state_path
 from dth_ray.maxcompute.state import DONE, UNLOADED, ExportState
+from dth_ray.runtime.driver import run_sync
+from dth_ray.runtime.interrupts import Interrupts
+from dth_ray.runtime.preflight import probe
+from dth_ray.settings import Settings, resolve
 from dth_ray.stores import open_store
 
 log = logging.getLogger(__name__)
 
 
-def location_host(cfg: SyncConfig) -> str:
+def location_host(settings: Settings) -> str:
     """The OSS endpoint MaxCompute writes through (the seed's internal endpoint by default)."""
-    mc = cfg.maxcompute
+    mc = settings.config.maxcompute
     if mc.oss_location_endpoint:
         return mc.oss_location_endpoint
-    region = mc.oss.region or cfg.source.region
+    region = mc.oss.region or settings.source.region
     if not region:
         raise ConfigError("maxcompute.oss_location_endpoint or maxcompute.oss.region is needed for unload")
     return f"oss-{region}-internal.aliyuncs.com"
@@ -51,20 +54,18 @@ def _hidden(relative_key: str) -> bool:
     return any(segment.startswith(("_", ".")) for segment in relative_key.split("/"))
 
 
-def run_unload(cfg: SyncConfig) -> dict:
-    from dth_ray.runtime.driver import probe, run_sync
-
-    mc = cfg.maxcompute
+def run_unload(settings: Settings, interrupts: Interrupts | None = None) -> dict:
+    mc = settings.config.maxcompute
     outcome = Outcome()
-    _preflight_destination(cfg)
+    preflight_destination(settings)
     asyncio.run(probe(mc.oss, "maxcompute.oss"))
-    client = MaxComputeClient(cfg.source, mc)
-    table, parts = select_partitions(client, cfg)
-    host = location_host(cfg)
-    job = job_name(cfg)
-    state = ExportState(state_path(cfg), job)
+    client = MaxComputeClient(settings.config.source, mc)
+    table, parts = select_partitions(client, settings)
+    host = location_host(settings)
+    job = job_name(settings)
+    state = ExportState(state_path(settings), job)
     loop = LoopThread()
-    oss_store, dst_store = open_store(mc.oss), open_store(cfg.destination)
+    oss_store, dst_store = open_store(mc.oss), open_store(settings.destination)
     oss, lake = Lake(oss_store, loop), Lake(dst_store, loop)
     statements: list[str] = []
     to_sync: list[PartitionInfo] = []
@@ -72,7 +73,7 @@ def run_unload(cfg: SyncConfig) -> dict:
     try:
         for part in parts:
             staging = mc.oss.prefix + hive_path(part.spec)
-            folder = cfg.destination.prefix + hive_path(part.spec)
+            folder = settings.destination.prefix + hive_path(part.spec)
             record = state.partition(part.spec)
             unchanged = record is not None and record.modified == part.last_modified
             if unchanged and record.status == DONE and lake.has_success(folder):
@@ -96,7 +97,8 @@ def run_unload(cfg: SyncConfig) -> dict:
             except DthError as exc:
                 outcome.failures.append({"partition": spec_text(part.spec), "error": f"{error_class(exc)}: {exc}"})
         if to_sync:
-            sync_report = _sync(cfg, job, [mc.oss.prefix + hive_path(p.spec) for p in to_sync], run_sync)
+            sync_report = _sync(settings, job, [mc.oss.prefix + hive_path(p.spec) for p in to_sync],
+                                interrupts).to_json()
             failed_keys = [f["key"] for f in sync_report.get("failures", [])]
             for part in to_sync:
                 staging = mc.oss.prefix + hive_path(part.spec)
@@ -106,12 +108,12 @@ def run_unload(cfg: SyncConfig) -> dict:
                     outcome.failures.append({"partition": spec_text(part.spec), "error": reason})
                     continue
                 try:
-                    _finalize(cfg, client, table.name, part, oss, lake, loop, state, outcome)
+                    _finalize(settings, client, table.name, part, oss, lake, loop, state, outcome)
                 except DthError as exc:
                     outcome.failures.append({"partition": spec_text(part.spec),
                                              "error": f"{error_class(exc)}: {exc}"})
         extra = {"unload_sql": statements, "sync": _sync_summary(sync_report)}
-        return outcome.report(cfg, job, table.name, len(parts), extra)
+        return outcome.report(settings, job, table.name, len(parts), extra)
     finally:
         loop.run(oss_store.aclose())
         loop.run(dst_store.aclose())
@@ -119,8 +121,9 @@ def run_unload(cfg: SyncConfig) -> dict:
         state.close()
 
 
-def _sync(cfg: SyncConfig, job: str, prefixes: list[str], run_sync) -> dict:
+def _sync(settings: Settings, job: str, prefixes: list[str], interrupts: Interrupts | None):
     """The normal engine copies the staging folders (and only those) to the destination prefix."""
+    cfg = settings.config
     mc = cfg.maxcompute
     handle, path = tempfile.mkstemp(prefix="dth-mc-prefixes-", suffix=".txt")
     try:
@@ -128,7 +131,7 @@ def _sync(cfg: SyncConfig, job: str, prefixes: list[str], run_sync) -> dict:
             out.write("".join(p + "\n" for p in prefixes))
         source = dataclasses.replace(mc.oss, prefix_list=path)
         sub = dataclasses.replace(cfg, source=source, job=f"{job}-oss", report="")
-        return run_sync(sub)
+        return run_sync(resolve(sub, check=False), interrupts=interrupts)
     finally:
         os.unlink(path)
 
@@ -140,15 +143,16 @@ def _sync_summary(report: dict | None) -> dict | None:
     return {k: report[k] for k in keys if k in report}
 
 
-def _finalize(cfg: SyncConfig, client: MaxComputeClient, table: str, part: PartitionInfo, oss: Lake, lake: Lake,
-              loop: LoopThread, state: ExportState, outcome: Outcome) -> None:
+def _finalize(settings: Settings, client: MaxComputeClient, table: str, part: PartitionInfo, oss: Lake,
+              lake: Lake, loop: LoopThread, state: ExportState, outcome: Outcome) -> None:
     """Every unloaded file at the destination with its size, rows (from the Parquet footers) equal to the
     partition's exact count, leftovers of older unloads removed, then `_SUCCESS`."""
-    mc = cfg.maxcompute
+    mc = settings.config.maxcompute
+    dst_prefix = settings.destination.prefix
     staging = mc.oss.prefix + hive_path(part.spec)
-    folder = cfg.destination.prefix + hive_path(part.spec)
+    folder = dst_prefix + hive_path(part.spec)
     staged = {k: m.size for k, m in oss.list_all(staging).items() if not _hidden(k[len(staging):])}
-    expected = {cfg.destination.prefix + k[len(mc.oss.prefix):]: size for k, size in staged.items()}
+    expected = {dst_prefix + k[len(mc.oss.prefix):]: size for k, size in staged.items()}
     listed = lake.list_all(folder)
     for key, size in expected.items():
         if key not in listed or listed[key].size != size:

@@ -7,29 +7,27 @@ from __future__ import annotations
 import logging
 import time
 
-from dth_ray.config import SyncConfig, parse_size
 from dth_ray.errors import DthError, IntegrityError, error_class
 from dth_ray.maxcompute.client import MaxComputeClient
 from dth_ray.maxcompute.parquet_sink import LoopThread, ParquetFiles, WriterSettings
 from dth_ray.maxcompute.plan import ShardOutcome, ShardTask, data_file_name, spec_text
 from dth_ray.plan.parts import choose_part_size
+from dth_ray.runtime.pool import local_node_id
+from dth_ray.settings import Settings
 from dth_ray.stores import open_store
 
 log = logging.getLogger(__name__)
 
 
-def writer_settings(cfg: SyncConfig, features) -> WriterSettings:
-    mc = cfg.maxcompute
-    file_size = parse_size(mc.file_size, "maxcompute.file_size")
-    row_group = parse_size(mc.row_group_size, "maxcompute.row_group_size")
-    requested = None if cfg.transfer.part_size == "auto" else parse_size(cfg.transfer.part_size, "transfer.part_size")
+def writer_settings(settings: Settings, features) -> WriterSettings:
+    mc, sizes = settings.config.maxcompute, settings.export
     # A file closes after the row group that reaches file_size, so it may exceed it by one row group.
-    part_size = choose_part_size(file_size + row_group, features, requested)
+    part_size = choose_part_size(sizes.file_bytes + sizes.row_group_bytes, features, sizes.part_size_bytes)
     return WriterSettings(
-        file_size_bytes=file_size,
-        row_group_bytes=row_group,
+        file_size_bytes=sizes.file_bytes,
+        row_group_bytes=sizes.row_group_bytes,
         part_size_bytes=part_size,
-        parts_in_flight=cfg.transfer.parts_in_flight,
+        parts_in_flight=settings.transfer.parts_in_flight,
         compression=mc.compression.lower(),
         coerce_timestamps=mc.coerce_timestamps,
         metadata=(("dth_ray.source", f"maxcompute://{mc.project}.{mc.table}"),),
@@ -39,12 +37,18 @@ def writer_settings(cfg: SyncConfig, features) -> WriterSettings:
 class ExportWorker:
     """Exports shards one at a time (the runner gives each actor one shard, so memory stays per shard)."""
 
-    def __init__(self, cfg: SyncConfig):
-        self._cfg = cfg
-        self._client = MaxComputeClient(cfg.source, cfg.maxcompute)
-        self._store = open_store(cfg.destination)
-        self._settings = writer_settings(cfg, self._store.features)
+    def __init__(self, settings: Settings):
+        self._client = MaxComputeClient(settings.config.source, settings.config.maxcompute)
+        self._store = open_store(settings.destination)
+        self._settings = writer_settings(settings, self._store.features)
         self._loop: LoopThread | None = None
+
+    def node_id(self) -> str:
+        return local_node_id()
+
+    def stop(self) -> None:
+        """An interrupt: the shard in hand is abandoned at the scheduler's deadline (its files are rewritten
+        whole by the next run, under the same names)."""
 
     def export(self, task: ShardTask) -> ShardOutcome:
         """Write the shard's rows; the outcome carries its files or the error (never raises a DthError)."""

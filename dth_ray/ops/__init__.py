@@ -1,8 +1,8 @@
 """Operations for a run: CloudWatch metrics, SNS alarms and structured logs behind one facade the driver calls.
 
     ops = Ops(cfg, job)                      # nothing happens unless metrics.cloudwatch or alerts.sns_topic_arn
-    ops.progress(progress, actors, elapsed_s)  # about once a second; only stores numbers (never blocks)
-    ops.finished(report)                     # once: final metrics flush (sums == report), then one SNS alarm
+    ops.progress(snapshot, actors, elapsed_s)  # about once a second; only stores numbers (never blocks)
+    ops.finished(report)                     # once (a RunReport): final metrics (sums == report), one SNS alarm
     ops.close()                              # always (finally:); flushes metrics if finished() never ran
 
 Nothing here raises into the run: an unreachable CloudWatch or SNS is logged (error code only) and skipped.
@@ -16,20 +16,13 @@ import threading
 from dth_ray.config import SyncConfig
 from dth_ray.errors import DthError, error_class
 from dth_ray.ops.alerts import Alerter
-from dth_ray.ops.cloudwatch import CloudWatchPublisher, Gauges, Totals
+from dth_ray.ops.cloudwatch import CloudWatchPublisher, Gauges
 from dth_ray.ops.logs import setup_logging
+from dth_ray.report import RunReport
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Ops", "setup_logging"]
-
-
-def _totals(report: dict) -> tuple[Totals, Gauges]:
-    o, b = report.get("objects", {}), report.get("bytes", {})
-    totals = Totals(int(o.get("copied", 0)), int(o.get("skipped", 0)), int(o.get("failed", 0)),
-                    int(b.get("copied", 0)))
-    pending = max(0, int(o.get("listed", 0)) - totals.copied - totals.skipped - totals.failed)
-    return totals, Gauges(pending_objects=pending, pending_bytes=0, workers=0)
 
 
 class Ops:
@@ -56,31 +49,26 @@ class Ops:
     def enabled(self) -> bool:
         return self.metrics is not None or self.alerts is not None
 
-    def progress(self, p, actors: int, elapsed_s: float) -> None:
-        """Latest live counters (a `dth_ray.runtime.manifest.Progress`) and the transfer actor count."""
+    def progress(self, snapshot, actors: int, elapsed_s: float) -> None:
+        """The run so far (a `dth_ray.runtime.progress.Snapshot`) and the transfer actor count."""
         if self.metrics is None:
             return
-        pending = getattr(p, "objects_pending", None)  # the backlog the driver tracks, where it does
-        if pending is None:
-            pending = p.listed - p.copied - p.skipped - p.failed
-        pending = max(0, pending)
-        self.metrics.update(Totals(p.copied, p.skipped, p.failed, p.bytes_copied),
-                            Gauges(pending, max(0, p.bytes_pending), actors))
+        self.metrics.update(snapshot.tally, Gauges(max(0, snapshot.objects_in_flight),
+                                                   max(0, snapshot.bytes_in_flight), actors))
 
-    def finished(self, report: dict) -> None:
-        """The run's report (driver.build_report's dict): publish its totals exactly, then send one alarm.
-        Only the first call counts."""
+    def finished(self, report: RunReport) -> None:
+        """The run's report: publish its totals exactly, then send one alarm. Only the first call counts."""
         with self._lock:
             if self._done:
                 return
             self._done = True
         if self.metrics is not None:
             try:
-                self.metrics.finish(*_totals(report))
+                self.metrics.finish(report.tally, Gauges())
             except Exception:  # never into the run
                 log.warning("CloudWatch final flush failed unexpectedly", exc_info=True)
         if self.alerts is not None:
-            self.alerts.send(report, on_success=self.alerts.on_success and self._one_time)
+            self.alerts.send(report.to_json(), on_success=self.alerts.on_success and self._one_time)
 
     def aborted(self, error: BaseException) -> None:
         """The run stopped before it had a report (an exception in the driver): one failure alarm naming the

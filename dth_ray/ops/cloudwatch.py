@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from dth_ray.config import MetricsConfig
+from dth_ray.model import Tally
 from dth_ray.ops.aws import AwsClient, default_region, error_code
 
 log = logging.getLogger(__name__)
@@ -36,18 +37,10 @@ MAX_BYTES_PER_CALL = 1_000_000
 _DATUM_OVERHEAD_BYTES = 200  # headroom per datum for the wire encoding beyond its JSON size
 
 
-@dataclass(frozen=True)
-class Totals:
-    """Monotonic counters of one run."""
-
-    copied: int = 0
-    skipped: int = 0
-    failed: int = 0
-    bytes_copied: int = 0
-
-    def values(self) -> dict[str, int]:
-        return {"CompletedBytes": self.bytes_copied, "TransferredObjects": self.copied,
-                "SkippedObjects": self.skipped, "FailedObjects": self.failed}
+def sums(totals: Tally) -> dict[str, int]:
+    """The run's monotonic counters as CloudWatch's sum metrics."""
+    return {"CompletedBytes": totals.bytes_copied, "TransferredObjects": totals.copied,
+            "SkippedObjects": totals.skipped, "FailedObjects": totals.failed}
 
 
 @dataclass(frozen=True)
@@ -61,11 +54,12 @@ class Gauges:
                 "WorkerCount": self.workers}
 
 
-def datums(job: str, totals: Totals, published: Totals, gauges: Gauges,
+def datums(job: str, totals: Tally, published: Tally, gauges: Gauges,
            timestamp: datetime.datetime) -> list[dict]:
     """The MetricData of one publish: each sum metric's delta since `published`, each gauge's level."""
     dims = [{"Name": "Job", "Value": job}]
-    deltas = {name: value - published.values()[name] for name, value in totals.values().items()}
+    before = sums(published)
+    deltas = {name: value - before[name] for name, value in sums(totals).items()}
     levels = gauges.values()
     return [{"MetricName": name, "Dimensions": dims, "Timestamp": timestamp, "Unit": unit,
              "Value": float(deltas[name] if kind == "sum" else levels[name])}
@@ -104,19 +98,20 @@ class CloudWatchPublisher:
                                            credentials=mc.credentials, role="metrics")
         self._lock = threading.Lock()  # guards the latest numbers
         self._publish_lock = threading.Lock()  # one publish at a time
-        self._totals = Totals()
+        self._totals = Tally()
         self._gauges = Gauges()
-        self.published = Totals()  # what CloudWatch has summed so far
+        self.published = Tally()  # what CloudWatch has summed so far
         self.calls = 0
         self.failures = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = False
 
-    def update(self, totals: Totals, gauges: Gauges) -> None:
+    def update(self, totals: Tally, gauges: Gauges) -> None:
+        """The latest counters (the publisher keeps its own copy: the caller may go on counting)."""
         with self._lock:
             if not self._finished:
-                self._totals, self._gauges = totals, gauges
+                self._totals, self._gauges = _copy(totals), gauges
 
     def start(self) -> CloudWatchPublisher:
         self._thread = threading.Thread(target=self._run, name="dth-cloudwatch", daemon=True)
@@ -148,11 +143,11 @@ class CloudWatchPublisher:
             self.published = totals
             return True
 
-    def finish(self, totals: Totals, gauges: Gauges) -> bool:
+    def finish(self, totals: Tally, gauges: Gauges) -> bool:
         """Set the final totals (the report's), stop the periodic publisher and publish so CloudWatch's sums
         equal them. True when they do."""
         with self._lock:
-            self._totals, self._gauges = totals, gauges
+            self._totals, self._gauges = _copy(totals), gauges
             self._finished = True
         self.stop()
         if self.publish():  # the SDK retries the call itself (standard mode), so one publish is bounded
@@ -169,6 +164,11 @@ class CloudWatchPublisher:
 
 
 # -- dashboard ----------------------------------------------------------------------------------------
+
+def _copy(totals: Tally) -> Tally:
+    return Tally(copied=totals.copied, skipped=totals.skipped, failed=totals.failed,
+                 bytes_copied=totals.bytes_copied, max_failures=0)
+
 
 def dashboard_name(job: str) -> str:
     """A CloudWatch dashboard name for a job (A-Z a-z 0-9 - _, at most 255 characters)."""

@@ -16,11 +16,12 @@ ALERTS_USAGE = ("usage: dth-ray alerts setup alerts.email=ADDRESS [alerts.topic_
 
 
 def _load(overrides: list[str]) -> SyncConfig:
-    from dth_ray.cli import _setup_logging, load_config
+    from dth_ray.compose import load_config
+    from dth_ray.ops.logs import setup_logging
 
     cfg = load_config(overrides, check=False)
     validate_ops(cfg)
-    _setup_logging(cfg)
+    setup_logging(cfg)
     return cfg
 
 
@@ -34,7 +35,7 @@ def cmd_dashboard(args: list[str]) -> int:
     cfg = _load(args[1:])
     job = cfg.job
     if not job and (cfg.source.bucket or cfg.source.path):
-        from dth_ray.runtime.naming import job_name
+        from dth_ray.naming import job_name
 
         job = job_name(cfg)
     if not job:

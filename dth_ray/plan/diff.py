@@ -10,8 +10,8 @@ from typing import TypeVar
 
 from dth_ray.config import Compare
 from dth_ray.errors import Fatal
+from dth_ray.keyfilter import KeyFilter
 from dth_ray.model import ObjectMeta
-from dth_ray.plan.filters import KeyFilter
 from dth_ray.plan.keys import dest_key, src_key_for
 from dth_ray.stores.base import StoreFeatures
 
@@ -34,6 +34,7 @@ class Record:
     src_etag: str
     src_size: int
     dst_etag: str
+    run_id: int = 0  # the run that wrote the record
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,15 @@
 """`sync.delete=true` for batch runs: destination objects under destination.prefix that the source no longer
 has are deleted after the copy phase, within the `sync.max_delete` rail.
 
-Two phases, so the limit is enforced before anything is deleted: (1) the transfer actors note the
-destination-only keys their shards' merge-joins meet (TransferWorker._note_dst) and the driver lists the
-destination regions no shard covers (prefixes the source no longer has at all); (2) the driver compares the
-total with `sync.max_delete` — over it, nothing is deleted and the run fails with a clear error — and
-otherwise has the actors delete them, each after a HEAD showing the source key is still absent. A dry run
-only counts (`objects.would_delete`). Deletes are skipped when a shard's listing failed (its extras may be
-incomplete), as rclone does after I/O errors. Extras met by shards finished in an earlier execution of a
-resumed run are not known to this one: they are deleted by the next run (never too much, maybe too little).
+Two phases, so the limit is enforced before anything is deleted: (1) each shard's diff counts, in its settled
+tally, the destination objects it met and the destination-only ones (their keys too), and the driver lists
+the destination regions no shard covers (prefixes the source no longer has at all); (2) the driver compares
+the total with `sync.max_delete` — over it, nothing is deleted and the run fails with a clear error — and
+otherwise hands batches of keys to the scheduler's workers, which delete each after a HEAD showing the source
+key is still absent. A dry run only counts (`objects.would_delete`). Deletes are skipped when a shard did not
+finish (its destination-only keys may be incomplete), as rclone does after I/O errors. Keys noted by a worker
+that was lost, or by an earlier execution of a resumed run, are not known to this one: those objects are
+deleted by the next run (never too much, maybe too little; the report says `partial`).
 """
 
 from __future__ import annotations
@@ -17,32 +18,40 @@ import asyncio
 import bisect
 import logging
 
-from dth_ray.config import SyncConfig, parse_max_delete
-from dth_ray.model import Shard
-from dth_ray.plan.filters import KeyFilter
+from dth_ray.model import Shard, Tally
 from dth_ray.plan.keys import src_key_for
+from dth_ray.report import DeleteSummary
+from dth_ray.runtime.scheduler import Item
+from dth_ray.settings import Settings
 from dth_ray.stores import open_store
 
 log = logging.getLogger(__name__)
-_MAX_KEYS = 100_000  # destination-only keys held by the driver (the count stays exact)
-_CHUNK = 500  # keys per delete call to an actor
+MAX_KEYS = 100_000  # destination-only keys the driver holds (the count stays exact)
+_BATCH = 500  # keys per delete item
 
 
-class _Ledger:
+class Candidates:
+    """The destination-only keys of a run: from its shards' tallies and from the uncovered regions."""
+
     def __init__(self) -> None:
         self.keys: set[str] = set()
         self.count = 0
-        self.dst_seen = 0
-        self.overflow = False
-        self.partial = False
+        self.destination_objects = 0
 
-    def add(self, part: dict) -> None:
-        self.count += part["count"]
-        self.dst_seen += part["dst_seen"]
-        room = _MAX_KEYS - len(self.keys)
-        self.keys.update(part["keys"][:max(0, room)])
-        if len(part["keys"]) > room or part["count"] > len(part["keys"]):
-            self.overflow = True
+    def add(self, tally: Tally) -> None:
+        self.count += tally.dst_only
+        self.destination_objects += tally.dst_seen
+        room = MAX_KEYS - len(self.keys)
+        self.keys.update(tally.dst_only_keys[:max(0, room)])
+
+    @property
+    def overflow(self) -> bool:
+        return self.count > MAX_KEYS
+
+    @property
+    def partial(self) -> bool:
+        """Some candidates were counted by a worker whose notes are gone (lost, or an earlier execution)."""
+        return not self.overflow and self.count > len(self.keys)
 
 
 def _covered_check(shards: list[Shard], src_prefix: str):
@@ -71,26 +80,25 @@ def _covered_check(shards: list[Shard], src_prefix: str):
     return covers_key, covers_prefix, deeper
 
 
-async def uncovered_extras(cfg: SyncConfig, shards: list[Shard]) -> dict:
+async def uncovered_extras(settings: Settings, shards: list[Shard]) -> Tally:
     """Destination keys under destination.prefix whose source key no planned shard covers (whole prefixes
     the source lost): they are destination-only by construction. With source.prefix_list, keys outside the
     listed prefixes are out of the sync's scope and never deleted."""
-    out: dict = {"keys": [], "count": 0, "dst_seen": 0}
-    if cfg.source.prefix_list:
-        return out
-    src_prefix, dst_prefix = cfg.source.prefix, cfg.destination.prefix
-    key_filter = KeyFilter.from_config(cfg.filter)
+    found = Tally(max_dst_only_keys=MAX_KEYS)
+    if settings.source.prefix_list:
+        return found
+    src_prefix, dst_prefix = settings.source.prefix, settings.destination.prefix
+    key_filter = settings.worker.key_filter
     covers_key, covers_prefix, deeper = _covered_check(shards, src_prefix)
-    store = open_store(cfg.destination)
+    store = open_store(settings.destination)
 
     def note(dst_key: str) -> None:
         src_key = src_key_for(dst_key, src_prefix, dst_prefix)
-        if not key_filter.is_noop and not key_filter.accepts(src_key[len(src_prefix):]):
-            return
-        out["count"] += 1
-        out["dst_seen"] += 1
-        if len(out["keys"]) < _MAX_KEYS:
-            out["keys"].append(dst_key)
+        if key_filter.is_noop or key_filter.accepts(src_key[len(src_prefix):]):
+            found.dst_seen += 1
+            found.dst_only += 1
+            if len(found.dst_only_keys) < MAX_KEYS:
+                found.dst_only_keys.append(dst_key)
 
     async def walk(level: str, delimiter: str) -> None:
         token = ""
@@ -112,88 +120,65 @@ async def uncovered_extras(cfg: SyncConfig, shards: list[Shard]) -> dict:
         await walk(dst_prefix, "/")
     finally:
         await store.aclose()
-    return out
+    return found
 
 
-def _run_shards(cfg: SyncConfig, manifest, run_id: int) -> list[Shard]:
-    """Every shard of this run: from its checkpoints, or planned again for a dry run (which records none)."""
-    if run_id:
-        return [cp.shard for cp in manifest.checkpoints(run_id)]
-    import os
-
-    from dth_ray.runtime.planning import plan_shards
-
-    return asyncio.run(plan_shards(cfg, cfg.transfer.actors or max(2, os.cpu_count() or 2)))
-
-
-def propagate_deletes(cfg: SyncConfig, workers: list, lane, manifest, run_id: int, state) -> dict:
-    """Gather the run's destination-only keys, enforce sync.max_delete, delete them (not in a dry run).
-
-    Call after the dispatch, while the actors are alive. Returns the summary `delete_report` adds to the
-    report; errors (limit exceeded, deletes skipped or failed) are in its "errors".
-    """
-    import ray
-
-    ledger = _Ledger()
-    for ref in [w.take_extras.remote() for w in workers]:
-        try:
-            ledger.add(ray.get(ref))
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            ledger.partial = True  # a lost actor's notes are gone: fewer deletes, never wrong ones
-    worker = getattr(lane, "_worker", None)
-    if worker is not None:
-        ledger.add(worker.take_extras())
-    ledger.add(asyncio.run(uncovered_extras(cfg, _run_shards(cfg, manifest, run_id))))
-    count_limit, percent_limit = parse_max_delete(cfg.sync.max_delete)
-    summary: dict = {"candidates": ledger.count, "destination_objects": ledger.dst_seen, "deleted": 0, "kept": 0,
-                     "failed": 0, "max_delete": cfg.sync.max_delete or "unlimited", "partial": ledger.partial,
-                     "errors": [], "failures": []}
-    limit = count_limit
-    if percent_limit is not None:
-        limit = int(ledger.dst_seen * percent_limit / 100)
-    if limit is not None and ledger.count > limit:
-        summary["errors"].append(
-            f"sync.max_delete={cfg.sync.max_delete} exceeded: {ledger.count} destination objects are not at the "
-            f"source (of {ledger.dst_seen} seen; limit {limit}); nothing was deleted — check source.prefix and "
-            f"destination.prefix, or raise sync.max_delete")
-        return summary
-    if state.errors:
-        summary["errors"].append(f"sync.delete: nothing deleted because {len(state.errors)} shard listing(s) "
-                                 f"failed (their destination-only keys may be incomplete)")
-        return summary
-    if ledger.overflow:
-        summary["errors"].append(f"sync.delete: more than {_MAX_KEYS} destination-only keys; nothing deleted — "
-                                 f"delete in smaller prefixes")
-        return summary
-    if cfg.dry_run or not ledger.keys:
-        return summary
-    keys = sorted(ledger.keys)
-    chunks = [keys[i:i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
-    refs = {workers[i % len(workers)].delete_extras.remote(chunk): chunk for i, chunk in enumerate(chunks)}
-    for ref, chunk in refs.items():
-        try:
-            done = ray.get(ref)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            done = {"deleted": 0, "kept": 0, "failures": [(k, "actor lost") for k in chunk]}
-        summary["deleted"] += done["deleted"]
-        summary["kept"] += done["kept"]
-        summary["failures"].extend(done["failures"])
-    summary["failed"] = len(summary["failures"])
-    if summary["failed"]:
-        summary["errors"].append(f"sync.delete: {summary['failed']} deletes failed")
-    log.info("sync.delete: %d deleted, %d kept (back at the source), %d failed", summary["deleted"],
-             summary["kept"], summary["failed"])
-    return summary
+def check_limit(settings: Settings, found: Candidates, summary: DeleteSummary) -> str:
+    """Why nothing may be deleted ('' when the candidates are within sync.max_delete and complete enough)."""
+    limit = settings.delete.limit(found.destination_objects)
+    if limit is not None and found.count > limit:
+        return (f"sync.max_delete={settings.delete.text} exceeded: {found.count} destination objects are not at the "
+                f"source (of {found.destination_objects} seen; limit {limit}); nothing was deleted — check "
+                f"source.prefix and destination.prefix, or raise sync.max_delete")
+    if found.overflow:
+        return (f"sync.delete: more than {MAX_KEYS} destination-only keys; nothing deleted — delete in smaller "
+                f"prefixes")
+    return ""
 
 
-def delete_report(report: dict, summary: dict, dry_run: bool) -> None:
-    """Add a propagate_deletes summary to a run report: objects.deleted (or would_delete), `deletes`, errors."""
-    if dry_run:
-        report["objects"]["would_delete"] = summary["candidates"]
-    else:
-        report["objects"]["deleted"] = summary["deleted"]
-    report["deletes"] = {k: v for k, v in summary.items() if k not in ("errors", "failures")}
-    report["errors"].extend(summary["errors"])
-    report["failures"].extend({"key": k, "error": f"delete: {e}"} for k, e in summary["failures"][:100])
-    if summary["errors"]:
-        report["status"] = "failed"
+def delete_items(found: Candidates) -> list[Item]:
+    keys = sorted(found.keys)
+    return [Item(f"delete:{i // _BATCH}", "delete_keys", (keys[i:i + _BATCH],)) for i in range(0, len(keys), _BATCH)]
+
+
+class DeleteRun:
+    """The scheduler's client for the delete phase: batches of keys, each deleted where its source is absent.
+    A lost worker's batch is done again (HEAD then delete is idempotent)."""
+
+    def __init__(self, summary: DeleteSummary):
+        self.summary = summary
+        self.done: set[str] = set()
+
+    def on_item_done(self, item: Item, result: dict, where) -> Item | None:
+        self.summary.deleted += result["deleted"]
+        self.summary.kept += result["kept"]
+        self.summary.failures.extend(result["failures"])
+        self.done.add(item.key)
+        return None
+
+    def on_item_failed(self, item: Item, error: str, where) -> None:
+        self.summary.failures.extend((key, error) for key in item.args[0])
+        self.done.add(item.key)
+
+    def redo(self, item: Item, where, lost: bool) -> Item | None:
+        return item
+
+    def on_tick(self, scheduler) -> None:
+        return None
+
+
+def finish_summary(summary: DeleteSummary) -> list[str]:
+    """The run's errors from a delete phase's summary."""
+    summary.failed = len(summary.failures)
+    if summary.failed:
+        log.warning("sync.delete: %d deleted, %d kept (back at the source), %d failed", summary.deleted,
+                    summary.kept, summary.failed)
+        return [f"sync.delete: {summary.failed} deletes failed"]
+    log.info("sync.delete: %d deleted, %d kept (back at the source)", summary.deleted, summary.kept)
+    return []
+
+
+def gather(settings: Settings, found: Candidates, shards: list[Shard]) -> Candidates:
+    """Add the uncovered destination regions to `found` (a listing of the destination, driver-side)."""
+    found.add(asyncio.run(uncovered_extras(settings, shards)))
+    return found

@@ -1,609 +1,455 @@
-"""The sync driver: check both stores, plan shards, start Ray, dispatch shards to transfer actors, report.
+"""`dth-ray sync` (and `plan`, a dry run): the sync client of the scheduler.
 
-Only this module blocks on `ray.get`/`ray.wait`. Lifecycle: preflight (nothing written on bad config) →
-start (manifest actor, run record) → run (shards over actors, progress) → complete (abort leftover uploads,
-finish the run, report).
+Lifecycle: preflight (nothing written on bad configuration) → start: the driver lane plans the run, or resumes
+the job's unfinished one, while Ray starts → run: shards over the pool, a lost worker's shard redone from its
+checkpoint, progress every tick → finish: deletes (sync.delete), leftover uploads aborted, the invariants
+checked, the run's end recorded, the report. A run is `succeeded` only when every planned shard finished and
+the counts add up: listed = copied + skipped + failed; the shards' tallies (as the manifest holds them) sum to
+the run's; the nodes' objects sum to the copied ones. Anything else is `failed` (or `interrupted` on a
+signal), with the unfinished shards named and kept for the next invocation to resume.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-import os
-import sys
-import threading
+import math
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from dth_ray.config import StoreConfig, StoreType, SyncConfig
-from dth_ray.errors import ConfigError, DthError, NotFound, PermissionDenied
-from dth_ray.model import Shard, ShardResult, Tally
+from dth_ray.errors import DthError, NotFound
+from dth_ray.model import Shard, ShardResult, ShardTask, Tally
+from dth_ray.naming import describe
 from dth_ray.ops import Ops
 from dth_ray.plan.autoscale import ScalePolicy
-from dth_ray.plan.filters import KeyFilter
 from dth_ray.plan.parts import choose_part_size
+from dth_ray.report import FAILED, INTERRUPTED, SUCCEEDED, DeleteSummary, NodeShare, RunReport, Startup
+from dth_ray.runtime import deletes
 from dth_ray.runtime.autoscaling import Elasticity
-from dth_ray.runtime.deletes import delete_report, propagate_deletes
-from dth_ray.runtime.manifest import DONE, Manifest, Progress, manifest_factory, open_manifest
+from dth_ray.runtime.interrupts import Interrupted, Interrupts
+from dth_ray.runtime.jobmanifest import JobManifest
+from dth_ray.runtime.manifest import (
+    DONE,
+    RUNNING,
+    Checkpoint,
+)
+from dth_ray.runtime.manifest import FAILED as RUN_FAILED
+from dth_ray.runtime.manifest import INTERRUPTED as RUN_INTERRUPTED
 from dth_ray.runtime.metrics import DriverMetrics
-from dth_ray.runtime.naming import describe, job_name
 from dth_ray.runtime.planning import plan_shards
+from dth_ray.runtime.pool import Slot
+from dth_ray.runtime.preflight import check_stores
+from dth_ray.runtime.progress import Snapshot
+from dth_ray.runtime.rayhost import ray_is_up
+from dth_ray.runtime.scheduler import Item, Scheduler, Workers
 from dth_ray.runtime.worker import TransferWorker
+from dth_ray.settings import Settings
 from dth_ray.stores import open_store
 
 log = logging.getLogger(__name__)
-_PREFLIGHT_TIMEOUT_S = 25.0
-_SHARD_ATTEMPTS = 3
-_MAX_ACTOR_LOSSES = 5
-_ACTOR_RESTARTS = 3
+SHARD_ATTEMPTS = 3
+MAX_LOSSES = 5
 # Shards a worker runs at once. A shard lists, then copies, then is done: several overlap one shard's listing
 # round trips with another's copies. The driver lane holds 8 (measured at 150 ms RTT, 301 objects in 21
 # shards: 4 → 8 cut the copy from 6.5-6.9 s to 5.3-5.8 s; 16 was no better); an actor holds 4, so that shards
 # stay queued for actors on nodes that join later (with 8, two actors took all 16 shards of the autoscaling
 # test before any node joined).
-_SHARDS_PER_LANE = 8
-_SHARDS_PER_ACTOR = 4
-_ACTOR_REST_S = 5.0  # how long a lost actor gets no new shards while Ray restarts it
+SHARDS_PER_LANE = 8
+SHARDS_PER_ACTOR = 4
+EARLIER = "earlier-executions"  # the `nodes` entry for what earlier executions of a resumed run copied
+
+ProgressFn = Callable[[Snapshot, float], None]
 
 
-async def probe(cfg: StoreConfig, role: str) -> None:
-    """One listing call per store, so bad buckets, credentials and endpoints fail before anything runs."""
-    store = open_store(cfg)
+def run_sync(settings: Settings, on_progress: ProgressFn | None = None, *, one_time: bool = True,
+             interrupts: Interrupts | None = None) -> RunReport:
+    """Run one sync to completion (resuming the job's unfinished run, if any) and return its report.
+    `one_time=False` (a scheduled scan of `dth-ray watch`) alarms on failure only, and does not resume a run
+    that ended failed (it lists everything again).
+
+    Raises ConfigError before anything is written when a store is unreachable, missing or refuses us;
+    Interrupted when a signal stops it before it has a run to report.
+    """
+    check_stores(settings.source, settings.destination)
+    ops = Ops(settings.config, settings.job, one_time=one_time)
     try:
-        if cfg.type == StoreType.local and role == "source" and not os.path.isdir(cfg.path):
-            raise ConfigError(f"{role}.path={cfg.path!r} is not a directory")
-        if cfg.type == StoreType.local and role == "destination":
-            return
-        await asyncio.wait_for(store.list_page(cfg.prefix, max_keys=1), _PREFLIGHT_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        raise ConfigError(f"{role}.endpoint={cfg.endpoint or '(default)'!r} did not answer within "
-                          f"{_PREFLIGHT_TIMEOUT_S:.0f}s") from None
-    except NotFound:
-        raise ConfigError(f"{role}.bucket={cfg.bucket!r} does not exist") from None
-    except PermissionDenied as exc:
-        raise ConfigError(f"{role}.credentials={cfg.credentials!r} were refused ({exc})") from None
-    except ConfigError:
-        raise
-    except DthError as exc:
-        raise ConfigError(f"{role}.endpoint={cfg.endpoint or '(default)'!r} is unreachable ({exc})") from None
-    finally:
-        await store.aclose()
-
-
-@dataclass
-class RunState:
-    tally: Tally = field(default_factory=Tally)
-    errors: list[str] = field(default_factory=list)
-    nodes: dict[str, list[int]] = field(default_factory=dict)
-    base: Progress = field(default_factory=Progress)  # what a resumed run had settled before this execution
-    resumed: bool = False
-    # Seconds from the run's start: Ray up (ray.init returned), the first transfer actor up.
-    ray_up_s: float | None = None
-    actors_up_s: float | None = None
-    lane: Tally = field(default_factory=Tally)  # what the driver lane copied itself
-    lane_shards: int = 0
-    lane_done_s: float | None = None  # when the driver lane last finished a shard
-
-
-@dataclass(frozen=True, slots=True)
-class WorkItem:
-    """A shard to run, from `watermark` on (resuming), adding to `base` (its settled tally so far)."""
-
-    shard: Shard
-    attempt: int = 1
-    watermark: str = ""
-    base: Tally | None = None
-
-
-def _begin(cfg: SyncConfig, manifest: Manifest, state: RunState) -> tuple[int, deque[WorkItem]]:
-    """Resume the job's interrupted run from its checkpoints, or plan and start a new run."""
-    latest = None if cfg.dry_run else manifest.latest_run()
-    if latest is not None and latest.status == "running":
-        queue: deque[WorkItem] = deque()
-        for cp in manifest.resume_run(latest.run_id):
-            if cp.status == DONE:
-                state.tally.merge(cp.tally)
-            else:
-                queue.append(WorkItem(cp.shard, 1, cp.watermark, cp.tally))
-            t = cp.tally
-            state.base = _add(state.base, Progress(t.listed, t.copied, t.skipped, t.failed, t.bytes_copied))
-        state.resumed = True
-        log.info("resuming run %d of job %s: %d shards left", latest.run_id, manifest.job, len(queue))
-        return latest.run_id, queue
-    # Planning runs before Ray is up, so it sizes shards for this machine's CPUs (or transfer.actors).
-    shards = asyncio.run(plan_shards(cfg, cfg.transfer.actors or max(2, os.cpu_count() or 2)))
-    run_id = 0 if cfg.dry_run else manifest.start_run(shards)
-    return run_id, deque(WorkItem(s) for s in shards)
-
-
-_owned_ray = False  # this process started the embedded cluster (stop_ray ends only that one)
-_parked: list = []  # handles of finished runs' actors on that cluster: they end with it, not one by one
-
-
-def start_ray(cfg: SyncConfig) -> None:
-    global _owned_ray
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg.runtime.address
-    kwargs: dict = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True,
-                        configure_logging=True)
-    if address == "local":
-        kwargs["address"] = "local"
-        # Ray starts workers at nice 15; our transfer actors are the workload, not background tasks (Ray's
-        # job manager resets it to 0 for submitted jobs too). Measured: at 15, a CPU-bound host starves them.
-        kwargs["_system_config"] = {"worker_niceness": 0}
-        if cfg.runtime.num_cpus:
-            kwargs["num_cpus"] = cfg.runtime.num_cpus
-        if cfg.runtime.metrics_port:
-            kwargs["_metrics_export_port"] = cfg.runtime.metrics_port
-    else:
-        kwargs["address"] = address
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(**kwargs)
-    _owned_ray = address == "local"
-
-
-def stop_ray() -> None:
-    """End the embedded cluster this process started, without Ray's exit-time waits.
-
-    Ray's own exit hook sleeps 0.5 s and gives the autoscaler monitor (idle on an embedded cluster, and slow
-    to honour SIGTERM) a full second: 1.5 s of every short run. A cluster we only joined is left alone.
-    """
-    global _owned_ray
-    import ray
-
-    if not _owned_ray or not ray.is_initialized():
-        return
-    _owned_ray = False
-    node = getattr(ray._private.worker, "_global_node", None)
-    for info in (node.all_processes.get("monitor", []) if node is not None else []):
-        info.process.kill()
-    ray.shutdown()
-    _parked.clear()
-
-
-def actor_count(cfg: SyncConfig, lane: bool = False) -> int:
-    """transfer.actors, else one per CPU of the cluster (the driver lane, when it runs, counts as one)."""
-    if cfg.transfer.actors:
-        return cfg.transfer.actors
-    import ray
-
-    cpus = int(ray.cluster_resources().get("CPU", 2))
-    return max(1, cpus - 1) if lane else max(2, cpus)
-
-
-class DriverLane:
-    """Copies shards inside the driver, from the same queue as the actors, for the whole run.
-
-    On the embedded cluster the driver's machine is the actors' machine: working from the first second hides
-    Ray's start-up, and for the rest of the run the driver is one more worker rather than an idle waiter.
-    `begin` plans (or resumes) the run first, in the lane's thread, so that listing a far source overlaps
-    Ray's start-up too; `begun()` hands its run id and queue to the driver. `stop_taking()` makes the lane
-    finish what it holds and end. `ray.init` must stay on the main thread (off it, the session breaks),
-    hence the lane's own thread.
-    """
-
-    lanes = _SHARDS_PER_LANE
-
-    def __init__(self, cfg: SyncConfig, manifest: Manifest, begin: Callable[[], tuple[int, deque[WorkItem]]]):
-        self.manifest = manifest
-        self._cfg = cfg
-        self._worker: TransferWorker | None = None  # made in the lane's thread after planning (it imports Ray)
-        self._begin = begin
-        self._begun = threading.Event()
-        self._planned: tuple[int, deque[WorkItem]] | BaseException | None = None
-        self._queue: deque[WorkItem] = deque()
-        self._lock = threading.Lock()
-        self._stopped = False
-        self._done: list[tuple[WorkItem, ShardResult]] = []
-        self.last_done = 0.0  # time.monotonic() when it last finished a shard
-        self._thread = threading.Thread(target=self._body, name="dth-lane", daemon=True)
-
-    def start(self) -> DriverLane:
-        self._thread.start()
-        return self
-
-    def _body(self) -> None:
-        try:
-            planned = self._begin()
-            self._worker = TransferWorker(self._cfg, self.manifest)
-            self._queue, self._planned = planned[1], planned
-        except BaseException as exc:  # noqa: BLE001 - raised in the driver's thread by begun()
-            self._planned = exc
-            return
-        finally:
-            self._begun.set()
-        asyncio.run(self._main())
-
-    def begun(self) -> tuple[int, deque[WorkItem]]:
-        """The run's id and its shard queue once planned; planning's error, raised here, if it failed."""
-        self._begun.wait()
-        if isinstance(self._planned, BaseException):
-            raise self._planned
-        return self._planned
-
-    def _take(self) -> WorkItem | None:
-        if self._stopped:
-            return None
-        try:
-            return self._queue.popleft()  # deque pops are atomic: the dispatch loop pops the same queue
-        except IndexError:
-            return None
-
-    def stop_taking(self) -> None:
-        self._stopped = True
-
-    async def _main(self) -> None:
-        async def lane() -> None:
-            while (item := self._take()) is not None:
-                try:
-                    result = await self._worker.run_shard(item.shard, item.watermark, item.base)
-                except Exception as exc:  # noqa: BLE001 - a shard held here must come back to the driver
-                    result = ShardResult(item.shard.shard_id, item.base or Tally(), error=type(exc).__name__,
-                                         watermark=item.watermark)
-                with self._lock:
-                    self._done.append((item, result))
-                    self.last_done = time.monotonic()
-
-        try:
-            await asyncio.gather(*(lane() for _ in range(self.lanes)))
-        finally:
-            await self._worker.close()
-
-    def harvest(self) -> list[tuple[WorkItem, ShardResult]]:
-        with self._lock:
-            done, self._done = self._done, []
-        return done
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def join(self) -> None:
-        self._thread.join()
-
-
-def run_sync(cfg: SyncConfig, on_progress: Callable[[Progress, float], None] | None = None, *,
-             one_time: bool = True) -> dict:
-    """Run one sync to completion (resuming the job's interrupted run, if any) and return its report.
-    `one_time=False` (a scheduled scan of `dth-ray watch`) alarms on failure only, not on success.
-
-    Raises ConfigError before anything is written when a store is unreachable, missing or refuses us.
-    """
-
-    KeyFilter.from_config(cfg.filter)  # bad globs fail here, before any work
-    asyncio.run(probe(cfg.source, "source"))
-    asyncio.run(probe(cfg.destination, "destination"))
-    job = job_name(cfg)
-    ops = Ops(cfg, job, one_time=one_time)
-    try:
-        report = _run(cfg, job, ops, on_progress)
+        report = SyncRun(settings, ops, on_progress, interrupts or Interrupts(), one_time).run()
     except BaseException as exc:
         ops.aborted(exc)
         raise
     finally:
         ops.close()
-    return report
-
-
-def _run(cfg: SyncConfig, job: str, ops: Ops, on_progress: Callable[[Progress, float], None] | None) -> dict:
-    started = time.monotonic()
-    # Ray not imported yet means not started by this process either (importing it takes a quarter second:
-    # the lane plans and copies meanwhile).
-    fresh_ray = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
-    local_manifest = open_manifest(cfg.manifest, job)
-    state = RunState()
-    # Only for the embedded cluster: a laptop driving a remote cluster must not pull data through itself.
-    if fresh_ray and cfg.runtime.address == "local":
-        lane = DriverLane(cfg, local_manifest, lambda: _begin(cfg, local_manifest, state)).start()
-        start_ray(cfg)
-        run_id, queue = lane.begun()
-    else:
-        lane = None
-        run_id, queue = _begin(cfg, local_manifest, state)
-        start_ray(cfg)
-    import ray
-
-    state.ray_up_s = time.monotonic() - started
-    actors = actor_count(cfg, lane=lane is not None)
-    driver_node = ray.get_runtime_context().get_node_id()
-    manifest, manifest_name = start_manifest(cfg, job, run_id, driver_node)
-    workers = spawn_workers(cfg, manifest_name, actors)
-    # With the lane working, nobody waits for the actors to come up: each takes shards once it is up.
-    starting = introduce(workers, wait=lane is None)
-    if lane is None and workers:
-        state.actors_up_s = time.monotonic() - started
-    never_up: set[int] = set()
-    elastic = _elasticity(cfg, manifest_name, workers)
-    driver_metrics = DriverMetrics(job)
-
-    def observe(progress: Progress, pending_shards: int) -> list:
-        fresh = elastic.tick(pending_shards, max(0, progress.bytes_pending)) if elastic is not None else []
-        actors_now = len(workers) + len(fresh)
-        driver_metrics.update(max(0, progress.objects_pending), max(0, progress.bytes_pending), pending_shards,
-                              actors_now, elastic.requested if elastic is not None else 0)
-        ops.progress(progress, actors_now, time.monotonic() - started)
-        return fresh
-
-    try:
-        never_up = _dispatch(queue, workers, manifest, state, on_progress, cfg.transfer.progress_interval_s,
-                             started, lane, driver_node, run_id, observe, starting)
-        up = [w for i, w in enumerate(workers) if i not in never_up]
-        # sync.delete: destination-only keys noted during the diff, deleted within sync.max_delete (deletes.py)
-        deletes = propagate_deletes(cfg, up, lane, local_manifest, run_id, state) if cfg.sync.delete else None
-    finally:
-        if elastic is not None:
-            elastic.release()
-        if lane is not None:
-            lane.stop_taking()
-            lane.join()
-        # Actors of the embedded cluster this run started end with it (stop_ray). Until then their handles are
-        # kept: an actor still starting, killed or dropped, makes Ray print spurious errors (a KillActor RPC
-        # failure, ray-project/ray#58544, or its constructor not finding the manifest actor).
-        _close_workers(workers, never_up, end=lane is None)
-        if lane is not None:
-            _parked.extend(workers)
-        local_manifest.flush()  # the driver lane's records (a DynamoDB manifest buffers them)
-    if lane is not None and lane.last_done:
-        state.lane_done_s = lane.last_done - started
-    report = build_report(cfg, job, run_id, state, time.monotonic() - started)
-    if deletes is not None:
-        delete_report(report, deletes, cfg.dry_run)
-    if elastic is not None:
-        report["autoscaler"] = {"slot_requests": elastic.requests, "actors": len(workers)}
-    if report["status"] == "succeeded" and not cfg.dry_run:
-        # Uploads the job opened and no longer needs (a failed run keeps them for the next run to continue).
-        leftover = ray.get(manifest.open_uploads.remote())
-        settled = asyncio.run(_abort_uploads(cfg.destination, leftover)) if leftover else []
-        ray.get([manifest.upload_closed.remote(dst_key, upload_id) for dst_key, upload_id in settled])
-        if len(settled) < len(leftover):
-            report["status"] = "failed"
-            report["errors"].append(f"{len(leftover) - len(settled)} multipart uploads could not be aborted")
-    if not cfg.dry_run:
-        ray.get(manifest.finish_run.remote(report["status"], report))
-        ray.get(manifest.flush.remote())
-    counts = [ray.get(manifest.write_counts.remote()), local_manifest.write_counts()]
-    report["manifest"] = {"type": cfg.manifest.type.value, "writes": sum(c[0] for c in counts),
-                          "items_written": sum(c[1] for c in counts)}
-    ray.get(manifest.close.remote())
-    if lane is None:
-        ray.kill(manifest, no_restart=True)
-    else:
-        _parked.append(manifest)
-    local_manifest.close()
     ops.finished(report)
     return report
 
 
-def start_manifest(cfg: SyncConfig, job: str, run_id: int, driver_node: str) -> tuple:
-    """The manifest actor, on the driver's node (a SQLite manifest is a file local to the driver), and its
-    unique name: transfer actors look it up by name, so a restarted actor finds it again and Ray need not
-    keep a handle among their constructor arguments."""
-    import uuid
+class SyncRun:
+    """One execution of a sync run: the scheduler's client (hooks run in the scheduler's thread)."""
 
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    def __init__(self, settings: Settings, ops: Ops, on_progress: ProgressFn | None, interrupts: Interrupts,
+                 one_time: bool = True):
+        self.s = settings
+        self.ops = ops
+        self.on_progress = on_progress
+        self.interrupts = interrupts
+        self.one_time = one_time
+        self.started = time.monotonic()
+        self.run_id = 0
+        self.recount_since = 0.0  # whole seconds: stores keep LastModified at second precision
+        self.resumed = False
+        self.shards: dict[str, Shard] = {}
+        self.latest: dict[str, Tally] = {}  # each shard's newest known tally (final once done or failed)
+        self.done: set[str] = set()
+        self.failed: dict[str, str] = {}
+        self.last_error: dict[str, str] = {}
+        self.errors: list[str] = []
+        self.nodes: dict[str, list[int]] = {}
+        self.attributed: dict[str, tuple[int, int, int, int]] = {}  # shard -> copied, bytes, recovered (+bytes)
+        self.lost_on: dict[str, str] = {}  # shard -> the node that copied what a redo finds (lost or earlier)
+        self.live: dict[str, tuple[int, Tally]] = {}
+        self.in_flight = (0, 0)
+        self.seq = 0
+        self.lane = Startup()
+        self.manifest: JobManifest | None = None
+        self.scheduler: Scheduler | None = None
+        self.elastic: Elasticity | None = None
+        self.metrics = DriverMetrics(settings.job)
+        self.uncertain = False  # a lost worker's delete candidates are gone
 
-    cls, args = manifest_factory(cfg.manifest, job, run_id)
-    name = f"dth-manifest-{uuid.uuid4().hex}"
-    handle = ray.remote(cls).options(
-        name=name, num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node, soft=False),
-    ).remote(*args)
-    return handle, name
+    # ---- the run
 
-
-def _close_workers(workers: list, never_up: set[int] = frozenset(), end: bool = True) -> None:
-    """Flush and close every transfer actor, then (`end`) end it: a long-lived `watch` or a shared cluster
-    must not collect them. Actors in `never_up` were never given work and are not waited for."""
-    import ray
-
-    for ref in [w.close.remote() for i, w in enumerate(workers) if i not in never_up]:
+    def run(self) -> RunReport:
+        s = self.s
+        lane = s.runtime.embedded and not ray_is_up()  # a laptop driving a remote cluster never moves bytes
+        self.manifest = JobManifest(s.manifest, s.job)
+        workers = Workers(
+            build_local=(lambda: TransferWorker(s.worker, self.manifest.local, "lane")) if lane else None,
+            actor_class=TransferWorker, actor_args=lambda: (s.worker, self.manifest.actor_name(scheduler, self.run_id)),
+            actors=s.transfer.actors,
+            per_actor=SHARDS_PER_ACTOR, per_local=SHARDS_PER_LANE, peers=True)
+        scheduler = self.scheduler = Scheduler(workers, self.interrupts, s.transfer.progress_interval_s,
+                                               max_attempts=SHARD_ATTEMPTS, max_losses=MAX_LOSSES)
+        self.interrupts.install()
         try:
-            ray.get(ref)
-        except ray.exceptions.RayActorError:
-            continue  # a dead actor has nothing left to flush
-    for worker in workers if end else []:
-        ray.kill(worker, no_restart=True)
+            return self._run(scheduler, lane)
+        finally:
+            self.manifest.close()
 
+    def _run(self, scheduler: Scheduler, lane: bool) -> RunReport:
+        s = self.s
+        try:
+            if lane:
+                planned = scheduler.run_local(self._begin_async)  # listing a far source overlaps Ray's start
+            else:
+                planned = concurrent.futures.Future()
+                planned.set_result(self._begin())
+            scheduler.start(self, planned)
+            if lane or not ray_is_up():
+                scheduler.start_ray(s.runtime)
+            else:
+                scheduler.attach_ray()
+            outcome = scheduler.wait()
+            if not self.shards and outcome.interrupted:
+                raise Interrupted(self.interrupts, "interrupted while planning; nothing was started")
+            for item, where in outcome.unfinished:
+                self._unfinished(item, where)
+            summary = self._deletes(scheduler) if s.delete.enabled and self._complete() else None
+        finally:
+            scheduler.close()
+            if self.elastic is not None:
+                self.elastic.release()
+            self.manifest.local.flush()  # the lane's records (a DynamoDB manifest buffers them)
+        return self._finish(summary)
 
-def spawn_workers(cfg: SyncConfig, manifest: str, count: int) -> list:
-    """Transfer actors placed round-robin over the alive nodes (created, not waited for).
+    def _begin(self) -> list[Item]:
+        return asyncio.run(self._begin_async())
 
-    Soft node affinity rather than SPREAD: SPREAD is best-effort for actors that need no CPU, and left whole
-    nodes idle in tests; soft affinity pins the intended layout yet lets Ray place an actor elsewhere if its
-    node is gone. Actors take no CPU so they also run on nodes that advertise a single CPU.
-    """
-    import ray
+    async def _begin_async(self) -> list[Item]:
+        """Resume the job's unfinished run from its checkpoints, or plan and start a new run."""
+        m = self.manifest.local
+        latest = None if self.s.dry_run or not self.s.resume else m.latest_run()
+        if latest is not None and self._resumable(latest.status):
+            items = self._resume(latest.run_id, latest.status, latest.started, m.resume_run(latest.run_id))
+            if items is not None:
+                return items
+        shards = await plan_shards(self.s.source, self.s.default_workers())
+        started = time.time()
+        self.run_id = 0 if self.s.dry_run else m.start_run(shards)
+        self.recount_since = math.floor(started)
+        self.shards = {sh.shard_id: sh for sh in shards}
+        return [self._item(ShardTask(sh, run_id=self.run_id)) for sh in shards]
 
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    workers = [new_worker(cfg, manifest, nodes[i % len(nodes)] if nodes else "") for i in range(count)]
-    if count >= len(nodes) > 1:
-        # Soft affinity may place an actor elsewhere when its node is slow to answer; a node left without
-        # any actor gets one pinned to it, so every node takes part.
-        placed = set(ray.get([w.node_id.remote() for w in workers]))
-        workers += [new_worker(cfg, manifest, node, soft=False) for node in nodes if node not in placed]
-    return workers
+    def _resumable(self, status: str) -> bool:
+        """A live or dead run (running) and an interrupted one resume; a failed one only on a one-time sync
+        (a scan of `watch` lists everything again instead)."""
+        return status in (RUNNING, RUN_INTERRUPTED) or (status == RUN_FAILED and self.one_time)
 
+    def _resume(self, run_id: int, status: str, started: float, checkpoints: list[Checkpoint]) -> list[Item] | None:
+        """Items for the shards of run `run_id` left to do: unfinished ones from their checkpoints, and finished
+        ones with failed objects from scratch (objects copied by earlier executions are found again and counted
+        copied, see ShardTask). None when a failed run has nothing left (a new run is started instead)."""
+        redo = [cp for cp in checkpoints if cp.status != DONE or cp.tally.failed]
+        if not redo and status == RUN_FAILED:
+            return None
+        self.run_id, self.resumed = run_id, True
+        self.recount_since = math.floor(started)
+        self.shards = {cp.shard.shard_id: cp.shard for cp in checkpoints}
+        items = []
+        for cp in checkpoints:
+            sid = cp.shard.shard_id
+            self.lost_on[sid] = EARLIER
+            if cp in redo and cp.status == DONE:
+                self.latest[sid] = Tally()
+                items.append(self._item(ShardTask(cp.shard, "", None, self.recount_since, run_id)))
+                continue
+            self.latest[sid] = cp.tally
+            self._attribute(sid, cp.tally, EARLIER)
+            if cp.status == DONE:
+                self.done.add(sid)
+            else:
+                items.append(self._item(ShardTask(cp.shard, cp.watermark, cp.tally, self.recount_since, run_id)))
+        self.uncertain = any(cp.tally.dst_only for cp in checkpoints if cp.status == DONE)
+        log.info("resuming run %d of job %s: %d of %d shards to do", run_id, self.s.job, len(items), len(checkpoints))
+        return items
 
-def start_workers(cfg: SyncConfig, manifest: str, count: int) -> list:
-    """Transfer actors (see spawn_workers), introduced to each other and up."""
-    workers = spawn_workers(cfg, manifest, count)
-    introduce(workers)
-    return workers
+    def _item(self, task: ShardTask, attempt: int = 1) -> Item:
+        self.seq += 1
+        return Item(task.shard.shard_id, "run_shard", (ShardTask(task.shard, task.watermark, task.base,
+                                                                 task.recount_since, task.run_id, self.seq),),
+                    attempt=attempt)
 
+    # ---- hooks (the scheduler's thread)
 
-def _elasticity(cfg: SyncConfig, manifest: str, workers: list) -> Elasticity | None:
-    """Autoscaling for a run on a real cluster (runtime.autoscale=auto: any address but the embedded one)."""
-    import ray
-
-    mode = cfg.runtime.autoscale
-    if mode == "off" or (mode == "auto" and cfg.runtime.address == "local"):
+    def on_item_done(self, item: Item, result: ShardResult, where: Slot) -> Item | None:
+        task: ShardTask = item.args[0]
+        sid = task.shard.shard_id
+        self._attribute(sid, result.tally, where.node_id)
+        self.latest[sid] = result.tally
+        self.live.pop(sid, None)
+        if where.local:  # the report's start-up section: what the driver copied itself
+            base = task.base or Tally()
+            self.lane.lane_objects += result.tally.copied - base.copied
+            self.lane.lane_bytes += result.tally.bytes_copied - base.bytes_copied
+        if result.interrupted:
+            return None  # left for the next invocation: the shard stays unfinished
+        if result.error:
+            self.last_error[sid] = result.error
+            log.warning("shard %r: %s; trying again from its watermark", task.shard.prefix, result.error)
+            return self._item(ShardTask(task.shard, result.watermark, result.tally, 0.0, self.run_id),
+                              item.attempt + 1)
+        self.done.add(sid)
+        if where.local:
+            self.lane.lane_shards += 1
+            self.lane.lane_done_s = time.monotonic() - self.started
         return None
 
-    def spawn(node_id: str, count: int) -> list:
-        fresh = [new_worker(cfg, manifest, node_id) for _ in range(count)]
-        introduce(workers + fresh)
-        return fresh
+    def on_item_failed(self, item: Item, error: str, where: Slot | None) -> None:
+        task: ShardTask = item.args[0]
+        sid = task.shard.shard_id
+        last = self.last_error.get(sid)
+        self.failed[sid] = error
+        self.latest.setdefault(sid, task.base or Tally())
+        self.errors.append(f"shard {task.shard.prefix!r}: {error}" + (f"; last error: {last}" if last else ""))
 
-    elastic = Elasticity(True, cfg.transfer.actors == 0, ScalePolicy(max_slots=cfg.runtime.max_transfer_slots),
-                         spawn)
-    elastic.known_nodes = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-    return elastic
+    def redo(self, item: Item, where: Slot, lost: bool) -> Item | None:
+        """The shard again from its newest checkpoint; what the lost attempt settled there is that node's."""
+        task: ShardTask = item.args[0]
+        sid = task.shard.shard_id
+        watermark, base = task.watermark, task.base
+        cp = self._checkpoint(sid)
+        if cp is not None and cp.watermark >= task.watermark and cp.tally.listed >= (base.listed if base else 0):
+            watermark, base = cp.watermark, cp.tally
+            self._attribute(sid, cp.tally, where.node_id)
+            self.latest[sid] = cp.tally
+        self.lost_on[sid] = where.node_id
+        if lost and self.s.worker.note_extras:
+            self.uncertain = True
+        return self._item(ShardTask(task.shard, watermark, base, self.recount_since, self.run_id), item.attempt)
+
+    def _checkpoint(self, sid: str) -> Checkpoint | None:
+        if not self.run_id:
+            return None
+        found = [cp for cp in self.manifest.both("checkpoint", self.run_id, sid) if cp is not None]
+        return max(found, key=lambda cp: (cp.watermark, cp.tally.listed), default=None)
+
+    def _attribute(self, sid: str, tally: Tally, node_id: str) -> None:
+        """Credit the growth of a shard's copies since last seen: recovered objects to the node that copied
+        them (the lost one, or earlier executions), the rest to `node_id`."""
+        copied, nbytes, rec, rec_bytes = self.attributed.get(sid, (0, 0, 0, 0))
+        grown_rec, grown_rec_bytes = tally.recovered - rec, tally.recovered_bytes - rec_bytes
+        own = (tally.copied - copied - grown_rec, tally.bytes_copied - nbytes - grown_rec_bytes)
+        for node, (objects, size) in ((node_id, own), (self.lost_on.get(sid, node_id), (grown_rec, grown_rec_bytes))):
+            if objects or size:
+                share = self.nodes.setdefault(node or "unknown", [0, 0])
+                share[0] += objects
+                share[1] += size
+        self.attributed[sid] = (tally.copied, tally.bytes_copied, tally.recovered, tally.recovered_bytes)
+
+    def on_tick(self, scheduler: Scheduler) -> None:
+        snap = self.snapshot()
+        if self.elastic is None and scheduler.ray_up_at is not None and self._autoscale():
+            self.elastic = Elasticity(True, self.s.transfer.actors == 0,
+                                      ScalePolicy(max_slots=self.s.runtime.max_transfer_slots), scheduler.grow)
+            import ray
+
+            self.elastic.known_nodes = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        if self.elastic is not None:
+            self.elastic.tick(scheduler.pending, snap.bytes_in_flight)
+        actors = scheduler.actor_count
+        self.metrics.update(snap.objects_in_flight, snap.bytes_in_flight, scheduler.pending, actors,
+                            self.elastic.requested if self.elastic is not None else 0)
+        elapsed = time.monotonic() - self.started
+        self.ops.progress(snap, actors, elapsed)
+        if self.on_progress is not None:
+            self.on_progress(snap, elapsed)
+
+    def _autoscale(self) -> bool:
+        """Autoscaling for a run on a real cluster (runtime.autoscale=auto: any address but the embedded one)."""
+        mode = self.s.runtime.autoscale
+        return mode == "on" or (mode == "auto" and not self.s.runtime.embedded)
+
+    def snapshot(self) -> Snapshot:
+        """Every result known so far: final tallies of ended shards, live ones of running shards (the newest
+        attempt's), and what is in flight."""
+        changes = self.manifest.both("progress")
+        for change in changes:
+            for sid, (seq, tally) in change.shards.items():
+                if sid not in self.done and sid not in self.failed and seq >= self.live.get(sid, (0, None))[0]:
+                    self.live[sid] = (seq, tally)
+        self.in_flight = (sum(c.objects_in_flight for c in changes), sum(c.bytes_in_flight for c in changes))
+        total = Tally(max_failures=0)
+        for sid, tally in self.latest.items():
+            total.merge(self.live[sid][1] if sid in self.live else tally)
+        for sid, (_, tally) in self.live.items():
+            if sid not in self.latest:
+                total.merge(tally)
+        return Snapshot(total, *self.in_flight, len(self.done), len(self.shards))
+
+    # ---- finishing (the main thread, the loop ended)
+
+    def _unfinished(self, item: Item, where: Slot | None) -> None:
+        """An item the loop stopped with (an interrupt): what its checkpoint settled is its worker's."""
+        task: ShardTask = item.args[0]
+        cp = self._checkpoint(task.shard.shard_id)
+        if cp is not None and where is not None and cp.tally.listed >= (task.base.listed if task.base else 0):
+            self._attribute(task.shard.shard_id, cp.tally, where.node_id)
+            self.latest[task.shard.shard_id] = cp.tally
+
+    def _complete(self) -> bool:
+        return not self.failed and len(self.done) == len(self.shards) and not self.interrupts.requested.is_set()
+
+    def _deletes(self, scheduler: Scheduler) -> DeleteSummary:
+        """Phase two of sync.delete (runtime/deletes.py), with the same workers."""
+        found = deletes.Candidates()
+        for sid in self.done:
+            found.add(self.latest[sid])
+        deletes.gather(self.s, found, list(self.shards.values()))
+        summary = DeleteSummary(found.count, found.destination_objects,
+                                max_delete=self.s.delete.text or "unlimited",
+                                partial=self.uncertain or found.partial)
+        refusal = deletes.check_limit(self.s, found, summary)
+        if refusal:
+            self.errors.append(refusal)
+            return summary
+        if self.s.dry_run or not found.keys:
+            return summary
+        client = deletes.DeleteRun(summary)
+        scheduler.start(client, deletes.delete_items(found))
+        outcome = scheduler.wait()
+        if outcome.unfinished:
+            self.errors.append(f"sync.delete: interrupted with {len(outcome.unfinished)} batches not done")
+        self.errors.extend(deletes.finish_summary(summary))
+        return summary
+
+    def _finish(self, deleted: DeleteSummary | None) -> RunReport:
+        s = self.s
+        total = Tally()
+        for sid in sorted(self.shards):
+            total.merge(self.latest.get(sid, Tally()))
+        unfinished = [sid for sid in sorted(self.shards) if sid not in self.done and sid not in self.failed]
+        interrupted = self.interrupts.requested.is_set()
+        status = INTERRUPTED if interrupted else FAILED if (unfinished or self.failed or self.errors or total.failed) else SUCCEEDED
+        if unfinished and not interrupted:
+            self.errors.append(f"{len(unfinished)} shards did not finish (an internal error): run {self.run_id} "
+                               f"is kept for the next invocation")
+        self.errors.extend(self._accounting(total))
+        if status == SUCCEEDED and self.errors:
+            status = FAILED
+        if status == SUCCEEDED and not s.dry_run:
+            self.errors.extend(self._abort_leftovers())
+            status = FAILED if self.errors else SUCCEEDED
+        report = RunReport(
+            status=status, job=s.job, run_id=self.run_id, source=describe(s.source),
+            destination=describe(s.destination), tally=total, duration_s=time.monotonic() - self.started,
+            resumed=self.resumed, dry_run=s.dry_run, part_size_bytes=self._part_size(total), errors=self.errors,
+            unfinished=[f"{self.shards[sid].prefix!r} (shard {sid})" for sid in unfinished],
+            nodes=[NodeShare(n, o, b) for n, (o, b) in sorted(self.nodes.items())], startup=self._startup(),
+            deletes=deleted, interrupted_by=self.interrupts.name if interrupted else "",
+            autoscaler={"slot_requests": self.elastic.requests, "actors": self.scheduler.actor_count}
+            if self.elastic is not None else None)
+        if not s.dry_run and self.run_id:
+            run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED}[status]
+            self.manifest.call("finish_run", run_state, report.to_json())
+            self.manifest.call("flush")
+        counts = self.manifest.both("write_counts")
+        report.manifest = {"type": s.manifest.type.value, "writes": sum(c[0] for c in counts),
+                           "items_written": sum(c[1] for c in counts)}
+        return report
+
+    def _accounting(self, total: Tally) -> list[str]:
+        """The invariants of a finished run, as error lines ([] when they hold)."""
+        problems = []
+        settled = total.copied + total.skipped + total.failed + (total.would_copy if self.s.dry_run else 0)
+        if total.listed != settled:
+            problems.append(f"accounting: {total.listed} listed but {settled} settled")
+        copied = sum(o for o, _ in self.nodes.values())
+        nbytes = sum(b for _, b in self.nodes.values())
+        if (copied, nbytes) != (total.copied, total.bytes_copied):
+            problems.append(f"accounting: nodes copied {copied} objects / {nbytes} bytes, the shards "
+                            f"{total.copied} / {total.bytes_copied}")
+        if self.run_id and not self.s.dry_run:
+            stored = Tally()
+            for cp in self.manifest.call("checkpoints", self.run_id):
+                if cp.status == DONE:
+                    stored.merge(cp.tally)
+            mine = Tally()
+            for sid in self.done:
+                mine.merge(self.latest[sid])
+            if (stored.listed, stored.copied, stored.bytes_copied) != (mine.listed, mine.copied, mine.bytes_copied):
+                problems.append(f"accounting: the manifest's finished shards hold {stored.listed} listed / "
+                                f"{stored.copied} copied, the run {mine.listed} / {mine.copied}")
+        for problem in problems:
+            log.error("%s", problem)
+        return problems
+
+    def _abort_leftovers(self) -> list[str]:
+        """Abort the uploads the job opened and no longer needs (a failed run keeps them to continue)."""
+        leftover = self.manifest.call("open_uploads")
+        if not leftover:
+            return []
+        settled = asyncio.run(abort_uploads(self.s, leftover))
+        for dst_key, upload_id in settled:
+            self.manifest.call("upload_closed", dst_key, upload_id)
+        if len(settled) < len(leftover):
+            return [f"{len(leftover) - len(settled)} multipart uploads could not be aborted"]
+        return []
+
+    def _part_size(self, total: Tally) -> int:
+        if total.part_size_bytes:
+            return total.part_size_bytes
+        from dth_ray.stores.s3 import FEATURES as S3_FEATURES
+
+        return choose_part_size(0, S3_FEATURES, self.s.transfer.part_size_bytes)
+
+    def _startup(self) -> Startup:
+        sched = self.scheduler
+        self.lane.ray_up_s = None if sched.ray_up_at is None else sched.ray_up_at - self.started
+        self.lane.actors_up_s = None if sched.first_actor_at is None else sched.first_actor_at - self.started
+        return self.lane
 
 
-def new_worker(cfg: SyncConfig, manifest: str, node_id: str, soft: bool = True):
-    """One transfer actor pinned to `node_id` (softly: anywhere when it is empty or gone)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return ray.remote(TransferWorker).options(
-        # Async actors: a concurrency slot is a coroutine, not a thread. Peers' part uploads take slots too,
-        # so leave room for them beside the shards (a low cap could make two actors wait on each other).
-        num_cpus=0, max_concurrency=256, max_restarts=_ACTOR_RESTARTS,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=soft) if node_id else None,
-    ).remote(cfg, manifest)
-
-
-def introduce(workers: list, wait: bool = True) -> list:
-    """Tell every transfer actor who its peers are (they send shares of each other's large uploads).
-    Returns one reference per actor, resolved once it is up; `wait` blocks until all are."""
-    import ray
-
-    refs = [w.set_peers.remote(workers[:i] + workers[i + 1:]) for i, w in enumerate(workers)]
-    if wait:
-        ray.get(refs)
-    return refs
-
-
-def _dispatch(queue: deque[WorkItem], workers: list, manifest, state: RunState,
-              on_progress: Callable[[Progress, float], None] | None, interval_s: float, started: float,
-              lane: DriverLane | None = None, driver_node: str = "", run_id: int = 0,
-              observe: Callable[[Progress, int], list] | None = None, starting: list | None = None) -> set[int]:
-    """Keep every actor busy with a few shards; re-run a shard whose listing failed or whose actor died,
-    from its last checkpoint (bounded attempts). Each progress tick, `observe(progress, pending_shards)`
-    (autoscaling, metrics, operations) may return transfer actors started on nodes that joined.
-    `starting` holds one reference per actor that resolves once it is up; an actor gets shards only then.
-    Returns the indices of actors that never came up."""
-    import ray
-
-    warming = {ref: i for i, ref in enumerate(starting or [])}  # readiness reference -> actor index
-    in_flight: dict = {}
-    per_worker = _SHARDS_PER_ACTOR
-    load = {i: 0 for i in range(len(workers))}
-    next_progress = time.monotonic()
-
-    def settle(item: WorkItem, result: ShardResult, by_lane: bool = False) -> None:
-        # A re-run shard carries what earlier attempts copied (its base): count only the rest here.
-        base = item.base or Tally()
-        objects, nbytes = result.tally.copied - base.copied, result.tally.bytes_copied - base.bytes_copied
-        if by_lane:
-            state.lane.copied += objects
-            state.lane.bytes_copied += nbytes
-            state.lane_shards += 0 if result.error else 1
-        if result.error and item.attempt < _SHARD_ATTEMPTS:
-            queue.append(WorkItem(item.shard, item.attempt + 1, result.watermark, result.tally))
-            return
-        if result.error:
-            state.errors.append(f"shard {item.shard.prefix!r}: {result.error}")
-        state.tally.merge(result.tally)
-        node = state.nodes.setdefault(result.node_id or driver_node, [0, 0])
-        node[0] += objects
-        node[1] += nbytes
-
-    resting: dict[int, float] = {}  # actor index -> when its restart should be done
-    losses: dict[str, int] = {}  # shard id -> actors lost while running it
-    deaths: dict[int, int] = {}  # actor index -> times it was lost; past its restarts it is gone for good
-
-    def lost(item: WorkItem, index: int, exc: Exception) -> None:
-        """The actor died mid-shard: Ray restarts it; the shard continues from its last durable checkpoint
-        on any actor (a lost actor costs no attempt: the shard did nothing wrong)."""
-        log.warning("transfer actor lost while running shard %r: %s", item.shard.prefix, type(exc).__name__)
-        resting[index] = time.monotonic() + _ACTOR_REST_S
-        deaths[index] = deaths.get(index, 0) + 1
-        if deaths[index] > _ACTOR_RESTARTS + 1:
-            resting[index] = float("inf")
-        losses[item.shard.shard_id] = losses.get(item.shard.shard_id, 0) + 1
-        checkpoint = next((cp for cp in ray.get(manifest.checkpoints.remote(run_id))
-                           if cp.shard.shard_id == item.shard.shard_id), None) if run_id else None
-        watermark, base = (checkpoint.watermark, checkpoint.tally) if checkpoint else (item.watermark, item.base)
-        if losses[item.shard.shard_id] > _MAX_ACTOR_LOSSES:  # this shard keeps killing actors: give up on it
-            settle(WorkItem(item.shard, _SHARD_ATTEMPTS), ShardResult(
-                item.shard.shard_id, base or Tally(), error=f"actor lost {_MAX_ACTOR_LOSSES + 1} times"))
-        else:
-            queue.append(WorkItem(item.shard, item.attempt, watermark, base))
-
-    while queue or in_flight or (lane is not None and lane.alive()):
-        if queue and all(resting.get(i, 0.0) == float("inf") for i in load):
-            while queue:  # every actor is gone for good: the rest of the run cannot be done
-                item = queue.popleft()
-                settle(WorkItem(item.shard, _SHARD_ATTEMPTS),
-                       ShardResult(item.shard.shard_id, item.base or Tally(), error="no transfer actor left"))
-            continue
-        cold = set(warming.values())
-        while queue:
-            now = time.monotonic()
-            ready_actors = [i for i in load if i not in cold and resting.get(i, 0.0) <= now] or [
-                i for i in load if i not in cold and resting.get(i, 0.0) != float("inf")]
-            if not ready_actors:
-                break
-            index = min(ready_actors, key=load.get)  # one shard at a time to the least-loaded actor
-            if load[index] >= per_worker:
-                break
-            try:
-                item = queue.popleft()
-            except IndexError:  # the driver lane took the last one
-                break
-            ref = workers[index].run_shard.remote(item.shard, item.watermark, item.base)
-            in_flight[ref] = (item, index)
-            load[index] += 1
-        waiting = [*in_flight, *warming] if queue else list(in_flight)  # an actor coming up matters only with work
-        if waiting:
-            ready, _ = ray.wait(waiting, num_returns=1, timeout=interval_s if in_flight or not lane else 0.05)
-        else:
-            ready = []
-            time.sleep(0.05)  # only the driver lane is still busy
-        for ref in ready:
-            if ref in warming:
-                warming.pop(ref)  # up (or dead: its first shard then takes the actor-loss path)
-                if state.actors_up_s is None:
-                    state.actors_up_s = time.monotonic() - started
-                continue
-            item, index = in_flight.pop(ref)
-            load[index] -= 1
-            try:
-                result = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-                lost(item, index, exc)
-                continue
-            settle(item, result)
-        if lane is not None:
-            for item, result in lane.harvest():
-                settle(item, result, by_lane=True)
-        if time.monotonic() >= next_progress:
-            progress = _add(ray.get(manifest.progress.remote()), state.base)
-            if lane is not None:
-                progress = _add(progress, lane.manifest.progress())
-            if on_progress is not None:
-                on_progress(progress, time.monotonic() - started)
-            if observe is not None:
-                for worker in observe(progress, len(queue) + len(in_flight)):
-                    load[len(workers)] = 0
-                    workers.append(worker)
-            next_progress = time.monotonic() + interval_s
-    if lane is not None:
-        for item, result in lane.harvest():
-            settle(item, result, by_lane=True)
-    return set(warming.values())
-
-
-def _add(a: Progress, b: Progress) -> Progress:
-    return Progress(**{k: getattr(a, k) + getattr(b, k) for k in vars(a)})
-
-
-async def _abort_uploads(cfg: StoreConfig, uploads: list[tuple[str, str]]) -> list[tuple[str, str]]:
+async def abort_uploads(settings: Settings, uploads: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Abort uploads the job opened and no longer needs, including any a crash left unrecorded behind an
     intent (empty upload id); returns the entries that are settled and can leave the manifest."""
     from dth_ray.engine.copier import sweep_intent
@@ -611,7 +457,7 @@ async def _abort_uploads(cfg: StoreConfig, uploads: list[tuple[str, str]]) -> li
     known: dict[str, set[str]] = {}
     for dst_key, upload_id in uploads:
         known.setdefault(dst_key, set()).add(upload_id)
-    store = open_store(cfg)
+    store = open_store(settings.destination)
     settled = []
     try:
         for dst_key, upload_id in uploads:
@@ -630,66 +476,3 @@ async def _abort_uploads(cfg: StoreConfig, uploads: list[tuple[str, str]]) -> li
         await store.aclose()
     return settled
 
-
-def build_report(cfg: SyncConfig, job: str, run_id: int, state: RunState, duration_s: float) -> dict:
-    t = state.tally
-    failed = t.failed > 0 or bool(state.errors)
-    objects = {"listed": t.listed, "copied": t.copied, "skipped": t.skipped, "failed": t.failed}
-    nbytes = {"copied": t.bytes_copied, "listed": t.bytes_listed}
-    if cfg.dry_run:
-        objects["would_copy"] = t.would_copy
-        objects["would_copy_multipart"] = t.would_copy_multipart
-        nbytes["would_copy"] = t.would_copy_bytes
-        nbytes["would_copy_multipart"] = t.would_copy_multipart_bytes
-    part_size = t.part_size_bytes
-    if not part_size:
-        from dth_ray.stores.s3 import FEATURES as S3_FEATURES
-
-        requested = None if cfg.transfer.part_size == "auto" else cfg.transfer.part_size
-        part_size = choose_part_size(0, S3_FEATURES, int(requested) if requested and requested.isdigit() else None)
-    return {
-        "status": "failed" if failed else "succeeded",
-        "job": job,
-        "run_id": run_id,
-        "resumed": state.resumed,
-        "dry_run": cfg.dry_run,
-        "source": describe(cfg.source),
-        "destination": describe(cfg.destination),
-        "objects": objects,
-        "bytes": nbytes,
-        "skipped_reasons": dict(sorted(t.skipped_reasons.items())),
-        "duration_s": round(duration_s, 3),
-        "bytes_per_s": round(t.bytes_copied / duration_s, 1) if duration_s > 0 else 0.0,
-        "objects_per_s": round(t.copied / duration_s, 1) if duration_s > 0 else 0.0,
-        "part_size_bytes": part_size,
-        "server_side_copies": t.server_side_copies,
-        "spread_parts": t.spread_parts,
-        "resumed_parts": t.resumed_parts,
-        "failures": [{"key": f.key, "error": f.error} for f in t.failures],
-        "errors": state.errors,
-        "nodes": [{"node_id": n, "objects": v[0], "bytes": v[1]} for n, v in sorted(state.nodes.items())],
-        "runtime": {
-            "ray_up_s": _round(state.ray_up_s), "actors_up_s": _round(state.actors_up_s),
-            "driver_lane": {"shards": state.lane_shards, "objects": state.lane.copied,
-                            "bytes": state.lane.bytes_copied, "last_shard_done_s": _round(state.lane_done_s)},
-        },
-    }
-
-
-def _round(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds, 3)
-
-
-def progress_line(p: Progress, elapsed_s: float) -> str:
-    """One status line: counts, bytes, rate, and an ETA for the copies already decided (listing streams)."""
-    rate = p.bytes_copied / elapsed_s if elapsed_s > 0 else 0.0
-    obj_rate = p.copied / elapsed_s if elapsed_s > 0 else 0.0
-    eta = f"ETA {p.bytes_pending / rate:,.0f}s" if rate > 0 and p.bytes_pending > 0 else "ETA -"
-    return (f"\rlisted {p.listed:,} · copied {p.copied:,} · skipped {p.skipped:,} · failed {p.failed:,} · "
-            f"{p.bytes_copied / 1e6:,.1f} MB · {rate / 1e6:,.1f} MB/s · {obj_rate:,.0f} obj/s · "
-            f"{eta} · {elapsed_s:,.0f}s ")
-
-
-def terminal_progress(p: Progress, elapsed_s: float) -> None:
-    sys.stderr.write(progress_line(p, elapsed_s))
-    sys.stderr.flush()

@@ -1,7 +1,9 @@
 """The job manifest's logical schema and the protocol every backend (SQLite, DynamoDB) implements.
 
 Logical schema, the same in every backend:
-- runs: one row per execution of a job (run_id, started, finished, status running|succeeded|failed, report).
+- runs: one row per run of a job (run_id, started, finished, status, report). Status: planning (its plan is
+  not durable yet: never resumed), running (live, or its driver died), interrupted (stopped on a signal),
+  failed, succeeded. An interrupted, failed or dead run with work left is resumed by the next invocation.
 - shards: per run, the planned shards and their checkpoints: status pending|done, `watermark` (every source
   key of the shard <= watermark is settled) and the exact tally of the settled keys. This is what the success
   path writes for small objects: a few writes per shard, not one per object.
@@ -27,6 +29,8 @@ from dth_ray.plan.diff import Record
 
 PENDING = "pending"
 DONE = "done"
+# Run states (see the module docstring).
+PLANNING, RUNNING, INTERRUPTED, FAILED, SUCCEEDED = "planning", "running", "interrupted", "failed", "succeeded"
 CHECKPOINT_FAILURES = 50  # failures kept per checkpoint (the count is exact); keeps an item far below 400 KB
 
 
@@ -59,23 +63,54 @@ class Checkpoint:
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     run_id: int
-    status: str  # running | succeeded | failed
+    status: str  # see the run states above
     started: float
     finished: float = 0.0
     report: str = ""
 
 
-@dataclass
-class Progress:
-    """Live counters for the progress display; summed from batched deltas sent by the transfer actors."""
+@dataclass(frozen=True, slots=True)
+class LiveReport:
+    """What a worker sends with each flush for the progress display: each active shard's live tally (every
+    result known so far, settled or not) tagged with its attempt's `seq`, and the worker's objects and bytes
+    in flight (absolute values, replacing its previous ones)."""
 
-    listed: int = 0
-    copied: int = 0
-    skipped: int = 0
-    failed: int = 0
-    bytes_copied: int = 0
-    bytes_pending: int = 0
-    objects_pending: int = 0
+    worker_id: str
+    shards: tuple[tuple[str, int, Tally], ...] = ()
+    objects_in_flight: int = 0
+    bytes_in_flight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Live progress: shard tallies changed since the last call (newest attempt each), and the objects and
+    bytes in flight now (summed over workers)."""
+
+    shards: dict[str, tuple[int, Tally]] = field(default_factory=dict)
+    objects_in_flight: int = 0
+    bytes_in_flight: int = 0
+
+
+class LiveProgress:
+    """The manifest's live state for the progress display (in memory only, never written)."""
+
+    def __init__(self) -> None:
+        self._changed: dict[str, tuple[int, Tally]] = {}
+        self._in_flight: dict[str, tuple[int, int]] = {}
+
+    def add(self, live: LiveReport | None) -> None:
+        if live is None:
+            return
+        for shard_id, seq, tally in live.shards:
+            known = self._changed.get(shard_id)
+            if known is None or seq >= known[0]:
+                self._changed[shard_id] = (seq, tally)
+        self._in_flight[live.worker_id] = (live.objects_in_flight, live.bytes_in_flight)
+
+    def take(self) -> Progress:
+        changed, self._changed = self._changed, {}
+        return Progress(changed, sum(o for o, _ in self._in_flight.values()),
+                        sum(b for _, b in self._in_flight.values()))
 
 
 class Manifest(Protocol):
@@ -92,8 +127,9 @@ class Manifest(Protocol):
     def resume_run(self, run_id: int) -> list[Checkpoint]: ...
     def finish_run(self, status: str, report: dict) -> None: ...
     def checkpoints(self, run_id: int) -> list[Checkpoint]: ...
+    def checkpoint(self, run_id: int, shard_id: str) -> Checkpoint | None: ...
     def record(self, records: Sequence[ObjectRecord], checkpoints: Sequence[Checkpoint] = (),
-               progress_delta: dict[str, int] | None = None) -> None: ...
+               live: LiveReport | None = None) -> None: ...
     def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]: ...
     def lookup(self, key: str) -> ObjectRecord | None: ...
     def covering_checkpoint(self, key: str) -> Checkpoint | None: ...
@@ -140,23 +176,3 @@ def newest_covering(checkpoints: Sequence[Checkpoint], key: str) -> Checkpoint |
         if settled and cp.shard.contains(key) and (best is None or cp.run_id > best.run_id):
             best = cp
     return best
-
-
-def manifest_factory(cfg, job: str, run_id: int = 0) -> tuple[type, tuple]:
-    """The configured backend class and its constructor arguments (cfg is a ManifestConfig), so the driver
-    can build it in-process or as an actor with `ray.remote(cls).remote(*args)`."""
-    from dth_ray.config import ManifestType
-
-    if ManifestType(cfg.type) is ManifestType.dynamodb:
-        from dth_ray.runtime.manifest_dynamodb import DynamoManifest
-
-        return DynamoManifest, (cfg, job, run_id)
-    from dth_ray.runtime.manifest_sqlite import SqliteManifest
-
-    return SqliteManifest, (cfg.path, job, run_id)
-
-
-def open_manifest(cfg, job: str, run_id: int = 0) -> Manifest:
-    """The configured backend, in this process. Raises ConfigError for a bad setting."""
-    cls, args = manifest_factory(cfg, job, run_id)
-    return cls(*args)

@@ -55,6 +55,8 @@ from dth_ray.runtime.manifest import (
     CHECKPOINT_FAILURES,
     PENDING,
     Checkpoint,
+    LiveProgress,
+    LiveReport,
     ObjectRecord,
     Progress,
     RunInfo,
@@ -142,7 +144,7 @@ class DynamoManifest:
         jp = job if _nbytes(job) <= _JOB_BYTES else "sha256:" + _digest(job)
         self._jp = jp
         self._pk_run, self._pk_obj, self._pk_upload = f"{jp}#run", f"{jp}#obj", f"{jp}#upload"
-        self._progress = Progress()
+        self._live = LiveProgress()
         self._lock = threading.Lock()  # buffer, in-flight batch, pending error
         self._flush_lock = threading.Lock()  # one flush at a time; upload_closed waits for it
         self._buffer: dict[tuple[str, str], tuple[str, object]] = {}  # (pk, sk) -> (kind, value), newest
@@ -344,14 +346,24 @@ class DynamoManifest:
         found.update({sk: value for (mpk, sk), (_, value) in memory.items() if mpk == pk})
         return [found[sid] for sid in sorted(found)]
 
+    def checkpoint(self, run_id: int, shard_id: str) -> Checkpoint | None:
+        """One shard's checkpoint in a run (where a lost worker's shard is redone from)."""
+        self._raise_pending()
+        pk = self._pk_shard(run_id)
+        buffered = self._memory().get((pk, shard_id))
+        if buffered is not None:
+            return buffered[1]
+        item = self._table.get(pk, shard_id)
+        return _cp_from(item, run_id) if item else None
+
     def covering_checkpoint(self, key: str) -> Checkpoint | None:
         return covering_in_recent_runs(self, key)
 
     # ---- per-object records
 
     def record(self, records: Sequence[ObjectRecord], checkpoints: Sequence[Checkpoint] = (),
-               progress_delta: dict[str, int] | None = None) -> None:
-        """Buffer a batch of per-object results and shard checkpoints; add the batch's progress counters.
+               live: LiveReport | None = None) -> None:
+        """Buffer a batch of per-object results and shard checkpoints; keep the live progress.
 
         Raises Fatal for a key longer than 1024 bytes, or the error of a failed earlier flush (the batch is
         then not taken).
@@ -374,8 +386,7 @@ class DynamoManifest:
                 cp = dataclasses.replace(cp, run_id=cp.run_id or self.run_id,
                                          tally=Tally.from_dict(cp.tally.to_dict(CHECKPOINT_FAILURES)))
                 self._buffer[(self._pk_shard(cp.run_id), cp.shard.shard_id)] = ("cp", cp)
-        for name, value in (progress_delta or {}).items():
-            setattr(self._progress, name, getattr(self._progress, name) + value)
+        self._live.add(live)
 
     def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]:
         """Records (copied or failed) for source keys under `prefix`, start_after < key <= end_at, key order."""
@@ -410,7 +421,8 @@ class DynamoManifest:
             old = stored.get(key)
             if rec.status == COPIED or old is None or old.status != COPIED:
                 stored[key] = rec
-        return [Record(key=k, src_etag=stored[k].src_etag, src_size=stored[k].size, dst_etag=stored[k].dst_etag)
+        return [Record(key=k, src_etag=stored[k].src_etag, src_size=stored[k].size, dst_etag=stored[k].dst_etag,
+                       run_id=stored[k].run_id)
                 for k in sorted(stored)[:limit]]
 
     def lookup(self, key: str) -> ObjectRecord | None:
@@ -496,8 +508,8 @@ class DynamoManifest:
         return self.writes, self.items_written
 
     def progress(self) -> Progress:
-        """The live counters (never raises: a pending flush error reaches the next other call)."""
-        return Progress(**vars(self._progress))
+        """Shard tallies changed since the last call, and the objects and bytes in flight now."""
+        return self._live.take()
 
     def close(self) -> None:
         """Stop the flush thread and flush what is left. Raises DthError if that fails (call again to retry)."""

@@ -15,6 +15,8 @@ from dth_ray.runtime.manifest import (
     CHECKPOINT_FAILURES,
     PENDING,
     Checkpoint,
+    LiveProgress,
+    LiveReport,
     ObjectRecord,
     Progress,
     RunInfo,
@@ -61,7 +63,7 @@ class SqliteManifest:
         self.run_id = run_id
         self.writes = 0
         self.items_written = 0
-        self._progress = Progress()
+        self._live = LiveProgress()
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         try:
             # Two connections may write at once (the driver's start-up worker and the manifest actor): wait.
@@ -126,6 +128,16 @@ class SqliteManifest:
         return [Checkpoint(Shard(sid, p, sa, ea, d), st, w, Tally.from_dict(json.loads(t)), run_id)
                 for sid, p, sa, ea, d, st, w, t in rows]
 
+    def checkpoint(self, run_id: int, shard_id: str) -> Checkpoint | None:
+        """One shard's checkpoint in a run (where a lost worker's shard is redone from)."""
+        row = self._db.execute(
+            "SELECT shard_id, prefix, start_after, end_at, delimiter, status, watermark, tally FROM shards "
+            "WHERE job=? AND run_id=? AND shard_id=?", (self.job, run_id, shard_id)).fetchone()
+        if row is None:
+            return None
+        sid, p, sa, ea, d, st, w, t = row
+        return Checkpoint(Shard(sid, p, sa, ea, d), st, w, Tally.from_dict(json.loads(t)), run_id)
+
     def _put_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
         now = time.time()
         rows = [(self.job, cp.run_id or self.run_id, cp.shard.shard_id, cp.shard.prefix, cp.shard.start_after,
@@ -140,8 +152,8 @@ class SqliteManifest:
     # ---- per-object records
 
     def record(self, records: Sequence[ObjectRecord], checkpoints: Sequence[Checkpoint] = (),
-               progress_delta: dict[str, int] | None = None) -> None:
-        """Store a batch of per-object results and shard checkpoints; add the batch's progress counters."""
+               live: LiveReport | None = None) -> None:
+        """Store a batch of per-object results and shard checkpoints; keep the live progress."""
         if records:
             now = time.time()
             rows = [(self.job, r.key, r.size, r.src_etag, r.dst_key, r.dst_etag, r.status, r.error,
@@ -154,12 +166,11 @@ class SqliteManifest:
                 "verified=excluded.verified, run_id=excluded.run_id, updated=excluded.updated "
                 "WHERE excluded.status='copied' OR objects.status!='copied'", rows)
         self._put_checkpoints(checkpoints)
-        for name, value in (progress_delta or {}).items():
-            setattr(self._progress, name, getattr(self._progress, name) + value)
+        self._live.add(live)
 
     def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]:
         """Records (copied or failed) for source keys under `prefix`, start_after < key <= end_at, key order."""
-        sql = "SELECT key, src_etag, size, dst_etag FROM objects WHERE job=? AND key>? AND key>=?"
+        sql = "SELECT key, src_etag, size, dst_etag, run_id FROM objects WHERE job=? AND key>? AND key>=?"
         args: list = [self.job, start_after, prefix]
         end = prefix_end(prefix)
         if end:
@@ -170,7 +181,8 @@ class SqliteManifest:
             args.append(end_at)
         sql += " ORDER BY key LIMIT ?"
         args.append(limit)
-        return [Record(key=k, src_etag=e, src_size=s, dst_etag=d) for k, e, s, d in self._db.execute(sql, args)]
+        return [Record(key=k, src_etag=e, src_size=s, dst_etag=d, run_id=r)
+                for k, e, s, d, r in self._db.execute(sql, args)]
 
     def lookup(self, key: str) -> ObjectRecord | None:
         row = self._db.execute(
@@ -230,7 +242,8 @@ class SqliteManifest:
         """Every write above is already durable in SQLite."""
 
     def progress(self) -> Progress:
-        return Progress(**vars(self._progress))
+        """Shard tallies changed since the last call, and the objects and bytes in flight now."""
+        return self._live.take()
 
     def write_counts(self) -> tuple[int, int]:
         """(write requests, rows written) by this instance."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 
+from dth_ray.model import Tally
+
 log = logging.getLogger(__name__)
 
 
@@ -24,21 +26,24 @@ def _metric(kind: str, name: str, description: str, tag_keys: tuple[str, ...]):
 
 
 class ActorMetrics:
-    """What one transfer actor adds at each flush (deltas of its batched counters)."""
+    """What one transfer worker adds at each flush: the growth of its cumulative tally since the last one."""
 
     def __init__(self, job: str):
         self._tags = {"job": job}
+        self._published = Tally()
 
-    def add(self, delta: dict[str, int], errors: dict[str, int], requests_in_flight: int,
-            parts_in_flight: int = 0) -> None:
+    def add(self, totals: Tally, errors: dict[str, int], requests_in_flight: int, parts_in_flight: int = 0) -> None:
+        """`totals`: every result the worker counted so far (its counters only grow)."""
         try:
-            if delta.get("bytes_copied"):
+            previous, self._published = self._published, Tally.from_dict(totals.to_dict(0))
+            if totals.bytes_copied > previous.bytes_copied:
                 _metric("Counter", "dth_bytes_copied", "object bytes copied", ("job",)).inc(
-                    delta["bytes_copied"], tags=self._tags)
+                    totals.bytes_copied - previous.bytes_copied, tags=self._tags)
             for result in ("copied", "skipped", "failed"):
-                if delta.get(result):
+                grown = getattr(totals, result) - getattr(previous, result)
+                if grown > 0:
                     _metric("Counter", "dth_objects", "objects settled, by result", ("job", "result")).inc(
-                        delta[result], tags={**self._tags, "result": result})
+                        grown, tags={**self._tags, "result": result})
             for error, count in errors.items():
                 _metric("Counter", "dth_request_errors", "store requests that failed, by error class",
                         ("job", "error")).inc(count, tags={**self._tags, "error": error})

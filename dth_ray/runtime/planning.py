@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from dth_ray.config import SyncConfig
 from dth_ray.errors import ConfigError
 from dth_ray.model import Shard
-from dth_ray.plan.filters import load_prefix_list
+from dth_ray.plan.prefix_list import load_prefix_list
 from dth_ray.plan.ranges import boundaries, common_prefix, interval_shards, occupied_edges
 from dth_ray.plan.shard import (
     order_largest_first,
@@ -18,6 +17,7 @@ from dth_ray.plan.shard import (
     shards_from_level,
     split_level_by_bytes,
 )
+from dth_ray.settings import StoreSpec
 from dth_ray.stores import open_store
 
 log = logging.getLogger(__name__)
@@ -28,20 +28,20 @@ _PROBE_CONCURRENCY = 32
 _DEEPER_CONCURRENCY = 8  # level listings at once: bounds what lists past the cap (each ≤ MAX_PLANNED_SHARDS)
 
 
-async def plan_shards(cfg: SyncConfig, actors: int, store=None) -> list[Shard]:
+async def plan_shards(source: StoreSpec, actors: int, store=None) -> list[Shard]:
     """Shards from the first one or two levels of common prefixes (or the prefix-list file); ranges that
     hold more than a page of keys are then cut until there are about 4 shards per actor. `store` (a Lister)
     replaces the configured source, e.g. for a synthetic benchmark."""
-    if cfg.source.prefix_list:
-        prefixes = [p for p in load_prefix_list(cfg.source.prefix_list) if p.startswith(cfg.source.prefix)]
+    if source.prefix_list:
+        prefixes = [p for p in load_prefix_list(source.prefix_list) if p.startswith(source.prefix)]
         if not prefixes:
-            raise ConfigError(f"source.prefix_list={cfg.source.prefix_list!r} has no prefix under "
-                              f"source.prefix={cfg.source.prefix!r}")
+            raise ConfigError(f"source.prefix_list={source.prefix_list!r} has no prefix under "
+                              f"source.prefix={source.prefix!r}")
         return shards_for_prefixes(prefixes)
     own = store is None
-    store = open_store(cfg.source) if own else store
+    store = open_store(source) if own else store
     try:
-        shards = await list_level(store, cfg.source.prefix, 2 * actors)
+        shards = await list_level(store, source.prefix, 2 * actors)
         if len(shards) < 4 * actors:
             # The next level of each, listed concurrently (across a long link each listing costs round trips),
             # until MAX_PLANNED_SHARDS are planned; later prefixes then stay whole.

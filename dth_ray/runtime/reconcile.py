@@ -1,60 +1,45 @@
-"""Transfer-actor methods for keeping in sync: delete propagation for batch runs (sync.delete) and per-key
-reconciles for `dth-ray watch`. A mixin of TransferWorker (dth_ray/runtime/worker.py): it uses the actor's
-stores, copier, caps and manifest. `run_shard` calls `_note_dst` when sync.delete is on; the driver collects
-with `take_extras` and deletes with `delete_extras` (dth_ray/runtime/deletes.py); the watch service
-(dth_ray/sync/watch.py) calls `apply_events`.
+"""Per-key reconciles inside a transfer worker: delete propagation for batch runs (`sync.delete`) and event
+handling for `dth-ray watch`. The worker builds one Reconciler with exactly what it needs: its settings, stores,
+copier and caps, the list its manifest records are batched in, and the manifest itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from typing import Any
 
+from dth_ray.engine.copier import Copier, Limits
 from dth_ray.errors import DthError, NotFound, Unreadable, error_class
 from dth_ray.plan.diff import SKIP, Record, decide
 from dth_ray.plan.keys import dest_key, src_key_for
 from dth_ray.runtime.calls import call_manifest
 from dth_ray.runtime.manifest import ObjectRecord
+from dth_ray.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-_MAX_EXTRA_KEYS = 100_000  # destination-only keys one actor keeps for sync.delete (the count stays exact)
 
 
-class ReconcileMixin:
-    """Needs from the actor: _cfg, _src, _dst, _copier, _limits, _slots, _pending, _manifest, _setup, _flush."""
+class Reconciler:
+    """Make destination keys match the source's current state, one key at a time (under the worker's caps)."""
 
+    def __init__(self, settings: WorkerSettings, src: Any, dst: Any, copier: Copier, limits: Limits,
+                 slots: asyncio.Semaphore, records: list[ObjectRecord], manifest: Any):
+        self._settings = settings
+        self._src = src
+        self._dst = dst
+        self._copier = copier
+        self._limits = limits
+        self._slots = slots
+        self._records = records  # the worker's batch: appended here, flushed by the worker
+        self._manifest = manifest
 
-    @functools.cached_property
-    def _extras(self) -> dict:
-        """Destination-only keys this actor's shards met (sync.delete), capped, and the destination objects
-        seen (the base of a percent sync.max_delete)."""
-        return {"keys": [], "count": 0, "dst_seen": 0}
-
-    def _note_dst(self, decision) -> None:
-        ledger = self._extras
-        if decision.dst is not None:
-            ledger["dst_seen"] += 1
-        if decision.src is None:  # action "extra": only at the destination
-            ledger["count"] += 1
-            if len(ledger["keys"]) < _MAX_EXTRA_KEYS:
-                ledger["keys"].append(decision.dst.key)
-
-    def take_extras(self) -> dict:
-        """What `_note_dst` gathered since the last call: {"keys", "count", "dst_seen"} (keys capped at
-        _MAX_EXTRA_KEYS; count exact)."""
-        out = dict(self._extras)
-        self._extras.update(keys=[], count=0, dst_seen=0)
-        return out
-
-    async def delete_extras(self, dst_keys: list[str]) -> dict:
+    async def delete_keys(self, dst_keys: list[str]) -> dict:
         """Delete destination keys whose source key is (still) absent — each source key is HEADed first, so an
         object created at the source since the listing is kept. Returns {"deleted", "kept", "failures"}."""
-        self._setup()
         out: dict = {"deleted": 0, "kept": 0, "failures": []}
-        src_prefix, dst_prefix = self._cfg.source.prefix, self._cfg.destination.prefix
+        src_prefix, dst_prefix = self._settings.source.prefix, self._settings.destination.prefix
 
         async def one(dst_key: str) -> None:
             async with self._slots:
@@ -72,7 +57,7 @@ class ReconcileMixin:
         return out
 
     async def _head_or_none(self, store: Any, key: str):
-        """HEAD one key under this actor's request caps; None when it does not exist."""
+        """HEAD one key under the worker's request caps; None when it does not exist."""
         try:
             return await self._limits.call(lambda: store.head(key))
         except NotFound:
@@ -85,16 +70,12 @@ class ReconcileMixin:
         meanwhile is re-read, never torn) unless the manifest's record and the destination show it landed.
 
         Returns one dict per key: key, outcome (copied|unchanged|deleted|absent|skipped|failed), bytes, error,
-        landed_at (epoch s). Records are in the manifest (flushed) before this returns.
+        landed_at (epoch s). The worker flushes the records before answering.
         """
-        self._setup()
-        results = list(await asyncio.gather(*(self._reconcile(key, deletes) for key in keys)))
-        await self._flush()
-        await call_manifest(self._manifest, "flush")
-        return results
+        return list(await asyncio.gather(*(self._reconcile(key, deletes) for key in keys)))
 
     async def _reconcile(self, key: str, deletes: bool) -> dict:
-        dst_key = dest_key(key, self._cfg.source.prefix, self._cfg.destination.prefix)
+        dst_key = dest_key(key, self._settings.source.prefix, self._settings.destination.prefix)
         outcome, nbytes, error = "failed", 0, ""
         async with self._slots:
             try:
@@ -103,7 +84,7 @@ class ReconcileMixin:
                 outcome, error = "skipped", f"unreadable: {error_class(exc)}"
             except DthError as exc:
                 error = f"{error_class(exc)}: {exc}"
-                self._pending.append(ObjectRecord(key, 0, "", dst_key, "", "failed", error))
+                self._records.append(ObjectRecord(key, 0, "", dst_key, "", "failed", error))
                 log.warning("event copy failed key=%s error=%s", key, error_class(exc))
             except Exception as exc:  # a bug must fail one key, not the batch
                 error = f"Fatal: unexpected {type(exc).__name__}"
@@ -122,7 +103,7 @@ class ReconcileMixin:
             reason = "changed_at_source"  # we copied another version of it: no need to look at the destination
         else:
             dst = await self._head_or_none(self._dst, dst_key)
-            action, reason = decide(src, dst.meta if dst is not None else None, record, self._cfg.compare,
+            action, reason = decide(src, dst.meta if dst is not None else None, record, self._settings.compare,
                                     self._src.features, self._dst.features)
             if action == SKIP:
                 return ("skipped" if reason.startswith("unreadable") else "unchanged"), 0
@@ -132,7 +113,7 @@ class ReconcileMixin:
             if await self._head_or_none(self._src, key) is None:  # deleted between our HEAD and GET
                 return await self._source_gone(dst_key, deletes), 0
             raise
-        self._pending.append(ObjectRecord(key, result.src.size, result.src.etag or result.src.checksum, dst_key,
+        self._records.append(ObjectRecord(key, result.src.size, result.src.etag or result.src.checksum, dst_key,
                                           result.dst_etag, "copied", "", result.verified_source))
         return "copied", result.src.size
 

@@ -6,23 +6,24 @@ from __future__ import annotations
 import asyncio
 import time
 
-from dth_ray.config import SyncConfig
 from dth_ray.errors import ConfigError, NotFound
 from dth_ray.model import Shard, Tally
 from dth_ray.plan.diff import Record
 from dth_ray.plan.keys import dest_key
 from dth_ray.plan.verify import DIFFER, MATCH, READ, classify
-from dth_ray.runtime.driver import job_name, probe
-from dth_ray.runtime.manifest import DONE, Manifest, newest_covering, open_manifest
+from dth_ray.runtime.manifest import DONE, Manifest, newest_covering
+from dth_ray.runtime.manifests import open_manifest
+from dth_ray.runtime.preflight import probe
 from dth_ray.runtime.worker import TransferWorker
+from dth_ray.settings import Settings
 
 _RECENT_RUNS = 20
 _MAX_KEYS = 100
 
 
-def job_status(cfg: SyncConfig) -> dict:
+def job_status(cfg: Settings) -> dict:
     """Progress of the job's latest run: objects and bytes settled, failures, rate, ETA and state."""
-    manifest = open_manifest(cfg.manifest, job_name(cfg))
+    manifest = open_manifest(cfg.manifest, cfg.job)
     try:
         run = manifest.latest_run()
         if run is None:
@@ -39,6 +40,7 @@ def job_status(cfg: SyncConfig) -> dict:
     # Shards settled so far estimate what is left: bytes listed per settled shard times the shards to go.
     per_shard = tally.bytes_listed / done if done else 0.0
     left_bytes = per_shard * (len(checkpoints) - done)
+    # A run recorded as running with no driver alive was cut off; this command cannot tell the two apart.
     state = {"running": "interrupted", "planning": "abandoned"}.get(run.status, run.status)
     return {
         "job": manifest.job, "run_id": run.run_id, "state": state,
@@ -52,23 +54,23 @@ def job_status(cfg: SyncConfig) -> dict:
     }
 
 
-def prefix_status(cfg: SyncConfig, prefix: str) -> dict:
+def prefix_status(cfg: Settings, prefix: str) -> dict:
     """Lists the source under `prefix` live and answers whether every object is at the destination (same
     size) and was checked: at copy time (a record or a done checkpoint of a run) or equal by ETag/checksum."""
     if not prefix.startswith(cfg.source.prefix):
         raise ConfigError(f"prefix={prefix!r} is not under source.prefix={cfg.source.prefix!r}")
     asyncio.run(probe(cfg.source, "source"))
     asyncio.run(probe(cfg.destination, "destination"))
-    manifest = open_manifest(cfg.manifest, job_name(cfg))
+    manifest = open_manifest(cfg.manifest, cfg.job)
     try:
         return asyncio.run(_prefix_status(cfg, manifest, prefix))
     finally:
         manifest.close()
 
 
-async def _prefix_status(cfg: SyncConfig, manifest: Manifest, prefix: str) -> dict:
+async def _prefix_status(cfg: Settings, manifest: Manifest, prefix: str) -> dict:
     checkpoints = [cp for run in manifest.runs(_RECENT_RUNS) for cp in manifest.checkpoints(run.run_id)]
-    worker = TransferWorker(cfg, manifest, node_id="status")
+    worker = TransferWorker(cfg.worker, manifest, "status")
     counts = {"objects": 0, "present": 0, "missing": 0, "differ": 0, "unchecked": 0}
     missing, differ, unchecked = [], [], []
     try:
@@ -106,11 +108,11 @@ def _note(keys: list[str], key: str) -> None:
         keys.append(key)
 
 
-def key_status(cfg: SyncConfig, key: str) -> dict:
+def key_status(cfg: Settings, key: str) -> dict:
     """What the manifest knows of one source key, and what both stores say now."""
     if not key.startswith(cfg.source.prefix):
         raise ConfigError(f"key={key!r} is not under source.prefix={cfg.source.prefix!r}")
-    manifest = open_manifest(cfg.manifest, job_name(cfg))
+    manifest = open_manifest(cfg.manifest, cfg.job)
     try:
         record = manifest.lookup(key)
         checkpoint = manifest.covering_checkpoint(key)
@@ -118,7 +120,7 @@ def key_status(cfg: SyncConfig, key: str) -> dict:
         manifest.close()
     dst_key = dest_key(key, cfg.source.prefix, cfg.destination.prefix)
     (src_meta, dst_meta), features = asyncio.run(_heads(cfg, key, dst_key))
-    out: dict = {"job": job_name(cfg), "key": key, "destination_key": dst_key,
+    out: dict = {"job": cfg.job, "key": key, "destination_key": dst_key,
                  "source": _meta(src_meta), "destination": _meta(dst_meta)}
     if record is not None:
         out["record"] = {"status": record.status, "size": record.size, "source_etag": record.src_etag,
@@ -136,7 +138,7 @@ def key_status(cfg: SyncConfig, key: str) -> dict:
     return out
 
 
-async def _heads(cfg: SyncConfig, key: str, dst_key: str):
+async def _heads(cfg: Settings, key: str, dst_key: str):
     from dth_ray.stores import open_store
 
     out, features = [], []

@@ -1,77 +1,88 @@
-"""`dth-ray verify`: shards of both listings compared on the transfer actors, reading bytes only where the
+"""`dth-ray verify`: shards of both listings compared by the scheduler's workers, reading bytes only where the
 listings and the copy-time records cannot prove equality (or everywhere in `full` mode)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 
-from dth_ray.config import SyncConfig, VerifyMode
 from dth_ray.model import Shard, VerifyTally
-from dth_ray.plan.filters import KeyFilter
+from dth_ray.naming import describe
 from dth_ray.plan.keys import src_key_for
 from dth_ray.plan.shard import shards_from_level
-from dth_ray.runtime.driver import (
-    actor_count,
-    describe,
-    job_name,
-    probe,
-    start_manifest,
-    start_ray,
-    start_workers,
-)
+from dth_ray.runtime.interrupts import Interrupts
+from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.planning import list_level
+from dth_ray.runtime.preflight import check_stores
+from dth_ray.runtime.rayhost import ray_is_up
+from dth_ray.runtime.scheduler import Item, Scheduler, Workers
+from dth_ray.runtime.worker import TransferWorker
+from dth_ray.settings import Settings
 from dth_ray.stores import open_store
 
 _MAX_KEYS = 1000
 
 
-def run_verify(cfg: SyncConfig) -> dict:
+class VerifyRun:
+    """The scheduler's client: each shard's VerifyTally merged once. A shard whose worker was lost is compared
+    again from the start (its partial findings were never merged, so nothing counts twice)."""
+
+    def __init__(self) -> None:
+        self.found = VerifyTally(max_keys=_MAX_KEYS)
+        self.done: set[str] = set()
+
+    def on_item_done(self, item: Item, result: VerifyTally, where) -> Item | None:
+        self.found.merge(result)
+        self.done.add(item.key)
+        return None
+
+    def on_item_failed(self, item: Item, error: str, where) -> None:
+        self.found.errors.append(f"shard {item.args[0].prefix!r}: {error}")
+        self.done.add(item.key)
+
+    def redo(self, item: Item, where, lost: bool) -> Item | None:
+        return item
+
+    def on_tick(self, scheduler) -> None:
+        return None
+
+
+def run_verify(settings: Settings, interrupts: Interrupts | None = None) -> dict:
     """Verify the destination against the source; returns the report (JSON-ready). Raises ConfigError first
     if a store is unreachable or refuses us."""
-    import ray
-
-    KeyFilter.from_config(cfg.filter)
-    asyncio.run(probe(cfg.source, "source"))
-    asyncio.run(probe(cfg.destination, "destination"))
+    check_stores(settings.source, settings.destination)
     started = time.monotonic()
-    job = job_name(cfg)
-    shards = asyncio.run(_plan_verify_shards(cfg))
-    start_ray(cfg)
-    manifest, manifest_name = start_manifest(cfg, job, 0, ray.get_runtime_context().get_node_id())
-    workers = start_workers(cfg, manifest_name, actor_count(cfg))
-    full = VerifyMode(cfg.verify.mode) is VerifyMode.full
-    found = VerifyTally(max_keys=_MAX_KEYS)
-    queue = deque(shards)
-    in_flight: dict = {}
-    load = {i: 0 for i in range(len(workers))}
+    interrupts = interrupts or Interrupts()
+    interrupts.install()
+    shards = asyncio.run(_plan_verify_shards(settings))
+    lane = settings.runtime.embedded and not ray_is_up()
+    manifest = JobManifest(settings.manifest, settings.job)
+    workers = Workers(build_local=(lambda: TransferWorker(settings.worker, manifest.local, "lane")) if lane else None,
+                      actor_class=TransferWorker, actor_args=lambda: (settings.worker, manifest.actor_name(scheduler, 0)),
+                      actors=settings.transfer.actors)
+    scheduler = Scheduler(workers, interrupts, settings.transfer.progress_interval_s)
+    client = VerifyRun()
+    items = [Item(s.shard_id, "verify_shard", (s, settings.verify_full)) for s in shards]
     try:
-        while queue or in_flight:
-            while queue and min(load.values()) < 4:
-                index = min(load, key=load.get)
-                in_flight[workers[index].verify_shard.remote(queue.popleft(), full)] = index
-                load[index] += 1
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in ready:
-                load[in_flight.pop(ref)] -= 1
-                found.merge(ray.get(ref))
+        outcome = scheduler.run(client, items, settings.runtime if lane or not ray_is_up() else None)
     finally:
-        ray.get([w.close.remote() for w in workers])
-        ray.get(manifest.close.remote())
-        for actor in [*workers, manifest]:
-            ray.kill(actor, no_restart=True)
-    return build_verify_report(cfg, job, found, time.monotonic() - started)
+        scheduler.close()
+        manifest.close()
+    report = build_verify_report(settings, client.found, time.monotonic() - started)
+    if outcome.interrupted:
+        report["status"] = "interrupted"
+        report["unfinished"] = sorted(item.key for item, _ in outcome.unfinished)
+    return report
 
 
-async def _plan_verify_shards(cfg: SyncConfig) -> list[Shard]:
+async def _plan_verify_shards(settings: Settings) -> list[Shard]:
     """Shards over the union of both sides' first level, so objects only at the destination are seen too.
     One whole-prefix shard when the two prefixes do not split into the same '/' levels."""
-    src_prefix, dst_prefix = cfg.source.prefix, cfg.destination.prefix
+    src_prefix, dst_prefix = settings.source.prefix, settings.destination.prefix
     whole = [Shard("all", src_prefix)]
-    if cfg.source.prefix_list or any(p and not p.endswith("/") for p in (src_prefix, dst_prefix)):
+    if settings.source.prefix_list or any(p and not p.endswith("/") for p in (src_prefix, dst_prefix)):
         return whole
-    src, dst = open_store(cfg.source), open_store(cfg.destination)
+    src, dst = open_store(settings.source), open_store(settings.destination)
     try:
         src_level, dst_level = await list_level(src, src_prefix), await list_level(dst, dst_prefix)
     finally:
@@ -84,15 +95,15 @@ async def _plan_verify_shards(cfg: SyncConfig) -> list[Shard]:
     return shards_from_level(src_prefix, sorted(prefixes), True)
 
 
-def build_verify_report(cfg: SyncConfig, job: str, found: VerifyTally, duration_s: float) -> dict:
-    bad = found.missing + found.differ + (found.extra if cfg.verify.strict else 0) + len(found.errors)
+def build_verify_report(settings: Settings, found: VerifyTally, duration_s: float) -> dict:
+    bad = found.missing + found.differ + (found.extra if settings.verify_strict else 0) + len(found.errors)
     return {
         "status": "differ" if bad else "ok",
-        "job": job,
-        "mode": VerifyMode(cfg.verify.mode).value,
-        "strict": cfg.verify.strict,
-        "source": describe(cfg.source),
-        "destination": describe(cfg.destination),
+        "job": settings.job,
+        "mode": "full" if settings.verify_full else "fast",
+        "strict": settings.verify_strict,
+        "source": describe(settings.source),
+        "destination": describe(settings.destination),
         "counts": {"checked": found.checked, "matched": found.matched,
                    "missing_on_destination": found.missing, "differ": found.differ,
                    "extra_on_destination": found.extra, "read_objects": found.read_objects,

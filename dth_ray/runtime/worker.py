@@ -1,7 +1,9 @@
-"""Transfer actor: lists one shard on both sides, merge-joins it, and copies what differs, many at a time.
+"""Transfer worker: lists one shard on both sides, merge-joins it, and copies what differs, many at a time.
 
-A plain class; the driver wraps it with `ray.remote` (so unit tests can use it directly). Only metadata
-leaves it: batched manifest records, progress deltas and a ShardResult; bytes stay inside the actor.
+A plain class: the scheduler builds it in the driver's own thread (the driver lane) or wraps it with
+`ray.remote` as an actor. Only metadata leaves it: batched manifest records, live progress and a ShardResult;
+bytes stay inside. Items it runs: `run_shard` (sync), `verify_shard`, `delete_keys` and `apply_events`
+(runtime/reconcile.py). `stop()` asks it to wind down at a safe point (an interrupt).
 """
 
 from __future__ import annotations
@@ -10,26 +12,36 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from dth_ray.config import SyncConfig, parse_size
 from dth_ray.engine.budget import ByteBudget
-from dth_ray.engine.copier import Copier, CopyOutcome, CopySettings, Limits
+from dth_ray.engine.copier import Copier, CopySettings, Limits
 from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
 from dth_ray.engine.verify import same_content
 from dth_ray.errors import DthError, Unreadable, error_class
-from dth_ray.model import ByteRange, ObjectMeta, PartInfo, Shard, ShardResult, Tally, UploadState, VerifyTally
+from dth_ray.model import (
+    ByteRange,
+    ObjectMeta,
+    PartInfo,
+    Shard,
+    ShardResult,
+    ShardTask,
+    Tally,
+    UploadState,
+    VerifyTally,
+)
 from dth_ray.plan.diff import COPY, SKIP, Record, merge_join, needs_record
-from dth_ray.plan.filters import KeyFilter
-from dth_ray.plan.keys import dest_key
+from dth_ray.plan.keys import dest_key, src_key_for
 from dth_ray.plan.verify import DIFFER, MATCH, READ, classify
+from dth_ray.runtime import shardstate as outcome
 from dth_ray.runtime.calls import call_manifest
-from dth_ray.runtime.manifest import DONE, PENDING, Checkpoint, ObjectRecord
+from dth_ray.runtime.manifest import DONE, PENDING, Checkpoint, LiveReport, ObjectRecord
 from dth_ray.runtime.metrics import ActorMetrics
-from dth_ray.runtime.naming import job_name
-from dth_ray.runtime.reconcile import ReconcileMixin
+from dth_ray.runtime.pool import local_node_id
+from dth_ray.runtime.reconcile import Reconciler
+from dth_ray.runtime.shardstate import ListingCursor, SettledKeys
+from dth_ray.settings import WorkerSettings
 from dth_ray.stores import open_store
 
 log = logging.getLogger(__name__)
@@ -37,49 +49,10 @@ _PAGE_KEYS = 1000
 _FLUSH_RECORDS = 2000
 
 
-def _same_service(cfg: SyncConfig) -> bool:
-    from dth_ray.stores.s3 import same_service
-
-    return same_service(cfg.source, cfg.destination)
-
-
 def _named_actor(name: str):
     import ray
 
     return ray.get_actor(name)
-
-
-def _current_node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-
-
-class _Cursor:
-    """Buffered read-ahead over a paged async source, handing out items up to a bound in key order."""
-
-    def __init__(self, pages: AsyncIterator[list], key_of: Callable[[Any], str]):
-        self._pages = pages
-        self._key_of = key_of
-        self._buffer: list = []
-        self._done = False
-
-    async def take_through(self, bound: str | None) -> list:
-        """Items with key <= bound (all remaining items when bound is None)."""
-        while not self._done and (bound is None or not self._buffer or self._key_of(self._buffer[-1]) <= bound):
-            page = await anext(self._pages, None)
-            if page is None:
-                self._done = True
-            else:
-                self._buffer.extend(page)
-        if bound is None:
-            out, self._buffer = self._buffer, []
-            return out
-        cut = 0
-        while cut < len(self._buffer) and self._key_of(self._buffer[cut]) <= bound:
-            cut += 1
-        out, self._buffer = self._buffer[:cut], self._buffer[cut:]
-        return out
 
 
 class _UploadJournal:
@@ -115,153 +88,77 @@ class _Peers:
         return await self.handles[peer].upload_parts.remote(meta, dst_key, upload_id, parts)
 
 
-class _Settled:
-    """The settled prefix of one shard's key order, so a checkpoint counts exactly the keys <= watermark.
+class TransferWorker:
+    """One transfer worker: its own store clients, byte budget and request caps, shared by its items."""
 
-    Decisions arrive in key order; copies finish out of order. Each entry is [key, done, outcomes]; runs of
-    finished entries behind an unfinished one merge into one entry, so the queue stays at most about twice
-    the copies in flight, whatever the number of skips.
-    """
-
-    __slots__ = ("shard", "tally", "watermark", "_queue", "dirty")
-
-    def __init__(self, shard: Shard, tally: Tally, watermark: str):
-        self.shard = shard
-        self.tally = tally
-        self.watermark = watermark
-        self._queue: deque[list] = deque()
-        self.dirty = False
-
-    def now(self, key: str, outcome: Callable[[Tally], None]) -> None:
-        """A decision settled at once (skip, dry-run count)."""
-        if not self._queue:
-            outcome(self.tally)
-            self.watermark = key
-            self.dirty = True
-        elif self._queue[-1][1]:
-            tail = self._queue[-1]
-            tail[0] = key
-            tail[2].append(outcome)
-        else:
-            self._queue.append([key, True, [outcome]])
-
-    def open(self, key: str) -> list:
-        entry = [key, False, []]
-        self._queue.append(entry)
-        return entry
-
-    def close(self, entry: list, outcome: Callable[[Tally], None]) -> None:
-        entry[1] = True
-        entry[2].append(outcome)
-        while self._queue and self._queue[0][1]:
-            key, _, outcomes = self._queue.popleft()
-            for apply in outcomes:
-                apply(self.tally)
-            self.watermark = key
-            self.dirty = True
-
-    def checkpoint(self, status: str) -> Checkpoint:
-        self.dirty = False
-        return Checkpoint(self.shard, status, self.watermark, Tally.from_dict(self.tally.to_dict()))
-
-
-def _skipped(size: int, reason: str, tally: Tally) -> None:
-    tally.listed += 1
-    tally.bytes_listed += size
-    tally.skip(reason)
-
-
-def _would_copy(size: int, multipart: bool, tally: Tally) -> None:
-    tally.listed += 1
-    tally.bytes_listed += size
-    tally.would_copy += 1
-    tally.would_copy_bytes += size
-    if multipart:
-        tally.would_copy_multipart += 1
-        tally.would_copy_multipart_bytes += size
-
-
-def _copied(size: int, outcome: CopyOutcome, tally: Tally) -> None:
-    tally.listed += 1
-    tally.bytes_listed += size
-    tally.copied += 1
-    tally.bytes_copied += size
-    tally.part_size_bytes = max(tally.part_size_bytes, outcome.part_size_bytes)
-    tally.server_side_copies += int(outcome.server_side)
-    tally.spread_parts += outcome.spread_parts
-    tally.resumed_parts += outcome.resumed_parts
-
-
-def _failed(size: int, key: str, error: str, tally: Tally) -> None:
-    tally.listed += 1
-    tally.bytes_listed += size
-    tally.fail(key, error)
-
-
-class TransferWorker(ReconcileMixin):
-    """One transfer actor: its own store clients, byte budget and request caps, shared by its shards."""
-
-    def __init__(self, cfg: SyncConfig, manifest: Any, node_id: str = ""):
-        """`manifest`: the manifest actor's name (inside Ray) or a local manifest object (driver, tests)."""
-        self._cfg = cfg
+    def __init__(self, settings: WorkerSettings, manifest: Any, worker_id: str = ""):
+        """`manifest`: the manifest actor's name (inside Ray) or a manifest object (the driver lane, tests)."""
+        self.settings = settings
         self._manifest = _named_actor(manifest) if isinstance(manifest, str) else manifest
-        self._node_id = node_id or _current_node_id()
-        self._src = open_store(cfg.source)
-        self._dst = open_store(cfg.destination)
-        t = cfg.transfer
-        self._filter = KeyFilter.from_config(cfg.filter)
-        self._limits: Limits | None = None
-        self._settings = CopySettings(
-            # An object larger than the byte budget goes up in parts, so one PUT never holds more than it.
-            multipart_threshold_bytes=min(parse_size(t.multipart_threshold, "transfer.multipart_threshold"),
-                                          parse_size(t.buffer_size, "transfer.buffer_size")),
-            part_size_bytes=None if t.part_size == "auto" else parse_size(t.part_size, "transfer.part_size"),
-            parts_in_flight=t.parts_in_flight,
-            max_attempts=t.max_attempts,
-            server_side_bucket=cfg.source.bucket if t.server_side_copy and _same_service(cfg) else "",
-            spread_threshold_bytes=parse_size(t.spread_threshold, "transfer.spread_threshold"),
-            get_range_bytes=0 if t.get_range_size == "auto" else parse_size(t.get_range_size, "transfer.get_range_size"),
-            copy_cutoff_bytes=parse_size(t.copy_cutoff, "transfer.copy_cutoff"),
-        )
+        self._worker_id = worker_id or f"worker-{id(self):x}"
+        self._node_id = local_node_id()
+        self._src = open_store(settings.source)
+        self._dst = open_store(settings.destination)
+        t = settings.transfer
+        self._copy_settings = CopySettings(
+            multipart_threshold_bytes=t.multipart_threshold_bytes, part_size_bytes=t.part_size_bytes,
+            parts_in_flight=t.parts_in_flight, max_attempts=t.max_attempts,
+            server_side_bucket=settings.source.bucket if t.server_side_copy and _same_service(settings) else "",
+            spread_threshold_bytes=t.spread_threshold_bytes, get_range_bytes=t.get_range_bytes,
+            copy_cutoff_bytes=t.copy_cutoff_bytes)
         self._peers = _Peers()
-        self._metrics = ActorMetrics(job_name(cfg))
+        self._metrics = ActorMetrics(settings.job)
         self._copier: Copier | None = None
+        self._limits: Limits | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._reconciler: Reconciler | None = None
         self._pending: list[ObjectRecord] = []
         self._checkpoints: list[Checkpoint] = []
-        self._active: dict[str, _Settled] = {}
-        self._delta: dict[str, int] = {}
+        self._active: dict[str, SettledKeys] = {}
+        self._totals = Tally()  # every result this worker counted (metrics)
+        self._objects_in_flight = 0
+        self._bytes_in_flight = 0
         self._flush_lock: asyncio.Lock | None = None
+        self._flusher: asyncio.Task | None = None
+        self._stopping = False
 
     def _setup(self) -> None:
-        """Create loop-bound state lazily, inside the actor's event loop."""
+        """Create loop-bound state lazily, inside the worker's event loop."""
         if self._copier is not None:
             return
-        t = self._cfg.transfer
-        self._limits = Limits(
-            budget=ByteBudget(parse_size(t.buffer_size, "transfer.buffer_size")),
-            concurrency=AdaptiveLimit(t.concurrency * 2),
-            requests=TokenBucket(t.max_requests_per_s),
-            bandwidth=TokenBucket(parse_size(t.max_bandwidth, "transfer.max_bandwidth")),
-        )
-        self._copier = Copier(self._src, self._dst, self._src.features, self._dst.features, self._settings,
+        t = self.settings.transfer
+        self._limits = Limits(budget=ByteBudget(t.buffer_bytes), concurrency=AdaptiveLimit(t.concurrency * 2),
+                              requests=TokenBucket(t.max_requests_per_s),
+                              bandwidth=TokenBucket(t.max_bandwidth_bytes_per_s))
+        self._copier = Copier(self._src, self._dst, self._src.features, self._dst.features, self._copy_settings,
                               self._limits, _UploadJournal(self._manifest), self._peers)
         self._slots = asyncio.Semaphore(t.concurrency)
         self._flush_lock = asyncio.Lock()
+        self._reconciler = Reconciler(self.settings, self._src, self._dst, self._copier, self._limits,
+                                      self._slots, self._pending, self._manifest)
         self._flusher = asyncio.ensure_future(self._flush_periodically())
 
     async def _flush_periodically(self) -> None:
         """Progress and records reach the manifest at least every interval, even mid-way through big copies."""
         while True:
-            await asyncio.sleep(self._cfg.transfer.progress_interval_s)
-            await self._flush()
+            await asyncio.sleep(self.settings.transfer.progress_interval_s)
+            try:
+                await self._flush()
+            except DthError as exc:  # the manifest refused a batch: the items stay here and go next time
+                log.warning("manifest flush failed: %s", error_class(exc))
+
+    # ---- control (called by the scheduler)
 
     def node_id(self) -> str:
         return self._node_id
 
     def set_peers(self, handles: list) -> None:
-        """The other transfer actors' handles (the driver sends them once all actors exist)."""
+        """The other transfer actors' handles (the scheduler sends them once all actors exist)."""
         self._peers.handles = list(handles)
+
+    def stop(self) -> None:
+        """Wind down: shards take no new object, let the copies in flight finish and return (interrupted)."""
+        self._stopping = True
 
     async def upload_parts(self, meta: ObjectMeta, dst_key: str, upload_id: str,
                            parts: list[tuple[int, ByteRange]]) -> list[tuple[PartInfo, str]]:
@@ -276,6 +173,8 @@ class TransferWorker(ReconcileMixin):
     @property
     def dst_features(self):
         return self._dst.features
+
+    # ---- listing and diff
 
     async def _pages(self, store: Any, prefix: str, start_after: str, end_at: str, delimiter: str
                      ) -> AsyncIterator[list[ObjectMeta]]:
@@ -296,7 +195,7 @@ class TransferWorker(ReconcileMixin):
         start_after = shard.start_after
         while True:
             page = await call_manifest(self._manifest, "records_page", shard.prefix, start_after, shard.end_at,
-                               _PAGE_KEYS)
+                                       _PAGE_KEYS)
             yield [r for r in page if shard.contains(r.key)]
             if len(page) < _PAGE_KEYS:
                 return
@@ -304,7 +203,7 @@ class TransferWorker(ReconcileMixin):
 
     async def decisions(self, shard: Shard):
         """Merge-join the shard window by window: one source page and the destination keys up to it."""
-        src_prefix, dst_prefix = self._cfg.source.prefix, self._cfg.destination.prefix
+        src_prefix, dst_prefix = self.settings.source.prefix, self.settings.destination.prefix
 
         def to_dst(key: str) -> str:
             return dest_key(key, src_prefix, dst_prefix)
@@ -312,11 +211,12 @@ class TransferWorker(ReconcileMixin):
         def bound_to_dst(key: str) -> str:
             return to_dst(key) if key else ""  # '' is an open bound, not a key
 
-        dst = _Cursor(self._pages(self._dst, to_dst(shard.prefix), bound_to_dst(shard.start_after),
-                                  bound_to_dst(shard.end_at), shard.delimiter), lambda m: m.key)
-        records = _Cursor(self._record_pages(shard), lambda r: r.key)
-        join = dict(src_prefix=src_prefix, dst_prefix=dst_prefix, compare=self._cfg.compare,
-                    src_features=self._src.features, dst_features=self._dst.features, key_filter=self._filter)
+        dst = ListingCursor(self._pages(self._dst, to_dst(shard.prefix), bound_to_dst(shard.start_after),
+                                        bound_to_dst(shard.end_at), shard.delimiter), lambda m: m.key)
+        records = ListingCursor(self._record_pages(shard), lambda r: r.key)
+        join = dict(src_prefix=src_prefix, dst_prefix=dst_prefix, compare=self.settings.compare,
+                    src_features=self._src.features, dst_features=self._dst.features,
+                    key_filter=self.settings.key_filter)
         async for page in self._pages(self._src, shard.prefix, shard.start_after, shard.end_at, shard.delimiter):
             if not page:
                 continue
@@ -328,94 +228,118 @@ class TransferWorker(ReconcileMixin):
         for decision in merge_join([], await dst.take_through(None), [], **join):
             yield decision
 
-    async def run_shard(self, shard: Shard, watermark: str = "", base: Tally | None = None) -> ShardResult:
-        """List, diff and copy one shard (from `watermark` on, adding to `base` when resuming it); returns
-        its exact tally (each object counted once) and the watermark it settled up to."""
+    # ---- sync: one shard
+
+    async def run_shard(self, task: ShardTask) -> ShardResult:
+        """List, diff and copy one shard from `task.watermark` on, adding to `task.base`; returns its exact
+        tally (each object counted once) and the watermark it settled up to. A listing error returns the
+        result with `error` set (the scheduler's client decides on a retry); `stop()` returns it early with
+        `interrupted` set."""
         self._setup()
-        settled = _Settled(shard, base if base is not None else Tally(), watermark)
-        todo = dataclasses.replace(shard, start_after=watermark) if watermark else shard
+        shard = task.shard
+        settled = SettledKeys(shard, task.base if task.base is not None else Tally(), task.watermark, task.seq)
+        todo = dataclasses.replace(shard, start_after=task.watermark) if task.watermark else shard
         tasks: set[asyncio.Task] = set()
-        dry_run = self._cfg.dry_run
+        dry_run, note_extras = self.settings.dry_run, self.settings.note_extras
+        src_prefix, dst_prefix = self.settings.source.prefix, self.settings.destination.prefix
         self._active[shard.shard_id] = settled
+        error = ""
         try:
             async for decision in self.decisions(todo):
+                if self._stopping:
+                    break
                 src = decision.src
-                if self._cfg.sync.delete:  # sync.delete: remember destination-only keys (see _note_dst)
-                    self._note_dst(decision)
-                if src is None:
-                    continue  # destination-only: deleted after the run only with sync.delete (runtime/deletes.py)
-                self._count("listed", 1)
+                if src is None:  # only at the destination: a delete candidate with sync.delete (deletes.py)
+                    if note_extras:
+                        self._now(settled, src_key_for(decision.dst.key, src_prefix, dst_prefix),
+                                  functools.partial(outcome.destination_only, decision.dst.key))
+                    continue
+                seen = note_extras and decision.dst is not None
                 if decision.action == SKIP:
-                    self._count("skipped", 1)
-                    settled.now(src.key, functools.partial(_skipped, src.size, decision.reason))
+                    self._skip(settled, decision, task, seen)
                     continue
                 assert decision.action == COPY
                 if dry_run:
-                    multipart = src.size >= self._settings.multipart_threshold_bytes
-                    settled.now(src.key, functools.partial(_would_copy, src.size, multipart))
+                    multipart = src.size >= self._copy_settings.multipart_threshold_bytes
+                    result = functools.partial(outcome.would_copy, src.size, multipart)
+                    self._now(settled, src.key, outcome.seen_too(result) if seen else result)
                     continue
                 await self._slots.acquire()
-                self._count("bytes_pending", src.size)
-                self._count("objects_pending", 1)
+                self._objects_in_flight += 1
+                self._bytes_in_flight += src.size
                 entry = settled.open(src.key)
-                task = asyncio.ensure_future(self._copy_one(src, decision.dst_key, decision.record is not None, settled,
-                                                              entry))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                copy = asyncio.ensure_future(self._copy_one(src, decision.dst_key, decision.record is not None,
+                                                            settled, entry, seen))
+                tasks.add(copy)
+                copy.add_done_callback(tasks.discard)
                 if len(self._pending) >= _FLUSH_RECORDS:
                     await self._flush()
-            if tasks:
-                await asyncio.gather(*tasks)
         except DthError as exc:
-            # Listing failed after the store's retries: let in-flight copies finish (they are recorded), and
+            # Listing failed after the store's retries: let in-flight copies finish (they are recorded) and
             # hand the shard back with its watermark; the driver re-runs it from there.
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._flush()
-            del self._active[shard.shard_id]
-            return ShardResult(shard.shard_id, settled.tally, self._node_id, f"{error_class(exc)}: {exc}",
-                               settled.watermark)
+            error = f"{error_class(exc)}: {exc}"
+        finally:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        interrupted = self._stopping and not error
         del self._active[shard.shard_id]
         if not dry_run:
-            self._checkpoints.append(settled.checkpoint(DONE))
-        await self._flush()
-        return ShardResult(shard.shard_id, settled.tally, self._node_id, watermark=settled.watermark)
+            status = DONE if not error and not interrupted else PENDING
+            if status == DONE or settled.dirty:
+                self._checkpoints.append(settled.checkpoint(status))
+        await self._flush(final={shard.shard_id: (settled.seq, settled.live)})
+        return ShardResult(shard.shard_id, settled.tally, self._node_id, error, settled.watermark, interrupted)
 
-    async def _copy_one(self, src: ObjectMeta, dst_key: str, recorded: bool, settled: _Settled,
-                        entry: list) -> None:
-        outcome = None
+    def _now(self, settled: SettledKeys, key: str, result) -> None:
+        result(self._totals)
+        settled.now(key, result)
+
+    def _skip(self, settled: SettledKeys, decision, task: ShardTask, seen: bool) -> None:
+        """A skip, or — redoing a shard after a loss — an object the lost worker copied: equal at the
+        destination and stored there since this run started (or recorded by this run), counted copied."""
+        src, dst, record = decision.src, decision.dst, decision.record
+        equal = not decision.reason.startswith("unreadable")
+        if task.recount_since and equal and dst is not None and (
+                dst.stored_at >= task.recount_since or (record is not None and record.run_id == task.run_id)):
+            result = functools.partial(outcome.recovered, src.size)
+        else:
+            result = functools.partial(outcome.skipped, src.size, decision.reason)
+        self._now(settled, src.key, outcome.seen_too(result) if seen else result)
+
+    async def _copy_one(self, src: ObjectMeta, dst_key: str, recorded: bool, settled: SettledKeys,
+                        entry: list, seen: bool) -> None:
+        result = None
         try:
-            result = await self._copier.copy(src, dst_key)
+            copied = await self._copier.copy(src, dst_key)
         except Unreadable as exc:
-            reason = f"unreadable:{src.storage_class or 'archived'}"
-            outcome = functools.partial(_skipped, src.size, reason)
-            self._count("skipped", 1)
+            result = functools.partial(outcome.skipped, src.size, f"unreadable:{src.storage_class or 'archived'}")
             log.warning("skipped unreadable object key=%s error=%s", src.key, error_class(exc))
         except DthError as exc:
             error = f"{error_class(exc)}: {exc}"
-            outcome = functools.partial(_failed, src.size, src.key, error)
+            result = functools.partial(outcome.failed, src.size, src.key, error)
             self._pending.append(ObjectRecord(src.key, src.size, src.etag, dst_key, "", "failed", error))
-            self._count("failed", 1)
             log.warning("copy failed key=%s error=%s", src.key, error_class(exc))
         except Exception as exc:  # a bug must fail one object, not the shard's accounting
-            outcome = functools.partial(_failed, src.size, src.key, f"Fatal: unexpected {type(exc).__name__}")
-            self._count("failed", 1)
+            result = functools.partial(outcome.failed, src.size, src.key, f"Fatal: unexpected {type(exc).__name__}")
             log.exception("unexpected error copying key=%s", src.key)
         else:
-            outcome = functools.partial(_copied, src.size, result)
-            multipart = result.part_size_bytes > 0
-            if recorded or needs_record(result.src, result.dst_etag, self._src.features, self._dst.features,
+            result = functools.partial(outcome.copied, src.size, copied)
+            multipart = copied.part_size_bytes > 0
+            if recorded or needs_record(copied.src, copied.dst_etag, self._src.features, self._dst.features,
                                         multipart):
                 self._pending.append(ObjectRecord(
-                    src.key, result.src.size, result.src.etag or result.src.checksum, dst_key, result.dst_etag,
-                    "copied", "", result.verified_source))
-            self._count("copied", 1)
-            self._count("bytes_copied", src.size)
+                    src.key, copied.src.size, copied.src.etag or copied.src.checksum, dst_key, copied.dst_etag,
+                    "copied", "", copied.verified_source))
         finally:
-            self._count("bytes_pending", -src.size)
-            self._count("objects_pending", -1)
+            self._objects_in_flight -= 1
+            self._bytes_in_flight -= src.size
             self._slots.release()
-            if outcome is not None:
-                settled.close(entry, outcome)
+            if result is not None:
+                result = outcome.seen_too(result) if seen else result
+                result(self._totals)
+                settled.close(entry, result)
+
+    # ---- verify: one shard
 
     async def verify_shard(self, shard: Shard, full: bool) -> VerifyTally:
         """Compare one shard of source and destination: missing, differing and extra objects. Objects the
@@ -447,11 +371,11 @@ class TransferWorker(ReconcileMixin):
                     found.matched += 1
                 else:
                     found.note("differ", src.key)
-            if tasks:
-                await asyncio.gather(*tasks)
         except DthError as exc:
-            await asyncio.gather(*tasks, return_exceptions=True)
             found.errors.append(f"shard {shard.prefix!r}: {error_class(exc)}: {exc}")
+        finally:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
         await self._flush()
         return found
 
@@ -473,26 +397,57 @@ class TransferWorker(ReconcileMixin):
         else:
             found.note("differ", src.key)
 
-    def _count(self, name: str, value: int) -> None:
-        self._delta[name] = self._delta.get(name, 0) + value
+    # ---- keeping in sync (runtime/reconcile.py)
 
-    async def _flush(self) -> None:
+    async def delete_keys(self, dst_keys: list[str]) -> dict:
+        """sync.delete: delete destination keys whose source key is still absent (each HEADed first)."""
+        self._setup()
+        return await self._reconciler.delete_keys(dst_keys)
+
+    async def apply_events(self, keys: list[str], deletes: bool = True) -> list[dict]:
+        """`watch`: make the destination match the source's current state for each key."""
+        self._setup()
+        results = await self._reconciler.apply_events(keys, deletes)
+        await self._flush()
+        await call_manifest(self._manifest, "flush")
+        return results
+
+    # ---- flushing
+
+    async def _flush(self, final: dict[str, tuple[int, Tally]] | None = None) -> None:
+        """Records, checkpoints and live progress to the manifest in one call (`final`: live tallies of shards
+        that just ended, which are no longer active)."""
+        if self._flush_lock is None:
+            return
         async with self._flush_lock:
-            if not self._cfg.dry_run:
+            if not self.settings.dry_run:
                 self._checkpoints.extend(s.checkpoint(PENDING) for s in self._active.values() if s.dirty)
-            if not self._pending and not self._delta and not self._checkpoints:
-                return
-            batch, self._pending = self._pending, []
+            live = {sid: (s.seq, s.live) for sid, s in self._active.items()}
+            live.update(final or {})
+            report = LiveReport(self._worker_id, tuple((sid, seq, Tally.from_dict(t.to_dict(0)))
+                                                       for sid, (seq, t) in live.items()),
+                                self._objects_in_flight, self._bytes_in_flight)
+            batch, self._pending[:] = list(self._pending), []
             checkpoints, self._checkpoints = self._checkpoints, []
-            delta, self._delta = self._delta, {}
-            await call_manifest(self._manifest, "record", batch, checkpoints, delta)
+            try:
+                await call_manifest(self._manifest, "record", batch, checkpoints, report)
+            except BaseException:
+                self._pending[:0] = batch  # kept for the next flush, in order
+                self._checkpoints[:0] = checkpoints
+                raise
             if self._limits is not None:
-                self._metrics.add(delta, self._limits.take_errors(), self._limits.concurrency.in_flight,
+                self._metrics.add(self._totals, self._limits.take_errors(), self._limits.concurrency.in_flight,
                                   self._copier.parts_in_flight if self._copier is not None else 0)
 
     async def close(self) -> None:
-        if self._copier is not None:
+        if self._flusher is not None:
             self._flusher.cancel()
             await self._flush()
         await self._src.aclose()
         await self._dst.aclose()
+
+
+def _same_service(settings: WorkerSettings) -> bool:
+    from dth_ray.stores.s3 import same_service
+
+    return same_service(settings.source, settings.destination)

@@ -228,7 +228,7 @@ class LocalStore:
                 except FileNotFoundError:
                     continue  # deleted while we listed
                 objects.append(ObjectMeta(key=key, size=st.st_size, etag="", mtime=st.st_mtime,
-                                          checksum=version_token(st)))
+                                          checksum=version_token(st), stored=st.st_ctime))
                 last = key
         except OSError as exc:
             raise _map_error(exc, prefix) from exc
@@ -319,7 +319,7 @@ class LocalStore:
     def _info(key: str, st: os.stat_result, etag: str) -> ObjectInfo:
         content_type = mimetypes.guess_type(key, strict=False)[0] or ""
         return ObjectInfo(ObjectMeta(key=key, size=st.st_size, etag=etag, mtime=st.st_mtime,
-                                     checksum=version_token(st)),
+                                     checksum=version_token(st), stored=st.st_ctime),
                           ObjectHeaders(content_type=content_type, mtime_ns=st.st_mtime_ns))
 
     async def get(self, key: str, byte_range: ByteRange | None = None, if_match: str = "") -> GetResult:

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from dth_ray.plan.filters import KeyFilter
+from dth_ray.keyfilter import KeyFilter
 
 CREATED = "created"
 REMOVED = "removed"

@@ -1,10 +1,12 @@
 """`dth-ray watch`: a long-running service combining event-driven sync (SQS) and the scheduled batch sync.
 
-Threads: receivers long-poll SQS in batches and hand messages to the main loop; the main loop parses them
-(dth_ray.sync.events), coalesces per key (dth_ray.sync.coalesce), sends batches of keys to transfer actors
-(TransferWorker.apply_events: read the source's current state, copy or delete), acknowledges, and asks the
-schedule (dth_ray.sync.schedule) when to start a batch run (run_sync, in a thread of its own); an acker thread
-makes the SQS delete/visibility calls. A message is deleted only when every event in it was reconciled and
+Threads: receivers long-poll SQS in batches and hand messages over; the scheduler (dth_ray.runtime.scheduler,
+whose client this service is) calls `on_tick` on every tick and whenever a receiver wakes it: messages are
+parsed (dth_ray.sync.events), coalesced per key (dth_ray.sync.coalesce) and handed to the scheduler as batches
+of keys for the transfer actors (TransferWorker.apply_events: read the source's current state, copy or
+delete); results come back through `on_item_done`, which acknowledges; the schedule (dth_ray.sync.schedule)
+says when to start a batch run (run_sync, in a thread of its own); an acker thread makes the SQS
+delete/visibility calls. A message is deleted only when every event in it was reconciled and
 the records are in the manifest; it stays invisible (extended) while its work runs; failures make it visible
 again after a backoff; poison (unparseable, or received more than events.max_receives times) goes to
 events.dead_letter_queue_url, or is left to the queue's redrive policy, or — with neither — is dropped with
@@ -15,7 +17,6 @@ release everything else (visible at once), so a restart loses nothing; an interr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -25,20 +26,16 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from dth_ray.config import EventsType, StoreType, SyncConfig
+from dth_ray.config import EventsType, StoreType
 from dth_ray.errors import ConfigError
-from dth_ray.plan.filters import KeyFilter
-from dth_ray.runtime.driver import (
-    actor_count,
-    job_name,
-    probe,
-    run_sync,
-    start_manifest,
-    start_ray,
-    start_workers,
-)
-from dth_ray.runtime.manifest import open_manifest
+from dth_ray.runtime.driver import run_sync
+from dth_ray.runtime.interrupts import Interrupts
+from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.metrics import EventLatency
+from dth_ray.runtime.preflight import check_stores, probe
+from dth_ray.runtime.scheduler import Item, Scheduler, Workers
+from dth_ray.runtime.worker import TransferWorker
+from dth_ray.settings import Settings
 from dth_ray.sync.coalesce import Coalescer
 from dth_ray.sync.events import CREATED, DTH, Event, EventScope, parse_body
 from dth_ray.sync.schedule import DEFER, RUN, SKIP, Schedule
@@ -49,6 +46,7 @@ _LATENCY_SAMPLES = 10_000
 _MAX_RECHECK = 100_000  # keys events touched during a scan, checked again once it ends
 _HEARTBEAT_S = 1.0
 _FAIL_BACKOFF_S = 10  # a failed message becomes visible again after this × its receive count (max 300 s)
+_TICK_S = 0.05  # the scheduler's tick: the schedule and held messages are looked at this often
 
 
 @dataclass
@@ -104,8 +102,9 @@ def _write_json(path: str, doc: dict) -> None:
 class WatchService:
     """The service; `run()` blocks until `stop()` (signal handlers call it) and returns the final report."""
 
-    def __init__(self, cfg: SyncConfig):
-        self.cfg = cfg
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        cfg = self.cfg = settings.config
         ev = cfg.events
         self.events_on = ev.type == EventsType.sqs
         if self.events_on and cfg.source.type == StoreType.maxcompute:
@@ -117,22 +116,24 @@ class WatchService:
         self.schedule = Schedule.from_config(cfg.schedule, time.time())  # raises ConfigError (cron, interval)
         if not self.events_on and not self.schedule.enabled:
             raise ConfigError("dth-ray watch has nothing to do: set events=sqs and/or schedule.interval/cron")
-        self.scope = EventScope(cfg.source.bucket, cfg.source.prefix, ev.deletes, KeyFilter.from_config(cfg.filter))
+        self.scope = EventScope(cfg.source.bucket, cfg.source.prefix, ev.deletes, settings.worker.key_filter)
         self.metrics = WatchMetrics()
-        self._ray_metrics = EventLatency(job_name(cfg))
+        self._ray_metrics = EventLatency(settings.job)
         self._stop = threading.Event()
+        self.interrupts = Interrupts()
         self._inbox: queue_mod.Queue[Received] = queue_mod.Queue()
         self._acks: queue_mod.Queue = queue_mod.Queue()
         self._held: dict[str, _Held] = {}
         self._coalescer = Coalescer()
         self._queue: Queue | None = None
-        self._workers: list = []
-        self._in_flight: dict = {}  # ObjectRef -> (worker index, keys)
-        self._load: dict[int, int] = {}
+        self._scheduler: Scheduler | None = None
+        self._batches = 0
         self._scan: threading.Thread | None = None
         self._scan_result: dict | None = None
+        self._scan_interrupts: Interrupts | None = None
         self._touched: set[str] | None = None  # keys reconciled while a scan runs (None: no scan running)
         self._threads: list[threading.Thread] = []
+        self._next_heartbeat = self._next_report = time.monotonic()
         self.stop_reason = ""
 
     # ---- lifecycle
@@ -142,50 +143,48 @@ class WatchService:
             self.stop_reason = reason
             log.warning("watch: stopping (%s)", reason)
         self._stop.set()
-
-    def _on_signal(self, signum, _frame) -> None:
-        import signal
-
-        if self._stop.is_set():
-            raise KeyboardInterrupt  # a second signal: stop waiting
-        self.stop(signal.Signals(signum).name)
+        self.interrupts.request()
 
     def run(self, handle_signals: bool = False) -> dict:
         """Preflight (one-line ConfigError when a store or the queue is unusable), then serve until stop().
-        `handle_signals` (main thread only): SIGTERM/SIGINT call stop(); installed after Ray starts, whose
-        driver start-up installs a SIGTERM handler of its own."""
-        import ray
-
-        cfg = self.cfg
-        KeyFilter.from_config(cfg.filter)
+        `handle_signals` (main thread only): the first SIGTERM/SIGINT stops the service cleanly, a second one
+        exits at once."""
+        settings, cfg = self.settings, self.cfg
         if cfg.source.type != StoreType.maxcompute:  # a table export checks its table when each scan starts
-            asyncio.run(probe(cfg.source, "source"))
-        asyncio.run(probe(cfg.destination, "destination"))
-        open_manifest(cfg.manifest, job_name(cfg)).close()  # a bad manifest setting fails here, not in an actor
+            check_stores(settings.source, settings.destination)
+        else:
+            asyncio.run(probe(settings.destination, "destination"))
+        manifest = JobManifest(settings.manifest, settings.job)  # a bad manifest setting fails here
         if self.events_on:
             self._queue = Queue(cfg.events)
             self._queue.check()
-        start_ray(cfg)
         if handle_signals:
-            import signal
-
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self._on_signal)
-        job = job_name(cfg)
-        manifest, manifest_name = start_manifest(cfg, job, 0, ray.get_runtime_context().get_node_id())
-        if self.events_on:
-            self._workers = start_workers(cfg, manifest_name, cfg.events.actors or actor_count(cfg))
-            self._load = {i: 0 for i in range(len(self._workers))}
-            self._start_thread(self._acker, "dth-watch-acker")
-            for n in range(cfg.events.receivers):
-                self._start_thread(self._receiver, f"dth-watch-receive-{n}")
-        log.warning("watch: job %s; events %s; schedule %s", job,
-                    cfg.events.queue_url if self.events_on else "off",
-                    cfg.schedule.cron or (cfg.schedule.interval if self.schedule.enabled else "off"))
+            self.interrupts.install()
+        workers = Workers(actor_class=TransferWorker if self.events_on else None,
+                          actor_args=lambda: (settings.worker, manifest.actor_name(scheduler, 0)),
+                          actors=cfg.events.actors or settings.transfer.actors,
+                          per_actor=max(1, 2 * settings.transfer.concurrency // cfg.events.batch_keys))
+        scheduler = self._scheduler = Scheduler(workers, self.interrupts, _TICK_S,
+                                                stop_grace_s=cfg.events.shutdown_timeout_s)
         try:
-            self._serve()
+            scheduler.start(self, [])
+            scheduler.start_ray(settings.runtime)
+            if self.events_on:
+                self._start_thread(self._acker, "dth-watch-acker")
+                for n in range(cfg.events.receivers):
+                    self._start_thread(self._receiver, f"dth-watch-receive-{n}")
+            log.warning("watch: job %s; events %s; schedule %s", settings.job,
+                        cfg.events.queue_url if self.events_on else "off",
+                        cfg.schedule.cron or (cfg.schedule.interval if self.schedule.enabled else "off"))
+            outcome = scheduler.wait()
+            if not self._stop.is_set():
+                self.stop(self.interrupts.name or "stop requested")
+            self._shutdown(outcome)
         finally:
-            self._shutdown(manifest)
+            scheduler.close(timeout_s=10.0)
+            manifest.close()
+        if cfg.report:
+            _write_json(cfg.report, self.report("stopped"))
         return self.report("stopped")
 
     def _start_thread(self, target, name: str) -> None:
@@ -207,7 +206,7 @@ class WatchService:
         return self._report(state)
 
     def _report(self, state: str) -> dict:
-        extra = {"job": job_name(self.cfg), "queue_url": self.cfg.events.queue_url if self.events_on else None,
+        extra = {"job": self.settings.job, "queue_url": self.cfg.events.queue_url if self.events_on else None,
                  "held_messages": len(self._held), "keys_pending": self._coalescer.pending,
                  "keys_running": self._coalescer.running, "stop_reason": self.stop_reason or None}
         return self.metrics.to_dict(state, extra)
@@ -232,6 +231,8 @@ class WatchService:
                 return
             for message in batch:
                 self._inbox.put(message)
+            if batch and self._scheduler is not None:
+                self._scheduler.wake()
 
     def _acker(self) -> None:
         """SQS deletes and visibility changes, off the main loop; queued deletes go out 10 per call. Ends at
@@ -260,26 +261,43 @@ class WatchService:
                 message, reason = payload
                 self._queue.move_aside(message, reason)
 
-    # ---- the main loop
+    # ---- the scheduler's client
 
-    def _serve(self) -> None:
-        next_heartbeat = next_report = time.monotonic()
-        interval = self.cfg.events.report_interval_s
-        while not self._stop.is_set():
-            self._drain_inbox()
-            self._dispatch()
-            self._collect(0.01 if self._in_flight else 0.0)
-            if not self._in_flight and self._inbox.empty():
-                with contextlib.suppress(queue_mod.Empty):
-                    self._accept(self._inbox.get(timeout=0.05))
-            self._scheduler()
-            now = time.monotonic()
-            if now >= next_heartbeat:
-                self._heartbeat()
-                next_heartbeat = now + _HEARTBEAT_S
-            if now >= next_report:
-                self._report_tick()
-                next_report = now + interval
+    def finished(self) -> bool:
+        return self._stop.is_set()
+
+    def on_tick(self, scheduler: Scheduler) -> None:
+        """Every tick and whenever a receiver has messages: take them in, hand batches over, run the schedule."""
+        if self._stop.is_set():
+            return
+        self._drain_inbox()
+        self._dispatch()
+        self._scheduler_tick()
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+            self._next_heartbeat = now + _HEARTBEAT_S
+        if now >= self._next_report:
+            self._report_tick()
+            self._next_report = now + self.cfg.events.report_interval_s
+
+    def on_item_done(self, item: Item, results: list[dict], where) -> Item | None:
+        for result in results:
+            self._finished(result)
+        return None
+
+    def on_item_failed(self, item: Item, error: str, where) -> None:
+        self._lost_batch(item.args[0], error)
+
+    def redo(self, item: Item, where, lost: bool) -> Item | None:
+        """A batch whose actor died (Ray restarts it) fails its keys: their messages come back later."""
+        self._lost_batch(item.args[0], "transfer actor lost" if lost else "the batch raised")
+        return None
+
+    def _lost_batch(self, keys: list[str], error: str) -> None:
+        log.warning("watch: %d keys not reconciled: %s", len(keys), error)
+        for key in keys:
+            self._finished({"key": key, "outcome": "failed", "error": error, "landed_at": 0.0})
 
     def _drain_inbox(self, limit: int = 1000) -> None:
         for _ in range(limit):
@@ -344,43 +362,17 @@ class WatchService:
         del m.poison[:-100]
 
     def _dispatch(self) -> None:
-        if not self._workers:
+        scheduler = self._scheduler
+        if scheduler is None or not self.events_on:
             return
-        cap = 2 * self.cfg.transfer.concurrency
+        capacity = max(1, scheduler.actor_count) * scheduler.workers.per_actor
         batch_keys = self.cfg.events.batch_keys
-        while self._coalescer.pending:
-            index = min(self._load, key=self._load.get)
-            room = min(batch_keys, cap - self._load[index])
-            if room <= 0:
-                return
-            entries = self._coalescer.take(room)
-            keys = [e.key for e in entries]
-            ref = self._workers[index].apply_events.remote(keys, self.cfg.events.deletes)
-            self._in_flight[ref] = (index, keys)
-            self._load[index] += len(keys)
+        while self._coalescer.pending and scheduler.pending < capacity:
+            keys = [e.key for e in self._coalescer.take(batch_keys)]
+            self._batches += 1
+            scheduler.submit([Item(f"events:{self._batches}", "apply_events", (keys, self.cfg.events.deletes))])
             if self._touched is not None and len(self._touched) < _MAX_RECHECK:
                 self._touched.update(keys)
-
-    def _collect(self, timeout_s: float) -> None:
-        import ray
-
-        if not self._in_flight:
-            return
-        refs = list(self._in_flight)
-        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout_s)
-        if ready:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        for ref in ready:
-            index, keys = self._in_flight.pop(ref)
-            self._load[index] -= len(keys)
-            try:
-                results = ray.get(ref)
-            except Exception as exc:  # the actor died (Ray restarts it): the keys' messages come back later
-                log.warning("watch: transfer actor lost with %d keys: %s", len(keys), type(exc).__name__)
-                results = [{"key": k, "outcome": "failed", "error": type(exc).__name__, "landed_at": 0.0}
-                           for k in keys]
-            for result in results:
-                self._finished(result)
 
     def _finished(self, result: dict) -> None:
         m = self.metrics
@@ -432,7 +424,7 @@ class WatchService:
 
     # ---- the scheduled batch sync
 
-    def _scheduler(self) -> None:
+    def _scheduler_tick(self) -> None:
         if self._scan is not None and not self._scan.is_alive():
             self._scan_finished()
         running = self._scan is not None
@@ -448,6 +440,7 @@ class WatchService:
             # Keys whose reconcile runs now or starts during the scan race with it: checked again after it.
             self._touched = set(self._coalescer.running_keys()[:_MAX_RECHECK]) if self.events_on else None
             self._scan_result = None
+            self._scan_interrupts = Interrupts()
             self._scan = threading.Thread(target=self._scan_main, name="dth-watch-scan", daemon=True)
             self._scan.start()
 
@@ -457,15 +450,16 @@ class WatchService:
             if self.cfg.source.type == StoreType.maxcompute:  # new and changed partitions, exported
                 from dth_ray.maxcompute.runner import run_maxcompute
 
-                report = run_maxcompute(self.cfg)
+                report = run_maxcompute(self.settings)
                 result = {"status": report["status"], "partitions": report["partitions"], "rows": report["rows"],
                           "errors": [f"{f['partition']}: {f['error']}" for f in report["failures"][:5]]}
             else:
-                report = run_sync(self.cfg, one_time=False)  # a scheduled scan: alerts only on failure
-                o = report["objects"]
-                result = {"status": report["status"], "run_id": report["run_id"], "listed": o["listed"],
-                          "copied": o["copied"], "skipped": o["skipped"], "failed": o["failed"],
-                          "deleted": o.get("deleted", 0), "errors": report["errors"][:5]}
+                # A scheduled scan: alerts only on failure; stopped with the service (resumed next time).
+                run = run_sync(self.settings, one_time=False, interrupts=self._scan_interrupts)
+                t = run.tally
+                result = {"status": run.status, "run_id": run.run_id, "listed": t.listed, "copied": t.copied,
+                          "skipped": t.skipped, "failed": t.failed,
+                          "deleted": run.deletes.deleted if run.deletes else 0, "errors": run.errors[:5]}
         except Exception as exc:  # the service outlives a failed scan; the next tick tries again
             log.exception("watch: scheduled scan failed")
             result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
@@ -490,22 +484,21 @@ class WatchService:
 
     # ---- shutdown
 
-    def _shutdown(self, manifest) -> None:
-        import ray
-
-        deadline = time.monotonic() + self.cfg.events.shutdown_timeout_s
+    def _shutdown(self, outcome) -> None:
+        """After the scheduler stopped: keys never started and batches abandoned at events.shutdown_timeout_s
+        release their messages (visible at once, so a restart loses nothing; multipart uploads stay journaled
+        for the next run); a running scan is stopped at a safe point (its run resumes next time)."""
+        if self._scan_interrupts is not None:
+            self._scan_interrupts.request()
         for entry in self._coalescer.release():  # never started: released at once, redelivered promptly
             for token, _event in entry.tokens:
                 held = self._held.get(token) if token is not None else None
                 if held is not None:
                     held.failed = True
-        while self._in_flight and time.monotonic() < deadline:
-            self._collect(0.1)
-        abandoned = [index for index, _keys in self._in_flight.values()]
-        if self._in_flight:
+        abandoned = sum(len(item.args[0]) for item, _ in outcome.unfinished)
+        if abandoned:
             log.warning("watch: abandoning %d keys still in flight after events.shutdown_timeout_s; their "
-                        "messages are released (multipart uploads stay journaled for the next run)",
-                        sum(len(k) for _, k in self._in_flight.values()))
+                        "messages are released (multipart uploads stay journaled for the next run)", abandoned)
         released = [h.msg.receipt for h in self._held.values()]
         self._drain_inbox_release(released)
         if released and self._queue is not None:
@@ -515,29 +508,15 @@ class WatchService:
             self._acks.put(("quit", None))
         # Receivers release what their last long poll brings (it ends within events.wait_s); the acker makes the
         # calls queued above. Whatever is still out after that stays invisible until its visibility timeout.
-        join_end = min(max(deadline, time.monotonic() + 5.0), time.monotonic() + self.cfg.events.wait_s + 2.0)
+        join_end = time.monotonic() + self.cfg.events.wait_s + 2.0
         for thread in self._threads:
             thread.join(timeout=max(0.0, join_end - time.monotonic()))
-        if self._scan is not None and self._scan.is_alive():
-            self._scan.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._scan is not None:
+            self._scan.join(timeout=max(5.0, self.cfg.events.shutdown_timeout_s))
             if self._scan.is_alive():
                 log.warning("watch: the scheduled scan is still running; abandoned (its run resumes next time)")
             else:
                 self._scan_finished()
-        for index, worker in enumerate(self._workers):
-            try:
-                if index in abandoned:
-                    ray.kill(worker, no_restart=True)
-                else:
-                    ray.get(worker.close.remote(), timeout=10)
-            except Exception:  # a dead actor has nothing left to flush
-                continue
-        try:
-            ray.get(manifest.close.remote(), timeout=10)
-        except Exception as exc:
-            log.warning("watch: manifest close failed: %s", type(exc).__name__)
-        if self.cfg.report:
-            _write_json(self.cfg.report, self.report("stopped"))
 
     def _drain_inbox_release(self, receipts: list[str]) -> None:
         while True:

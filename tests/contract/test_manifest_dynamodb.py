@@ -17,8 +17,9 @@ from dth_ray.errors import ConfigError, DthError, Fatal, PermissionDenied, Throt
 from dth_ray.model import Shard, Tally
 from dth_ray.runtime import dynamodb_table
 from dth_ray.runtime.dynamodb_table import BATCH_WRITE_ITEMS, endpoint_url
-from dth_ray.runtime.manifest import DONE, PENDING, Checkpoint, ObjectRecord, open_manifest
+from dth_ray.runtime.manifest import DONE, PENDING, Checkpoint, ObjectRecord
 from dth_ray.runtime.manifest_dynamodb import DynamoManifest
+from dth_ray.runtime.manifests import open_manifest
 from tests.contract.manifest_suite import ManifestContract, parts, rec, upload
 from tests.servers.tcp_proxy import TcpProxy
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dth_ray.config import ManifestConfig, ManifestType
-from dth_ray.runtime.manifest import open_manifest
 from dth_ray.runtime.manifest_sqlite import SqliteManifest
+from dth_ray.runtime.manifests import open_manifest
 from tests.contract.manifest_suite import ManifestContract
 
 

@@ -13,8 +13,10 @@ import pytest
 
 from dth_ray.cli import main
 from dth_ray.config import AlertsConfig, MetricsConfig, SyncConfig
+from dth_ray.model import Tally
 from dth_ray.ops import Ops
-from dth_ray.runtime.manifest import Progress
+from dth_ray.report import RunReport
+from dth_ray.runtime.progress import Snapshot
 from tests.servers.s3_servers import free_port
 
 NAMES = ("CompletedBytes", "TransferredObjects", "SkippedObjects", "FailedObjects", "PendingObjects",
@@ -39,14 +41,11 @@ def wait_for(condition, timeout_s: float = 20.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def report(job: str, listed: int, copied: int, skipped: int, failed: int, nbytes: int) -> dict:
-    return {"status": "failed" if failed else "succeeded", "job": job, "run_id": 1, "resumed": False,
-            "dry_run": False, "source": "s3://src/", "destination": "s3://dst/",
-            "objects": {"listed": listed, "copied": copied, "skipped": skipped, "failed": failed},
-            "bytes": {"copied": nbytes, "listed": nbytes}, "duration_s": 3.0, "bytes_per_s": nbytes / 3,
-            "objects_per_s": copied / 3,
-            "failures": [{"key": f"bad/{i}", "error": "Transient: S3 500 InternalError"} for i in range(failed)],
-            "errors": []}
+def report(job: str, listed: int, copied: int, skipped: int, failed: int, nbytes: int) -> RunReport:
+    tally = Tally(listed=listed, copied=copied, skipped=skipped, bytes_copied=nbytes, bytes_listed=nbytes)
+    for i in range(failed):
+        tally.fail(f"bad/{i}", "Transient: S3 500 InternalError")
+    return RunReport("failed" if failed else "succeeded", job, 1, "s3://src/", "s3://dst/", tally, 3.0)
 
 
 def sums(cw, job: str, namespace: str = "DTH-Ray") -> dict[str, float]:
@@ -73,9 +72,9 @@ def test_simulated_run_publishes_metrics_whose_sums_equal_the_report(moto_keys):
     try:
         # a run: listing grows, copies land, a few skips and failures; progress about every 50 ms here
         for step in range(1, 61):
-            ops.progress(Progress(listed=min(100, step * 3), copied=step, skipped=step // 10, failed=step // 30,
-                                  bytes_copied=step * 1000, bytes_pending=(60 - step) * 1000), actors=4,
-                         elapsed_s=step * 0.05)
+            tally = Tally(listed=min(100, step * 3), copied=step, skipped=step // 10, failed=step // 30,
+                          bytes_copied=step * 1000)
+            ops.progress(Snapshot(tally, bytes_in_flight=(60 - step) * 1000), actors=4, elapsed_s=step * 0.05)
             time.sleep(0.05)
         wait_for(lambda: ops.metrics.calls >= 2, what="two periodic publishes")
         mid = sums(cw, job)
@@ -101,7 +100,7 @@ def test_unreachable_cloudwatch_never_blocks_or_fails_the_run(moto_keys):
     ops = Ops(cfg, "unreachable")
     started = time.monotonic()
     for step in range(5):
-        ops.progress(Progress(listed=10, copied=step), actors=1, elapsed_s=step)
+        ops.progress(Snapshot(Tally(listed=10, copied=step)), actors=1, elapsed_s=step)
     assert time.monotonic() - started < 0.1  # progress() only stores numbers
     ops.finished(report("unreachable", 10, 10, 0, 0, 10))
     ops.close()
@@ -167,7 +166,7 @@ def test_exactly_one_alarm_per_finished_job(moto_keys, topic):
     for job, final in jobs.items():
         ops = Ops(alerts_cfg(moto_keys, arn), job)
         for step in range(3):
-            ops.progress(Progress(listed=step, copied=step), actors=2, elapsed_s=step)
+            ops.progress(Snapshot(Tally(listed=step, copied=step)), actors=2, elapsed_s=step)
         ops.finished(final)
         ops.finished(final)  # a second call changes nothing
         ops.close()
@@ -178,7 +177,7 @@ def test_exactly_one_alarm_per_finished_job(moto_keys, topic):
     a = by_job["a-fails"]
     assert a["Subject"] == "dth-ray FAILED: job a-fails: 20 objects failed"
     assert a["MessageAttributes"]["failed"]["Value"] == "20" and "20 failed" in a["Message"]
-    assert summary_of(a)["objects"] == jobs["a-fails"]["objects"] and len(summary_of(a)["failures"]) == 20
+    assert summary_of(a)["objects"] == jobs["a-fails"].to_json()["objects"] and len(summary_of(a)["failures"]) == 20
     assert summary_of(by_job["b-fails"])["objects"]["failed"] == 1
     c = by_job["c-succeeds"]
     assert c["MessageAttributes"]["status"]["Value"] == "succeeded" and summary_of(c)["objects"]["copied"] == 38

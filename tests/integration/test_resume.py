@@ -16,9 +16,9 @@ import time
 import pytest
 
 from dth_ray.cli import load_config
+from dth_ray.naming import job_name
 from dth_ray.runtime.driver import run_sync
-from dth_ray.runtime.manifest import open_manifest
-from dth_ray.runtime.naming import job_name
+from dth_ray.runtime.manifests import open_manifest
 from tests.integration.helpers import listing, md5_of, s3_overrides
 from tests.servers.counting_proxy import CountingProxy
 from tests.servers.s3_servers import seed_objects

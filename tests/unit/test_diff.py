@@ -9,9 +9,9 @@ import pytest
 
 from dth_ray.config import Compare
 from dth_ray.errors import Fatal
+from dth_ray.keyfilter import KeyFilter
 from dth_ray.model import ObjectMeta
 from dth_ray.plan.diff import Decision, Record, decide, merge_join, summarize
-from dth_ray.plan.filters import KeyFilter
 from dth_ray.stores.base import StoreFeatures
 
 S3 = StoreFeatures(name="s3")

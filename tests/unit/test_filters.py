@@ -6,7 +6,8 @@ import pytest
 
 from dth_ray.config import FilterConfig
 from dth_ray.errors import ConfigError
-from dth_ray.plan.filters import KeyFilter, load_prefix_list
+from dth_ray.keyfilter import KeyFilter
+from dth_ray.plan.prefix_list import load_prefix_list
 
 
 def test_empty_filter_is_noop_and_accepts_everything():

@@ -13,19 +13,20 @@ import pytest
 from dth_ray.config import AlertsConfig, LogConfig, LogFormat, MetricsConfig, SyncConfig, validate_ops
 from dth_ray.credentials import Credentials, RefreshingCredentials, is_auth_error
 from dth_ray.errors import ConfigError, PermissionDenied
+from dth_ray.model import Tally
 from dth_ray.ops import Ops
 from dth_ray.ops.alerts import attributes, message, subject, wants_alert
 from dth_ray.ops.cloudwatch import (
     MAX_BYTES_PER_CALL,
     Gauges,
-    Totals,
     batches,
     dashboard_body,
     dashboard_name,
     datums,
 )
 from dth_ray.ops.logs import JsonFormatter, TextFormatter, fields, redact, setup_logging
-from dth_ray.runtime.manifest import Progress
+from dth_ray.report import RunReport
+from dth_ray.runtime.progress import Snapshot
 
 NOW = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -41,7 +42,8 @@ def _report(status="failed", failed=3, copied=7) -> dict:
 # -- metrics ------------------------------------------------------------------------------------------
 
 def test_datums_are_deltas_for_totals_and_levels_for_gauges():
-    data = datums("j", Totals(10, 2, 1, 500), Totals(4, 2, 0, 100), Gauges(7, 70, 3), NOW)
+    data = datums("j", Tally(copied=10, skipped=2, failed=1, bytes_copied=500),
+                  Tally(copied=4, skipped=2, failed=0, bytes_copied=100), Gauges(7, 70, 3), NOW)
     values = {d["MetricName"]: d["Value"] for d in data}
     assert values == {"CompletedBytes": 400, "TransferredObjects": 6, "SkippedObjects": 0, "FailedObjects": 1,
                       "PendingObjects": 7, "PendingBytes": 70, "WorkerCount": 3}
@@ -73,8 +75,8 @@ def test_dashboard_has_a_widget_per_metric():
 def test_ops_disabled_is_a_no_op():
     ops = Ops(SyncConfig(), "j")
     assert not ops.enabled
-    ops.progress(Progress(listed=3, copied=1), 2, 1.0)
-    ops.finished(_report())
+    ops.progress(Snapshot(Tally(listed=3, copied=1)), 2, 1.0)
+    ops.finished(RunReport("failed", "j", 1, "s3://a/", "s3://b/", Tally(listed=3, copied=1, failed=2), 1.0))
     ops.close()
 
 

@@ -7,7 +7,7 @@ import base64
 import json
 from dataclasses import replace
 
-from dth_ray.plan.filters import KeyFilter
+from dth_ray.keyfilter import KeyFilter
 from dth_ray.sync.events import CREATED, DTH, OSS, REMOVED, S3, EventScope, newer, parse_body, parse_time
 
 # An S3 event notification as delivered to SQS (AWS documentation's example, event structure version 2.1).

@@ -1,13 +1,12 @@
-"""Include/exclude key filters with rclone-style globs, and the loader for a source prefix-list file."""
+"""Include/exclude key filters with rclone-style globs (`filter.include` / `filter.exclude`), compiled once when
+the configuration is resolved (dth_ray/settings.py)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 
-from dth_ray.config import FilterConfig
 from dth_ray.errors import ConfigError
-from dth_ray.plan.keys import collapse_prefixes
 
 
 class _BadGlob(ValueError):
@@ -125,11 +124,6 @@ class KeyFilter:
         self._include = _compile(self.include, "filter.include")
         self._exclude = _compile(self.exclude, "filter.exclude")
 
-    @classmethod
-    def from_config(cls, cfg: FilterConfig) -> KeyFilter:
-        """Build from `filter.include` / `filter.exclude`. Raises ConfigError on an invalid pattern."""
-        return cls(list(cfg.include or ()), list(cfg.exclude or ()))
-
     @property
     def is_noop(self) -> bool:
         """True when the filter accepts every key."""
@@ -146,28 +140,3 @@ class KeyFilter:
 
     def __repr__(self) -> str:
         return f"KeyFilter(include={list(self.include)!r}, exclude={list(self.exclude)!r})"
-
-
-def load_prefix_list(path: str) -> list[str]:
-    """Prefixes from a file, one a line: '#' comments and blank lines skipped, deduplicated, sorted,
-    prefixes covered by a shorter listed prefix dropped. Only the line ending is stripped.
-
-    Raises ConfigError naming `source.prefix_list=PATH` when the file cannot be read or lists nothing.
-    """
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            lines = handle.read().split("\n")
-    except OSError as exc:
-        raise ConfigError(f"source.prefix_list={path!r} cannot be read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"source.prefix_list={path!r} is not UTF-8 text") from None
-    prefixes = []
-    for line in lines:
-        prefix = line.rstrip("\r\n")
-        if not prefix.strip() or prefix.startswith("#"):
-            continue
-        prefixes.append(prefix)
-    collapsed = collapse_prefixes(prefixes)
-    if not collapsed:
-        raise ConfigError(f"source.prefix_list={path!r} lists no prefixes")
-    return collapsed

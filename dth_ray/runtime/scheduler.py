@@ -1,0 +1,514 @@
+"""The one scheduler: it alone owns Ray and the pool of workers, dispatches work items, applies one policy to a
+lost worker, collects results and calls its client's lifecycle hooks.
+
+Every command that moves or checks data is a client (sync shards, delete batches, verify shards, watch's
+event batches, MaxCompute export shards): it hands over `Item`s and reacts in hooks, in the spirit of Ray
+Data's datasink (`on_write_start` / `write` / `on_write_complete` / `on_write_failed`):
+
+    on_item_done(item, result, where) -> Item | None     the result; return a retry of the item, or None
+    on_item_failed(item, error, where)                   terminal: the item gave up (attempts, losses)
+    redo(item, where, lost) -> Item | None               the item again from its checkpoint, after its worker
+                                                         was lost (`lost`) or its call raised; None: dropped
+
+`where` is the worker's Slot (its node_id, whether it is in-process) or None when no worker took the item.
+    on_tick(scheduler)                                   every tick and `wake()`: progress, autoscaling, new items
+    finished() -> bool                                   (optional) a long-running client (watch) says when
+
+Workers are one pool: in-process workers (the driver lane on the embedded cluster: the driver's machine is
+the actors' machine, so it copies too, from the first second) and Ray actors, started once Ray is up. A call
+answers with a `concurrent.futures.Future` either way (pool.py). One policy for a lost worker: each item it
+held is redone from its checkpoint on any worker, at most `max_losses` times; an item whose call raised is
+redone at most `max_attempts` times. The loop runs in its own thread, so that the main thread can start Ray
+(`ray.init` must run there) while the lane already works. Interrupts (runtime/interrupts.py) stop the
+dispatch, ask busy workers to stop at a safe point, give them `stop_grace_s`, and end the loop; every item
+not terminal is returned as unfinished. Only this module calls `ray.get`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from dth_ray.runtime.interrupts import Interrupts
+from dth_ray.runtime.pool import ActorWorker, LocalWorker, Slot, WorkerLost
+from dth_ray.runtime.rayhost import owns_ray, ray_is_up, start_ray
+from dth_ray.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+ACTOR_RESTARTS = 3  # Ray restarts a lost actor this many times; then it is gone
+_WAIT_S = 0.2  # longest wait for a future: interrupts and new items are noticed within it
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One unit of work: `method` of a worker, called with `args`. `key` names it (unique in a run)."""
+
+    key: str
+    method: str
+    args: tuple = ()
+    attempt: int = 1  # calls that raised or results that asked for a retry, plus one
+    losses: int = 0  # workers lost while holding it
+
+
+class Client(Protocol):
+    def on_item_done(self, item: Item, result: Any, where: Slot) -> Item | None: ...
+
+    def on_item_failed(self, item: Item, error: str, where: Slot | None) -> None: ...
+
+    def redo(self, item: Item, where: Slot, lost: bool) -> Item | None: ...
+
+    def on_tick(self, scheduler: Scheduler) -> None: ...
+
+
+@dataclass
+class Workers:
+    """How a client's pool is made. `build_local` builds the in-process worker object (None: no driver
+    lane); `actor_class` (a plain class, wrapped with `ray.remote`) is built with `actor_args()` — called once,
+    in the loop, when Ray is up (a client may start its manifest actor there)."""
+
+    build_local: Callable[[], Any] | None = None
+    actor_class: type | None = None
+    actor_args: Callable[[], tuple] = tuple
+    actors: int = 0  # 0: one per CPU of the cluster (one fewer with a driver lane)
+    max_actors: int = 0  # at most this many (e.g. no more actors than items); 0: no cap
+    per_actor: int = 4
+    per_local: int = 8
+    max_concurrency: int = 256
+    peers: bool = False  # actors send shares of each other's large uploads (TransferWorker.set_peers)
+    local_workers: int = 1  # in-process workers (tests use several to run without Ray)
+
+
+@dataclass
+class Outcome:
+    """How a loop ended: every item terminal (`completed`), or stopped with `unfinished` items (each with the
+    worker that still held it, or None)."""
+
+    completed: bool
+    unfinished: list[tuple[Item, Slot | None]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class Scheduler:
+    """The pool and its dispatch loop. Typical use (the sync driver):
+
+        scheduler = Scheduler(workers, interrupts, tick_s)
+        scheduler.start_local()                       # the driver lane, working at once
+        planned = scheduler.run_local(plan)           # planning in the lane's loop, while ...
+        scheduler.start(client, planned)              # ... the dispatch loop waits for the plan
+        scheduler.start_ray(runtime)                  # Ray starts on the main thread meanwhile
+        outcome = scheduler.wait()
+        scheduler.close()
+    """
+
+    def __init__(self, workers: Workers, interrupts: Interrupts | None = None, tick_s: float = 1.0, *,
+                 max_attempts: int = 3, max_losses: int = 5, stop_grace_s: float = 5.0):
+        self.workers = workers
+        self.interrupts = interrupts or Interrupts()
+        self.tick_s = tick_s
+        self.max_attempts = max_attempts
+        self.max_losses = max_losses
+        self.stop_grace_s = stop_grace_s
+        self.slots: list[Slot] = []
+        self.ray_up_at: float | None = None  # time.monotonic() when Ray was up (None: never started here)
+        self.first_actor_at: float | None = None
+        self._pending: deque[Item] = deque()
+        self._in_flight: dict[concurrent.futures.Future, tuple[Item, Slot]] = {}
+        self._ray_ready = threading.Event()
+        self._actors_made = False
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._outcome: Outcome | None = None
+        self._client: Any = None
+        self._items: Any = None
+        self._lock = threading.Lock()
+        self._wake = concurrent.futures.Future()
+
+    # ---- workers
+
+    def start_local(self) -> None:
+        """Start the in-process workers (if the client has any): they take items at once."""
+        if self.workers.build_local is None or any(s.local for s in self.slots):
+            return
+        for n in range(self.workers.local_workers):
+            worker = LocalWorker(f"lane-{n}" if self.workers.local_workers > 1 else "lane", self.workers.build_local)
+            slot = Slot(worker, self.workers.per_local, local=True)
+            slot.starting = worker.start()
+            self.slots.append(slot)
+
+    def run_local(self, coro_fn: Callable[[], Any]) -> concurrent.futures.Future:
+        """Run a coroutine (e.g. planning) in the first in-process worker's loop; its future."""
+        self.start_local()
+        local = next((s for s in self.slots if s.local), None)
+        if local is None:
+            raise RuntimeError("no in-process worker to run on")
+        return local.worker.run(coro_fn)
+
+    def start_ray(self, runtime: RuntimeSettings) -> None:
+        """Start (or join) Ray on the main thread; the loop then starts the actors (if the pool has any).
+        Re-installs the interrupt handlers Ray's start-up replaces."""
+        if self.interrupts.requested.is_set():
+            return
+        start_ray(runtime)
+        self.interrupts.install()
+        self.ray_up_at = time.monotonic()
+        self._ray_ready.set()
+
+    def attach_ray(self) -> None:
+        """Use a Ray that is already up in this process (a scan inside `watch`)."""
+        if self.workers.actor_class is not None and ray_is_up():
+            self.ray_up_at = self.ray_up_at or time.monotonic()
+            self._ray_ready.set()
+
+    def _make_actors(self) -> None:
+        import ray
+
+        self._actors_made = True
+        args = self.workers.actor_args()
+        count = self.workers.actors or self._cpus_for_actors()
+        if self.workers.max_actors:
+            count = min(count, self.workers.max_actors)
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+        for i in range(count):
+            self._add_actor(args, nodes[i % len(nodes)] if nodes else "")
+        self._introduce()
+
+    def _cpus_for_actors(self) -> int:
+        import ray
+
+        cpus = int(ray.cluster_resources().get("CPU", 2))
+        return max(1, cpus - 1) if any(s.local for s in self.slots) else max(2, cpus)
+
+    def _add_actor(self, args: tuple, node_id: str, soft: bool = True) -> Slot:
+        """One actor pinned to `node_id` (softly: anywhere when its node is gone). Soft node affinity rather
+        than SPREAD: SPREAD is best-effort for actors that need no CPU and left whole nodes idle in tests.
+        Actors take no CPU so they also run on nodes that advertise a single CPU."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        handle = ray.remote(self.workers.actor_class).options(
+            # Async actors: a concurrency slot is a coroutine, not a thread. Peers' part uploads take slots too,
+            # so leave room for them beside the items (a low cap could make two actors wait on each other).
+            num_cpus=0, max_concurrency=self.workers.max_concurrency, max_restarts=ACTOR_RESTARTS,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=soft) if node_id else None,
+        ).remote(*args)
+        slot = Slot(ActorWorker(f"actor-{uuid.uuid4().hex[:8]}", handle), self.workers.per_actor, local=False)
+        slot.starting = slot.worker.start()
+        self.slots.append(slot)
+        return slot
+
+    def grow(self, node_id: str, count: int) -> None:
+        """Start `count` more actors on a node that joined (autoscaling)."""
+        args = self.workers.actor_args()
+        for _ in range(count):
+            self._add_actor(args, node_id)
+        self._introduce()
+
+    def _introduce(self) -> None:
+        """Tell every actor who its peers are (they send shares of each other's large uploads)."""
+        if not self.workers.peers:
+            return
+        actors = [s.worker.handle for s in self.slots if not s.local and not s.gone]
+        for i, handle in enumerate(actors):
+            handle.set_peers.remote(actors[:i] + actors[i + 1:])
+
+    def _cover_nodes(self) -> None:
+        """Soft affinity may place an actor elsewhere when its node is slow to answer: a node left without
+        any actor gets one pinned to it, so every node takes part (once, when all first actors are up)."""
+        import ray
+
+        actors = [s for s in self.slots if not s.local]
+        if not actors or any(not s.ready and not s.gone for s in actors) or self.workers.actors:
+            return
+        nodes = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        placed = {s.node_id for s in actors if s.ready}
+        if len(nodes) > 1:
+            args = self.workers.actor_args()
+            for node in sorted(nodes - placed):
+                self._add_actor(args, node, soft=False)
+            if nodes - placed:
+                self._introduce()
+
+    @property
+    def actor_count(self) -> int:
+        return sum(1 for s in self.slots if not s.local and not s.gone)
+
+    # ---- the loop
+
+    def start(self, client: Any, items: Iterable[Item] | concurrent.futures.Future) -> None:
+        """Run the dispatch loop in its own thread over `items` (or the items a future resolves to)."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the scheduler is already running")
+        self._client, self._items, self._error, self._outcome = client, items, None, None
+        self._thread = threading.Thread(target=self._main, name="dth-scheduler", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> Outcome:
+        """Block until the loop ends (signals are handled meanwhile); re-raise its error, if any."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.2)
+        if self._error is not None:
+            raise self._error
+        return self._outcome
+
+    def run(self, client: Any, items: Iterable[Item], runtime: RuntimeSettings | None = None) -> Outcome:
+        """`start` + Ray (when the pool has actors) + `wait`, for clients with no planning to overlap."""
+        self.start_local()
+        self.start(client, items)
+        if runtime is not None:
+            self.start_ray(runtime)
+        else:
+            self.attach_ray()
+        return self.wait()
+
+    def _main(self) -> None:
+        try:
+            items = self._items
+            if isinstance(items, concurrent.futures.Future):
+                items = self._await(items)
+                if items is None:
+                    self._outcome = Outcome(False, [], interrupted=True)
+                    return
+            self._pending.extend(items)
+            self._outcome = self._loop(self._client)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by wait()
+            self._error = exc
+
+    def _await(self, future: concurrent.futures.Future):
+        """The future's result, or None when an interrupt comes first."""
+        while True:
+            try:
+                return future.result(timeout=_WAIT_S)
+            except concurrent.futures.TimeoutError:
+                if self.interrupts.requested.is_set():
+                    return None
+
+    def _loop(self, client: Any) -> Outcome:
+        next_tick = time.monotonic()
+        stop_deadline: float | None = None
+        finished = getattr(client, "finished", None)
+        while True:
+            if self._ray_ready.is_set() and not self._actors_made and not self.interrupts.requested.is_set():
+                self._make_actors()
+            if stop_deadline is None and self.interrupts.requested.is_set():
+                stop_deadline = self._begin_stop()
+            if stop_deadline is None:
+                self._dispatch(client)
+            done_waiting = not self._pending and not self._in_flight
+            if stop_deadline is not None and (not self._in_flight or time.monotonic() >= stop_deadline):
+                break
+            if done_waiting and (finished is None or finished()):
+                break
+            self._wait_some(client, next_tick)
+            if time.monotonic() >= next_tick:
+                client.on_tick(self)
+                next_tick = time.monotonic() + self.tick_s
+        unfinished = [(item, None) for item in self._pending] + list(self._in_flight.values())
+        for slot in {slot for _, slot in self._in_flight.values()}:
+            slot.load = 0
+        self._pending.clear()
+        self._in_flight.clear()
+        return Outcome(not unfinished and stop_deadline is None, unfinished,
+                       interrupted=stop_deadline is not None)
+
+    def _usable(self) -> list[Slot]:
+        return [s for s in self.slots if s.ready and not s.gone and s.load < s.capacity]
+
+    def _dispatch(self, client: Any) -> None:
+        while self._pending:
+            usable = self._usable()
+            if not usable:
+                if not self._can_ever_run():
+                    self._no_worker_left(client)
+                return
+            slot = min(usable, key=lambda s: s.load / s.capacity)
+            item = self._pending.popleft()
+            future = slot.worker.submit(item.method, item.args)
+            self._in_flight[future] = (item, slot)
+            slot.load += 1
+
+    def _can_ever_run(self) -> bool:
+        """Some worker is up, starting, or will start once Ray is (actors not made yet)."""
+        if any(not s.gone for s in self.slots):
+            return True
+        return self.workers.actor_class is not None and not self._actors_made
+
+    def _no_worker_left(self, client: Any) -> None:
+        while self._pending:
+            item = self._pending.popleft()
+            client.on_item_failed(item, "no worker left to run it (every worker was lost)", None)
+
+    def _wait_some(self, client: Any, next_tick: float) -> None:
+        starting = {s.starting: s for s in self.slots if s.starting is not None}
+        futures = set(self._in_flight) | set(starting) | {self._wake}
+        timeout = max(0.0, min(_WAIT_S, next_tick - time.monotonic()))
+        done, _ = concurrent.futures.wait(futures, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+            if future is self._wake:
+                with self._lock:
+                    self._wake = concurrent.futures.Future()
+                client.on_tick(self)
+            elif future in starting:
+                self._started(starting[future], future)
+            else:
+                self._settle(client, future)
+
+    def _started(self, slot: Slot, future: concurrent.futures.Future) -> None:
+        slot.starting = None
+        try:
+            slot.node_id = future.result()
+        except Exception as exc:  # noqa: BLE001 - an actor that cannot start (or restart) is gone
+            log.warning("worker %s could not start: %s", slot.worker_id, type(exc).__name__)
+            slot.gone = True
+            return
+        slot.ready = True
+        if not slot.local and self.first_actor_at is None:
+            self.first_actor_at = time.monotonic()
+            self._cover_nodes()
+        elif not slot.local:
+            self._cover_nodes()
+
+    def _settle(self, client: Any, future: concurrent.futures.Future) -> None:
+        item, slot = self._in_flight.pop(future)
+        slot.load -= 1
+        try:
+            result = future.result()
+        except BaseException as exc:  # noqa: BLE001 - classified below
+            if _is_loss(exc):
+                self._lost(client, item, slot, exc)
+            else:
+                self._raised(client, item, slot, exc)
+            return
+        follow = client.on_item_done(item, result, slot)
+        if follow is not None:
+            self._retry(client, follow, slot, f"attempt {item.attempt} did not finish")
+
+    def _retry(self, client: Any, item: Item, slot: Slot, error: str) -> None:
+        if item.attempt > self.max_attempts:
+            client.on_item_failed(item, f"gave up after {self.max_attempts} attempts ({error})", slot)
+        else:
+            self._pending.append(item)
+
+    def _raised(self, client: Any, item: Item, slot: Slot, exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        log.warning("item %s raised on %s: %s", item.key, slot.worker_id, error)
+        redo = client.redo(item, slot, False)
+        if redo is not None:
+            self._retry(client, replace(redo, attempt=item.attempt + 1, losses=item.losses), slot, error)
+
+    def _lost(self, client: Any, item: Item, slot: Slot, exc: BaseException) -> None:
+        """The worker died with the item: Ray restarts it (its next start future says when it is back); the
+        item is redone from its checkpoint on any worker, at most `max_losses` times (a lost worker costs no
+        attempt: the item did nothing wrong)."""
+        log.warning("worker %s lost while running %s: %s", slot.worker_id, item.key, type(exc).__name__)
+        if slot.ready:
+            slot.ready = False
+            slot.deaths += 1
+            if slot.deaths > ACTOR_RESTARTS:
+                slot.gone = True
+            elif slot.starting is None:
+                slot.starting = slot.worker.start()
+        redo = client.redo(item, slot, True)
+        if redo is None:
+            return
+        redo = replace(redo, attempt=item.attempt, losses=item.losses + 1)
+        if redo.losses > self.max_losses:
+            client.on_item_failed(redo, f"its worker was lost {redo.losses} times", slot)
+        else:
+            self._pending.append(redo)
+
+    def _begin_stop(self) -> float:
+        """Stop dispatching; ask every busy worker to stop at a safe point; return the deadline."""
+        log.warning("stopping: %d items in flight, %d not started", len(self._in_flight), len(self._pending))
+        for slot in {slot for _, slot in self._in_flight.values()}:
+            try:
+                slot.worker.submit("stop", ())
+            except Exception:  # noqa: BLE001 - a worker that cannot be told is abandoned at the deadline
+                continue
+        return time.monotonic() + self.stop_grace_s
+
+    def submit(self, items: Iterable[Item]) -> None:
+        """Add items while the loop runs (from a hook, in the loop's thread)."""
+        self._pending.extend(items)
+
+    def wake(self) -> None:
+        """Have the loop call the client's `on_tick` soon (thread-safe: e.g. a receiver has new work)."""
+        with self._lock:
+            if not self._wake.done():
+                self._wake.set_result(None)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending) + len(self._in_flight)
+
+    # ---- driver-side calls and shutdown
+
+    def call(self, handle: Any, method: str, *args, timeout_s: float = 120.0):
+        """Call an actor's method and wait for it (e.g. the manifest actor), or a local object's directly."""
+        fn = getattr(handle, method)
+        remote = getattr(fn, "remote", None)
+        if remote is None:
+            return fn(*args)
+        import ray
+
+        return ray.get(remote(*args), timeout=timeout_s)
+
+    def named_actor(self, cls: type, args: tuple, name: str, node_id: str, max_concurrency: int = 1000):
+        """A named actor pinned to `node_id` (e.g. the manifest on the driver's node)."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return ray.remote(cls).options(
+            name=name, num_cpus=0, max_concurrency=max_concurrency,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        ).remote(*args)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush and release every worker: in-process ones first (their threads are joined, so no thread of
+        ours is inside Ray afterwards), then actors. Actors of the embedded cluster end with it (stopping one
+        that is still starting makes Ray print spurious errors); on a shared cluster they are killed."""
+        if self._thread is not None and self._thread.is_alive():
+            self.interrupts.request()
+            self._thread.join(timeout_s)
+        for slot in [s for s in self.slots if s.local]:
+            slot.worker.close(timeout_s)
+        actors = [s for s in self.slots if not s.local]
+        closing = []
+        for slot in actors:
+            if slot.ready and not slot.gone:
+                try:
+                    closing.append(slot.worker.submit("close", ()))
+                except Exception:  # noqa: BLE001 - nothing left to flush
+                    continue
+        concurrent.futures.wait(closing, timeout=timeout_s)
+        if not owns_ray():
+            for slot in actors:
+                slot.worker.kill()
+        self.slots = []
+
+    def kill_actor(self, handle: Any) -> None:
+        import ray
+
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            return
+
+
+def _is_loss(exc: BaseException) -> bool:
+    """Whether a call failed because its worker died (not because the method raised)."""
+    if isinstance(exc, (WorkerLost, concurrent.futures.CancelledError)):
+        return True
+    try:
+        import ray.exceptions as rx
+    except ImportError:
+        return False
+    lost = tuple(getattr(rx, name) for name in ("RayActorError", "ActorUnavailableError", "WorkerCrashedError",
+                                                "NodeDiedError") if hasattr(rx, name))
+    return isinstance(exc, lost)

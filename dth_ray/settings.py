@@ -1,0 +1,276 @@
+"""Configuration resolved once into frozen, typed values (sizes in bytes, durations in seconds, filters compiled).
+
+`dth_ray.config` holds the Hydra schemas (mutable dataclasses of strings, as users write them); `resolve()`
+turns one into `Settings`, raising ConfigError with a one-line message naming the first bad value. The
+driver, the scheduler and every actor receive these values; nothing after this point parses a size or builds
+a filter. Store specs carry credential *specs* (`env:NAME`, `secret:ID`), never secret values: keys are read
+where the stores run.
+
+Memory bound per transfer worker (by construction): every GET and part holds bytes only after taking them
+from a byte budget of `transfer.buffer_size` (small objects may pass a full budget by up to an eighth of it),
+so peak payload memory ≈ workers × 9/8 × buffer_size, plus about 150 MB of interpreter/Ray overhead per actor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from dth_ray.config import (
+    Compare,
+    ManifestType,
+    MaxComputeMode,
+    StoreType,
+    SyncConfig,
+    VerifyMode,
+    parse_duration,
+    parse_max_delete,
+    parse_size,
+    validate,
+)
+from dth_ray.keyfilter import KeyFilter
+from dth_ray.naming import job_name
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    """One store's settings (see StoreConfig for each field), frozen; credentials as a spec, never a value."""
+
+    type: StoreType = StoreType.s3
+    bucket: str = ""
+    prefix: str = ""
+    endpoint: str = ""
+    region: str = ""
+    credentials: str = "default"
+    path: str = ""
+    addressing_style: str = "auto"
+    requester_pays: bool = False
+    insecure_http: bool = False
+    internal: bool = False
+    prefix_list: str = ""
+    storage_class: str = ""
+    acl: str = ""
+    sse: str = ""
+    sse_kms_key_id: str = ""
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSettings:
+    """`transfer.*` in bytes and counts. `multipart_threshold_bytes` is already capped by the byte budget: an
+    object larger than the budget goes up in parts, so one PUT never holds more than it."""
+
+    multipart_threshold_bytes: int = 200 * 1024**2
+    part_size_bytes: int | None = None  # None: chosen per object within the destination's limits
+    parts_in_flight: int = 8
+    concurrency: int = 64
+    actors: int = 0
+    buffer_bytes: int = 256 * 1024**2
+    max_bandwidth_bytes_per_s: int = 0
+    max_requests_per_s: float = 0.0
+    max_attempts: int = 5
+    progress_interval_s: float = 1.0
+    server_side_copy: bool = True
+    spread_threshold_bytes: int = 1024**3
+    get_range_bytes: int = 0  # 0: sized by the engine's ReadSizer
+    copy_cutoff_bytes: int = 5 * 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """What every transfer worker receives (picklable; the only configuration that crosses actors)."""
+
+    job: str
+    source: StoreSpec
+    destination: StoreSpec
+    transfer: TransferSettings
+    key_filter: KeyFilter
+    compare: Compare = Compare.size_etag
+    dry_run: bool = False
+    note_extras: bool = False  # sync.delete: shards report the destination-only keys they meet
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestSpec:
+    """`manifest.*`, frozen (see ManifestConfig)."""
+
+    type: ManifestType = ManifestType.sqlite
+    path: str = ""
+    table: str = "dth-ray-manifest"
+    region: str = ""
+    endpoint: str = ""
+    credentials: str = "default"
+    insecure_http: bool = False
+    flush_interval_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """`runtime.*`: where Ray runs and how the pool grows."""
+
+    address: str = "local"
+    num_cpus: int = 0
+    autoscale: str = "auto"
+    metrics_port: int = 0
+    max_transfer_slots: int = 1024
+
+    @property
+    def embedded(self) -> bool:
+        """The run starts its own Ray on this machine (and the driver copies too)."""
+        return self.address == "local"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSettings:
+    """`sync.delete` and its rail `sync.max_delete` (a count, or a percent of the destination objects seen)."""
+
+    enabled: bool = False
+    max_count: int | None = None
+    max_percent: float | None = None
+    text: str = ""  # as the user wrote it, for messages
+
+    def limit(self, destination_objects: int) -> int | None:
+        if self.max_percent is not None:
+            return int(destination_objects * self.max_percent / 100)
+        return self.max_count
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSettings:
+    """`plan.*`: throughput per node and prices (USD) for the pre-transfer estimate."""
+
+    nodes: int
+    node_bytes_per_s: int
+    node_objects_per_s: float
+    egress_per_gb: float
+    put_per_1000: float
+    get_per_1000: float
+    dynamodb_write_per_million: float
+    instance_per_hour: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSettings:
+    """`maxcompute.*` sizes for the direct export, in bytes."""
+
+    file_bytes: int
+    row_group_bytes: int
+    part_size_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One command's resolved configuration. `config` is the schema it came from, for the parts that need no
+    parsing (events, schedule, metrics, alerts, log, maxcompute names)."""
+
+    config: SyncConfig
+    worker: WorkerSettings
+    manifest: ManifestSpec
+    runtime: RuntimeSettings
+    delete: DeleteSettings
+    plan: PlanSettings
+    export: ExportSettings
+    verify_full: bool = False
+    verify_strict: bool = False
+    report_path: str = ""
+    resume: bool = True
+
+    @property
+    def job(self) -> str:
+        return self.worker.job
+
+    @property
+    def source(self) -> StoreSpec:
+        return self.worker.source
+
+    @property
+    def destination(self) -> StoreSpec:
+        return self.worker.destination
+
+    @property
+    def transfer(self) -> TransferSettings:
+        return self.worker.transfer
+
+    @property
+    def dry_run(self) -> bool:
+        return self.worker.dry_run
+
+    def default_workers(self, cpus: int | None = None) -> int:
+        """transfer.actors, else one worker per CPU of this machine (at least two)."""
+        return self.transfer.actors or max(2, cpus or os.cpu_count() or 2)
+
+
+def store_spec(cfg) -> StoreSpec:
+    """A StoreConfig (schema) as a frozen StoreSpec."""
+    return StoreSpec(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StoreSpec)})
+
+
+def _transfer(cfg: SyncConfig) -> TransferSettings:
+    t = cfg.transfer
+    buffer_bytes = parse_size(t.buffer_size, "transfer.buffer_size")
+    return TransferSettings(
+        multipart_threshold_bytes=min(parse_size(t.multipart_threshold, "transfer.multipart_threshold"),
+                                      buffer_bytes),
+        part_size_bytes=None if t.part_size == "auto" else parse_size(t.part_size, "transfer.part_size"),
+        parts_in_flight=t.parts_in_flight,
+        concurrency=t.concurrency,
+        actors=t.actors,
+        buffer_bytes=buffer_bytes,
+        max_bandwidth_bytes_per_s=parse_size(t.max_bandwidth, "transfer.max_bandwidth"),
+        max_requests_per_s=float(t.max_requests_per_s),
+        max_attempts=t.max_attempts,
+        progress_interval_s=float(t.progress_interval_s),
+        server_side_copy=t.server_side_copy,
+        spread_threshold_bytes=parse_size(t.spread_threshold, "transfer.spread_threshold"),
+        get_range_bytes=0 if t.get_range_size == "auto" else parse_size(t.get_range_size, "transfer.get_range_size"),
+        copy_cutoff_bytes=parse_size(t.copy_cutoff, "transfer.copy_cutoff"),
+    )
+
+
+def _plan(cfg: SyncConfig) -> PlanSettings:
+    p = cfg.plan
+    return PlanSettings(p.nodes, parse_size(p.node_throughput, "plan.node_throughput"), p.node_objects_per_s,
+                        p.egress_per_gb, p.put_per_1000, p.get_per_1000, p.dynamodb_write_per_million,
+                        p.instance_per_hour)
+
+
+def _export(cfg: SyncConfig, transfer: TransferSettings) -> ExportSettings:
+    mc = cfg.maxcompute
+    return ExportSettings(parse_size(mc.file_size, "maxcompute.file_size"),
+                          parse_size(mc.row_group_size, "maxcompute.row_group_size"), transfer.part_size_bytes)
+
+
+def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
+    """Validate `cfg` (`check`) and resolve it. Raises ConfigError naming the first bad value."""
+    if check:
+        validate(cfg)
+    transfer = _transfer(cfg)
+    count, percent = parse_max_delete(cfg.sync.max_delete)
+    worker = WorkerSettings(
+        job=job_name(cfg), source=store_spec(cfg.source), destination=store_spec(cfg.destination),
+        transfer=transfer, key_filter=KeyFilter(list(cfg.filter.include or ()), list(cfg.filter.exclude or ())),
+        compare=Compare(cfg.compare), dry_run=cfg.dry_run, note_extras=cfg.sync.delete)
+    r = cfg.runtime
+    m = cfg.manifest
+    return Settings(
+        config=cfg, worker=worker,
+        manifest=ManifestSpec(ManifestType(m.type), m.path, m.table, m.region, m.endpoint, m.credentials,
+                              m.insecure_http, float(m.flush_interval_s)),
+        runtime=RuntimeSettings(r.address, r.num_cpus, r.autoscale, r.metrics_port, r.max_transfer_slots),
+        delete=DeleteSettings(cfg.sync.delete, count, percent, cfg.sync.max_delete),
+        plan=_plan(cfg), export=_export(cfg, transfer),
+        verify_full=VerifyMode(cfg.verify.mode) is VerifyMode.full, verify_strict=cfg.verify.strict,
+        report_path=cfg.report, resume=cfg.resume,
+    )
+
+
+def schedule_seconds(value: str, name: str) -> float:
+    """A schedule duration in seconds (`schedule.*`), or 0.0 for none/off."""
+    text = str(value).strip().lower()
+    return 0.0 if text in ("none", "off", "") else parse_duration(value, name)
+
+
+__all__ = ["ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings", "Settings", "StoreSpec",
+           "TransferSettings", "WorkerSettings", "resolve", "store_spec"]
