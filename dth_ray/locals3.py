@@ -47,9 +47,10 @@ class RcloneS3:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 20.0) -> RcloneS3:
+    def start(self, timeout_s: float = 20.0, port: int = 0) -> RcloneS3:
+        """Start on `port` (0: a free one) and wait until it answers."""
         for _ in range(3):  # a port picked as free can be taken before rclone binds it
-            self.port = free_port()
+            self.port = port or free_port()
             self._proc = subprocess.Popen(
                 [rclone_binary(), "serve", "s3", self.root, "--addr", f"127.0.0.1:{self.port}",
                  "--auth-key", f"{self.access_key_id},{self.secret_access_key}", "--log-level", "ERROR"],

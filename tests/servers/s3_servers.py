@@ -184,6 +184,18 @@ class RcloneS3Server(RcloneS3):
         self.client().create_bucket(Bucket=name)
         return name
 
+    def kill(self) -> None:
+        """SIGKILL the server and reap it (a crash: no shutdown path runs). The data directory stays."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(10)
+
+    def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start again on the same port, root and keys; returns once it answers. Objects on disk survive;
+        rclone keeps user metadata in memory only, so that is lost."""
+        self.kill()
+        self.start(timeout_s, port=self.port)
+
     def stop(self) -> None:
         atexit.unregister(self.stop)
         super().stop(remove_root=False)
