@@ -21,6 +21,7 @@ class StoreType(str, Enum):
     cos = "cos"
     kodo = "kodo"
     local = "local"
+    memory = "memory"  # process-local, for tests and benchmarks (dth_ray/stores/memory.py); no conf/ preset
     maxcompute = "maxcompute"  # a table, read through pyodps; see MaxComputeConfig
 
 
@@ -38,7 +39,8 @@ class ManifestType(str, Enum):
 
 @dataclass
 class StoreConfig:
-    """Where data lives. `local` uses `path`; the others use bucket/endpoint/region/credentials."""
+    """Where data lives. `local` uses `path`; `memory` only `bucket`; the others use
+    bucket/endpoint/region/credentials."""
 
     type: StoreType = StoreType.s3
     bucket: str = ""
@@ -332,6 +334,8 @@ def validate_store(cfg: StoreConfig, role: str) -> None:
         raise ConfigError(f"{role}.bucket is required for {role}={cfg.type.value}")
     if cfg.bucket and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", cfg.bucket):
         raise ConfigError(f"{role}.bucket={cfg.bucket!r} is not a valid bucket name")
+    if cfg.type == StoreType.memory:
+        return  # a bucket name is all it needs: no endpoint, credentials or network settings
     if cfg.endpoint:
         parts = urlsplit(cfg.endpoint if "://" in cfg.endpoint else "https://" + cfg.endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -14,6 +14,7 @@ _BACKENDS = {
     StoreType.kodo: ("dth_ray.stores.s3", "S3Store", "aiohttp"),
     StoreType.oss: ("dth_ray.stores.oss", "OssStore", "oss2"),
     StoreType.local: ("dth_ray.stores.local", "LocalStore", ""),
+    StoreType.memory: ("dth_ray.stores.memory", "MemoryStore", ""),
 }
 
 
@@ -22,7 +23,7 @@ def open_store(cfg: StoreConfig) -> Store:
     try:
         module_name, class_name, sdk = _BACKENDS[StoreType(cfg.type)]
     except (KeyError, ValueError):
-        raise ConfigError(f"type={cfg.type!r} is not a known store (s3, oss, cos, kodo, local)") from None
+        raise ConfigError(f"type={cfg.type!r} is not a known store (s3, oss, cos, kodo, local, memory)") from None
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
