@@ -130,7 +130,7 @@ async def run(layout: str, keys: int) -> dict:
     dst = SyntheticStore(groups, drop_every=100, resize_every=250)
     cfg = load_config(["source.bucket=synthetic", "destination.bucket=synthetic"])
     t0 = time.monotonic()
-    shards = await plan_shards(cfg, ACTORS, store=src)
+    shards = await plan_shards(cfg.source, ACTORS, store=src)
     plan_s = time.monotonic() - t0
     plan_calls = src.calls
     gate = asyncio.Semaphore(IN_FLIGHT)

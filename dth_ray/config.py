@@ -371,7 +371,7 @@ def validate(cfg: SyncConfig) -> None:
     validate_store(cfg.destination, "destination")
     if cfg.source.type == StoreType.maxcompute:
         validate_maxcompute(cfg)
-    if cfg.destination.type not in (StoreType.s3, StoreType.local):
+    if cfg.destination.type not in (StoreType.s3, StoreType.local, StoreType.memory):
         raise ConfigError(f"destination={cfg.destination.type.value} is not supported (use s3 or local)")
     t = cfg.transfer
     for name in ("parts_in_flight", "concurrency", "max_attempts"):

@@ -63,10 +63,11 @@ ProgressFn = Callable[[Snapshot, float], None]
 
 
 def run_sync(settings: Settings, on_progress: ProgressFn | None = None, *, one_time: bool = True,
-             interrupts: Interrupts | None = None) -> RunReport:
+             interrupts: Interrupts | None = None, in_process: int = 0) -> RunReport:
     """Run one sync to completion (resuming the job's unfinished run, if any) and return its report.
     `one_time=False` (a scheduled scan of `dth-ray watch`) alarms on failure only, and does not resume a run
-    that ended failed (it lists everything again).
+    that ended failed (it lists everything again). `in_process=N` runs on N in-process workers and never
+    starts Ray (tests of the runtime without servers or Ray).
 
     Raises ConfigError before anything is written when a store is unreachable, missing or refuses us;
     Interrupted when a signal stops it before it has a run to report.
@@ -74,13 +75,13 @@ def run_sync(settings: Settings, on_progress: ProgressFn | None = None, *, one_t
     check_stores(settings.source, settings.destination)
     ops = Ops(settings.config, settings.job, one_time=one_time)
     try:
-        report = SyncRun(settings, ops, on_progress, interrupts or Interrupts(), one_time).run()
+        report = SyncRun(settings, ops, on_progress, interrupts or Interrupts(), one_time, in_process).run()
+        ops.finished(report)
     except BaseException as exc:
         ops.aborted(exc)
         raise
     finally:
         ops.close()
-    ops.finished(report)
     return report
 
 
@@ -88,7 +89,8 @@ class SyncRun:
     """One execution of a sync run: the scheduler's client (hooks run in the scheduler's thread)."""
 
     def __init__(self, settings: Settings, ops: Ops, on_progress: ProgressFn | None, interrupts: Interrupts,
-                 one_time: bool = True):
+                 one_time: bool = True, in_process: int = 0):
+        """`in_process=N`: N in-process workers and no Ray, instead of the pool the settings call for."""
         self.s = settings
         self.ops = ops
         self.on_progress = on_progress
@@ -116,6 +118,7 @@ class SyncRun:
         self.elastic: Elasticity | None = None
         self.metrics = DriverMetrics(settings.job)
         self.uncertain = False  # a lost worker's delete candidates are gone
+        self.in_process = in_process
 
     # ---- the run
 
@@ -123,11 +126,16 @@ class SyncRun:
         s = self.s
         lane = s.runtime.embedded and not ray_is_up()  # a laptop driving a remote cluster never moves bytes
         self.manifest = JobManifest(s.manifest, s.job)
-        workers = Workers(
-            build_local=(lambda: TransferWorker(s.worker, self.manifest.local, "lane")) if lane else None,
-            actor_class=TransferWorker, actor_args=lambda: (s.worker, self.manifest.actor_name(scheduler, self.run_id)),
-            actors=s.transfer.actors,
-            per_actor=SHARDS_PER_ACTOR, per_local=SHARDS_PER_LANE, peers=True)
+        if self.in_process:
+            workers = Workers(build_local=lambda: TransferWorker(s.worker, self.manifest.local),
+                              local_workers=self.in_process, per_local=SHARDS_PER_ACTOR)
+        else:
+            workers = Workers(
+                build_local=(lambda: TransferWorker(s.worker, self.manifest.local, "lane")) if lane else None,
+                actor_class=TransferWorker, per_actor=SHARDS_PER_ACTOR, per_local=SHARDS_PER_LANE, peers=True,
+                actor_args=lambda: (s.worker, self.manifest.actor_name(scheduler, self.run_id)),
+                actors=s.transfer.actors)
+        lane = workers.build_local is not None
         scheduler = self.scheduler = Scheduler(workers, self.interrupts, s.transfer.progress_interval_s,
                                                max_attempts=SHARD_ATTEMPTS, max_losses=MAX_LOSSES)
         self.interrupts.install()
@@ -145,7 +153,9 @@ class SyncRun:
                 planned = concurrent.futures.Future()
                 planned.set_result(self._begin())
             scheduler.start(self, planned)
-            if lane or not ray_is_up():
+            if scheduler.workers.actor_class is None:
+                pass  # in-process workers only
+            elif lane or not ray_is_up():
                 scheduler.start_ray(s.runtime)
             else:
                 scheduler.attach_ray()
@@ -386,7 +396,7 @@ class SyncRun:
             unfinished=[f"{self.shards[sid].prefix!r} (shard {sid})" for sid in unfinished],
             nodes=[NodeShare(n, o, b) for n, (o, b) in sorted(self.nodes.items())], startup=self._startup(),
             deletes=deleted, interrupted_by=self.interrupts.name if interrupted else "",
-            autoscaler={"slot_requests": self.elastic.requests, "actors": self.scheduler.actor_count}
+            autoscaler={"slot_requests": self.elastic.requests, "actors": self.scheduler.actors_started}
             if self.elastic is not None else None)
         if not s.dry_run and self.run_id:
             run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED}[status]

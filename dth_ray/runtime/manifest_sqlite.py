@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 
@@ -54,8 +56,18 @@ CREATE TABLE IF NOT EXISTS parts (
 """
 
 
+_CHECKPOINT_SQL = "INSERT OR REPLACE INTO shards VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+# A failure never overwrites what an earlier run copied successfully.
+_RECORD_SQL = ("INSERT INTO objects VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(job, key) DO UPDATE SET "
+               "size=excluded.size, src_etag=excluded.src_etag, dst_key=excluded.dst_key, "
+               "dst_etag=excluded.dst_etag, status=excluded.status, error=excluded.error, "
+               "verified=excluded.verified, run_id=excluded.run_id, updated=excluded.updated "
+               "WHERE excluded.status='copied' OR objects.status!='copied'")
+
+
 class SqliteManifest:
-    """SQLite-backed manifest for one job (see dth_ray.runtime.manifest for the logical schema)."""
+    """SQLite-backed manifest for one job (see dth_ray.runtime.manifest for the logical schema). Thread-safe:
+    one lock serializes this connection's users (the driver lane's workers, the scheduler, the driver)."""
 
     def __init__(self, path: str, job: str, run_id: int = 0):
         self.path = path or default_sqlite_path()
@@ -64,6 +76,7 @@ class SqliteManifest:
         self.writes = 0
         self.items_written = 0
         self._live = LiveProgress()
+        self._lock = threading.RLock()
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         try:
             # Two connections may write at once (the driver's start-up worker and the manifest actor): wait.
@@ -80,16 +93,27 @@ class SqliteManifest:
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
+    @contextlib.contextmanager
+    def _transaction(self, items: int):
+        """One write transaction (the lock also keeps this connection's other users out of it)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self.writes += 1
+            self.items_written += items
+
     def _write(self, sql: str, rows: Sequence[tuple]) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany(sql, rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-        self.writes += 1
-        self.items_written += len(rows)
+        with self._transaction(len(rows)) as db:
+            db.executemany(sql, rows)
+
+    def _read(self, sql: str, args: Sequence) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     # ---- runs and shard checkpoints
 
@@ -98,19 +122,18 @@ class SqliteManifest:
         return runs[0] if runs else None
 
     def runs(self, limit: int) -> list[RunInfo]:
-        rows = self._db.execute("SELECT run_id, status, started, finished, report FROM runs WHERE job=? "
-                                "ORDER BY run_id DESC LIMIT ?", (self.job, limit))
+        rows = self._read("SELECT run_id, status, started, finished, report FROM runs WHERE job=? "
+                          "ORDER BY run_id DESC LIMIT ?", (self.job, limit))
         return [RunInfo(r, s, st, f or 0.0, rep or "") for r, s, st, f, rep in rows]
 
     def start_run(self, shards: Sequence[Shard]) -> int:
-        cur = self._db.execute("INSERT INTO runs (job, started, status) VALUES (?, ?, 'planning')",
-                               (self.job, time.time()))
-        self.run_id = int(cur.lastrowid)
+        with self._transaction(1) as db:
+            cur = db.execute("INSERT INTO runs (job, started, status) VALUES (?, ?, 'planning')",
+                             (self.job, time.time()))
+            self.run_id = int(cur.lastrowid)
         self._put_checkpoints([Checkpoint(s, PENDING, "", Tally(), self.run_id) for s in shards])
         # Only a run whose whole plan is durable may be resumed: a crash before this leaves it 'planning'.
-        self._db.execute("UPDATE runs SET status='running' WHERE run_id=?", (self.run_id,))
-        self.writes += 3
-        self.items_written += 2
+        self._write("UPDATE runs SET status='running' WHERE run_id=?", [(self.run_id,)])
         return self.run_id
 
     def resume_run(self, run_id: int) -> list[Checkpoint]:
@@ -122,7 +145,7 @@ class SqliteManifest:
                     [(time.time(), status, json.dumps(report), self.run_id)])
 
     def checkpoints(self, run_id: int) -> list[Checkpoint]:
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT shard_id, prefix, start_after, end_at, delimiter, status, watermark, tally FROM shards "
             "WHERE job=? AND run_id=? ORDER BY shard_id", (self.job, run_id))
         return [Checkpoint(Shard(sid, p, sa, ea, d), st, w, Tally.from_dict(json.loads(t)), run_id)
@@ -130,21 +153,24 @@ class SqliteManifest:
 
     def checkpoint(self, run_id: int, shard_id: str) -> Checkpoint | None:
         """One shard's checkpoint in a run (where a lost worker's shard is redone from)."""
-        row = self._db.execute(
+        rows = self._read(
             "SELECT shard_id, prefix, start_after, end_at, delimiter, status, watermark, tally FROM shards "
-            "WHERE job=? AND run_id=? AND shard_id=?", (self.job, run_id, shard_id)).fetchone()
-        if row is None:
+            "WHERE job=? AND run_id=? AND shard_id=?", (self.job, run_id, shard_id))
+        if not rows:
             return None
-        sid, p, sa, ea, d, st, w, t = row
+        sid, p, sa, ea, d, st, w, t = rows[0]
         return Checkpoint(Shard(sid, p, sa, ea, d), st, w, Tally.from_dict(json.loads(t)), run_id)
 
     def _put_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        if checkpoints:
+            with self._transaction(len(checkpoints)) as db:
+                db.executemany(_CHECKPOINT_SQL, self._checkpoint_rows(checkpoints))
+
+    def _checkpoint_rows(self, checkpoints: Sequence[Checkpoint]) -> list[tuple]:
         now = time.time()
-        rows = [(self.job, cp.run_id or self.run_id, cp.shard.shard_id, cp.shard.prefix, cp.shard.start_after,
+        return [(self.job, cp.run_id or self.run_id, cp.shard.shard_id, cp.shard.prefix, cp.shard.start_after,
                  cp.shard.end_at, cp.shard.delimiter, cp.status, cp.watermark,
                  json.dumps(cp.tally.to_dict(CHECKPOINT_FAILURES)), now) for cp in checkpoints]
-        if rows:
-            self._write("INSERT OR REPLACE INTO shards VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def covering_checkpoint(self, key: str) -> Checkpoint | None:
         return covering_in_recent_runs(self, key)
@@ -153,19 +179,15 @@ class SqliteManifest:
 
     def record(self, records: Sequence[ObjectRecord], checkpoints: Sequence[Checkpoint] = (),
                live: LiveReport | None = None) -> None:
-        """Store a batch of per-object results and shard checkpoints; keep the live progress."""
-        if records:
+        """Store a batch of per-object results and shard checkpoints in one transaction (a checkpoint never
+        lands without the records it covers); keep the live progress."""
+        if records or checkpoints:
             now = time.time()
             rows = [(self.job, r.key, r.size, r.src_etag, r.dst_key, r.dst_etag, r.status, r.error,
                      int(r.verified), r.run_id or self.run_id, now) for r in records]
-            # A failure never overwrites what an earlier run copied successfully.
-            self._write(
-                "INSERT INTO objects VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(job, key) DO UPDATE SET "
-                "size=excluded.size, src_etag=excluded.src_etag, dst_key=excluded.dst_key, "
-                "dst_etag=excluded.dst_etag, status=excluded.status, error=excluded.error, "
-                "verified=excluded.verified, run_id=excluded.run_id, updated=excluded.updated "
-                "WHERE excluded.status='copied' OR objects.status!='copied'", rows)
-        self._put_checkpoints(checkpoints)
+            with self._transaction(len(records) + len(checkpoints)) as db:
+                db.executemany(_RECORD_SQL, rows)
+                db.executemany(_CHECKPOINT_SQL, self._checkpoint_rows(checkpoints))
         self._live.add(live)
 
     def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]:
@@ -182,29 +204,25 @@ class SqliteManifest:
         sql += " ORDER BY key LIMIT ?"
         args.append(limit)
         return [Record(key=k, src_etag=e, src_size=s, dst_etag=d, run_id=r)
-                for k, e, s, d, r in self._db.execute(sql, args)]
+                for k, e, s, d, r in self._read(sql, args)]
 
     def lookup(self, key: str) -> ObjectRecord | None:
-        row = self._db.execute(
+        rows = self._read(
             "SELECT key, size, src_etag, dst_key, dst_etag, status, error, verified, run_id FROM objects "
-            "WHERE job=? AND key=?", (self.job, key)).fetchone()
-        return ObjectRecord(*row[:7], verified=bool(row[7]), run_id=row[8]) if row else None
+            "WHERE job=? AND key=?", (self.job, key))
+        return ObjectRecord(*rows[0][:7], verified=bool(rows[0][7]), run_id=rows[0][8]) if rows else None
 
     # ---- multipart uploads
 
     def upload_opened(self, upload: UploadState) -> None:
         """Record an upload; an empty upload_id is an intent (Create about to be sent), which the real
         id of the same key replaces."""
-        self._db.execute("BEGIN IMMEDIATE")
-        if upload.upload_id:
-            self._db.execute("DELETE FROM uploads WHERE job=? AND dst_key=? AND upload_id=''",
-                             (self.job, upload.dst_key))
-        self._db.execute("INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?,?,?)",
-                         (self.job, upload.dst_key, upload.upload_id, upload.src_etag, upload.size,
-                          upload.part_size_bytes, upload.run_id or self.run_id, time.time()))
-        self._db.execute("COMMIT")
-        self.writes += 1
-        self.items_written += 1
+        with self._transaction(1) as db:
+            if upload.upload_id:
+                db.execute("DELETE FROM uploads WHERE job=? AND dst_key=? AND upload_id=''", (self.job, upload.dst_key))
+            db.execute("INSERT OR REPLACE INTO uploads VALUES (?,?,?,?,?,?,?,?)",
+                       (self.job, upload.dst_key, upload.upload_id, upload.src_etag, upload.size,
+                        upload.part_size_bytes, upload.run_id or self.run_id, time.time()))
 
     def parts_sent(self, dst_key: str, upload_id: str, parts: Sequence[PartInfo]) -> None:
         if parts:
@@ -212,28 +230,25 @@ class SqliteManifest:
                         [(self.job, dst_key, upload_id, p.part_number, p.etag, p.size) for p in parts])
 
     def upload_closed(self, dst_key: str, upload_id: str) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        for table in ("uploads", "parts"):
-            self._db.execute(f"DELETE FROM {table} WHERE job=? AND dst_key=? AND upload_id=?",  # noqa: S608
-                             (self.job, dst_key, upload_id))
-        self._db.execute("COMMIT")
-        self.writes += 1
-        self.items_written += 1
+        with self._transaction(1) as db:
+            for table in ("uploads", "parts"):
+                db.execute(f"DELETE FROM {table} WHERE job=? AND dst_key=? AND upload_id=?",  # noqa: S608
+                           (self.job, dst_key, upload_id))
 
     def find_uploads(self, dst_key: str) -> list[UploadState]:
         """Open uploads recorded for exactly this destination key (never a prefix match), newest first."""
-        rows = self._db.execute("SELECT upload_id, src_etag, size, part_size, run_id FROM uploads "
-                                "WHERE job=? AND dst_key=? ORDER BY created DESC", (self.job, dst_key)).fetchall()
+        rows = self._read("SELECT upload_id, src_etag, size, part_size, run_id FROM uploads "
+                          "WHERE job=? AND dst_key=? ORDER BY created DESC", (self.job, dst_key))
         out = []
         for upload_id, src_etag, size, part_size, run_id in rows:
-            parts = {n: PartInfo(n, e, s) for n, e, s in self._db.execute(
+            parts = {n: PartInfo(n, e, s) for n, e, s in self._read(
                 "SELECT part_number, etag, size FROM parts WHERE job=? AND dst_key=? AND upload_id=?",
                 (self.job, dst_key, upload_id))}
             out.append(UploadState(dst_key, upload_id, src_etag, size, part_size, parts, run_id))
         return out
 
     def open_uploads(self) -> list[tuple[str, str]]:
-        return [tuple(r) for r in self._db.execute(
+        return [tuple(r) for r in self._read(
             "SELECT dst_key, upload_id FROM uploads WHERE job=? ORDER BY dst_key", (self.job,))]
 
     # ---- live state
@@ -250,5 +265,6 @@ class SqliteManifest:
         return self.writes, self.items_written
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 

@@ -14,12 +14,28 @@ import functools
 import logging
 
 from dth_ray.model import Tally
+from dth_ray.runtime.rayhost import ray_is_up
 
 log = logging.getLogger(__name__)
 
 
-@functools.cache
+class _Off:
+    """A metric while Ray is not up in this process: nothing to export it to (never imports Ray, which another
+    thread may be importing at that moment: a concurrent first import of Ray fails)."""
+
+    def inc(self, *args, **kwargs) -> None: ...
+    def set(self, *args, **kwargs) -> None: ...
+    def observe(self, *args, **kwargs) -> None: ...
+
+
 def _metric(kind: str, name: str, description: str, tag_keys: tuple[str, ...]):
+    if not ray_is_up():
+        return _Off()
+    return _ray_metric(kind, name, description, tag_keys)
+
+
+@functools.cache
+def _ray_metric(kind: str, name: str, description: str, tag_keys: tuple[str, ...]):
     from ray.util import metrics
 
     return getattr(metrics, kind)(name, description=description, tag_keys=tag_keys)
@@ -90,8 +106,14 @@ class EventLatency:
             log.debug("metrics update failed", exc_info=True)
 
 
-@functools.cache
 def _histogram(boundaries: tuple[float, ...]):
+    if not ray_is_up():
+        return _Off()
+    return _ray_histogram(boundaries)
+
+
+@functools.cache
+def _ray_histogram(boundaries: tuple[float, ...]):
     from ray.util import metrics
 
     return metrics.Histogram("dth_event_latency_seconds", description="event time to object landed",

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dth_ray.runtime.rayhost import ray_is_up
+
 log = logging.getLogger(__name__)
 
 
@@ -28,10 +30,9 @@ class WorkerLost(Exception):
 
 def local_node_id() -> str:
     """This machine's node: Ray's id for it once Ray is up here, else `local:<hostname>`."""
-    import sys
+    if ray_is_up():
+        import ray
 
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
         return ray.get_runtime_context().get_node_id()
     return f"local:{socket.gethostname()}"
 
@@ -90,11 +91,13 @@ class LocalWorker:
             self._tasks.discard(task)
 
     def kill(self) -> None:
-        """Cancel every call in flight (they fail with WorkerLost) and drop the object, as a crash would."""
+        """As a crash would: every task of the worker's loop is cancelled (its calls fail with WorkerLost, the
+        copies they started stop where they are, nothing more is flushed) and the object is dropped; the next
+        `start()` builds a fresh one, as Ray restarts a lost actor."""
         def cancel() -> None:
             self._killed = True
             self._obj = None
-            for task in list(self._tasks):
+            for task in asyncio.all_tasks(self._loop):
                 task.cancel()
 
         if self._thread.is_alive():
@@ -148,7 +151,7 @@ class ActorWorker:
             ray.kill(self.handle, no_restart=True)
 
 
-@dataclass
+@dataclass(eq=False)  # slots are compared and hashed by identity
 class Slot:
     """One worker as the scheduler sees it: capacity, load, health."""
 
@@ -162,6 +165,7 @@ class Slot:
     resting_until: float = 0.0  # a lost actor gets no work until Ray has had time to restart it
     deaths: int = 0
     gone: bool = False  # lost more often than it may restart: never used again
+    intended_node: str = ""  # the node an actor was softly pinned to, until it is up
 
     @property
     def worker_id(self) -> str:

@@ -15,9 +15,11 @@ _owned = False  # this process started the embedded cluster (stop_ray ends only 
 
 
 def ray_is_up() -> bool:
-    """Ray imported and initialised in this process (importing it only to ask would cost a quarter second)."""
-    ray = sys.modules.get("ray")
-    return ray is not None and ray.is_initialized()
+    """Ray imported and initialised in this process. Never imports Ray: that costs a quarter second, and a
+    first import racing one in another thread fails (the driver lane asks while the main thread starts Ray);
+    a module still being imported has no `is_initialized` yet."""
+    is_initialized = getattr(sys.modules.get("ray"), "is_initialized", None)
+    return is_initialized is not None and is_initialized()
 
 
 def start_ray(runtime: RuntimeSettings) -> bool:

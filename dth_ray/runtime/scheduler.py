@@ -44,6 +44,7 @@ from dth_ray.settings import RuntimeSettings
 log = logging.getLogger(__name__)
 ACTOR_RESTARTS = 3  # Ray restarts a lost actor this many times; then it is gone
 _WAIT_S = 0.2  # longest wait for a future: interrupts and new items are noticed within it
+_SPREAD_WAIT_S = 30.0  # longest wait for the first actors before dispatching (see _spread_ready)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,8 @@ class Scheduler:
         self.slots: list[Slot] = []
         self.ray_up_at: float | None = None  # time.monotonic() when Ray was up (None: never started here)
         self.first_actor_at: float | None = None
+        self.actors_started = 0
+        self._actors_settled_at: float | None = None  # when every first actor was up (or gone)
         self._pending: deque[Item] = deque()
         self._in_flight: dict[concurrent.futures.Future, tuple[Item, Slot]] = {}
         self._ray_ready = threading.Event()
@@ -198,17 +201,19 @@ class Scheduler:
             num_cpus=0, max_concurrency=self.workers.max_concurrency, max_restarts=ACTOR_RESTARTS,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=soft) if node_id else None,
         ).remote(*args)
-        slot = Slot(ActorWorker(f"actor-{uuid.uuid4().hex[:8]}", handle), self.workers.per_actor, local=False)
+        slot = Slot(ActorWorker(f"actor-{uuid.uuid4().hex[:8]}", handle), self.workers.per_actor, local=False,
+                    intended_node=node_id if soft else "")
         slot.starting = slot.worker.start()
         self.slots.append(slot)
+        self.actors_started += 1
         return slot
 
-    def grow(self, node_id: str, count: int) -> None:
-        """Start `count` more actors on a node that joined (autoscaling)."""
+    def grow(self, node_id: str, count: int) -> list[Slot]:
+        """Start `count` more actors on a node that joined (autoscaling); their slots."""
         args = self.workers.actor_args()
-        for _ in range(count):
-            self._add_actor(args, node_id)
+        fresh = [self._add_actor(args, node_id) for _ in range(count)]
         self._introduce()
+        return fresh
 
     def _introduce(self) -> None:
         """Tell every actor who its peers are (they send shares of each other's large uploads)."""
@@ -218,22 +223,19 @@ class Scheduler:
         for i, handle in enumerate(actors):
             handle.set_peers.remote(actors[:i] + actors[i + 1:])
 
-    def _cover_nodes(self) -> None:
-        """Soft affinity may place an actor elsewhere when its node is slow to answer: a node left without
-        any actor gets one pinned to it, so every node takes part (once, when all first actors are up)."""
+    def _misplaced(self, slot: Slot) -> None:
+        """Soft affinity may place an actor elsewhere when its node is slow to answer: if the node it was meant
+        for is alive and has no actor, one is pinned to it, so every node takes part."""
         import ray
 
-        actors = [s for s in self.slots if not s.local]
-        if not actors or any(not s.ready and not s.gone for s in actors) or self.workers.actors:
+        intended, slot.intended_node = slot.intended_node, ""
+        if not intended or slot.node_id == intended:
             return
-        nodes = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-        placed = {s.node_id for s in actors if s.ready}
-        if len(nodes) > 1:
-            args = self.workers.actor_args()
-            for node in sorted(nodes - placed):
-                self._add_actor(args, node, soft=False)
-            if nodes - placed:
-                self._introduce()
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        if intended in alive and not any(s.node_id == intended or s.intended_node == intended
+                                         for s in self.slots if not s.local and not s.gone):
+            self._add_actor(self.workers.actor_args(), intended, soft=False)
+            self._introduce()
 
     @property
     def actor_count(self) -> int:
@@ -294,7 +296,8 @@ class Scheduler:
         stop_deadline: float | None = None
         finished = getattr(client, "finished", None)
         while True:
-            if self._ray_ready.is_set() and not self._actors_made and not self.interrupts.requested.is_set():
+            if (self._ray_ready.is_set() and not self._actors_made and self.workers.actor_class is not None
+                    and not self.interrupts.requested.is_set()):
                 self._make_actors()
             if stop_deadline is None and self.interrupts.requested.is_set():
                 stop_deadline = self._begin_stop()
@@ -318,7 +321,22 @@ class Scheduler:
                        interrupted=stop_deadline is not None)
 
     def _usable(self) -> list[Slot]:
+        if not self._spread_ready():
+            return []
         return [s for s in self.slots if s.ready and not s.gone and s.load < s.capacity]
+
+    def _spread_ready(self) -> bool:
+        """With no in-process worker, the first actors all come up (or fail) before any item is dispatched, at
+        most `_SPREAD_WAIT_S`: items then spread over every node instead of going to the first actors up."""
+        if self._actors_settled_at is not None or any(s.local for s in self.slots):
+            return True
+        actors = [s for s in self.slots if not s.local]
+        if not actors:
+            return False
+        waited = time.monotonic() - (self.ray_up_at or time.monotonic())
+        if all(s.ready or s.gone for s in actors) or waited > _SPREAD_WAIT_S:
+            self._actors_settled_at = time.monotonic()
+        return self._actors_settled_at is not None
 
     def _dispatch(self, client: Any) -> None:
         while self._pending:
@@ -368,11 +386,9 @@ class Scheduler:
             slot.gone = True
             return
         slot.ready = True
-        if not slot.local and self.first_actor_at is None:
-            self.first_actor_at = time.monotonic()
-            self._cover_nodes()
-        elif not slot.local:
-            self._cover_nodes()
+        if not slot.local:
+            self.first_actor_at = self.first_actor_at or time.monotonic()
+            self._misplaced(slot)
 
     def _settle(self, client: Any, future: concurrent.futures.Future) -> None:
         item, slot = self._in_flight.pop(future)

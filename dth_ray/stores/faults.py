@@ -22,6 +22,7 @@ class _Rule:
     times: int | None  # calls left; None: every matching call
     error: DthError | None = None
     delay_s: float = 0.0
+    after: int = 0  # matching calls to let through before the rule applies
 
 
 class Faults:
@@ -38,10 +39,11 @@ class Faults:
         self._rules: list[_Rule] = []
         self.calls: Counter[str] = Counter()
 
-    def fail(self, op: str, error: DthError, *, times: int | None = 1, key_prefix: str = "") -> None:
-        """The next `times` calls of `op` (None: all) naming a key under `key_prefix` raise a copy of `error`.
-        Raises ValueError for an unknown operation or a count below 1."""
-        self._add(_Rule(op, key_prefix, times, error=error))
+    def fail(self, op: str, error: DthError, *, times: int | None = 1, key_prefix: str = "",
+             after: int = 0) -> None:
+        """The next `times` calls of `op` (None: all) naming a key under `key_prefix`, after letting `after` of
+        them through, raise a copy of `error`. Raises ValueError for an unknown operation or a count below 1."""
+        self._add(_Rule(op, key_prefix, times, error=error, after=after))
 
     def delay(self, op: str, delay_s: float, *, times: int | None = None, key_prefix: str = "") -> None:
         """The next `times` calls of `op` (None: all) naming a key under `key_prefix` first await
@@ -68,6 +70,9 @@ class Faults:
             delay_s, error = 0.0, None
             for rule in self._rules:
                 if rule.op != op or not key.startswith(rule.key_prefix):
+                    continue
+                if rule.after:
+                    rule.after -= 1
                     continue
                 if rule.error is not None:
                     if error is not None:

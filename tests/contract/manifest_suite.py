@@ -21,6 +21,7 @@ from dth_ray.runtime.manifest import (
     DONE,
     PENDING,
     Checkpoint,
+    LiveReport,
     ObjectRecord,
     RunInfo,
 )
@@ -35,8 +36,8 @@ def rec(key: str, status: str = "copied", tag: str = "1", run_id: int = 0) -> Ob
                         error="" if status == "copied" else f"Boom{tag}", run_id=run_id)
 
 
-def as_record(r: ObjectRecord) -> Record:
-    return Record(key=r.key, src_etag=r.src_etag, src_size=r.size, dst_etag=r.dst_etag)
+def as_record(r: ObjectRecord, run_id: int = 0) -> Record:
+    return Record(key=r.key, src_etag=r.src_etag, src_size=r.size, dst_etag=r.dst_etag, run_id=r.run_id or run_id)
 
 
 def parts(numbers) -> list[PartInfo]:
@@ -191,7 +192,7 @@ class ManifestContract:
                           if k > start_after and k.startswith(prefix) and (not end_at or k <= end_at))
             for limit in (2, 100):
                 got = manifest.records_page(prefix, start_after, end_at, limit)
-                assert got == [as_record(model[k]) for k in want[:limit]], (prefix, start_after, end_at, limit)
+                assert got == [as_record(model[k], manifest.run_id) for k in want[:limit]], (prefix, start_after, end_at, limit)
 
     def test_records_page_paging(self, make, manifest):
         manifest.start_run([])
@@ -239,8 +240,8 @@ class ManifestContract:
                 assert got is not None and got.status == "copied" and got.dst_etag == "dst-good", key
             assert m.lookup("failed-twice").error == "Boomsecond"
             page = {r.key: r for r in m.records_page("", "", "", 100)}
-            assert page["flushed-first"] == as_record(rec("flushed-first", "copied", "good"))
-            assert page["both-buffered"] == as_record(rec("both-buffered", "copied", "good"))
+            assert page["flushed-first"] == as_record(rec("flushed-first", "copied", "good"), manifest.run_id)
+            assert page["both-buffered"] == as_record(rec("both-buffered", "copied", "good"), manifest.run_id)
 
         check(manifest)
         manifest.flush()
@@ -299,10 +300,13 @@ class ManifestContract:
         manifest.start_run([])
         before = manifest.write_counts()
         assert before == (manifest.writes, manifest.items_written)
-        manifest.record([rec("a")], [], {"copied": 2, "bytes_copied": 10})
-        manifest.record([], [], {"copied": 1, "failed": 1, "listed": 5})
+        manifest.record([rec("a")], [], LiveReport("w1", (("s1", 1, Tally(copied=2, bytes_copied=10)),), 3, 300))
+        manifest.record([], [], LiveReport("w2", (("s2", 1, Tally(copied=1, failed=1, listed=5)),), 1, 100))
+        manifest.record([], [], LiveReport("w1", (("s1", 2, Tally(copied=4, bytes_copied=20)),), 2, 200))
         progress = manifest.progress()
-        assert (progress.copied, progress.failed, progress.listed, progress.bytes_copied) == (3, 1, 5, 10)
+        assert {sid: (seq, t.copied) for sid, (seq, t) in progress.shards.items()} == {"s1": (2, 4), "s2": (1, 1)}
+        assert (progress.objects_in_flight, progress.bytes_in_flight) == (3, 300), "each worker's latest gauges"
+        assert manifest.progress().shards == {}, "only what changed since the last call"
         manifest.flush()
         writes, items = manifest.write_counts()
         assert writes > before[0] and items >= before[1] + 1

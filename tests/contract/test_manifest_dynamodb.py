@@ -17,7 +17,7 @@ from dth_ray.errors import ConfigError, DthError, Fatal, PermissionDenied, Throt
 from dth_ray.model import Shard, Tally
 from dth_ray.runtime import dynamodb_table
 from dth_ray.runtime.dynamodb_table import BATCH_WRITE_ITEMS, endpoint_url
-from dth_ray.runtime.manifest import DONE, PENDING, Checkpoint, ObjectRecord
+from dth_ray.runtime.manifest import DONE, PENDING, Checkpoint, LiveReport, ObjectRecord
 from dth_ray.runtime.manifest_dynamodb import DynamoManifest
 from dth_ray.runtime.manifests import open_manifest
 from tests.contract.manifest_suite import ManifestContract, parts, rec, upload
@@ -348,8 +348,7 @@ def simulate_batch_job(manifest, objects: int = 100_000, shards: int = 100, acto
                     tally.copied += 1
                     tally.bytes_copied += 1024
             checkpoint = Checkpoint(shard, DONE if end == per_shard else PENDING, key, tally)
-            manifest.record(failures, [checkpoint], {"copied": end - start - len(failures),
-                                                      "failed": len(failures)})
+            manifest.record(failures, [checkpoint], LiveReport(f"actor-{actor}", ((shard.shard_id, 1, tally),)))
             if end == per_shard:
                 del active[actor]
             else:

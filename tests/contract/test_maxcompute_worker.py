@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.maxcompute.client import MaxComputeClient
 from dth_ray.maxcompute.plan import ShardTask
 from dth_ray.maxcompute.worker import ExportWorker
@@ -50,7 +50,7 @@ def setup(moto_server):
 
 def test_a_shard_with_every_other_type_round_trips(setup, tmp_path):
     odps, moto = setup
-    cfg = load_config([
+    cfg = load_settings([
         "source=maxcompute", f"source.endpoint={odps.endpoint}", "source.region=cn-hangzhou",
         "source.credentials=env:MCW", f"maxcompute.project={PROJECT}", "maxcompute.table=more",
         f"maxcompute.tunnel_endpoint={odps.tunnel_endpoint}", "maxcompute.compression=snappy",
@@ -58,7 +58,7 @@ def test_a_shard_with_every_other_type_round_trips(setup, tmp_path):
         "destination.prefix=more/", "destination.credentials=env:MOTOW", "destination.addressing_style=path",
         f"manifest.path={tmp_path / 'm.sqlite'}"])
     worker = ExportWorker(cfg)
-    download_id, count = MaxComputeClient(cfg.source, cfg.maxcompute).session((("ds", "x"),))
+    download_id, count = MaxComputeClient(cfg.config.source, cfg.config.maxcompute).session((("ds", "x"),))
     try:
         outcome = worker.export(ShardTask((("ds", "x"),), 0, 20, 250, download_id, "more/ds=x/"))
         refused = worker.export(ShardTask((("ds", "x"),), 1, 290, 50, download_id, "more/ds=x/"))

@@ -12,11 +12,11 @@ from odps.accounts import StsAccount
 from odps.config import option_context
 from odps.tunnel import TableTunnel
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.config import MaxComputeConfig, StoreConfig, StoreType
 from dth_ray.errors import ConfigError, Fatal, NotFound, PermissionDenied
 from dth_ray.maxcompute.client import MaxComputeClient
-from dth_ray.maxcompute.runner import select_partitions
+from dth_ray.maxcompute.common import select_partitions
 from tests.integration.mc_helpers import COLUMNS, MC_KEY, PARTITION_KEYS, PROJECT, make_rows
 from tests.servers.odps_server import OdpsTestServer, frame_arrow
 
@@ -123,12 +123,12 @@ def test_facade_maps_errors_and_refusals(odps):
             f"maxcompute.project={PROJECT}", "maxcompute.table=orders", "destination.bucket=lake",
             "destination.prefix=orders/"]
     with pytest.raises(ConfigError, match="credentials"):
-        select_partitions(_client(odps, "env:MCBAD"), load_config([*base, "source.credentials=env:MCBAD"]))
+        select_partitions(_client(odps, "env:MCBAD"), load_settings([*base, "source.credentials=env:MCBAD"]))
     with pytest.raises(ConfigError, match="not a partition key"):
-        select_partitions(_client(odps), load_config([*base, 'maxcompute.partitions=["dt=1"]']))
+        select_partitions(_client(odps), load_settings([*base, 'maxcompute.partitions=["dt=1"]']))
     with pytest.raises(ConfigError, match="selects no partition"):
-        select_partitions(_client(odps), load_config([*base, 'maxcompute.partitions=["ds=1999-01-01"]']))
-    table, parts = select_partitions(_client(odps), load_config([*base, 'maxcompute.partitions=["region=cn"]']))
+        select_partitions(_client(odps), load_settings([*base, 'maxcompute.partitions=["ds=1999-01-01"]']))
+    table, parts = select_partitions(_client(odps), load_settings([*base, 'maxcompute.partitions=["region=cn"]']))
     assert [p.spec for p in parts] == [(("ds", "2024-01-01"), ("region", "cn")), (("ds", "2024-01-02"), ("region", "cn"))]
     assert all(p.record_num > 0 and p.last_modified for p in parts)
 

@@ -34,12 +34,12 @@ from tests.servers.s3_servers import seed_objects
 SCRIPT = textwrap.dedent("""
     import json, sys
     import ray
-    from dth_ray.cli import load_config
+    from dth_ray.compose import load_settings
     from dth_ray.runtime.driver import run_sync
 
     overrides, address = json.loads(sys.argv[1])
-    cfg = load_config(overrides + [f"runtime.address={address}", "runtime.autoscale=on"])
-    report = run_sync(cfg)
+    cfg = load_settings(overrides + [f"runtime.address={address}", "runtime.autoscale=on"])
+    report = run_sync(cfg).to_json()
     print("REPORT" + json.dumps(report))
     ray.shutdown()
 """)

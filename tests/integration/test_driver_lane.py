@@ -1,5 +1,5 @@
-"""The driver lane copies shards from the shared queue (beside the dispatch loop) until it is empty or told to
-stop, counting exactly; on the embedded cluster it keeps copying beside the actors once they are up."""
+"""The driver lane is one more worker of the scheduler's pool: it runs shards alone when there is no Ray, and on
+the embedded cluster it keeps copying beside the actors once they are up, counting exactly."""
 
 from __future__ import annotations
 
@@ -7,65 +7,82 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections import deque
 
 import pytest
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.errors import ConfigError
-from dth_ray.model import Shard
-from dth_ray.runtime.driver import DriverLane, WorkItem
+from dth_ray.model import Shard, ShardTask
 from dth_ray.runtime.manifest_sqlite import SqliteManifest
+from dth_ray.runtime.scheduler import Item, Scheduler, Workers
+from dth_ray.runtime.worker import TransferWorker
 from tests.integration.helpers import listing, s3_overrides
 from tests.servers.s3_servers import seed_objects
 
 
-def test_driver_lane_takes_shards_until_stopped(e2e_env, unique_prefix, tmp_path):
+class _Shards:
+    """A minimal scheduler client: collects results."""
+
+    def __init__(self):
+        self.done: list = []
+
+    def on_item_done(self, item, result, where):
+        self.done.append((item, result, where))
+
+    def on_item_failed(self, item, error, where):
+        raise AssertionError(f"{item.key} failed: {error}")
+
+    def redo(self, item, where, lost):
+        return item
+
+    def on_tick(self, scheduler):
+        return None
+
+
+def test_the_driver_lane_runs_shards_as_a_worker_of_the_pool(e2e_env, unique_prefix, tmp_path):
+    """With no Ray at all, the scheduler's in-process worker (the driver lane) runs every shard, each once,
+    and every finished shard leaves a done checkpoint."""
     pair = e2e_env
     items = {f"{unique_prefix}s{p:02d}/o{i}": bytes([p]) * (i + 1) for p in range(12) for i in range(5)}
     seed_objects(pair.source.client(), pair.source.bucket, items)
-    cfg = load_config(s3_overrides(pair, unique_prefix, "sw/" + unique_prefix, str(tmp_path / "m.sqlite")))
+    settings = load_settings(s3_overrides(pair, unique_prefix, "sw/" + unique_prefix, str(tmp_path / "m.sqlite")))
     shards = [Shard(f"s{p}", f"{unique_prefix}s{p:02d}/") for p in range(12)]
-    manifest = SqliteManifest(cfg.manifest.path, "job-startup")
-    manifest.start_run(shards)
-    queue: deque = deque(WorkItem(s) for s in shards)
-
-    worker = DriverLane(cfg, manifest, lambda: (manifest.run_id, queue)).start()
-    assert worker.begun() == (manifest.run_id, queue)
-    deadline = time.monotonic() + 60
-    while len(queue) > 6 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    worker.stop_taking()
-    worker.join()
-    done = worker.harvest()
-
-    taken = {item.shard.shard_id for item, _ in done}
-    assert len(done) + len(queue) == 12, "every shard is either done by the worker or still queued"
-    assert taken.isdisjoint({item.shard.shard_id for item in queue})
-    assert all(result.tally.copied == 5 and not result.error for _, result in done)
-    done_checkpoints = {cp.shard.shard_id for cp in manifest.checkpoints(manifest.run_id) if cp.status == "done"}
-    assert done_checkpoints == taken, "each finished shard left a done checkpoint"
+    manifest = SqliteManifest(settings.manifest.path, "job-startup")
+    run_id = manifest.start_run(shards)
+    scheduler = Scheduler(Workers(build_local=lambda: TransferWorker(settings.worker, manifest, "lane")))
+    client = _Shards()
+    try:
+        outcome = scheduler.run(client, [Item(s.shard_id, "run_shard", (ShardTask(s, run_id=run_id),)) for s in shards])
+    finally:
+        scheduler.close()
+    assert outcome.completed and not outcome.unfinished
+    assert sorted(item.key for item, _, _ in client.done) == sorted(s.shard_id for s in shards)
+    assert all(result.tally.copied == 5 and not result.error for _, result, _ in client.done)
+    assert all(where.local for _, _, where in client.done)
+    done_checkpoints = {cp.shard.shard_id for cp in manifest.checkpoints(run_id) if cp.status == "done"}
+    assert done_checkpoints == {s.shard_id for s in shards}
     copied = listing(pair.destination.client(), pair.destination.bucket, "sw/" + unique_prefix)
-    assert len(copied) == 5 * len(done)
-    assert manifest.progress().copied == 5 * len(done)
-    assert not worker.alive()
+    assert len(copied) == 60
 
 
 def test_a_planning_error_in_the_lane_reaches_the_driver(e2e_env, unique_prefix, tmp_path):
-    """The lane plans the run in its own thread while Ray starts; when planning fails, `begun()` raises that
-    error in the driver's thread and the lane copies nothing."""
-    cfg = load_config(s3_overrides(e2e_env, unique_prefix, "pe/" + unique_prefix, str(tmp_path / "m.sqlite")))
-    manifest = SqliteManifest(cfg.manifest.path, "job-plan-error")
+    """The lane plans the run in its own loop while Ray starts; when planning fails, the scheduler's wait()
+    raises that error in the driver's thread and nothing is dispatched."""
+    settings = load_settings(s3_overrides(e2e_env, unique_prefix, "pe/" + unique_prefix, str(tmp_path / "m.sqlite")))
+    manifest = SqliteManifest(settings.manifest.path, "job-plan-error")
+    scheduler = Scheduler(Workers(build_local=lambda: TransferWorker(settings.worker, manifest, "lane")))
 
-    def plan():
+    async def plan():
         raise ConfigError("source.prefix='x' lists nothing")
 
-    lane = DriverLane(cfg, manifest, plan).start()
-    with pytest.raises(ConfigError, match="lists nothing"):
-        lane.begun()
-    lane.join()
-    assert not lane.alive() and lane.harvest() == []
+    client = _Shards()
+    try:
+        scheduler.start(client, scheduler.run_local(plan))
+        with pytest.raises(ConfigError, match="lists nothing"):
+            scheduler.wait()
+    finally:
+        scheduler.close()
+    assert client.done == []
 
 
 def test_a_fresh_sync_copies_in_the_driver_before_and_after_the_actors_are_up(e2e_env, unique_prefix, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.runtime.driver import run_sync
 from tests.integration.helpers import listing, md5_of
 
@@ -54,16 +54,16 @@ def _inodes(root: Path) -> dict[str, int]:
 def test_local_to_local_same_size_overwrite_is_recopied_alone(ray_local, tmp_path, changed):
     src, dst = tmp_path / "src", tmp_path / "dst"
     _seed(src)
-    cfg = load_config(["source=local", f"source.path={src}", "destination=local", f"destination.path={dst}",
+    cfg = load_settings(["source=local", f"source.path={src}", "destination=local", f"destination.path={dst}",
                        f"manifest.path={tmp_path / 'm.sqlite'}", *TRANSFER])
 
-    assert _objects(run_sync(cfg)) == {"listed": len(FILES), "copied": len(FILES), "skipped": 0, "failed": 0}
+    assert _objects(run_sync(cfg).to_json()) == {"listed": len(FILES), "copied": len(FILES), "skipped": 0, "failed": 0}
     for rel, body in FILES.items():
         assert (dst / rel).read_bytes() == body, rel
     before = _inodes(dst)
 
     new = _overwrite_same_size(src / changed)
-    second = run_sync(cfg)
+    second = run_sync(cfg).to_json()
 
     assert _objects(second) == {"listed": len(FILES), "copied": 1, "skipped": len(FILES) - 1, "failed": 0}
     assert second["bytes"]["copied"] == len(new)
@@ -76,7 +76,7 @@ def test_local_to_local_same_size_overwrite_is_recopied_alone(ray_local, tmp_pat
         if rel != changed:
             assert (dst / rel).read_bytes() == body, rel
 
-    assert _objects(run_sync(cfg)) == {"listed": len(FILES), "copied": 0, "skipped": len(FILES), "failed": 0}
+    assert _objects(run_sync(cfg).to_json()) == {"listed": len(FILES), "copied": 0, "skipped": len(FILES), "failed": 0}
     assert _inodes(dst) == after
 
 
@@ -84,18 +84,18 @@ def test_local_to_s3_same_size_overwrite_is_recopied_alone(e2e_env, ray_local, u
     pair = e2e_env
     src = tmp_path / "src"
     _seed(src)
-    cfg = load_config([
+    cfg = load_settings([
         "source=local", f"source.path={src}", "destination=s3",
         f"destination.bucket={pair.destination.bucket}", f"destination.endpoint={pair.destination.endpoint}",
         f"destination.prefix={unique_prefix}", "destination.credentials=env:E2EDST",
         f"manifest.path={tmp_path / 'm.sqlite'}", *TRANSFER])
     client, bucket = pair.destination.client(), pair.destination.bucket
 
-    assert _objects(run_sync(cfg))["copied"] == len(FILES)
+    assert _objects(run_sync(cfg).to_json())["copied"] == len(FILES)
     before = {k: v["LastModified"] for k, v in listing(client, bucket, unique_prefix).items()}
 
     new = _overwrite_same_size(src / "dir/b.txt")
-    second = run_sync(cfg)
+    second = run_sync(cfg).to_json()
 
     assert _objects(second) == {"listed": len(FILES), "copied": 1, "skipped": len(FILES) - 1, "failed": 0}
     # rclone lists the multipart big.bin with its full-content MD5, not the Complete ETag the manifest
@@ -106,4 +106,4 @@ def test_local_to_s3_same_size_overwrite_is_recopied_alone(e2e_env, ray_local, u
     after = {k: v["LastModified"] for k, v in listing(client, bucket, unique_prefix).items()}
     assert {k for k in after if after[k] != before[k]} <= {unique_prefix + "dir/b.txt"}
 
-    assert _objects(run_sync(cfg))["copied"] == 0
+    assert _objects(run_sync(cfg).to_json())["copied"] == 0

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
+from dth_ray.maxcompute.common import job_name, state_path
 from dth_ray.maxcompute.plan import parse_spec
-from dth_ray.maxcompute.runner import job_name, run_maxcompute, state_path
+from dth_ray.maxcompute.runner import run_maxcompute
 from dth_ray.maxcompute.state import ExportState
 from tests.integration.helpers import listing
 from tests.integration.mc_helpers import (
@@ -106,7 +107,7 @@ def test_direct_export_types_hive_layout_and_success_only_when_complete(odps, e2
 
     odps.gate_downloads(hold_last_shard)
     try:
-        cfg = load_config(mc_overrides(odps, dst, prefix, str(tmp_path / "m.sqlite"), *TUNING))
+        cfg = load_settings(mc_overrides(odps, dst, prefix, str(tmp_path / "m.sqlite"), *TUNING))
         report = run_maxcompute(cfg)
     finally:
         odps.gate_downloads(None)
@@ -137,7 +138,7 @@ def test_failed_shard_then_rerun_resumes_without_rereading_or_duplicating(odps, 
         if partition == target and start == 500:
             raise OdpsServiceError(403, "NoPermission", "ODPS-0130013: Authorization exception (injected)")
 
-    cfg = load_config(mc_overrides(odps, dst, prefix, str(tmp_path / "m.sqlite"), *TUNING))
+    cfg = load_settings(mc_overrides(odps, dst, prefix, str(tmp_path / "m.sqlite"), *TUNING))
     odps.gate_downloads(refuse_second_shard)
     try:
         first = run_maxcompute(cfg)
@@ -187,7 +188,7 @@ def test_sigkilled_export_resumes_without_duplicating_rows(odps, e2e_env, ray_lo
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(60)
         odps.gate_downloads(None)
-        cfg = load_config(args)
+        cfg = load_settings(args)
         state = ExportState(state_path(cfg), job_name(cfg))
         finished = {spec: set(state.shards_done(parse_spec(spec))) for spec in PARTS}
         state.close()
@@ -225,7 +226,7 @@ def test_new_and_rewritten_partitions_are_exported_on_the_next_run(e2e_env, ray_
         srv.add_partition("events", "ds=2", [(i, f"b{i}") for i in range(50)], modified_s=1_700_000_000)
         args = [a.replace("maxcompute.table=orders", "maxcompute.table=events")
                 for a in mc_overrides(srv, dst, prefix, str(tmp_path / "m.sqlite"), "maxcompute.shard_rows=300")]
-        cfg = load_config(args)
+        cfg = load_settings(args)
         first = run_maxcompute(cfg)
         assert first["partitions"]["exported"] == 2 and first["status"] == "succeeded"
         assert len(read_folder(client, dst.bucket, prefix + "ds=1/")[2]) == 3

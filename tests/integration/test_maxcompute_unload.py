@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from dth_ray.cli import load_config, main
+from dth_ray.cli import main
+from dth_ray.compose import load_settings
 from dth_ray.maxcompute.runner import run_maxcompute
 from tests.integration.conftest import OSS_KEY
 from tests.integration.helpers import listing
@@ -91,7 +92,7 @@ def test_unload_runs_the_seed_sql_syncs_and_marks_each_partition(servers, e2e_en
             assert len(data_keys) == 2
 
     # Nothing changed at the source: nothing is unloaded or copied again.
-    again = run_maxcompute(load_config(args))
+    again = run_maxcompute(load_settings(args))
     assert again["status"] == "succeeded"
     assert again["partitions"] == {"selected": 3, "exported": 0, "skipped": 3, "failed": 0}
     assert len(odps.sql) == first_sql + 3
@@ -106,7 +107,7 @@ def test_failed_unload_is_reported_and_retried_on_the_next_run(servers, e2e_env,
                         "maxcompute.oss.bucket=mc-stage", f"maxcompute.oss.endpoint={oss.endpoint}",
                         "maxcompute.oss.region=cn-hangzhou", "maxcompute.oss.credentials=env:E2EOSS",
                         f"maxcompute.oss.prefix={staging}", 'maxcompute.partitions=["region=us"]')
-    cfg = load_config(args)
+    cfg = load_settings(args)
     working = odps.on_sql
     odps.on_sql = lambda sql: "ODPS-0130013: no permission to write OSS"
     try:

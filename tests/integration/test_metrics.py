@@ -15,16 +15,16 @@ from tests.servers.s3_servers import seed_objects
 SCRIPT = textwrap.dedent("""
     import json, re, socket, sys, threading, time, urllib.request
     import ray
-    from dth_ray.cli import load_config
+    from dth_ray.compose import load_settings
     from dth_ray.runtime.driver import run_sync
 
     overrides = json.loads(sys.argv[1])
     sock = socket.socket(); sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]; sock.close()
     ray.init(address="local", num_cpus=2, include_dashboard=False, _metrics_export_port=port,
              _system_config={"metrics_report_interval_ms": 1000})
-    cfg = load_config(overrides)
+    cfg = load_settings(overrides)
     out = {}
-    runner = threading.Thread(target=lambda: out.update(report=run_sync(cfg)))
+    runner = threading.Thread(target=lambda: out.update(report=run_sync(cfg).to_json()))
 
     def totals():
         try:

@@ -14,15 +14,15 @@ from tests.servers.s3_servers import seed_objects
 SCRIPT = textwrap.dedent("""
     import json, sys
     from ray.cluster_utils import Cluster
-    from dth_ray.cli import load_config
+    from dth_ray.compose import load_settings
     from dth_ray.runtime.driver import run_sync
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     for _ in range(2):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    cfg = load_config(json.loads(sys.argv[1]) + [f"runtime.address={cluster.address}", "transfer.actors=6"])
-    report = run_sync(cfg)
+    cfg = load_settings(json.loads(sys.argv[1]) + [f"runtime.address={cluster.address}", "transfer.actors=6"])
+    report = run_sync(cfg).to_json()
     print("REPORT" + json.dumps(report))
     import ray
     ray.shutdown()

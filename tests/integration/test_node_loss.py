@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
     import boto3
     from botocore.config import Config
     from ray.cluster_utils import Cluster
-    from dth_ray.cli import load_config
+    from dth_ray.compose import load_settings
     from dth_ray.runtime.driver import run_sync
 
     overrides, dst_endpoint, dst_bucket, dst_prefix, at = json.loads(sys.argv[1])
@@ -25,9 +25,9 @@ SCRIPT = textwrap.dedent("""
     doomed = cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    cfg = load_config(overrides + [f"runtime.address={cluster.address}", "transfer.actors=6"])
+    cfg = load_settings(overrides + [f"runtime.address={cluster.address}", "transfer.actors=6"])
     out = {}
-    runner = threading.Thread(target=lambda: out.update(report=run_sync(cfg)))
+    runner = threading.Thread(target=lambda: out.update(report=run_sync(cfg).to_json()))
     runner.start()
     s3 = boto3.client("s3", endpoint_url=dst_endpoint, region_name="us-east-1",
                       config=Config(s3={"addressing_style": "path"}))

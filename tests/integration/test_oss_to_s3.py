@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.runtime.driver import run_sync
 from tests.integration.conftest import OSS_KEY
 from tests.integration.helpers import listing, md5_of
@@ -34,14 +34,14 @@ def test_oss_to_s3_copies_verifies_and_skips_archived(oss, e2e_env, ray_local, u
         oss.put_object("oss-src", key, body, headers={"Content-Type": "application/x-parquet",
                                                       "x-oss-meta-table": "orders"})
     oss.put_object("oss-src", unique_prefix + "cold/old.bin", b"frozen", storage_class="Archive")
-    cfg = load_config([
+    cfg = load_settings([
         "source=oss", "source.bucket=oss-src", f"source.endpoint={oss.endpoint}",
         "source.region=cn-hangzhou", f"source.prefix={unique_prefix}", "source.credentials=env:E2EOSS",
         "destination=s3", f"destination.bucket={pair.destination.bucket}",
         f"destination.endpoint={pair.destination.endpoint}", f"destination.prefix=lake/{unique_prefix}",
         "destination.credentials=env:E2EDST", f"manifest.path={tmp_path / 'm.sqlite'}", "progress=off"])
 
-    report = run_sync(cfg)
+    report = run_sync(cfg).to_json()
 
     assert report["status"] == "succeeded", report["failures"]
     assert report["objects"] == {"listed": len(items) + 1, "copied": len(items), "skipped": 1, "failed": 0}
@@ -60,7 +60,7 @@ def test_oss_to_s3_copies_verifies_and_skips_archived(oss, e2e_env, ray_local, u
     # the ETag recorded at copy time can reveal it.
     key = unique_prefix + "dt=2026-11-03/part-0.parquet"
     oss.put_object("oss-src", key, bytes(len(items[key])))
-    again = run_sync(cfg)
+    again = run_sync(cfg).to_json()
     assert again["objects"]["copied"] == 1
     assert again["objects"]["skipped"] == len(items)
     assert md5_of(dst, pair.destination.bucket, "lake/" + key) == hashlib.md5(bytes(len(items[key]))).hexdigest()

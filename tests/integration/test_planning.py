@@ -27,7 +27,7 @@ async def _list_shard(store, shard: Shard) -> list[str]:
 
 def _plan_and_list(cfg, actors: int) -> tuple[list[Shard], list[str]]:
     async def go():
-        shards = await plan_shards(cfg, actors)
+        shards = await plan_shards(cfg.source, actors)
         store = open_store(cfg.source)
         try:
             listed = [k for s in shards for k in await _list_shard(store, s)]

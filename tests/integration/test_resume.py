@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.naming import job_name
 from dth_ray.runtime.driver import run_sync
 from dth_ray.runtime.manifests import open_manifest
@@ -92,7 +92,7 @@ def test_driver_sigkill_twice_then_rerun_resends_only_parts_in_flight(e2e_env, p
         assert not report_path.exists(), "a killed run writes no report"
 
     # What the manifest holds after the last kill: parts recorded as sent must not be sent again.
-    cfg = load_config(cmd[4:])
+    cfg = load_settings(cmd[4:])
     manifest = open_manifest(cfg.manifest, job_name(cfg))
     try:
         recorded_parts = sum(len(u.parts) for key in {k for k, _ in manifest.open_uploads()}
@@ -139,7 +139,7 @@ def test_transfer_actor_sigkill_mid_run_still_completes_exactly(e2e_env, ray_loc
     items[f"{unique_prefix}p0/big.bin"] = rng.randbytes(80 * MiB)
     seed_objects(pair.source.client(), pair.source.bucket, items)
     overrides = s3_overrides(pair, unique_prefix, "ak/" + unique_prefix, str(tmp_path / "m.sqlite"))
-    cfg = load_config([*overrides, "transfer.max_requests_per_s=400",  # slow enough to kill mid-run
+    cfg = load_settings([*overrides, "transfer.max_requests_per_s=400",  # slow enough to kill mid-run
                        "transfer.multipart_threshold=64MiB"])
     killed: list[int] = []
 
@@ -158,7 +158,7 @@ def test_transfer_actor_sigkill_mid_run_still_completes_exactly(e2e_env, ray_loc
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    report = run_sync(cfg)
+    report = run_sync(cfg).to_json()
     thread.join()
     assert killed, "the test never killed an actor"
     assert ray.is_initialized()

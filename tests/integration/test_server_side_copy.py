@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.runtime.driver import run_sync
 from tests.integration.helpers import listing
 
@@ -19,7 +19,7 @@ def test_same_service_uses_server_side_copy(moto_server, e2e_env, ray_local, uni
     for key, body in bodies.items():
         s3.put_object(Bucket="ssc-src", Key=key, Body=body, ContentType="text/csv", Metadata={"team": "a"})
     def config(dst_prefix: str, *extra: str):
-        return load_config([
+        return load_settings([
             "source.bucket=ssc-src", f"source.endpoint={moto_server.endpoint}", "source.credentials=env:E2ESRC",
             f"source.prefix={unique_prefix}", "destination.bucket=ssc-dst",
             f"destination.endpoint={moto_server.endpoint}", "destination.credentials=env:E2ESRC",
@@ -28,7 +28,7 @@ def test_same_service_uses_server_side_copy(moto_server, e2e_env, ray_local, uni
 
     cfg = config(f"copy/{unique_prefix}")
 
-    report = run_sync(cfg)
+    report = run_sync(cfg).to_json()
 
     assert report["objects"] == {"listed": 15, "copied": 15, "skipped": 0, "failed": 0}
     assert report["server_side_copies"] == 15
@@ -40,5 +40,5 @@ def test_same_service_uses_server_side_copy(moto_server, e2e_env, ray_local, uni
         assert obj["ContentType"] == "text/csv" and obj["Metadata"] == {"team": "a"}
 
     off = config(f"byte/{unique_prefix}", "transfer.server_side_copy=false")
-    again = run_sync(off)
+    again = run_sync(off).to_json()
     assert again["objects"]["copied"] == 15 and again["server_side_copies"] == 0

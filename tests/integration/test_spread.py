@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.runtime.driver import run_sync
 from tests.integration.helpers import md5_of, s3_overrides
 from tests.servers.s3_servers import seed_objects
@@ -21,9 +21,9 @@ def test_parts_of_a_large_object_are_spread_over_actors(e2e_env, ray_local, uniq
     overrides = s3_overrides(pair, unique_prefix, "spread/" + unique_prefix, str(tmp_path / "m.sqlite"))
     # Lowered so a test-sized object qualifies: in parts from 64 MiB, spread above 32 MiB, two parts in flight
     # per actor.
-    cfg = load_config([*overrides, "transfer.multipart_threshold=64MiB", "transfer.spread_threshold=32MiB",
+    cfg = load_settings([*overrides, "transfer.multipart_threshold=64MiB", "transfer.spread_threshold=32MiB",
                        "transfer.parts_in_flight=2", "transfer.actors=2"])
-    report = run_sync(cfg)
+    report = run_sync(cfg).to_json()
     assert report["status"] == "succeeded", report
     assert report["objects"]["copied"] == 1
     assert 0 < report["spread_parts"] < 6, "a share of the parts went to the other actor; part 1 stays home"

@@ -7,7 +7,7 @@ import os
 import random
 import sqlite3
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.runtime.driver import run_sync
 from tests.integration.helpers import listing, md5_of, s3_overrides
 from tests.servers.s3_servers import seed_objects
@@ -32,9 +32,9 @@ def _seed_mixed(pair, prefix: str, rng: random.Random) -> dict[str, bytes]:
 def test_sync_copies_every_byte_then_nothing(e2e_env, ray_local, unique_prefix, tmp_path):
     pair = e2e_env
     items = _seed_mixed(pair, unique_prefix, random.Random(1))
-    cfg = load_config([*s3_overrides(pair, unique_prefix, "mirror/" + unique_prefix, str(tmp_path / "m.sqlite")),
+    cfg = load_settings([*s3_overrides(pair, unique_prefix, "mirror/" + unique_prefix, str(tmp_path / "m.sqlite")),
                        "transfer.multipart_threshold=64MiB"])
-    report = run_sync(cfg)
+    report = run_sync(cfg).to_json()
 
     assert report["status"] == "succeeded", report["failures"]
     assert report["objects"] == {"listed": len(items), "copied": len(items), "skipped": 0, "failed": 0}
@@ -54,7 +54,7 @@ def test_sync_copies_every_byte_then_nothing(e2e_env, ray_local, unique_prefix, 
     assert head["ContentLanguage"] == "de"
     assert {k.lower(): v for k, v in head["Metadata"].items()} == {"owner": "team-a"}
 
-    again = run_sync(cfg)
+    again = run_sync(cfg).to_json()
     assert again["objects"]["copied"] == 0
     assert again["objects"]["skipped"] == len(items)
     assert sum(again["skipped_reasons"].values()) == len(items)
@@ -72,11 +72,11 @@ def test_same_size_overwrite_at_source_is_recopied(e2e_env, ray_local, unique_pr
     pair = e2e_env
     src = pair.source.client()
     seed_objects(src, pair.source.bucket, {unique_prefix + f"k{i}": b"a" * 100 for i in range(20)})
-    cfg = load_config(s3_overrides(pair, unique_prefix, "ow/" + unique_prefix, str(tmp_path / "m.sqlite")))
-    assert run_sync(cfg)["objects"]["copied"] == 20
+    cfg = load_settings(s3_overrides(pair, unique_prefix, "ow/" + unique_prefix, str(tmp_path / "m.sqlite")))
+    assert run_sync(cfg).to_json()["objects"]["copied"] == 20
     src.put_object(Bucket=pair.source.bucket, Key=unique_prefix + "k7", Body=b"b" * 100)  # same size
 
-    report = run_sync(cfg)
+    report = run_sync(cfg).to_json()
 
     assert report["objects"] == {"listed": 20, "copied": 1, "skipped": 19, "failed": 0}
     dst = pair.destination.client()
@@ -87,10 +87,10 @@ def test_dry_run_writes_nothing_and_counts_would_copy(e2e_env, ray_local, unique
     pair = e2e_env
     seed_objects(pair.source.client(), pair.source.bucket,
                  {unique_prefix + f"x/{i}": b"z" * i for i in range(1, 31)})
-    cfg = load_config(s3_overrides(pair, unique_prefix, "dry/" + unique_prefix, str(tmp_path / "m.sqlite"))
+    cfg = load_settings(s3_overrides(pair, unique_prefix, "dry/" + unique_prefix, str(tmp_path / "m.sqlite"))
                       + ["dry_run=true"])
 
-    report = run_sync(cfg)
+    report = run_sync(cfg).to_json()
 
     assert report["objects"]["would_copy"] == 30
     assert report["bytes"]["would_copy"] == sum(range(1, 31))
@@ -104,10 +104,10 @@ def test_filters_and_prefix_list_narrow_the_listing(e2e_env, ray_local, unique_p
     seed_objects(pair.source.client(), pair.source.bucket, {unique_prefix + k: b"x" for k in keys})
     plist = tmp_path / "prefixes.txt"
     plist.write_text(f"{unique_prefix}b/\n{unique_prefix}d/\n")
-    cfg = load_config(s3_overrides(pair, unique_prefix, "flt/" + unique_prefix, str(tmp_path / "m.sqlite"))
+    cfg = load_settings(s3_overrides(pair, unique_prefix, "flt/" + unique_prefix, str(tmp_path / "m.sqlite"))
                       + [f"source.prefix_list={plist}", "filter.include=[*.csv]", "filter.exclude=[/b/c/**]"])
 
-    report = run_sync(cfg)
+    report = run_sync(cfg).to_json()
 
     got = listing(pair.destination.client(), pair.destination.bucket, "flt/" + unique_prefix)
     assert sorted(k[len("flt/" + unique_prefix):] for k in got) == ["b/3.csv", "d/5.csv"]
@@ -122,19 +122,19 @@ def test_local_directory_to_s3_and_back(e2e_env, ray_local, unique_prefix, tmp_p
     for rel, body in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(body)
-    up = load_config([
+    up = load_settings([
         "source=local", f"source.path={root}", "destination=s3", f"destination.bucket={pair.destination.bucket}",
         f"destination.endpoint={pair.destination.endpoint}", f"destination.prefix={unique_prefix}",
         "destination.credentials=env:E2EDST", f"manifest.path={tmp_path / 'm1.sqlite'}", "progress=off"])
-    assert run_sync(up)["objects"]["copied"] == len(files)
-    assert run_sync(up)["objects"]["copied"] == 0
+    assert run_sync(up).to_json()["objects"]["copied"] == len(files)
+    assert run_sync(up).to_json()["objects"]["copied"] == 0
 
     back = tmp_path / "back"
-    down = load_config([
+    down = load_settings([
         "source=s3", f"source.bucket={pair.destination.bucket}", f"source.endpoint={pair.destination.endpoint}",
         f"source.prefix={unique_prefix}", "source.credentials=env:E2EDST", "destination=local",
         f"destination.path={back}", f"manifest.path={tmp_path / 'm2.sqlite'}", "progress=off"])
-    report = run_sync(down)
+    report = run_sync(down).to_json()
 
     assert report["objects"]["copied"] == len(files), report
     for rel, body in files.items():

@@ -10,7 +10,7 @@ import random
 import subprocess
 import sys
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.runtime import status
 from dth_ray.runtime.driver import run_sync
 from dth_ray.runtime.verify import run_verify
@@ -35,14 +35,14 @@ def test_verify_and_status_before_and_after_sync_and_after_corruption(e2e_env, r
     seed_objects(pair.source.client(), pair.source.bucket, items)
     dst_prefix = "vs/" + unique_prefix
     overrides = s3_overrides(pair, unique_prefix, dst_prefix, str(tmp_path / "m.sqlite"))
-    cfg = load_config(overrides)
+    cfg = load_settings(overrides)
 
     before = _cli(["status", *overrides, f"prefix={unique_prefix}g1/"])
     assert before.returncode == 1, before.stderr
     answer = json.loads(before.stdout)
     assert answer["complete"] is False and answer["counts"]["missing"] == 21
 
-    assert run_sync(cfg)["status"] == "succeeded"
+    assert run_sync(cfg).to_json()["status"] == "succeeded"
     after = _cli(["status", *overrides, f"prefix={unique_prefix}g1/"])
     assert after.returncode == 0, after.stdout + after.stderr
     assert json.loads(after.stdout)["counts"] == {"objects": 21, "present": 21, "missing": 0, "differ": 0,
@@ -71,7 +71,7 @@ def test_verify_and_status_before_and_after_sync_and_after_corruption(e2e_env, r
     assert found["extra_on_destination"] == [dst_prefix + "zz-only-here/extra"]
     assert found["counts"]["differ"] == 2 and found["counts"]["missing_on_destination"] == 1
 
-    full = run_verify(load_config([*overrides, "verify.mode=full"]))
+    full = run_verify(load_settings([*overrides, "verify.mode=full"]))
     assert sorted(full["differ"]) == sorted(found["differ"])
     assert full["counts"]["read_objects"] == len(items) - 1  # all present objects, both sides read
     assert full["counts"]["read_bytes"] == 2 * (sum(len(b) for b in items.values()) - len(items[
@@ -86,6 +86,6 @@ def test_verify_and_status_before_and_after_sync_and_after_corruption(e2e_env, r
     assert json.loads((tmp_path / "verify.json").read_text())["counts"]["differ"] == 2
 
     # Resync repairs what verify found; extras only fail a strict verify.
-    assert run_sync(cfg)["objects"]["copied"] == 3
+    assert run_sync(cfg).to_json()["objects"]["copied"] == 3
     assert run_verify(cfg)["status"] == "ok"
-    assert run_verify(load_config([*overrides, "verify.strict=true"]))["status"] == "differ"
+    assert run_verify(load_settings([*overrides, "verify.strict=true"]))["status"] == "differ"

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timezone
 from urllib.parse import quote_plus
 
-from dth_ray.cli import load_config
+from dth_ray.compose import load_settings
 from dth_ray.sync.watch import WatchService
 from tests.integration.helpers import s3_overrides
 
@@ -81,7 +81,7 @@ class RunningWatch:
     """A WatchService in a thread: `with RunningWatch(overrides) as w: ...`; stopped and joined on exit."""
 
     def __init__(self, overrides: list[str]):
-        self.service = WatchService(load_config(overrides))
+        self.service = WatchService(load_settings(overrides))
         self.final: dict | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)

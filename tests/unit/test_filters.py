@@ -4,10 +4,11 @@ import pickle
 
 import pytest
 
-from dth_ray.config import FilterConfig
+from dth_ray.config import FilterConfig, StoreConfig, SyncConfig
 from dth_ray.errors import ConfigError
 from dth_ray.keyfilter import KeyFilter
 from dth_ray.plan.prefix_list import load_prefix_list
+from dth_ray.settings import resolve
 
 
 def test_empty_filter_is_noop_and_accepts_everything():
@@ -79,11 +80,14 @@ def test_leading_slash_from_prefix_without_slash_is_ignored():
     assert KeyFilter(include=["/x.csv"]).accepts("/x.csv")
 
 
-def test_from_config():
-    f = KeyFilter.from_config(FilterConfig(include=["*.csv"], exclude=["/tmp/**"]))
+def test_resolved_from_the_config_once():
+    cfg = SyncConfig(source=StoreConfig(bucket="src"), destination=StoreConfig(bucket="dst"),
+                     filter=FilterConfig(include=["*.csv"], exclude=["/tmp/**"]))
+    f = resolve(cfg).worker.key_filter
     assert f.accepts("a.csv")
     assert not f.accepts("tmp/a.csv")
-    assert KeyFilter.from_config(FilterConfig()).is_noop
+    bare = SyncConfig(source=StoreConfig(bucket="src"), destination=StoreConfig(bucket="dst"))
+    assert resolve(bare).worker.key_filter.is_noop
 
 
 @pytest.mark.parametrize("pattern", ["[abc", "a{b,c", "a}b", "x\\", "[z-a]", ""])

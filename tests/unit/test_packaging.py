@@ -58,7 +58,7 @@ def test_wheel_carries_every_module(wheel):
 def test_unpacked_wheel_composes_config_from_its_own_conf(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = ("from dth_ray.cli import conf_dir, load_config\n"
+    probe = ("from dth_ray.compose import conf_dir, load_config\n"
              "args = ['source=local', 'source.path=/d', 'destination=local', 'destination.path=/o']\n"
              "cfg = load_config(args)\n"
              "print(conf_dir()); print(cfg.source.type.value, cfg.destination.path)\n")

@@ -38,7 +38,7 @@ def test_next_level_of_few_prefixes_is_listed_concurrently():
     cfg = load_config(["source.bucket=bkt1", "destination.bucket=dst1"], check=False)
     tree = SlowTree(tops=6, subs=3)
 
-    shards = asyncio.run(plan_shards(cfg, 2, store=tree))
+    shards = asyncio.run(plan_shards(cfg.source, 2, store=tree))
 
     assert tree.calls == 1 + 6, "the root, then each top-level prefix once"
     assert tree.most > 1, "the six second-level listings overlapped"
