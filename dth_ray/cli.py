@@ -85,10 +85,11 @@ def cmd_sync(overrides: list[str]) -> int:
 
 
 def _exit_status(status: str, interrupts: Interrupts) -> int:
-    """0 succeeded (verify: ok), 130/143 stopped by SIGINT/SIGTERM (resumable), 1 anything else."""
-    if status == "interrupted" or interrupts.requested.is_set():
+    """0 succeeded (verify: ok), 130/143 stopped by SIGINT/SIGTERM (resumable), 1 anything else. A run that
+    reached its end before it noticed the signal reports that end."""
+    if status == "interrupted":
         print(f"dth-ray: {RESUME_HINT}", file=sys.stderr)
-        return interrupts.exit_status
+        return interrupts.exit_status or EXIT_BY_SIGNAL[signal.SIGINT]
     return EXIT_OK if status in ("succeeded", "ok") else EXIT_FAILED
 
 

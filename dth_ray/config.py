@@ -495,13 +495,10 @@ def parse_max_delete(value: str) -> tuple[int | None, float | None]:
 
 
 def validate_sync_settings(cfg: SyncConfig) -> None:
-    """Check `sync.*`, `schedule.*` and `events.*`; raises ConfigError naming the bad key. (The cron syntax and
-    events=sqs's queue are checked by `dth-ray watch`, the only command that uses them.)"""
+    """Check `sync.*` and `events.*`; raises ConfigError naming the bad key. (`schedule.*` durations are
+    resolved by dth_ray/settings.py; the cron syntax and events=sqs's queue are checked by `dth-ray watch`, the
+    only command that uses them.)"""
     parse_max_delete(cfg.sync.max_delete)
-    s = cfg.schedule
-    if str(s.interval).strip().lower() not in ("none", "off", "") and parse_duration(s.interval, "schedule.interval") < 1:
-        raise ConfigError(f"schedule.interval={s.interval!r} must be at least 1s (or none)")
-    parse_duration(s.max_defer, "schedule.max_defer")
     e = cfg.events
     if e.endpoint:
         validate_store(StoreConfig(bucket="events", endpoint=e.endpoint, insecure_http=e.insecure_http,

@@ -58,6 +58,7 @@ class RunReport:
     tally: Tally
     duration_s: float
     resumed: bool = False
+    executions: int = 1  # of this run: 1 + the times it was resumed
     dry_run: bool = False
     part_size_bytes: int = 0
     errors: list[str] = field(default_factory=list)
@@ -85,6 +86,7 @@ class RunReport:
                 self.deletes.candidates if self.dry_run else self.deletes.deleted)
         out = {
             "status": self.status, "job": self.job, "run_id": self.run_id, "resumed": self.resumed,
+            "executions": self.executions,
             "dry_run": self.dry_run, "source": self.source, "destination": self.destination,
             "objects": objects, "bytes": nbytes, "skipped_reasons": dict(sorted(t.skipped_reasons.items())),
             "recovered": {"objects": t.recovered, "bytes": t.recovered_bytes},

@@ -21,6 +21,7 @@ from dth_ray.config import (
     Compare,
     ManifestType,
     MaxComputeMode,
+    ScheduleConfig,
     StoreType,
     SyncConfig,
     VerifyMode,
@@ -29,6 +30,7 @@ from dth_ray.config import (
     parse_size,
     validate,
 )
+from dth_ray.errors import ConfigError
 from dth_ray.keyfilter import KeyFilter
 from dth_ray.naming import job_name
 
@@ -152,6 +154,16 @@ class PlanSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleSettings:
+    """`dth-ray watch`'s scheduled scan: every `interval_s` (None: off) or on `cron` (overrides the interval)."""
+
+    interval_s: float | None = 3600.0
+    cron: str = ""
+    max_defer_s: float = 600.0
+    on_start: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ExportSettings:
     """`maxcompute.*` sizes for the direct export, in bytes."""
 
@@ -172,6 +184,7 @@ class Settings:
     delete: DeleteSettings
     plan: PlanSettings
     export: ExportSettings
+    schedule: ScheduleSettings = ScheduleSettings()
     verify_full: bool = False
     verify_strict: bool = False
     report_path: str = ""
@@ -260,16 +273,27 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
                               m.insecure_http, float(m.flush_interval_s)),
         runtime=RuntimeSettings(r.address, r.num_cpus, r.autoscale, r.metrics_port, r.max_transfer_slots),
         delete=DeleteSettings(cfg.sync.delete, count, percent, cfg.sync.max_delete),
-        plan=_plan(cfg), export=_export(cfg, transfer),
+        plan=_plan(cfg), export=_export(cfg, transfer), schedule=resolve_schedule(cfg.schedule),
         verify_full=VerifyMode(cfg.verify.mode) is VerifyMode.full, verify_strict=cfg.verify.strict,
         report_path=cfg.report, resume=cfg.resume,
     )
 
 
-def schedule_seconds(value: str, name: str) -> float:
-    """A schedule duration in seconds (`schedule.*`), or 0.0 for none/off."""
-    text = str(value).strip().lower()
-    return 0.0 if text in ("none", "off", "") else parse_duration(value, name)
+def parse_interval(text: str) -> float | None:
+    """`schedule.interval` in seconds; None for none/off/''. Raises ConfigError."""
+    if str(text).strip().lower() in ("none", "off", ""):
+        return None
+    seconds = parse_duration(text, "schedule.interval")
+    if seconds < 1:
+        raise ConfigError(f"schedule.interval={text!r} must be at least 1s (or none)")
+    return seconds
+
+
+def resolve_schedule(cfg: ScheduleConfig) -> ScheduleSettings:
+    """`schedule.*` in seconds (the cron expression is compiled by dth_ray.sync.schedule). Raises ConfigError."""
+    cron = cfg.cron.strip()
+    return ScheduleSettings(None if cron else parse_interval(cfg.interval), cron,
+                            parse_duration(cfg.max_defer, "schedule.max_defer"), cfg.on_start)
 
 
 __all__ = ["ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings", "Settings", "StoreSpec",

@@ -29,6 +29,8 @@ def subject(report: dict) -> str:
     job = report.get("job", "")
     if report.get("status") == "succeeded":
         text = f"dth-ray succeeded: job {job}: {o.get('copied', 0)} copied, {o.get('skipped', 0)} skipped"
+    elif report.get("status") == "interrupted":
+        text = f"dth-ray interrupted: job {job}: {o.get('copied', 0)} copied so far (resumable)"
     elif o.get("failed", 0):
         text = f"dth-ray FAILED: job {job}: {o.get('failed', 0)} objects failed"
     else:

@@ -33,6 +33,8 @@ from dth_ray.runtime.manifest import (
     DONE,
     RUNNING,
     Checkpoint,
+    Manifest,
+    RunInfo,
 )
 from dth_ray.runtime.manifest import FAILED as RUN_FAILED
 from dth_ray.runtime.manifest import INTERRUPTED as RUN_INTERRUPTED
@@ -100,6 +102,7 @@ class SyncRun:
         self.run_id = 0
         self.recount_since = 0.0  # whole seconds: stores keep LastModified at second precision
         self.resumed = False
+        self.executions = 1
         self.shards: dict[str, Shard] = {}
         self.latest: dict[str, Tally] = {}  # each shard's newest known tally (final once done or failed)
         self.done: set[str] = set()
@@ -180,7 +183,7 @@ class SyncRun:
         m = self.manifest.local
         latest = None if self.s.dry_run or not self.s.resume else m.latest_run()
         if latest is not None and self._resumable(latest.status):
-            items = self._resume(latest.run_id, latest.status, latest.started, m.resume_run(latest.run_id))
+            items = self._resume(latest, m)
             if items is not None:
                 return items
         shards = await plan_shards(self.s.source, self.s.default_workers())
@@ -195,15 +198,18 @@ class SyncRun:
         (a scan of `watch` lists everything again instead)."""
         return status in (RUNNING, RUN_INTERRUPTED) or (status == RUN_FAILED and self.one_time)
 
-    def _resume(self, run_id: int, status: str, started: float, checkpoints: list[Checkpoint]) -> list[Item] | None:
-        """Items for the shards of run `run_id` left to do: unfinished ones from their checkpoints, and finished
-        ones with failed objects from scratch (objects copied by earlier executions are found again and counted
-        copied, see ShardTask). None when a failed run has nothing left (a new run is started instead)."""
+    def _resume(self, latest: RunInfo, manifest: Manifest) -> list[Item] | None:
+        """Items for the shards of the latest run left to do: unfinished ones from their checkpoints, and
+        finished ones with failed objects from scratch (objects copied by earlier executions are found again and
+        counted copied, see ShardTask). None when a failed run has nothing left (a new run is started)."""
+        checkpoints = manifest.checkpoints(latest.run_id)
         redo = [cp for cp in checkpoints if cp.status != DONE or cp.tally.failed]
-        if not redo and status == RUN_FAILED:
+        if not redo and latest.status == RUN_FAILED:
             return None
-        self.run_id, self.resumed = run_id, True
-        self.recount_since = math.floor(started)
+        run_id = latest.run_id
+        manifest.resume_run(run_id)
+        self.run_id, self.resumed, self.executions = run_id, True, latest.executions + 1
+        self.recount_since = math.floor(latest.started)
         self.shards = {cp.shard.shard_id: cp.shard for cp in checkpoints}
         items = []
         for cp in checkpoints:
@@ -392,7 +398,7 @@ class SyncRun:
         report = RunReport(
             status=status, job=s.job, run_id=self.run_id, source=describe(s.source),
             destination=describe(s.destination), tally=total, duration_s=time.monotonic() - self.started,
-            resumed=self.resumed, dry_run=s.dry_run, part_size_bytes=self._part_size(total), errors=self.errors,
+            resumed=self.resumed, executions=self.executions, dry_run=s.dry_run, part_size_bytes=self._part_size(total), errors=self.errors,
             unfinished=[f"{self.shards[sid].prefix!r} (shard {sid})" for sid in unfinished],
             nodes=[NodeShare(n, o, b) for n, (o, b) in sorted(self.nodes.items())], startup=self._startup(),
             deletes=deleted, interrupted_by=self.interrupts.name if interrupted else "",

@@ -67,6 +67,7 @@ class RunInfo:
     started: float
     finished: float = 0.0
     report: str = ""
+    executions: int = 1  # this run's executions so far (1 + the times it was resumed)
 
 
 @dataclass(frozen=True, slots=True)

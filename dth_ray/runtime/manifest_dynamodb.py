@@ -118,7 +118,7 @@ def _run_from(item: dict) -> RunInfo:
     if "report_z" in item:
         report = zlib.decompress(item["report_z"]).decode()
     return RunInfo(int(item["run_id"]), item["status"], float(item["started"]), float(item.get("finished", 0)),
-                   report)
+                   report, int(item.get("executions", 1)))
 
 
 def _report_value(report: dict) -> tuple[str, str | bytes]:
@@ -295,7 +295,7 @@ class DynamoManifest:
         for _ in range(_RUN_ID_ATTEMPTS):
             try:
                 self._table.put({"pk": self._pk_run, "sk": f"{run_id:012d}", "run_id": run_id,
-                                 "status": "planning", "started": time.time(), "job": self.job},
+                                 "status": "planning", "started": time.time(), "job": self.job, "executions": 1},
                                 condition="attribute_not_exists(pk)")
                 break
             except PreconditionFailed:
@@ -315,7 +315,13 @@ class DynamoManifest:
         return run_id
 
     def resume_run(self, run_id: int) -> list[Checkpoint]:
+        """Take over run `run_id` (one more execution of it) and return its checkpoints. Raises DthError."""
         self.run_id = run_id
+        self._table.call("update_item", TableName=self._table.name, Key=item_key(self._pk_run, f"{run_id:012d}"),
+                         UpdateExpression="SET #s = :s, #e = if_not_exists(#e, :one) + :one",
+                         ExpressionAttributeNames={"#s": "status", "#e": "executions"},
+                         ExpressionAttributeValues=enc({":s": "running", ":one": 1}))
+        self._table.count_items(1)
         return self.checkpoints(run_id)
 
     def finish_run(self, status: str, report: dict) -> None:

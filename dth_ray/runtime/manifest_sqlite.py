@@ -27,11 +27,11 @@ from dth_ray.runtime.manifest import (
     prefix_end,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   run_id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, started REAL NOT NULL, finished REAL,
-  status TEXT NOT NULL, report TEXT
+  status TEXT NOT NULL, report TEXT, executions INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS runs_job ON runs (job, run_id);
 CREATE TABLE IF NOT EXISTS shards (
@@ -54,6 +54,12 @@ CREATE TABLE IF NOT EXISTS parts (
   etag TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (job, dst_key, upload_id, part_number)
 ) WITHOUT ROWID;
 """
+# version -> the statements that take a manifest of that version to the next one. A manifest of an older
+# version is migrated when it is opened (its runs, interrupted ones included, resume on this release); one
+# newer than this release is refused.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE runs ADD COLUMN executions INTEGER NOT NULL DEFAULT 1",),  # 0.1.0 -> 0.2.0
+}
 
 
 _CHECKPOINT_SQL = "INSERT OR REPLACE INTO shards VALUES (?,?,?,?,?,?,?,?,?,?,?)"
@@ -85,13 +91,26 @@ class SqliteManifest:
             has_tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"manifest.path={self.path!r} is not a usable SQLite file ({exc})") from None
-        if has_tables and version != SCHEMA_VERSION:
-            raise ConfigError(f"manifest.path={self.path!r} holds manifest schema {version}, this dth_ray "
-                              f"uses {SCHEMA_VERSION}: move the file aside or choose another manifest.path")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        if has_tables and version != SCHEMA_VERSION:
+            self._migrate(version)
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _migrate(self, version: int) -> None:
+        """Bring a manifest written by an earlier release to this schema, in one transaction. Raises
+        ConfigError (one line, with the way to start afresh) when it cannot be."""
+        if version > SCHEMA_VERSION or any(v not in MIGRATIONS for v in range(version, SCHEMA_VERSION)):
+            newer = "a newer" if version > SCHEMA_VERSION else "an unknown older"
+            raise ConfigError(f"manifest.path={self.path!r} holds manifest schema {version} ({newer} dth_ray's), "
+                              f"this dth_ray reads {min(MIGRATIONS)}-{SCHEMA_VERSION}: run that release to finish "
+                              f"its run, or start afresh with another manifest.path")
+        with self._transaction(0) as db:
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step]:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextlib.contextmanager
     def _transaction(self, items: int):
@@ -122,9 +141,9 @@ class SqliteManifest:
         return runs[0] if runs else None
 
     def runs(self, limit: int) -> list[RunInfo]:
-        rows = self._read("SELECT run_id, status, started, finished, report FROM runs WHERE job=? "
+        rows = self._read("SELECT run_id, status, started, finished, report, executions FROM runs WHERE job=? "
                           "ORDER BY run_id DESC LIMIT ?", (self.job, limit))
-        return [RunInfo(r, s, st, f or 0.0, rep or "") for r, s, st, f, rep in rows]
+        return [RunInfo(r, s, st, f or 0.0, rep or "", ex) for r, s, st, f, rep, ex in rows]
 
     def start_run(self, shards: Sequence[Shard]) -> int:
         with self._transaction(1) as db:
@@ -137,7 +156,9 @@ class SqliteManifest:
         return self.run_id
 
     def resume_run(self, run_id: int) -> list[Checkpoint]:
+        """Take over run `run_id` (one more execution of it) and return its checkpoints."""
         self.run_id = run_id
+        self._write("UPDATE runs SET executions=executions+1, status='running' WHERE run_id=?", [(run_id,)])
         return self.checkpoints(run_id)
 
     def finish_run(self, status: str, report: dict) -> None:

@@ -118,9 +118,11 @@ class LocalWorker:
                 asyncio.run_coroutine_threadsafe(closing(), self._loop).result(timeout_s)
 
         async def cancel_rest() -> None:
-            for task in asyncio.all_tasks(self._loop):
-                if task is not asyncio.current_task():
-                    task.cancel()
+            """Cancel what is left and let it unwind (a task destroyed while pending would be logged)."""
+            rest = [t for t in asyncio.all_tasks(self._loop) if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.wait(rest, timeout=timeout_s) if rest else None
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(cancel_rest(), self._loop).result(timeout_s)

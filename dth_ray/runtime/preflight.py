@@ -6,11 +6,13 @@ import asyncio
 import os
 
 from dth_ray.config import StoreType
+from dth_ray.engine.retry import retry
 from dth_ray.errors import ConfigError, DthError, NotFound, PermissionDenied
 from dth_ray.settings import StoreSpec
 from dth_ray.stores import open_store
 
 PREFLIGHT_TIMEOUT_S = 25.0
+_ATTEMPTS = 3  # a dropped connection or a 5xx is tried again (within the timeout); a refusal is not
 
 
 async def probe(cfg: StoreSpec, role: str) -> None:
@@ -21,7 +23,8 @@ async def probe(cfg: StoreSpec, role: str) -> None:
             raise ConfigError(f"{role}.path={cfg.path!r} is not a directory")
         if cfg.type == StoreType.local and role == "destination":
             return
-        await asyncio.wait_for(store.list_page(cfg.prefix, max_keys=1), PREFLIGHT_TIMEOUT_S)
+        await asyncio.wait_for(retry(lambda: store.list_page(cfg.prefix, max_keys=1), _ATTEMPTS),
+                               PREFLIGHT_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise ConfigError(f"{role}.endpoint={cfg.endpoint or '(default)'!r} did not answer within "
                           f"{PREFLIGHT_TIMEOUT_S:.0f}s") from None

@@ -12,8 +12,8 @@ import calendar
 import time
 from dataclasses import dataclass
 
-from dth_ray.config import ScheduleConfig, parse_duration
 from dth_ray.errors import ConfigError
+from dth_ray.settings import ScheduleSettings
 
 WAIT = "wait"
 RUN = "run"
@@ -135,16 +135,6 @@ class Cron:
         raise ConfigError(f"schedule.cron={self.expression!r} never matches a date")
 
 
-def parse_interval(text: str) -> float | None:
-    """`schedule.interval` in seconds; None for none/off/''. Raises ConfigError."""
-    if str(text).strip().lower() in ("none", "off", ""):
-        return None
-    seconds = parse_duration(text, "schedule.interval")
-    if seconds < 1:
-        raise ConfigError(f"schedule.interval={text!r} must be at least 1s (or none)")
-    return seconds
-
-
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do now: wait, run, skip (this tick) or defer; `reason` for the log line (set once per tick)."""
@@ -167,11 +157,10 @@ class Schedule:
         self.deferred = 0
 
     @classmethod
-    def from_config(cls, cfg: ScheduleConfig, now_s: float) -> Schedule:
-        """Raises ConfigError for a bad interval, cron or max_defer."""
-        cron = Cron.parse(cfg.cron) if cfg.cron.strip() else None
-        interval = None if cron else parse_interval(cfg.interval)
-        return cls(interval, cron, parse_duration(cfg.max_defer, "schedule.max_defer"), now_s, cfg.on_start)
+    def from_settings(cls, settings: ScheduleSettings, now_s: float) -> Schedule:
+        """Raises ConfigError for a cron expression that does not parse."""
+        cron = Cron.parse(settings.cron) if settings.cron else None
+        return cls(settings.interval_s, cron, settings.max_defer_s, now_s, settings.on_start)
 
     @property
     def enabled(self) -> bool:

@@ -113,7 +113,7 @@ class WatchService:
             raise ConfigError("events=sqs needs events.queue_url")
         if self.events_on and cfg.dry_run:
             raise ConfigError("dry_run=true is not supported with events=sqs (events are acted on; try dth-ray plan)")
-        self.schedule = Schedule.from_config(cfg.schedule, time.time())  # raises ConfigError (cron, interval)
+        self.schedule = Schedule.from_settings(settings.schedule, time.time())  # raises ConfigError (cron)
         if not self.events_on and not self.schedule.enabled:
             raise ConfigError("dth-ray watch has nothing to do: set events=sqs and/or schedule.interval/cron")
         self.scope = EventScope(cfg.source.bucket, cfg.source.prefix, ev.deletes, settings.worker.key_filter)

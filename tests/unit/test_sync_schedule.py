@@ -9,7 +9,8 @@ import pytest
 
 from dth_ray.config import ScheduleConfig
 from dth_ray.errors import ConfigError
-from dth_ray.sync.schedule import DEFER, RUN, SKIP, WAIT, Cron, Schedule, parse_interval
+from dth_ray.settings import parse_interval, resolve_schedule
+from dth_ray.sync.schedule import DEFER, RUN, SKIP, WAIT, Cron, Schedule
 
 
 def utc(*args: int) -> float:
@@ -30,7 +31,7 @@ def test_interval_ticks_and_none():
 
 
 def test_on_start_runs_at_once():
-    s = Schedule.from_config(ScheduleConfig(interval="30m", on_start=True), now_s=50.0)
+    s = Schedule.from_settings(resolve_schedule(ScheduleConfig(interval="30m", on_start=True)), now_s=50.0)
     assert s.decide(50.0, False, 0).action == RUN
     assert s.next_due_s == 50.0 + 1800
 
@@ -82,7 +83,8 @@ def test_cron_next_times_utc():
 
 
 def test_cron_schedule_and_errors():
-    s = Schedule.from_config(ScheduleConfig(cron="0 * * * *", interval="none"), now_s=utc(2024, 5, 1, 12, 30))
+    s = Schedule.from_settings(resolve_schedule(ScheduleConfig(cron="0 * * * *", interval="none")),
+                               now_s=utc(2024, 5, 1, 12, 30))
     assert s.next_due_s == utc(2024, 5, 1, 13, 0)
     for bad in ["* * * *", "61 * * * *", "*/0 * * * *", "5-1 * * * *", "0 0 30 2 *", "x * * * *"]:
         with pytest.raises(ConfigError, match="schedule.cron"):
