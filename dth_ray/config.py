@@ -75,9 +75,9 @@ class TransferConfig:
     multipart_threshold: str = "200MiB"
     part_size: str = "auto"
     parts_in_flight: int = 8
-    concurrency: int = 64
+    concurrency: int = 128
     actors: int = 0
-    buffer_size: str = "256MiB"
+    buffer_size: str = "192MiB"
     max_bandwidth: str = "0"
     max_requests_per_s: float = 0.0
     max_attempts: int = 5
@@ -137,6 +137,8 @@ class RuntimeConfig:
     autoscale: str = "auto"  # auto: request transfer slots from the autoscaler unless address=local
     metrics_port: int = 0  # embedded Ray: Prometheus port of its metrics agent (0: Ray picks one)
     max_transfer_slots: int = 1024
+    ray: str = "auto"  # embedded runs: auto (Ray only when the backlog says it pays) or always
+    ray_pays_after_s: float = 30.0  # auto: start Ray when the driver alone would need longer than this
 
 
 class MaxComputeMode(str, Enum):
@@ -379,6 +381,10 @@ def validate(cfg: SyncConfig) -> None:
             raise ConfigError(f"transfer.{name}={getattr(t, name)!r} must be at least 1")
     if cfg.runtime.autoscale not in ("auto", "on", "off"):
         raise ConfigError(f"runtime.autoscale={cfg.runtime.autoscale!r} must be auto, on or off")
+    if cfg.runtime.ray not in ("auto", "always"):
+        raise ConfigError(f"runtime.ray={cfg.runtime.ray!r} must be auto or always")
+    if cfg.runtime.ray_pays_after_s <= 0:
+        raise ConfigError(f"runtime.ray_pays_after_s={cfg.runtime.ray_pays_after_s!r} must be positive")
     if cfg.runtime.max_transfer_slots < 1:
         raise ConfigError(f"runtime.max_transfer_slots={cfg.runtime.max_transfer_slots!r} must be at least 1")
     if t.actors < 0:

@@ -67,9 +67,9 @@ class TransferSettings:
     multipart_threshold_bytes: int = 200 * 1024**2
     part_size_bytes: int | None = None  # None: chosen per object within the destination's limits
     parts_in_flight: int = 8
-    concurrency: int = 64
+    concurrency: int = 128
     actors: int = 0
-    buffer_bytes: int = 256 * 1024**2
+    buffer_bytes: int = 192 * 1024**2
     max_bandwidth_bytes_per_s: int = 0
     max_requests_per_s: float = 0.0
     max_attempts: int = 5
@@ -117,11 +117,19 @@ class RuntimeSettings:
     autoscale: str = "auto"
     metrics_port: int = 0
     max_transfer_slots: int = 1024
+    ray: str = "auto"
+    ray_pays_after_s: float = 30.0
 
     @property
     def embedded(self) -> bool:
         """The run starts its own Ray on this machine (and the driver copies too)."""
         return self.address == "local"
+
+    @property
+    def ray_on_demand(self) -> bool:
+        """Embedded runs start Ray only when it pays (runtime.ray=auto), unless Ray's metrics agent was asked
+        for (runtime.metrics_port)."""
+        return self.embedded and self.ray == "auto" and not self.metrics_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +279,8 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
         config=cfg, worker=worker,
         manifest=ManifestSpec(ManifestType(m.type), m.path, m.table, m.region, m.endpoint, m.credentials,
                               m.insecure_http, float(m.flush_interval_s)),
-        runtime=RuntimeSettings(r.address, r.num_cpus, r.autoscale, r.metrics_port, r.max_transfer_slots),
+        runtime=RuntimeSettings(r.address, r.num_cpus, r.autoscale, r.metrics_port, r.max_transfer_slots, r.ray,
+                                float(r.ray_pays_after_s)),
         delete=DeleteSettings(cfg.sync.delete, count, percent, cfg.sync.max_delete),
         plan=_plan(cfg), export=_export(cfg, transfer), schedule=resolve_schedule(cfg.schedule),
         verify_full=VerifyMode(cfg.verify.mode) is VerifyMode.full, verify_strict=cfg.verify.strict,

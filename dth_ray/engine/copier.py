@@ -15,7 +15,7 @@ import string
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from dth_ray.checksums import crc64ecma_value, new_crc64ecma
 from dth_ray.engine.budget import ByteBudget
@@ -31,7 +31,7 @@ from dth_ray.errors import (
     Throttled,
     Unreadable,
 )
-from dth_ray.model import ByteRange, GetResult, ObjectMeta, PartInfo, PartPlan, UploadState
+from dth_ray.model import ByteRange, GetResult, ObjectInfo, ObjectMeta, PartInfo, PartPlan, UploadState
 from dth_ray.plan.parts import PieceCursor, choose_part_size, multipart_etag, needs_multipart, plan_parts
 from dth_ray.stores.base import RangeReader, Reader, StoreFeatures, Writer
 
@@ -342,33 +342,39 @@ class Copier:
                            verified_source=verified, server_side=True)
 
     async def _copy_single(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:
+        if meta.size > self._reads.piece_bytes() and _is_md5_etag(meta.etag, self._src_features):
+            # Read in parallel ranges (a long link), as many as its parts would have had: one PUT must not read
+            # slower than parts do; into a reused buffer. The whole object is still checked against its MD5.
+            part_bytes = choose_part_size(meta.size, self._dst_features, self._settings.part_size_bytes)
+            streams = _MAX_GETS_PER_PART * -(-meta.size // part_bytes)
+            async with self._limits.budget.buffer(meta.size) as buf:
+                got = await self._get_part(meta, ByteRange(0, meta.size), buf, streams)
+                return await self._put_single(meta, dst_key, got)
         async with self._limits.budget.hold(meta.size):
-            if meta.size > self._reads.piece_bytes() and _is_md5_etag(meta.etag, self._src_features):
-                # Read in parallel ranges (a long link), as many as its parts would have had: one PUT must not
-                # read slower than parts do. The whole object is still checked against the source's MD5.
-                part_bytes = choose_part_size(meta.size, self._dst_features, self._settings.part_size_bytes)
-                parts = -(-meta.size // part_bytes)
-                got = await self._get_part(meta, ByteRange(0, meta.size), _MAX_GETS_PER_PART * parts)
-            else:  # one GET: a backend that checks a whole-object CRC (OSS) needs the full read
-                got = await self._limits.call(lambda: self._src.get(meta.key, if_match=meta.etag), meta.size)
-            data = got.data
-            if len(data) != meta.size and meta.etag:
-                raise IntegrityError(f"read {len(data)} bytes of {meta.size}")
-            if len(data) != meta.size:
-                raise PreconditionFailed("source size changed since listing")
-            source_etag = got.info.meta.etag or meta.etag
-            verified = _is_md5_etag(source_etag, self._src_features)
-            if verified and self._dst_features.put_checks_content_md5:
-                # The source's own MD5 goes out as Content-MD5: the destination refuses any body that does not
-                # hash to it (BadDigest, retried), so every byte written is checked against the source there,
-                # without hashing it here as well.
-                digest = bytes.fromhex(source_etag)
-            else:
-                digest = await md5_digest(data)
-                if verified and source_etag != digest.hex():
-                    raise IntegrityError("bytes read do not match the source ETag")
-            verified = verified or bool(got.info.meta.checksum)  # the backend checked its CRC on a full read
-            result = await self._limits.call(lambda: self._dst.put(dst_key, data, got.info.headers, digest))
+            # One GET: a small object, or a backend that checks a whole-object CRC (OSS) on a full read.
+            got = await self._limits.call(lambda: self._src.get(meta.key, if_match=meta.etag), meta.size)
+            return await self._put_single(meta, dst_key, got)
+
+    async def _put_single(self, meta: ObjectMeta, dst_key: str, got: GetResult) -> CopyOutcome:
+        """Send what was read as one PUT whose Content-MD5 is the source's MD5 where it has one."""
+        data = got.data
+        if len(data) != meta.size and meta.etag:
+            raise IntegrityError(f"read {len(data)} bytes of {meta.size}")
+        if len(data) != meta.size:
+            raise PreconditionFailed("source size changed since listing")
+        source_etag = got.info.meta.etag or meta.etag
+        verified = _is_md5_etag(source_etag, self._src_features)
+        if verified and self._dst_features.put_checks_content_md5:
+            # The source's own MD5 goes out as Content-MD5: the destination refuses any body that does not
+            # hash to it (BadDigest, retried), so every byte written is checked against the source there,
+            # without hashing it here as well.
+            digest = bytes.fromhex(source_etag)
+        else:
+            digest = await md5_digest(data)
+            if verified and source_etag != digest.hex():
+                raise IntegrityError("bytes read do not match the source ETag")
+        verified = verified or bool(got.info.meta.checksum)  # the backend checked its CRC on a full read
+        result = await self._limits.call(lambda: self._dst.put(dst_key, data, got.info.headers, digest))
         if self._dst_features.single_put_etag_is_md5 and result.etag and result.etag != digest.hex():
             raise IntegrityError("destination ETag does not match the MD5 of the bytes sent")
         # Record the source as its listing shows it, so the next run's diff compares like with like.
@@ -428,8 +434,8 @@ class Copier:
 
         async def do_part(number: int, byte_range: ByteRange) -> PartInfo:
             nonlocal source_etag
-            async with gate, self._limits.budget.hold(byte_range.length), self._part_in_flight():
-                got = await self._get_part(meta, byte_range)
+            async with gate, self._limits.budget.buffer(byte_range.length) as buf, self._part_in_flight():
+                got = await self._get_part(meta, byte_range, buf)
                 if number == 1 and not headers_ready.done():
                     source_etag = got.info.meta.etag or meta.etag
                     headers_ready.set_result(got.info)
@@ -514,28 +520,30 @@ class Copier:
             groups[0 if item[0] == 1 else index % (peers + 1)].append(item)
         return groups
 
-    async def _get_part(self, meta: ObjectMeta, byte_range: ByteRange,
+    async def _get_part(self, meta: ObjectMeta, byte_range: ByteRange, out: memoryview,
                         max_streams: int = _MAX_GETS_PER_PART) -> GetResult:
         """Read one range with up to `max_streams` concurrent ranged GETs, when it is larger than one read
         should be (see ReadSizer): across a long lossy link one TCP stream's rate is capped by RTT and loss, so
         parallel streams multiply it. Each stream takes the next piece when it is free, sized at that moment:
         a stream slowed by a loss holds up one small piece, not a fixed share of the range, and once a fast
-        path is learnt the rest goes in a few large reads. A store that reads into a buffer (RangeReader) gets
-        the pieces written in place."""
+        path is learnt the rest goes in a few large reads. The pieces land in `out` (a buffer the caller holds,
+        exactly the range's length): written in place by a store that reads into a buffer (RangeReader), copied
+        there otherwise."""
         pieces = PieceCursor(byte_range)
         into = isinstance(self._src, RangeReader)
-        buffer = bytearray(byte_range.length) if into else None
-        got: list[tuple[int, Any]] = []  # (piece start, ObjectInfo read into the buffer, or GetResult)
+        got: list[tuple[int, ObjectInfo]] = []  # (piece start, what the GET said about the object)
 
-        async def read(r: ByteRange) -> tuple[int, Any]:
+        async def read(r: ByteRange) -> tuple[int, ObjectInfo]:
             started = time.monotonic()
+            window = out[r.start - byte_range.start:r.end - byte_range.start]
             if into:
-                window = memoryview(buffer)[r.start - byte_range.start:r.end - byte_range.start]
-                result = await self._src.get_into(meta.key, r, window, if_match=meta.etag)
+                info = await self._src.get_into(meta.key, r, window, if_match=meta.etag)
             else:
-                result = await self._src.get(meta.key, r, if_match=meta.etag)
+                piece = await self._src.get(meta.key, r, if_match=meta.etag)
+                window[:] = piece.data
+                info = piece.info
             self._reads.observe(r.length, time.monotonic() - started)
-            return r.start, result
+            return r.start, info
 
         def pick():
             r = pieces.take(self._reads.piece_bytes())
@@ -556,15 +564,9 @@ class Copier:
             await asyncio.gather(*streams, return_exceptions=True)
             raise
         got.sort(key=lambda item: item[0])
-        if into:
-            infos = [info for _, info in got]
-            result = GetResult(data=buffer, info=infos[0])
-        else:
-            infos = [g.info for _, g in got]
-            result = got[0][1] if len(got) == 1 else GetResult(b"".join(g.data for _, g in got), infos[0])
-        if any(info.meta.size != meta.size for info in infos):
+        if any(info.meta.size != meta.size for _, info in got):
             raise PreconditionFailed("source size changed since listing")
-        return result
+        return GetResult(data=out, info=got[0][1])
 
     async def _put_part(self, dst_key: str, upload_id: str, number: int, byte_range: ByteRange,
                         data: bytes) -> tuple[PartInfo, bytes]:
@@ -586,8 +588,8 @@ class Copier:
         async def one(number: int, byte_range: ByteRange) -> tuple[PartInfo, str]:
             for attempt in range(1, self._settings.max_attempts + 1):
                 try:
-                    async with gate, self._limits.budget.hold(byte_range.length), self._part_in_flight():
-                        got = await self._get_part(meta, byte_range)
+                    async with gate, self._limits.budget.buffer(byte_range.length) as buf, self._part_in_flight():
+                        got = await self._get_part(meta, byte_range, buf)
                         part, digest = await self._put_part(dst_key, upload_id, number, byte_range, got.data)
                         return part, digest.hex()
                 except DthError as exc:

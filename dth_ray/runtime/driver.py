@@ -22,7 +22,7 @@ from dth_ray.errors import DthError, NotFound
 from dth_ray.model import Shard, ShardResult, ShardTask, Tally
 from dth_ray.naming import describe
 from dth_ray.ops import Ops
-from dth_ray.plan.autoscale import ScalePolicy
+from dth_ray.plan.autoscale import Backlog, ScalePolicy, ray_pays, remaining_s
 from dth_ray.plan.parts import choose_part_size
 from dth_ray.report import FAILED, INTERRUPTED, SUCCEEDED, DeleteSummary, NodeShare, RunReport, Startup
 from dth_ray.runtime import deletes
@@ -121,6 +121,11 @@ class SyncRun:
         self.elastic: Elasticity | None = None
         self.metrics = DriverMetrics(settings.job)
         self.uncertain = False  # a lost worker's delete candidates are gone
+        self.ray_on_demand = False
+        self.ray_asked = False
+        self.copy_started: float | None = None  # when the plan was ready and copying began
+        self.base = Tally()  # what earlier executions of a resumed run had settled (for the rates)
+        self.done_before: set[str] = set()  # shards finished by earlier executions
         self.in_process = in_process
 
     # ---- the run
@@ -139,8 +144,12 @@ class SyncRun:
                 actor_args=lambda: (s.worker, self.manifest.actor_name(scheduler, self.run_id)),
                 actors=s.transfer.actors)
         lane = workers.build_local is not None
+        # The embedded default starts Ray only when the backlog says it pays (see on_tick); a driver joining a
+        # cluster, or runtime.ray=always, has it from the start.
+        self.ray_on_demand = lane and not self.in_process and s.runtime.ray_on_demand
         scheduler = self.scheduler = Scheduler(workers, self.interrupts, s.transfer.progress_interval_s,
-                                               max_attempts=SHARD_ATTEMPTS, max_losses=MAX_LOSSES)
+                                               max_attempts=SHARD_ATTEMPTS, max_losses=MAX_LOSSES,
+                                               ray_on_demand=self.ray_on_demand)
         self.interrupts.install()
         try:
             return self._run(scheduler, lane)
@@ -156,13 +165,13 @@ class SyncRun:
                 planned = concurrent.futures.Future()
                 planned.set_result(self._begin())
             scheduler.start(self, planned)
-            if scheduler.workers.actor_class is None:
-                pass  # in-process workers only
+            if scheduler.workers.actor_class is None or self.ray_on_demand:
+                pass  # in-process workers only, or Ray once it pays (started by wait(), on the main thread)
             elif lane or not ray_is_up():
                 scheduler.start_ray(s.runtime)
             else:
                 scheduler.attach_ray()
-            outcome = scheduler.wait()
+            outcome = scheduler.wait(s.runtime if self.ray_on_demand else None)
             if not self.shards and outcome.interrupted:
                 raise Interrupted(self.interrupts, "interrupted while planning; nothing was started")
             for item, where in outcome.unfinished:
@@ -191,6 +200,7 @@ class SyncRun:
         self.run_id = 0 if self.s.dry_run else m.start_run(shards)
         self.recount_since = math.floor(started)
         self.shards = {sh.shard_id: sh for sh in shards}
+        self.copy_started = time.monotonic()
         return [self._item(ShardTask(sh, run_id=self.run_id)) for sh in shards]
 
     def _resumable(self, status: str) -> bool:
@@ -226,6 +236,10 @@ class SyncRun:
             else:
                 items.append(self._item(ShardTask(cp.shard, cp.watermark, cp.tally, self.recount_since, run_id)))
         self.uncertain = any(cp.tally.dst_only for cp in checkpoints if cp.status == DONE)
+        self.done_before = set(self.done)
+        for tally in self.latest.values():
+            self.base.merge(tally)
+        self.copy_started = time.monotonic()
         log.info("resuming run %d of job %s: %d of %d shards to do", run_id, self.s.job, len(items), len(checkpoints))
         return items
 
@@ -304,6 +318,13 @@ class SyncRun:
 
     def on_tick(self, scheduler: Scheduler) -> None:
         snap = self.snapshot()
+        if self.ray_on_demand and self.copy_started is not None and not self.ray_asked:
+            backlog = self._backlog(snap, scheduler)
+            if ray_pays(backlog, self.s.runtime.ray_pays_after_s):
+                log.info("starting Ray: about %.0f s of work left for the driver alone (%d objects, %d bytes)",
+                         remaining_s(backlog) or 0.0, backlog.left_objects, backlog.left_bytes)
+                self.ray_asked = True
+                scheduler.want_ray()
         if self.elastic is None and scheduler.ray_up_at is not None and self._autoscale():
             self.elastic = Elasticity(True, self.s.transfer.actors == 0,
                                       ScalePolicy(max_slots=self.s.runtime.max_transfer_slots), scheduler.grow)
@@ -319,6 +340,17 @@ class SyncRun:
         self.ops.progress(snap, actors, elapsed)
         if self.on_progress is not None:
             self.on_progress(snap, elapsed)
+
+    def _backlog(self, snap: Snapshot, scheduler: Scheduler) -> Backlog:
+        """This execution's work so far and an estimate of what is left: the shards not started yet, at the
+        average of those started (a lower bound: running shards are only partly listed), plus what is in flight."""
+        t = snap.tally
+        done_objects, done_bytes = t.listed - self.base.listed, t.bytes_listed - self.base.bytes_listed
+        queued = scheduler.queued
+        started = max(1, len(self.shards) - queued - len(self.done_before))
+        return Backlog(time.monotonic() - self.copy_started, done_objects, done_bytes,
+                       queued * done_objects // started + snap.objects_in_flight,
+                       queued * done_bytes // started + snap.bytes_in_flight)
 
     def _autoscale(self) -> bool:
         """Autoscaling for a run on a real cluster (runtime.autoscale=auto: any address but the embedded one)."""

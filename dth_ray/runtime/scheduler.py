@@ -109,7 +109,9 @@ class Scheduler:
     """
 
     def __init__(self, workers: Workers, interrupts: Interrupts | None = None, tick_s: float = 1.0, *,
-                 max_attempts: int = 3, max_losses: int = 5, stop_grace_s: float = 5.0):
+                 max_attempts: int = 3, max_losses: int = 5, stop_grace_s: float = 5.0, ray_on_demand: bool = False):
+        """`ray_on_demand`: Ray (and the actors) only once the client calls `want_ray()`; otherwise the caller
+        starts or attaches Ray right away and the loop counts on the actors coming."""
         self.workers = workers
         self.interrupts = interrupts or Interrupts()
         self.tick_s = tick_s
@@ -124,6 +126,9 @@ class Scheduler:
         self._pending: deque[Item] = deque()
         self._in_flight: dict[concurrent.futures.Future, tuple[Item, Slot]] = {}
         self._ray_ready = threading.Event()
+        self._ray_wanted = threading.Event()
+        if not ray_on_demand and workers.actor_class is not None:
+            self._ray_wanted.set()
         self._actors_made = False
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -251,13 +256,20 @@ class Scheduler:
         self._thread = threading.Thread(target=self._main, name="dth-scheduler", daemon=True)
         self._thread.start()
 
-    def wait(self) -> Outcome:
-        """Block until the loop ends (signals are handled meanwhile); re-raise its error, if any."""
+    def wait(self, runtime: RuntimeSettings | None = None) -> Outcome:
+        """Block until the loop ends (signals are handled meanwhile); re-raise its error, if any. With
+        `runtime`, Ray is started here (the main thread) as soon as the client asks for it (`want_ray`)."""
         while self._thread is not None and self._thread.is_alive():
             self._thread.join(0.2)
+            if runtime is not None and self._ray_wanted.is_set() and self.ray_up_at is None:
+                self.start_ray(runtime)
         if self._error is not None:
             raise self._error
         return self._outcome
+
+    def want_ray(self) -> None:
+        """Ask for Ray and the actors (from a hook: the main thread starts Ray in `wait`)."""
+        self._ray_wanted.set()
 
     def run(self, client: Any, items: Iterable[Item], runtime: RuntimeSettings | None = None) -> Outcome:
         """`start` + Ray (when the pool has actors) + `wait`, for clients with no planning to overlap."""
@@ -352,10 +364,12 @@ class Scheduler:
             slot.load += 1
 
     def _can_ever_run(self) -> bool:
-        """Some worker is up, starting, or will start once Ray is (actors not made yet)."""
+        """Some worker is up or starting, or actors will start (Ray is, or was asked for, and they are not made
+        yet)."""
         if any(not s.gone for s in self.slots):
             return True
-        return self.workers.actor_class is not None and not self._actors_made
+        coming = self._ray_ready.is_set() or self._ray_wanted.is_set()
+        return self.workers.actor_class is not None and coming and not self._actors_made
 
     def _no_worker_left(self, client: Any) -> None:
         while self._pending:
@@ -461,7 +475,13 @@ class Scheduler:
 
     @property
     def pending(self) -> int:
+        """Items not finished: queued or in flight."""
         return len(self._pending) + len(self._in_flight)
+
+    @property
+    def queued(self) -> int:
+        """Items no worker has taken yet."""
+        return len(self._pending)
 
     # ---- driver-side calls and shutdown
 

@@ -8,6 +8,7 @@ import time
 
 from dth_ray.model import Shard, VerifyTally
 from dth_ray.naming import describe
+from dth_ray.plan.autoscale import RAY_LOOK_AFTER_S
 from dth_ray.plan.keys import src_key_for
 from dth_ray.plan.shard import shards_from_level
 from dth_ray.runtime.interrupts import Interrupts
@@ -27,9 +28,11 @@ class VerifyRun:
     """The scheduler's client: each shard's VerifyTally merged once. A shard whose worker was lost is compared
     again from the start (its partial findings were never merged, so nothing counts twice)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ray_on_demand: bool = False) -> None:
         self.found = VerifyTally(max_keys=_MAX_KEYS)
         self.done: set[str] = set()
+        self.ray_on_demand = ray_on_demand
+        self.started = time.monotonic()
 
     def on_item_done(self, item: Item, result: VerifyTally, where) -> Item | None:
         self.found.merge(result)
@@ -44,7 +47,11 @@ class VerifyRun:
         return item
 
     def on_tick(self, scheduler) -> None:
-        return None
+        """On the embedded default, Ray joins once shards are still waiting after a moment: more to compare
+        than the driver holds at once (small verifies never pay Ray's start-up)."""
+        if self.ray_on_demand and scheduler.queued and time.monotonic() - self.started >= RAY_LOOK_AFTER_S:
+            self.ray_on_demand = False
+            scheduler.want_ray()
 
 
 def run_verify(settings: Settings, interrupts: Interrupts | None = None) -> dict:
@@ -60,11 +67,17 @@ def run_verify(settings: Settings, interrupts: Interrupts | None = None) -> dict
     workers = Workers(build_local=(lambda: TransferWorker(settings.worker, manifest.local, "lane")) if lane else None,
                       actor_class=TransferWorker, actor_args=lambda: (settings.worker, manifest.actor_name(scheduler, 0)),
                       actors=settings.transfer.actors)
-    scheduler = Scheduler(workers, interrupts, settings.transfer.progress_interval_s)
-    client = VerifyRun()
+    on_demand = lane and settings.runtime.ray_on_demand
+    scheduler = Scheduler(workers, interrupts, settings.transfer.progress_interval_s, ray_on_demand=on_demand)
+    client = VerifyRun(on_demand)
     items = [Item(s.shard_id, "verify_shard", (s, settings.verify_full)) for s in shards]
     try:
-        outcome = scheduler.run(client, items, settings.runtime if lane or not ray_is_up() else None)
+        if on_demand:
+            scheduler.start_local()
+            scheduler.start(client, items)
+            outcome = scheduler.wait(settings.runtime)
+        else:
+            outcome = scheduler.run(client, items, settings.runtime if lane or not ray_is_up() else None)
     finally:
         scheduler.close()
         manifest.close()

@@ -47,6 +47,7 @@ from dth_ray.model import (
     UploadInfo,
 )
 from dth_ray.stores.base import GiB, MiB, StoreFeatures, TiB
+from dth_ray.stores.httpbody import SLICE_BYTES, SlicedBody
 from dth_ray.stores.sigv4 import SigV4Signer, uri_encode
 
 _START_AFTER = "start-after:"  # token prefix; real continuation tokens are base64 and never contain ':'
@@ -234,8 +235,8 @@ class S3Store:
         re-read keys when the keys were refused (rotated secret, expired token). With `into`, a successful
         answer's body is written there (it must fill it exactly) and b"" is returned in its place."""
         host, path = self._target(key)
-        if isinstance(data, bytearray):
-            data = memoryview(data)  # aiohttp slices a body to its length: a copy for a bytearray, free for a view
+        if data is not None and len(data) > SLICE_BYTES:
+            data = SlicedBody(data)  # no join with the headers, no copy into the transport (httpbody.py)
         headers = dict(headers or {})
         if self._cfg.requester_pays:
             headers["x-amz-request-payer"] = "requester"

@@ -33,3 +33,27 @@ def test_a_draining_backlog_never_requests_more_than_it_has_work_for():
     for shards in range(50, 0, -5):
         requested = slots_wanted(shards, 0, requested, POLICY)
         assert requested <= shards
+
+
+def test_ray_pays_only_when_the_driver_alone_would_take_longer_than_the_threshold():
+    from dth_ray.plan.autoscale import Backlog, ray_pays, remaining_s
+
+    # 3 s in, 3,000 objects (300 MB) done: 1,000 objects/s, 100 MB/s.
+    small = Backlog(3.0, 3000, 300_000_000, left_objects=5_000, left_bytes=500_000_000)
+    assert remaining_s(small) == 5.0 and not ray_pays(small)
+    many = Backlog(3.0, 3000, 300_000_000, left_objects=40_000, left_bytes=500_000_000)
+    assert remaining_s(many) == 40.0 and ray_pays(many)
+    big = Backlog(3.0, 3000, 300_000_000, left_objects=10, left_bytes=4_000_000_000)
+    assert remaining_s(big) == 40.0 and ray_pays(big), "bytes count as much as objects"
+    assert not ray_pays(many, threshold_s=60.0)
+
+
+def test_ray_is_not_decided_on_too_little_evidence_but_a_stuck_driver_gets_help():
+    from dth_ray.plan.autoscale import Backlog, ray_pays, remaining_s
+
+    early = Backlog(1.0, 500, 1_000, left_objects=10**6, left_bytes=0)
+    assert remaining_s(early) is None and not ray_pays(early)
+    nothing_yet = Backlog(5.0, 0, 0, left_objects=100, left_bytes=0)
+    assert remaining_s(nothing_yet) is None and not ray_pays(nothing_yet)
+    assert ray_pays(Backlog(31.0, 0, 0, left_objects=100, left_bytes=0)), "a slow source: still nothing after 30 s"
+    assert not ray_pays(Backlog(31.0, 0, 0, left_objects=0, left_bytes=0)), "nothing left: no Ray"

@@ -1,0 +1,60 @@
+"""`runtime.ray=auto` (the default) as users get it, through `dth-ray sync` in its own process: a run the driver
+finishes alone never starts Ray (no `ray_up_s`, one `nodes` entry for this machine); a run the driver alone
+would take longer than `runtime.ray_pays_after_s` over starts Ray mid-run and its actors take shards; and
+`runtime.ray=always` starts Ray at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from tests.integration.helpers import listing, s3_overrides
+from tests.servers.s3_servers import seed_objects
+
+
+def _sync(pair, prefix: str, tmp_path, *extra: str) -> dict:
+    report = tmp_path / "report.json"
+    args = [*s3_overrides(pair, prefix, "od/" + prefix, str(tmp_path / "m.sqlite")), f"report={report}", *extra]
+    done = subprocess.run([sys.executable, "-m", "dth_ray", "sync", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(report.read_text())
+
+
+def _seed(pair, prefix: str, count: int) -> dict[str, bytes]:
+    items = {f"{prefix}p{i % 12:02d}/o{i:04d}": os.urandom(1000 + i % 500) for i in range(count)}
+    seed_objects(pair.source.client(), pair.source.bucket, items)
+    return items
+
+
+def test_a_run_the_driver_finishes_alone_never_starts_ray(e2e_env, unique_prefix, tmp_path):
+    items = _seed(e2e_env, unique_prefix, 300)
+    report = _sync(e2e_env, unique_prefix, tmp_path)
+    assert report["status"] == "succeeded" and report["objects"]["copied"] == len(items)
+    assert report["runtime"]["ray_up_s"] is None and report["runtime"]["actors_up_s"] is None
+    assert report["nodes"] == [{"node_id": f"local:{socket.gethostname()}", "objects": len(items),
+                                "bytes": sum(len(b) for b in items.values())}]
+    assert len(listing(e2e_env.destination.client(), e2e_env.destination.bucket, "od/" + unique_prefix)) == 300
+
+
+def test_a_run_too_long_for_the_driver_alone_starts_ray_and_actors_share_it(e2e_env, unique_prefix, tmp_path):
+    items = _seed(e2e_env, unique_prefix, 600)
+    # The driver alone at 40 requests/s needs ~30 s for 600 objects: far past a 2 s threshold.
+    report = _sync(e2e_env, unique_prefix, tmp_path, "transfer.max_requests_per_s=40", "runtime.ray_pays_after_s=2")
+    runtime = report["runtime"]
+    assert report["status"] == "succeeded" and report["objects"]["copied"] == len(items)
+    assert runtime["ray_up_s"] is not None and runtime["actors_up_s"] is not None
+    assert runtime["ray_up_s"] >= 2.0, "Ray started once the backlog said so, not at once"
+    lane = runtime["driver_lane"]["objects"]
+    assert 0 < lane < len(items), "the driver copied, and so did the actors"
+    assert sum(n["objects"] for n in report["nodes"]) == len(items)
+
+
+def test_runtime_ray_always_starts_ray_at_once(e2e_env, unique_prefix, tmp_path):
+    _seed(e2e_env, unique_prefix, 40)
+    report = _sync(e2e_env, unique_prefix, tmp_path, "runtime.ray=always")
+    assert report["status"] == "succeeded" and report["objects"]["copied"] == 40
+    assert report["runtime"]["ray_up_s"] is not None and report["runtime"]["ray_up_s"] < 10

@@ -1,0 +1,62 @@
+"""The byte budget's buffers: reused object after object (no allocation each time), by size class, exact
+length, and the pool (in use and idle) never above the budget's 9/8 × capacity."""
+
+from __future__ import annotations
+
+import asyncio
+
+MiB = 1 << 20
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_buffers_are_reused_not_allocated_per_object():
+    from dth_ray.engine.budget import ByteBudget
+
+    async def body():
+        budget = ByteBudget(64 * MiB)
+        for size in (10 * MiB, 10 * MiB - 7, 9 * MiB + 1, 10 * MiB):  # one size class: whole MiB
+            async with budget.buffer(size) as view:
+                assert len(view) == size and not view.readonly
+                view[-1] = 7
+        return budget.allocations, budget.pooled_bytes
+
+    allocations, pooled = run(body())
+    assert allocations == 1 and pooled == 10 * MiB, "one 10 MiB buffer served all four"
+
+
+def test_concurrent_holders_get_distinct_buffers_and_the_pool_stays_within_the_bound():
+    from dth_ray.engine.budget import ByteBudget
+
+    async def body():
+        budget = ByteBudget(32 * MiB)
+        seen = []
+        peak = 0
+
+        async def one(size):
+            nonlocal peak
+            async with budget.buffer(size) as view:
+                seen.append(view)
+                peak = max(peak, budget.pooled_bytes)
+                await asyncio.sleep(0.001)
+
+        for sizes in ([8 * MiB] * 4, [16 * MiB] * 2, [3 * MiB] * 8, [30 * MiB]):
+            await asyncio.gather(*(one(s) for s in sizes))
+        return budget, peak, seen
+
+    budget, peak, seen = run(body())
+    assert peak <= 32 * MiB * 9 // 8
+    assert budget.pooled_bytes <= 32 * MiB * 9 // 8
+
+
+def test_small_sizes_round_to_64_kib_not_to_a_mebibyte():
+    from dth_ray.engine.budget import ByteBudget
+
+    async def body():
+        budget = ByteBudget(64 * MiB)
+        async with budget.buffer(300 * 1024):
+            return budget.pooled_bytes
+
+    assert run(body()) == 320 * 1024
