@@ -18,12 +18,30 @@ What differs from S3 (by design, and documented so callers are not surprised):
   root or alias another key. So do keys whose segments use the reserved names '.dth-uploads' (first segment)
   or '.dth-tmp-*'. Any other character (unicode, spaces, '+', '%', '?', '&') is fine.
 - A key cannot be both an object and a "directory" ('a' and 'a/b'): writing the second raises Fatal.
-- File names that are not valid UTF-8, special files and symlinked directories are left out of listings.
+- File names that are not valid UTF-8 and special files are left out of listings.
 - A missing root lists as empty (a destination directory need not exist yet; the first write creates it).
   Checking that a *source* directory exists is the caller's job (the driver's preflight does it).
-- Writes are atomic (a '.dth-tmp-*' file in the target directory, then os.replace) but not fsync'ed.
-- Multipart uploads are staged in `<root>/.dth-uploads/<upload_id>/` (a `key` file and one file per part,
-  named `<part number>.<md5 hex>`), hidden from listings.
+- Writes are atomic (a '.dth-tmp-*' file in the target directory, then a rename) but not fsync'ed.
+- Multipart uploads are staged in `<root>/.dth-uploads/` (stores/localstage.py), hidden from listings.
+
+Symbolic links: the store never follows one below its root, as a source or as a destination (the configured
+root path itself is trusted and may be a link). Every call walks from a descriptor of the root, one name at a
+time, with O_NOFOLLOW (stores/localfs.py), so there is no window between a check and a use.
+- A link is never an object: listings report it (its own lstat: size and mtime of the link, no version
+  token) with `storage_class` 'symlink_outside_root', 'symlink_inside_root' or 'symlink_dangling' (also a
+  loop), telling where it leads; `head` reports the same. These classes are in
+  `FEATURES.unreadable_storage_classes`, so the diff skips them and the report counts them under
+  `skipped_reasons` as 'unreadable:symlink_outside_root' etc. Links inside the root are skipped too (not
+  copied as their target): the target is copied under its own key anyway, S3 has no links, and a directory
+  link could alias or loop over the tree. Where a link leads is found by reading links inside the root only; a
+  target outside it is never opened or even stat'ed.
+- `get` of a key that is a link raises Unreadable (never read); `get`/`head` of a key whose path crosses a
+  link ('linkdir/x') raise NotFound, as the listing shows nothing under a link.
+- Writes (`put`, multipart staging, `complete_multipart`) refuse a link in the key's path or in place of
+  '.dth-uploads' with Fatal; a link at the key's own name is replaced by the new file (a rename replaces the
+  link itself), never written through.
+- `delete` of a key that is a link removes the link only; a key whose path crosses a link is missing (nothing
+  deleted); emptied directories are pruned relative to their parent's descriptor, never through a link.
 """
 
 from __future__ import annotations
@@ -36,11 +54,8 @@ import hashlib
 import logging
 import mimetypes
 import os
-import re
-import shutil
-import tempfile
+import stat
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 
 from dth_ray.config import StoreConfig
@@ -52,6 +67,7 @@ from dth_ray.errors import (
     PermissionDenied,
     PreconditionFailed,
     Transient,
+    Unreadable,
 )
 from dth_ray.model import (
     ByteRange,
@@ -64,21 +80,20 @@ from dth_ray.model import (
     PutResult,
     UploadInfo,
 )
+from dth_ray.stores import localfs
 from dth_ray.stores.base import GiB, MiB, StoreFeatures, TiB
+from dth_ray.stores.localstage import TMP_PREFIX, UPLOADS_DIR, Staging
 
 log = logging.getLogger(__name__)
 
-UPLOADS_DIR = ".dth-uploads"
-TMP_PREFIX = ".dth-tmp-"
-_KEY_FILE = "key"
-_MTIME_FILE = "mtime_ns"  # in an upload's staging folder: the mtime the completed file gets
 VERSION_KIND = "mtime_ns"  # the kind of the version token in ObjectMeta.checksum
+# The storage class a listed link gets, by where it leads (localfs.link_target); the diff skips them all.
+LINK_CLASSES = {localfs.OUTSIDE: "symlink_outside_root", localfs.INSIDE: "symlink_inside_root",
+                localfs.DANGLING: "symlink_dangling"}
 _INLINE_BYTES = 256 * 1024  # smaller reads and writes run inline; larger ones in a worker thread
 _CHUNK_BYTES = 8 * MiB
 _MAX_PART_NUMBER = 10_000
-_UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")
-_MD5_HEX_RE = re.compile(r"[0-9a-f]{32}")
-_DIR_RACE_ATTEMPTS = 3  # a concurrent delete may prune the parent directory between makedirs and write
+_DIR_RACE_ATTEMPTS = 3  # a concurrent delete may prune the parent directory between its mkdir and our write
 
 
 def _map_error(exc: OSError, key: str) -> DthError:
@@ -87,6 +102,8 @@ def _map_error(exc: OSError, key: str) -> DthError:
         return NotFound(f"local {key!r}: not found")
     if isinstance(exc, PermissionError):
         return PermissionDenied(f"local {key!r}: permission denied")
+    if exc.errno == errno.ELOOP:
+        return Fatal(f"local {key!r}: a symbolic link is in the way (links are never followed)")
     if isinstance(exc, (IsADirectoryError, NotADirectoryError, FileExistsError)):
         return Fatal(f"local {key!r}: an object and a directory would share a path")
     if exc.errno in (errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY, errno.ESTALE):
@@ -120,29 +137,15 @@ def _md5_of_open_file(f) -> str:
     return digest.hexdigest()
 
 
-def _copy_into(dst, src_path: str) -> None:
-    """Append the file at `src_path` to the open file `dst` (copy_file_range where the kernel has it)."""
-    dst.flush()  # copy_file_range writes to the descriptor, past any buffered bytes
-    with open(src_path, "rb") as src:
-        size = os.fstat(src.fileno()).st_size
-        try:
-            while size > 0:
-                copied = os.copy_file_range(src.fileno(), dst.fileno(), min(size, 1 << 30))
-                if copied == 0:
-                    break
-                size -= copied
-        except (AttributeError, OSError):  # no copy_file_range here: continue from the current offsets
-            shutil.copyfileobj(src, dst, _CHUNK_BYTES)
-            dst.flush()
-
-
 class LocalStore:
     """A directory tree holding one object per regular file."""
 
     def __init__(self, cfg: StoreConfig):
+        if not localfs.SUPPORTED:
+            raise Fatal("the local store needs openat() with O_NOFOLLOW (Linux, macOS, BSD)")
         self._cfg = cfg
         self._root = os.path.abspath(os.path.expanduser(cfg.path))
-        self._uploads = os.path.join(self._root, UPLOADS_DIR)
+        self._staging = Staging(self._root)
         self.features = FEATURES
 
     def __reduce__(self):
@@ -154,10 +157,12 @@ class LocalStore:
     async def aclose(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
 
-    # -- keys and paths -------------------------------------------------------------------------------------
+    # -- keys, directories and links ------------------------------------------------------------------------
 
-    def _path(self, key: str) -> str:
-        """Filesystem path of `key`. Raises Fatal for keys that would escape the root or alias another key."""
+    @staticmethod
+    def _segments(key: str) -> list[str]:
+        """The names `key` walks below the root. Raises Fatal for keys that would escape the root or alias
+        another key."""
         if not key or key.startswith("/") or "\x00" in key:
             raise Fatal(f"local key {key!r} is not a relative path")
         segments = key.split("/")
@@ -165,21 +170,29 @@ class LocalStore:
             segments = segments[:-1]
         if not all(_valid_segment(s, i == 0) for i, s in enumerate(segments)):
             raise Fatal(f"local key {key!r} has an empty, '.', '..' or reserved segment")
-        return os.path.join(self._root, *segments)
+        return segments
 
-    def _upload_dir(self, upload_id: str, key: str) -> str:
-        """Staging directory of an upload of `key`. Raises NotFound if it is gone or belongs to another key."""
-        if not _UPLOAD_ID_RE.fullmatch(upload_id):
-            raise NotFound(f"local upload {upload_id!r} of {key!r}: no such upload")
-        path = os.path.join(self._uploads, upload_id)
+    def _read_dirs(self, key: str, names: Sequence[str]) -> list[int]:
+        """Descriptors from the root down to directory `names`, to read `key`: a missing directory, or a file
+        or a link in the way, means the key does not exist. Raises NotFound, PermissionDenied."""
         try:
-            with open(os.path.join(path, _KEY_FILE), encoding="utf-8") as f:
-                stored = f.read()
+            return localfs.open_chain(self._root, names)
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"local upload {upload_id!r} of {key!r}: no such upload") from None
-        if stored != key:
-            raise NotFound(f"local upload {upload_id!r} of {key!r}: no such upload")
-        return path
+            raise NotFound(f"local {key!r}: not found") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NotFound(f"local {key!r}: not found (its path crosses a symbolic link)") from None
+            raise _map_error(exc, key) from exc
+
+    def _link_class(self, root_fd: int, key: str) -> str:
+        """The storage class of the link at `key`: where it leads, looking only inside the root."""
+        roots = (self._root, os.path.realpath(self._root))
+        return LINK_CLASSES[localfs.link_target(root_fd, roots, key.split("/"))]
+
+    def _link_meta(self, root_fd: int, key: str, st: os.stat_result) -> ObjectMeta:
+        """A link as listed: its own lstat, never its target's, and no version token (it is not an object)."""
+        return ObjectMeta(key=key, size=st.st_size, etag="", mtime=st.st_mtime,
+                          storage_class=self._link_class(root_fd, key), stored=st.st_ctime)
 
     # -- Lister ---------------------------------------------------------------------------------------------
 
@@ -188,8 +201,9 @@ class LocalStore:
     ) -> ListPage:
         """One page of keys under `prefix` (plain string match), after max(start_after, token).
 
-        `next_token` is the last key or common prefix returned. A missing root lists as empty.
-        Raises PermissionDenied or Fatal when a directory cannot be read.
+        `next_token` is the last key or common prefix returned. A missing root lists as empty, and so does a
+        prefix whose directory path crosses a link. Raises PermissionDenied or Fatal when a directory cannot
+        be read.
         """
         return await asyncio.to_thread(self._list_page, prefix, start_after, token, delimiter, max_keys)
 
@@ -198,13 +212,21 @@ class LocalStore:
         dir_key = dir_part + sep
         if max_keys <= 0 or not _valid_dir_key(dir_key):
             return ListPage(objects=[])
+        try:
+            fds = localfs.open_chain(self._root, dir_key.split("/")[:-1])
+        except (FileNotFoundError, NotADirectoryError):
+            return ListPage(objects=[])
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return ListPage(objects=[])  # nothing is listed through a link
+            raise _map_error(exc, prefix) from exc
         after = max(start_after, token)
         skip = [""]  # the consumer sets a prefix whose keys the walk may skip (a common prefix already seen)
         objects: list[ObjectMeta] = []
         prefixes: list[str] = []
         last = ""
         more = False
-        walk = self._walk(dir_key, name_prefix, after, skip)
+        walk = self._walk(fds[-1], dir_key, name_prefix, after, skip)
         try:
             for key, entry in walk:
                 if delimiter:
@@ -223,31 +245,33 @@ class LocalStore:
                 if len(objects) + len(prefixes) >= max_keys:
                     more = True
                     break
-                try:
-                    st = entry.stat()
+                try:  # the walk keeps the entry's directory open while it waits here
+                    st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # deleted while we listed
-                objects.append(ObjectMeta(key=key, size=st.st_size, etag="", mtime=st.st_mtime,
-                                          checksum=version_token(st), stored=st.st_ctime))
+                if stat.S_ISREG(st.st_mode):
+                    objects.append(ObjectMeta(key=key, size=st.st_size, etag="", mtime=st.st_mtime,
+                                              checksum=version_token(st), stored=st.st_ctime))
+                elif stat.S_ISLNK(st.st_mode):
+                    objects.append(self._link_meta(fds[0], key, st))
+                else:
+                    continue  # replaced by a directory or a special file since the scan
                 last = key
         except OSError as exc:
             raise _map_error(exc, prefix) from exc
         finally:
             walk.close()
+            localfs.close_all(fds)
         return ListPage(objects=objects, prefixes=prefixes, next_token=last if more else "")
 
-    def _scan(self, dir_key: str) -> list[tuple[str, os.DirEntry, bool]]:
+    def _scan(self, dir_fd: int, dir_key: str) -> list[tuple[str, os.DirEntry, bool]]:
         """One directory's entries as (sort name, entry, is_dir), sorted so keys come out in global order.
 
         A directory 'a' sorts as 'a/': all its keys start with 'a/', so it goes after 'a-b' and before 'a0'.
+        A link sorts as its own name, whatever it points to: it is one (skipped) key, never a directory.
         """
-        path = os.path.join(self._root, dir_key) if dir_key else self._root
-        try:
-            scanner = os.scandir(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
         entries = []
-        with scanner:
+        with os.scandir(dir_fd) as scanner:
             for entry in scanner:
                 name = entry.name
                 if name.startswith(TMP_PREFIX) or (not dir_key and name == UPLOADS_DIR):
@@ -260,22 +284,24 @@ class LocalStore:
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         entries.append((name + "/", entry, True))
-                    elif entry.is_file():
+                    elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
                         entries.append((name, entry, False))
                 except OSError:
                     continue
         entries.sort(key=lambda item: item[0])
         return entries
 
-    def _walk(self, dir_key: str, name_prefix: str, after: str, skip: list[str]) -> Iterator[tuple[str, os.DirEntry]]:
-        """Yield (key, entry) for files under `dir_key` whose name starts with `name_prefix`, keys > `after`.
+    def _walk(self, dir_fd: int, dir_key: str, name_prefix: str, after: str, skip: list[str]
+              ) -> Iterator[tuple[str, os.DirEntry]]:
+        """Yield (key, entry) for files and links under directory `dir_fd` (key `dir_key`) whose name starts
+        with `name_prefix`, keys > `after`.
 
         Lazy and depth-first in key order; subtrees wholly at or before `after`, or under `skip[0]`, are
-        never opened.
+        never opened. Subdirectories are opened relative to `dir_fd`, never through a link.
         """
         if after > dir_key and not after.startswith(dir_key):
             return  # every key under dir_key sorts at or before `after`
-        entries = self._scan(dir_key)
+        entries = self._scan(dir_fd, dir_key)
         names = [item[0] for item in entries]
         low = name_prefix
         if after > dir_key:
@@ -295,23 +321,40 @@ class LocalStore:
             if is_dir:
                 if after > full and not after.startswith(full):
                     continue
-                yield from self._walk(full, "", after, skip)
+                try:
+                    sub = localfs.open_dir(sort_name[:-1], dir_fd)
+                except OSError as exc:
+                    if isinstance(exc, (FileNotFoundError, NotADirectoryError)) or exc.errno == errno.ELOOP:
+                        continue  # removed, or swapped for a file or a link, since the scan
+                    raise
+                try:
+                    yield from self._walk(sub, full, "", after, skip)
+                finally:
+                    os.close(sub)
             elif full > after:
                 yield full, entry
 
     # -- Reader ---------------------------------------------------------------------------------------------
 
     async def head(self, key: str) -> ObjectInfo:
-        """Size, mtime, version token, guessed Content-Type (etag ""). Raises NotFound; Fatal (bad key)."""
-        path = self._path(key)
+        """Size, mtime, version token, guessed Content-Type (etag ""); for a link, the link as listed (its
+        storage class says where it leads). Raises NotFound (also for a path crossing a link), Fatal (bad
+        key)."""
+        segments = self._segments(key)
         if key.endswith("/"):
             raise NotFound(f"local {key!r}: not found")
+        fds = self._read_dirs(key, segments[:-1])
         try:
-            st = os.stat(path)
+            st = os.stat(segments[-1], dir_fd=fds[-1], follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                return ObjectInfo(self._link_meta(fds[0], key, st))
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"local {key!r}: not found") from None
         except OSError as exc:
-            raise (NotFound(f"local {key!r}: not found") if isinstance(exc, NotADirectoryError)
-                   else _map_error(exc, key)) from exc
-        if not os.path.isfile(path):
+            raise _map_error(exc, key) from exc
+        finally:
+            localfs.close_all(fds)
+        if not stat.S_ISREG(st.st_mode):
             raise NotFound(f"local {key!r}: not found")
         return self._info(key, st, "")
 
@@ -326,29 +369,47 @@ class LocalStore:
         """The bytes of `key` (or a range). The etag is the MD5 of the bytes when the whole object is read;
         the version token is the open file's as the read began (a later rewrite changes the file's token).
 
-        Raises NotFound, PreconditionFailed (if_match differs from the file's MD5, or the range starts
-        beyond the end of the file), Fatal for a bad key.
+        Raises NotFound (also for a path crossing a link), Unreadable (`key` is a link: never read),
+        PreconditionFailed (if_match differs from the file's MD5, or the range starts beyond the end of the
+        file), Fatal for a bad key.
         """
-        path = self._path(key)
+        segments = self._segments(key)
         if key.endswith("/"):
             raise NotFound(f"local {key!r}: not found")
-        if if_match:
-            return await asyncio.to_thread(self._get, key, path, byte_range, if_match)
-        if byte_range is not None:
-            small = byte_range.length <= _INLINE_BYTES
-        else:
-            try:
-                small = os.stat(path).st_size <= _INLINE_BYTES
-            except OSError:
-                small = True  # _get raises the right error
-        if small:
-            return self._get(key, path, byte_range, if_match)
-        return await asyncio.to_thread(self._get, key, path, byte_range, if_match)
+        f, st = self._open_read(key, segments)
+        size = byte_range.length if byte_range is not None else st.st_size
+        if if_match or size > _INLINE_BYTES:
+            return await asyncio.to_thread(self._read, key, f, st, byte_range, if_match)
+        return self._read(key, f, st, byte_range, if_match)
 
-    def _get(self, key: str, path: str, byte_range: ByteRange | None, if_match: str) -> GetResult:
+    def _open_read(self, key: str, segments: list[str]):
+        """(file, fstat) of the regular file `key`, opened without following any link."""
+        fds = self._read_dirs(key, segments[:-1])
+        name, parent = segments[-1], fds[-1]
         try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
+            # lstat first: a link is reported as such, and a special file is never opened.
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                raise Unreadable(f"local {key!r}: a symbolic link ({self._link_class(fds[0], key)}), "
+                                 "never followed")
+            if not stat.S_ISREG(st.st_mode):
+                raise NotFound(f"local {key!r}: not found")
+            fd = os.open(name, localfs.READ_FLAGS, dir_fd=parent)  # a link swapped in since is refused: ELOOP
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"local {key!r}: not found") from None
+        except OSError as exc:
+            raise _map_error(exc, key) from exc
+        finally:
+            localfs.close_all(fds)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise NotFound(f"local {key!r}: not found")
+        return os.fdopen(fd, "rb"), st
+
+    def _read(self, key: str, f, st: os.stat_result, byte_range: ByteRange | None, if_match: str) -> GetResult:
+        try:
+            with f:
                 if if_match:
                     if _md5_of_open_file(f) != if_match.strip('"').lower():
                         raise PreconditionFailed(f"local {key!r}: If-Match failed")
@@ -362,8 +423,6 @@ class LocalStore:
                     f.seek(byte_range.start)
                     data = f.read(max(0, byte_range.length))
                     etag = hashlib.md5(data).hexdigest() if len(data) == st.st_size else ""
-        except (IsADirectoryError, NotADirectoryError):
-            raise NotFound(f"local {key!r}: not found") from None
         except OSError as exc:
             raise _map_error(exc, key) from exc
         return GetResult(data=data, info=self._info(key, st, etag))
@@ -373,68 +432,69 @@ class LocalStore:
     async def put(self, key: str, data: bytes, headers: ObjectHeaders, md5: bytes) -> PutResult:
         """Write `key` atomically with `headers.mtime_ns` (if set); other headers are dropped.
 
-        Raises IntegrityError if `md5` does not match.
+        Raises IntegrityError if `md5` does not match; Fatal for a bad key or a link in the key's path.
         """
-        path = self._path(key)
+        segments = self._segments(key)
         digest = hashlib.md5(data).digest()
         if md5 and md5 != digest:
             raise IntegrityError(f"local {key!r}: Content-MD5 does not match the body")
         if not key.endswith("/"):
             if len(data) <= _INLINE_BYTES:
-                self._write_atomic(key, path, lambda f: f.write(data), headers.mtime_ns)
+                self._write_atomic(key, segments, lambda f: f.write(data), headers.mtime_ns)
             else:
-                await asyncio.to_thread(self._write_atomic, key, path, lambda f: f.write(data),
+                await asyncio.to_thread(self._write_atomic, key, segments, lambda f: f.write(data),
                                         headers.mtime_ns)
         return PutResult(etag=digest.hex())
 
-    def _write_atomic(self, key: str, path: str, fill, mtime_ns: int = 0) -> None:
-        """Write through a temp file in the target directory, then os.replace it onto `path`; the file
-        appears with mtime `mtime_ns` when that is set."""
-        parent = os.path.dirname(path)
+    def _create_temp(self, key: str, names: Sequence[str]) -> tuple[list[int], int, str]:
+        """(descriptors of the directories down to `names`, made as needed; a new temp file open in the last;
+        its name). Raises Fatal for a link or a file in the way."""
         for attempt in range(_DIR_RACE_ATTEMPTS):
+            fds: list[int] = []
             try:
-                os.makedirs(parent, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=parent)
-            except FileNotFoundError as exc:
-                if attempt + 1 < _DIR_RACE_ATTEMPTS:
-                    continue
-                raise _map_error(exc, key) from exc
+                fds = localfs.open_chain(self._root, names, create=True)
+                fd, tmp = localfs.create_new(fds[-1], TMP_PREFIX)
+                return fds, fd, tmp
+            except FileNotFoundError as exc:  # pruned by a concurrent delete: make it again
+                localfs.close_all(fds)
+                if attempt + 1 == _DIR_RACE_ATTEMPTS:
+                    raise _map_error(exc, key) from exc
             except OSError as exc:
+                localfs.close_all(fds)
                 raise _map_error(exc, key) from exc
-            break
+        raise AssertionError("unreachable")
+
+    def _write_atomic(self, key: str, segments: list[str], fill, mtime_ns: int = 0) -> None:
+        """Write through a temp file in the target directory, then rename it onto the key's name, both
+        relative to that directory's descriptor (a link at the name is replaced, never written through); the
+        file appears with mtime `mtime_ns` when that is set."""
+        fds, fd, tmp = self._create_temp(key, segments[:-1])
+        parent = fds[-1]
         try:
             with os.fdopen(fd, "wb") as f:
                 fill(f)
-            os.chmod(tmp, 0o644)
-            if mtime_ns:
-                os.utime(tmp, ns=(time.time_ns(), mtime_ns))
-            os.replace(tmp, path)
-        except OSError as exc:
+                f.flush()
+                os.fchmod(f.fileno(), 0o644)
+                if mtime_ns:
+                    os.utime(f.fileno(), ns=(time.time_ns(), mtime_ns))
+            os.replace(tmp, segments[-1], src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException as exc:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise _map_error(exc, key) from exc
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=parent)
+            if isinstance(exc, OSError):
+                raise _map_error(exc, key) from exc
             raise
+        finally:
+            localfs.close_all(fds)
 
     async def create_multipart(self, key: str, headers: ObjectHeaders) -> str:
         """Open a staged upload (keeping `headers.mtime_ns` for the completed file); other headers are
-        dropped. Raises Fatal for a bad key."""
-        self._path(key)
-        upload_id = uuid.uuid4().hex
+        dropped. Raises Fatal for a bad key or a link in place of the uploads folder."""
+        self._segments(key)
         try:
-            os.makedirs(self._uploads, exist_ok=True)
-            building = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self._uploads)
-            with open(os.path.join(building, _KEY_FILE), "w", encoding="utf-8") as f:
-                f.write(key)
-            if headers.mtime_ns:
-                with open(os.path.join(building, _MTIME_FILE), "w", encoding="utf-8") as f:
-                    f.write(str(headers.mtime_ns))
-            os.rename(building, os.path.join(self._uploads, upload_id))  # appears with its key file
+            return self._staging.create(key, headers.mtime_ns)
         except OSError as exc:
             raise _map_error(exc, key) from exc
-        return upload_id
 
     async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes, md5: bytes) -> str:
         """Stage one part; returns its MD5 hex. Raises NotFound, IntegrityError, Fatal (bad part number)."""
@@ -443,140 +503,85 @@ class LocalStore:
         digest = hashlib.md5(data).digest()
         if md5 and md5 != digest:
             raise IntegrityError(f"local {key!r} part {part_number}: Content-MD5 does not match the body")
-        await asyncio.to_thread(self._stage_part, key, upload_id, part_number, data, digest.hex())
+        await self._staged(key, self._staging.put_part, upload_id, key, part_number, data, digest.hex())
         return digest.hex()
 
-    def _stage_part(self, key: str, upload_id: str, part_number: int, data: bytes, etag: str) -> None:
-        staging = self._upload_dir(upload_id, key)
-        name = f"{part_number:05d}.{etag}"
+    async def _staged(self, key: str, call, *args):
+        """`call(*args)` of the staging area in a thread, its OSErrors mapped."""
         try:
-            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=staging)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, os.path.join(staging, name))
-            for other in os.listdir(staging):
-                if other.startswith(f"{part_number:05d}.") and other != name:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(staging, other))
-        except FileNotFoundError:
-            raise NotFound(f"local upload {upload_id!r} of {key!r}: aborted while uploading") from None
+            return await asyncio.to_thread(call, *args)
         except OSError as exc:
             raise _map_error(exc, key) from exc
 
-    def _parts(self, staging: str) -> list[PartInfo]:
-        parts = []
-        for name in os.listdir(staging):
-            number, dot, etag = name.partition(".")
-            if dot and number.isdigit() and _MD5_HEX_RE.fullmatch(etag):
-                with contextlib.suppress(FileNotFoundError):
-                    size = os.stat(os.path.join(staging, name)).st_size
-                    parts.append(PartInfo(part_number=int(number), etag=etag, size=size))
-        parts.sort(key=lambda p: p.part_number)
-        return parts
-
     async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
         """Parts staged so far, by part number. Raises NotFound if the upload is gone."""
-
-        def run() -> list[PartInfo]:
-            try:
-                return self._parts(self._upload_dir(upload_id, key))
-            except FileNotFoundError:
-                raise NotFound(f"local upload {upload_id!r} of {key!r}: no such upload") from None
-
-        return await asyncio.to_thread(run)
+        return await self._staged(key, self._staging.parts, upload_id, key)
 
     async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> PutResult:
         """Concatenate the parts atomically into `key`; returns the S3-style multipart ETag.
 
-        Raises NotFound (upload gone), Fatal (no parts, or a part that was not staged with that ETag).
+        Raises NotFound (upload gone), Fatal (no parts, a part that was not staged with that ETag, or a link
+        in the key's path).
         """
-        return await asyncio.to_thread(self._complete, key, upload_id, parts)
+        return await self._staged(key, self._complete, key, upload_id, parts)
 
     def _complete(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> PutResult:
-        path = self._path(key)
-        staging = self._upload_dir(upload_id, key)
+        segments = self._segments(key)
         ordered = sorted(parts, key=lambda p: p.part_number)
         if not ordered:
             raise Fatal(f"local {key!r}: a multipart upload needs at least one part")
-        files = []
-        for part in ordered:
-            etag_hex = part.etag.strip('"').lower()
-            part_path = os.path.join(staging, f"{part.part_number:05d}.{etag_hex}")
-            if not os.path.isfile(part_path):
-                raise Fatal(f"local {key!r}: part {part.part_number} with that ETag was not uploaded")
-            files.append(part_path)
-        md5s = b"".join(bytes.fromhex(p.etag.strip('"')) for p in ordered)
-        etag = f"{hashlib.md5(md5s).hexdigest()}-{len(ordered)}"
-        if not key.endswith("/"):
-
-            def fill(f) -> None:
-                for part_path in files:
-                    _copy_into(f, part_path)
-
-            self._write_atomic(key, path, fill, self._staged_mtime_ns(staging))
-        shutil.rmtree(staging, ignore_errors=True)
-        return PutResult(etag=etag)
-
-    @staticmethod
-    def _staged_mtime_ns(staging: str) -> int:
-        """The mtime create_multipart was handed for this upload, or 0."""
+        fds = self._staging.open(upload_id, key)
+        staging = fds[-1]
         try:
-            with open(os.path.join(staging, _MTIME_FILE), encoding="utf-8") as f:
-                return int(f.read())
-        except (OSError, ValueError):
-            return 0
+            names = self._staging.part_names(staging, key, ordered)
+            md5s = b"".join(bytes.fromhex(p.etag.strip('"')) for p in ordered)
+            etag = f"{hashlib.md5(md5s).hexdigest()}-{len(ordered)}"
+            if not key.endswith("/"):
+                def fill(f) -> None:
+                    self._staging.concat(f, staging, names, _CHUNK_BYTES)
+
+                self._write_atomic(key, segments, fill, self._staging.mtime_ns(staging))
+            localfs.remove_flat_dir(upload_id, fds[-2])
+        finally:
+            localfs.close_all(fds)
+        return PutResult(etag=etag)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Drop a staged upload; one that is already gone (or belongs to another key) is not an error."""
-        try:
-            staging = self._upload_dir(upload_id, key)
-        except NotFound:
-            return
-        await asyncio.to_thread(shutil.rmtree, staging, True)
+        await self._staged(key, self._staging.remove, upload_id, key)
 
     async def list_uploads(self, prefix: str) -> list[UploadInfo]:
         """Staged uploads whose key starts with `prefix`, sorted by key then upload id."""
-
-        def run() -> list[UploadInfo]:
-            uploads = []
-            try:
-                scanner = os.scandir(self._uploads)
-            except (FileNotFoundError, NotADirectoryError):
-                return []
-            with scanner:
-                for entry in scanner:
-                    if not _UPLOAD_ID_RE.fullmatch(entry.name):
-                        continue
-                    try:
-                        with open(os.path.join(entry.path, _KEY_FILE), encoding="utf-8") as f:
-                            key = f.read()
-                    except OSError:
-                        continue  # being created or aborted
-                    if key.startswith(prefix):
-                        uploads.append(UploadInfo(key=key, upload_id=entry.name))
-            uploads.sort(key=lambda u: (u.key, u.upload_id))
-            return uploads
-
-        return await asyncio.to_thread(run)
+        return await self._staged(prefix, self._staging.uploads, prefix)
 
     async def delete(self, key: str) -> None:
-        """Remove `key` and any directories it leaves empty; a missing key is not an error."""
-        path = self._path(key)
+        """Remove `key` and any directories it leaves empty; a missing key is not an error. A key that is a
+        link loses the link only; a key whose path crosses a link is missing (nothing is deleted through it).
+        """
+        segments = self._segments(key)
         if key.endswith("/"):
             return
         try:
-            os.unlink(path)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return
+            fds = localfs.open_chain(self._root, segments[:-1])
         except OSError as exc:
+            if isinstance(exc, (FileNotFoundError, NotADirectoryError)) or exc.errno == errno.ELOOP:
+                return
             raise _map_error(exc, key) from exc
-        parent = os.path.dirname(path)
-        while parent != self._root and parent.startswith(self._root + os.sep):
+        try:
             try:
-                os.rmdir(parent)
-            except OSError:
-                break
-            parent = os.path.dirname(parent)
+                os.unlink(segments[-1], dir_fd=fds[-1])  # unlink never follows: a link goes, its target stays
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return
+            except OSError as exc:
+                raise _map_error(exc, key) from exc
+            # fds[i] is directory segments[i - 1]: remove it from its parent fds[i - 1] while it is empty.
+            for i in range(len(segments) - 1, 0, -1):
+                try:
+                    os.rmdir(segments[i - 1], dir_fd=fds[i - 1])
+                except OSError:
+                    break
+        finally:
+            localfs.close_all(fds)
 
 
 FEATURES = StoreFeatures(
@@ -589,4 +594,6 @@ FEATURES = StoreFeatures(
     multipart_etag_is_md5_of_md5s=True,
     server_side_copy=False,
     checksum_kinds=("md5",),
+    # Links are listed under these classes and skipped by the diff (see the module docstring).
+    unreadable_storage_classes=tuple(LINK_CLASSES.values()),
 )

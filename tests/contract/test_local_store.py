@@ -7,18 +7,20 @@ import hashlib
 import os
 import pickle
 import random
+import shutil
 import time
 from dataclasses import replace
 
 import pytest
 
 from dth_ray.config import Compare, StoreConfig, StoreType
-from dth_ray.errors import Fatal, NotFound
+from dth_ray.errors import Fatal, NotFound, Unreadable
 from dth_ray.model import ByteRange, ListPage, ObjectHeaders, PartInfo, UploadInfo
 from dth_ray.plan.diff import Record, decide
 from dth_ray.stores import open_store
 from dth_ray.stores.base import StoreFeatures
 from dth_ray.stores.local import FEATURES, LocalStore, version_token
+from tests.contract.linktree import SECRET, link_tree, never_read
 from tests.contract.suite import StoreContract, list_all, md5, utf8_sorted
 
 
@@ -326,9 +328,9 @@ def test_listing_opens_only_the_directories_it_needs(tmp_store_dir, monkeypatch)
     scanned = []
     real_scan = LocalStore._scan
 
-    def counting_scan(self, dir_key):
+    def counting_scan(self, dir_fd, dir_key):
         scanned.append(dir_key)
-        return real_scan(self, dir_key)
+        return real_scan(self, dir_fd, dir_key)
 
     monkeypatch.setattr(LocalStore, "_scan", counting_scan)
     page = run(store.list_page("", start_after="d13/sub/f2", max_keys=2))
@@ -348,3 +350,201 @@ def test_pickles_as_its_config(tmp_store_dir):
     assert reducer is LocalStore and args[0].path == str(tmp_store_dir)
     clone = pickle.loads(pickle.dumps(store))
     assert run(clone.get("k")).data == b"x"
+
+
+# -- symbolic links: never followed below the root (issue 16, item 2) ----------------------------------------
+
+def test_links_are_listed_as_skipped_entries_that_say_where_they_lead(tmp_path):
+    root, outside, links = link_tree(tmp_path)
+    store = local_store(root)
+
+    async def body():
+        objects, _ = await list_all(store, "")
+        listed = {o.key: o.storage_class for o in objects}
+        assert listed == {"a.txt": "", "dir/b.txt": "", **links}
+        assert [o.key for o in objects] == utf8_sorted(listed)
+        for meta in objects:
+            if meta.storage_class:  # the link itself (lstat), never its target, and no version token
+                assert (meta.size, meta.checksum) == (os.lstat(root / meta.key).st_size, ""), meta
+                for compare in Compare:
+                    assert decide(meta, None, None, compare, FEATURES, FEATURES) == (
+                        "skip", f"unreadable:{meta.storage_class}")
+        # A link to a directory is one key, never a common prefix, and nothing is listed through a link.
+        objects, prefixes = await list_all(store, "", delimiter="/")
+        assert prefixes == ["dir/"] and {"dir_in", "dir_out"} <= {o.key for o in objects}
+        for prefix in ("dir_in/", "dir_out/", "dir_out/sub/", "dir_out/s"):
+            assert await list_all(store, prefix) == ([], []), prefix
+            assert await list_all(store, prefix, delimiter="/") == ([], []), prefix
+
+    with never_read(outside / "secret.txt", outside / "sub" / "secret.txt"):
+        run(body())
+
+
+def test_reads_never_follow_a_link(tmp_path):
+    root, outside, links = link_tree(tmp_path)
+    store = local_store(root)
+
+    async def body():
+        for key, storage_class in links.items():
+            with pytest.raises(Unreadable, match=storage_class):
+                await store.get(key)
+            with pytest.raises(Unreadable):
+                await store.get(key, ByteRange(0, 1), if_match="x")
+            assert (await store.head(key)).meta.storage_class == storage_class
+        # Crafted keys through a linked directory, out of the root or inside it: the key does not exist.
+        for key in ("dir_out/secret.txt", "dir_out/sub/secret.txt", "dir_in/b.txt", "dir/in_then_out/x"):
+            with pytest.raises(NotFound):
+                await store.get(key)
+            with pytest.raises(NotFound):
+                await store.head(key)
+        assert (await store.get("dir/b.txt")).data == b"b"
+
+    with never_read(outside / "secret.txt", outside / "sub" / "secret.txt"):
+        run(body())
+
+
+def test_a_directory_swapped_for_a_link_after_listing_is_not_followed(tmp_store_dir, tmp_path):
+    store = local_store(tmp_store_dir)
+    (tmp_path / "outside").mkdir()
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.write_bytes(SECRET)
+    (tmp_store_dir / "d").mkdir()
+    (tmp_store_dir / "d" / "secret.txt").write_bytes(b"mine")
+
+    async def body():
+        (listed,), _ = await list_all(store, "")
+        assert listed.key == "d/secret.txt"
+        shutil.rmtree(tmp_store_dir / "d")
+        os.symlink(tmp_path / "outside", tmp_store_dir / "d")  # what the listing saw is now a way out
+        with pytest.raises(NotFound):
+            await store.get(listed.key)
+        with pytest.raises(NotFound):
+            await store.head(listed.key)
+        await store.delete(listed.key)
+
+    with never_read(secret):
+        run(body())
+    assert secret.read_bytes() == SECRET
+
+
+def test_writes_never_go_through_a_link(tmp_path):
+    root, sentinel, target = tmp_path / "dst", tmp_path / "sentinel", tmp_path / "target.txt"
+    (root / "real").mkdir(parents=True)
+    sentinel.mkdir()
+    target.write_bytes(b"keep")
+    os.symlink(sentinel, root / "escape")  # absolute, outside
+    os.symlink("../sentinel", root / "rel_escape")  # relative, outside
+    os.symlink("escape", root / "chain")  # a link to a link
+    os.symlink("real", root / "inner")  # inside the root: refused all the same
+    os.symlink(target, root / "file_link")
+    os.symlink("../target.txt", root / "rel_file_link")
+    store = local_store(root)
+
+    async def body():
+        for key in ("escape/pwned.txt", "rel_escape/pwned.txt", "chain/pwned.txt", "inner/pwned.txt",
+                    "escape/deep/er/pwned.txt"):
+            with pytest.raises(Fatal, match="symbolic link"):
+                await put(store, key, b"pwned")
+            upload_id = await store.create_multipart(key, ObjectHeaders())
+            etag = await store.upload_part(key, upload_id, 1, b"pwned", md5(b"pwned"))
+            with pytest.raises(Fatal, match="symbolic link"):
+                await store.complete_multipart(key, upload_id, [PartInfo(1, etag)])
+            await store.abort_multipart(key, upload_id)
+        # A link at the key's own name is replaced by the new file, never written through.
+        await put(store, "file_link", b"new")
+        upload_id = await store.create_multipart("rel_file_link", ObjectHeaders())
+        etag = await store.upload_part("rel_file_link", upload_id, 1, b"multi", md5(b"multi"))
+        await store.complete_multipart("rel_file_link", upload_id, [PartInfo(1, etag)])
+
+    run(body())
+    assert os.listdir(sentinel) == [] and os.listdir(root / "real") == [] and target.read_bytes() == b"keep"
+    for name, body in (("file_link", b"new"), ("rel_file_link", b"multi")):
+        assert not os.path.islink(root / name) and (root / name).read_bytes() == body
+    assert all(os.path.islink(root / name) for name in ("escape", "rel_escape", "chain", "inner"))
+    assert os.listdir(root / ".dth-uploads") == []
+
+
+def test_multipart_staging_never_goes_through_a_link(tmp_path):
+    root, sentinel, secret = tmp_path / "dst", tmp_path / "sentinel", tmp_path / "secret.txt"
+    root.mkdir()
+    sentinel.mkdir()
+    secret.write_bytes(SECRET)
+    store = local_store(root)
+    os.symlink(sentinel, root / ".dth-uploads")
+
+    async def linked_uploads_folder():
+        with pytest.raises(Fatal, match="symbolic link"):
+            await store.create_multipart("k", ObjectHeaders())
+        assert await store.list_uploads("") == []
+
+    run(linked_uploads_folder())
+    assert os.listdir(sentinel) == []
+    os.unlink(root / ".dth-uploads")
+
+    # An upload folder that is a link to a folder laid out like a staged upload of "k" (key file, a part).
+    fake_id = "f" * 32
+    (sentinel / "key").write_text("k")
+    (sentinel / f"00001.{md5(SECRET).hex()}").write_bytes(SECRET)
+    os.makedirs(root / ".dth-uploads")
+    os.symlink(sentinel, root / ".dth-uploads" / fake_id)
+
+    async def linked_staging():
+        assert await store.list_uploads("") == []
+        with pytest.raises(NotFound):
+            await store.list_parts("k", fake_id)
+        with pytest.raises(NotFound):
+            await store.complete_multipart("k", fake_id, [PartInfo(1, md5(SECRET).hex())])
+        await store.abort_multipart("k", fake_id)  # no such upload for the store: nothing removed through it
+        # A real upload with a part planted as a link to the secret, and a part ETag crafted as a path.
+        upload_id = await store.create_multipart("k", ObjectHeaders())
+        staging = root / ".dth-uploads" / upload_id
+        os.symlink(secret, staging / f"00001.{md5(SECRET).hex()}")
+        assert await store.list_parts("k", upload_id) == []
+        with pytest.raises(Fatal, match="not uploaded"):
+            await store.complete_multipart("k", upload_id, [PartInfo(1, md5(SECRET).hex())])
+        os.symlink(secret, staging / "00002.x")
+        with pytest.raises(Fatal, match="not uploaded"):
+            await store.complete_multipart("k", upload_id, [PartInfo(2, "x/../../../../secret.txt")])
+        await store.abort_multipart("k", upload_id)
+
+    with never_read(secret, sentinel / f"00001.{md5(SECRET).hex()}"):
+        run(linked_staging())
+    assert sorted(os.listdir(sentinel)) == sorted(["key", f"00001.{md5(SECRET).hex()}"])
+    assert os.listdir(root / ".dth-uploads") == [fake_id] and not os.path.exists(root / "k")
+
+
+def test_deletes_remove_a_link_itself_and_never_delete_through_one(tmp_path):
+    root, outside = tmp_path / "dst", tmp_path / "outside"
+    (root / "real" / "sub").mkdir(parents=True)
+    (root / "real" / "sub" / "keep").write_bytes(b"keep")
+    outside.mkdir()
+    (outside / "victim.txt").write_bytes(b"victim")
+    os.symlink(outside / "victim.txt", root / "file_link")
+    os.symlink(outside, root / "escape")
+    os.symlink("real", root / "inner")
+    store = local_store(root)
+
+    async def body():
+        await store.delete("file_link")
+        await store.delete("escape/victim.txt")
+        await store.delete("inner/sub/keep")
+        await store.delete("escape")  # the key is the link: the link goes, the folder it names stays
+
+    run(body())
+    assert (outside / "victim.txt").read_bytes() == b"victim" and (root / "real" / "sub" / "keep").exists()
+    assert not os.path.lexists(root / "file_link") and not os.path.lexists(root / "escape")
+    assert os.path.islink(root / "inner")
+
+
+def test_the_root_may_be_a_link_and_absolute_links_into_it_are_inside(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "f").write_bytes(b"f")
+    os.symlink(real, tmp_path / "root")  # the configured root is trusted, link or not
+    os.symlink(real / "f", real / "via_real_path")
+    os.symlink(tmp_path / "root" / "f", real / "via_root_path")
+    store = local_store(tmp_path / "root")
+    objects, _ = run(list_all(store, ""))
+    assert {o.key: o.storage_class for o in objects} == {
+        "f": "", "via_real_path": "symlink_inside_root", "via_root_path": "symlink_inside_root"}
+    assert run(store.get("f")).data == b"f"
