@@ -302,6 +302,7 @@ class VerifyTally:
     extra: int = 0
     read_objects: int = 0
     read_bytes: int = 0
+    unreadable: int = 0  # at the source only, in a class nothing can read (archived, a local symlink): skipped
     missing_keys: list[str] = field(default_factory=list)
     differ_keys: list[str] = field(default_factory=list)
     extra_keys: list[str] = field(default_factory=list)
@@ -315,7 +316,7 @@ class VerifyTally:
             keys.append(key)
 
     def merge(self, other: VerifyTally) -> None:
-        for name in ("checked", "matched", "missing", "differ", "extra", "read_objects", "read_bytes"):
+        for name in ("checked", "matched", "missing", "differ", "extra", "read_objects", "read_bytes", "unreadable"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("missing_keys", "differ_keys", "extra_keys", "errors"):
             mine = getattr(self, name)

@@ -355,10 +355,14 @@ class TransferWorker:
                     found.note("extra", dst.key)
                     continue
                 found.checked += 1
+                archived = bool(src.storage_class) and src.storage_class in unreadable
+                if dst is None and archived:
+                    found.unreadable += 1  # a sync skips it too (archived, or a local symlink): not missing
+                    continue
                 if dst is None:
                     found.note("missing", src.key)
                     continue
-                if src.storage_class and src.storage_class in unreadable:
+                if archived:
                     verdict = MATCH if src.size == dst.size else DIFFER  # archived: only the size is readable
                 else:
                     verdict, _ = classify(src, dst, decision.record, full, self._src.features, self._dst.features)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dth_ray.compose import load_settings
 from dth_ray.runtime.driver import run_sync
+from dth_ray.runtime.verify import run_verify
 from tests.contract.linktree import SECRET, link_tree, never_read
 
 MiB = 1024 * 1024
@@ -65,6 +66,10 @@ def test_a_source_with_links_copies_its_files_and_reports_each_link_skipped(tmp_
                                  "failed": 0}
     reasons = second["skipped_reasons"]
     assert {k: v for k, v in reasons.items() if k.startswith("unreadable:")} == expected_reasons
+    with never_read(outside / "secret.txt", outside / "sub" / "secret.txt"):
+        checked = run_verify(settings)
+    assert checked["status"] == "ok", checked
+    assert checked["counts"]["unreadable_at_source"] == len(links) and checked["missing_on_destination"] == []
 
 
 def test_a_destination_with_links_is_never_written_through(tmp_path):
