@@ -54,7 +54,7 @@ def write_report(path: str, report: dict) -> None:
 
 def cmd_sync(overrides: list[str]) -> int:
     from dth_ray.runtime.driver import run_sync
-    from dth_ray.runtime.progress import terminal_progress
+    from dth_ray.runtime.progress import showing_progress
 
     settings = load_settings(overrides)
     _setup_logging(settings)
@@ -73,11 +73,8 @@ def cmd_sync(overrides: list[str]) -> int:
             print(f"dth-ray: {RESUME_HINT}", file=sys.stderr)
             return interrupts.exit_status
         return EXIT_OK if out["status"] == "succeeded" else EXIT_FAILED
-    cfg = settings.config
-    show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
-    report = run_sync(settings, on_progress=terminal_progress if show else None, interrupts=interrupts)
-    if show:
-        sys.stderr.write("\n")
+    with showing_progress(settings) as progress:
+        report = run_sync(settings, progress, interrupts=interrupts)
     if settings.report_path:
         write_report(settings.report_path, report.to_json())
     print(report.summary())

@@ -282,7 +282,8 @@ class SyncConfig:
     resume: bool = True  # false: start a new run even when the job's latest run can be resumed
     report: str = ""
     job: str = ""
-    progress: str = "auto"
+    progress: str = "auto"  # auto (a live bar on a terminal, stats lines otherwise), bar, lines, none; on/off
+    progress_interval: str = "10s"  # stats lines: how often
     log_level: str = "WARNING"
     filter: FilterConfig = field(default_factory=FilterConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
@@ -298,6 +299,8 @@ class SyncConfig:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)  # SNS alarms (dth_ray/ops)
     log: LogConfig = field(default_factory=LogConfig)  # log.format (dth_ray/ops/logs.py)
 
+
+PROGRESS_MODES = ("auto", "bar", "lines", "none", "on", "off")  # on/off: the old names of bar/none
 
 _UNITS = {
     "": 1, "b": 1,
@@ -392,8 +395,10 @@ def validate(cfg: SyncConfig) -> None:
     if t.max_requests_per_s < 0:
         raise ConfigError(f"transfer.max_requests_per_s={t.max_requests_per_s!r} must be 0 (off) or more")
     validate_transfer_sizes(cfg)
-    if cfg.progress not in ("auto", "on", "off"):
-        raise ConfigError(f"progress={cfg.progress!r} must be auto, on or off")
+    if cfg.progress not in PROGRESS_MODES:
+        raise ConfigError(f"progress={cfg.progress!r} must be one of {', '.join(PROGRESS_MODES)}")
+    if parse_duration(cfg.progress_interval, "progress_interval") <= 0:
+        raise ConfigError(f"progress_interval={cfg.progress_interval!r} must be positive")
     addr = cfg.runtime.address
     if addr not in ("local", "auto") and not addr.startswith("ray://") and not re.fullmatch(r"[\w.-]+:\d+", addr):
         raise ConfigError(f"runtime.address={addr!r} must be local, auto, HOST:PORT or ray://HOST:PORT")

@@ -6,7 +6,6 @@ import hashlib
 import os
 import random
 import secrets
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -77,7 +76,7 @@ def verify(server: RcloneS3, bucket: str, prefix: str, items: list[tuple[str, by
 def run_demo(overrides: list[str]) -> int:
     from dth_ray.compose import load_settings
     from dth_ray.runtime.driver import run_sync
-    from dth_ray.runtime.progress import terminal_progress
+    from dth_ray.runtime.progress import showing_progress
 
     t0 = time.monotonic()
     small = 1200
@@ -101,10 +100,8 @@ def run_demo(overrides: list[str]) -> int:
             f"destination.endpoint={dst.endpoint}", "destination.credentials=env:DTH_DEMO_DST",
             f"manifest.path={state}/manifest.sqlite", *overrides,
         ])
-        show = sys.stderr.isatty()
-        report = run_sync(settings, on_progress=terminal_progress if show else None)
-        if show:
-            sys.stderr.write("\n")
+        with showing_progress(settings) as progress:
+            report = run_sync(settings, progress)
         print("demo: first sync  — " + report.summary())
         problems = verify(dst, "demo-lake", "mirror/", items)
         again = run_sync(settings)

@@ -197,6 +197,8 @@ class Settings:
     verify_strict: bool = False
     report_path: str = ""
     resume: bool = True
+    progress: str = "auto"  # auto, bar, lines or none
+    progress_interval_s: float = 10.0
 
     @property
     def job(self) -> str:
@@ -285,6 +287,8 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
         plan=_plan(cfg), export=_export(cfg, transfer), schedule=resolve_schedule(cfg.schedule),
         verify_full=VerifyMode(cfg.verify.mode) is VerifyMode.full, verify_strict=cfg.verify.strict,
         report_path=cfg.report, resume=cfg.resume,
+        progress={"on": "bar", "off": "none"}.get(cfg.progress, cfg.progress),
+        progress_interval_s=parse_duration(cfg.progress_interval, "progress_interval"),
     )
 
 

@@ -16,7 +16,7 @@ import concurrent.futures
 import logging
 import math
 import time
-from collections.abc import Callable
+from dataclasses import replace
 
 from dth_ray.errors import DthError, NotFound
 from dth_ray.model import Shard, ShardResult, ShardTask, Tally
@@ -42,7 +42,7 @@ from dth_ray.runtime.metrics import DriverMetrics
 from dth_ray.runtime.planning import plan_shards
 from dth_ray.runtime.pool import Slot
 from dth_ray.runtime.preflight import check_stores
-from dth_ray.runtime.progress import Snapshot
+from dth_ray.runtime.progress import ProgressModel, Snapshot
 from dth_ray.runtime.rayhost import ray_is_up
 from dth_ray.runtime.scheduler import Item, Scheduler, Workers
 from dth_ray.runtime.worker import TransferWorker
@@ -61,10 +61,8 @@ SHARDS_PER_LANE = 8
 SHARDS_PER_ACTOR = 4
 EARLIER = "earlier-executions"  # the `nodes` entry for what earlier executions of a resumed run copied
 
-ProgressFn = Callable[[Snapshot, float], None]
 
-
-def run_sync(settings: Settings, on_progress: ProgressFn | None = None, *, one_time: bool = True,
+def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_time: bool = True,
              interrupts: Interrupts | None = None, in_process: int = 0) -> RunReport:
     """Run one sync to completion (resuming the job's unfinished run, if any) and return its report.
     `one_time=False` (a scheduled scan of `dth-ray watch`) alarms on failure only, and does not resume a run
@@ -77,7 +75,7 @@ def run_sync(settings: Settings, on_progress: ProgressFn | None = None, *, one_t
     check_stores(settings.source, settings.destination)
     ops = Ops(settings.config, settings.job, one_time=one_time)
     try:
-        report = SyncRun(settings, ops, on_progress, interrupts or Interrupts(), one_time, in_process).run()
+        report = SyncRun(settings, ops, progress, interrupts or Interrupts(), one_time, in_process).run()
         ops.finished(report)
     except BaseException as exc:
         ops.aborted(exc)
@@ -90,12 +88,12 @@ def run_sync(settings: Settings, on_progress: ProgressFn | None = None, *, one_t
 class SyncRun:
     """One execution of a sync run: the scheduler's client (hooks run in the scheduler's thread)."""
 
-    def __init__(self, settings: Settings, ops: Ops, on_progress: ProgressFn | None, interrupts: Interrupts,
+    def __init__(self, settings: Settings, ops: Ops, progress: ProgressModel | None, interrupts: Interrupts,
                  one_time: bool = True, in_process: int = 0):
         """`in_process=N`: N in-process workers and no Ray, instead of the pool the settings call for."""
         self.s = settings
         self.ops = ops
-        self.on_progress = on_progress
+        self.progress = progress
         self.interrupts = interrupts
         self.one_time = one_time
         self.started = time.monotonic()
@@ -195,7 +193,7 @@ class SyncRun:
             items = self._resume(latest, m)
             if items is not None:
                 return items
-        shards = await plan_shards(self.s.source, self.s.default_workers())
+        shards = await plan_shards(self.s.source, self.s.default_workers(), progress=self.progress)
         started = time.time()
         self.run_id = 0 if self.s.dry_run else m.start_run(shards)
         self.recount_since = math.floor(started)
@@ -338,8 +336,8 @@ class SyncRun:
                             self.elastic.requested if self.elastic is not None else 0)
         elapsed = time.monotonic() - self.started
         self.ops.progress(snap, actors, elapsed)
-        if self.on_progress is not None:
-            self.on_progress(snap, elapsed)
+        if self.progress is not None:
+            self.progress.update(snap)
 
     def _backlog(self, snap: Snapshot, scheduler: Scheduler) -> Backlog:
         """This execution's work so far and an estimate of what is left: the shards not started yet, at the
@@ -366,13 +364,22 @@ class SyncRun:
                 if sid not in self.done and sid not in self.failed and seq >= self.live.get(sid, (0, None))[0]:
                     self.live[sid] = (seq, tally)
         self.in_flight = (sum(c.objects_in_flight for c in changes), sum(c.bytes_in_flight for c in changes))
+        errors: dict[str, int] = {}
+        for change in changes:
+            for name, count in change.errors.items():
+                errors[name] = errors.get(name, 0) + count
         total = Tally(max_failures=0)
         for sid, tally in self.latest.items():
             total.merge(self.live[sid][1] if sid in self.live else tally)
         for sid, (_, tally) in self.live.items():
             if sid not in self.latest:
                 total.merge(tally)
-        return Snapshot(total, *self.in_flight, len(self.done), len(self.shards))
+        snap = Snapshot(total, *self.in_flight, len(self.done), len(self.shards), errors=errors)
+        if self.scheduler is not None and self.copy_started is not None:
+            left = self._backlog(snap, self.scheduler)
+            snap = replace(snap, total_objects=total.listed + left.left_objects,
+                           total_bytes=total.bytes_listed + left.left_bytes)
+        return snap
 
     # ---- finishing (the main thread, the loop ended)
 
@@ -440,6 +447,10 @@ class SyncRun:
             run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED}[status]
             self.manifest.call("finish_run", run_state, report.to_json())
             self.manifest.call("flush")
+        if self.progress is not None:  # the last frame shows what the report says
+            self.progress.update(Snapshot(total, shards_done=len(self.done), shards_total=len(self.shards),
+                                          total_objects=total.listed, total_bytes=total.bytes_listed),
+                                 "finished")
         counts = self.manifest.both("write_counts")
         report.manifest = {"type": s.manifest.type.value, "writes": sum(c[0] for c in counts),
                            "items_written": sum(c[1] for c in counts)}

@@ -80,6 +80,7 @@ class LiveReport:
     shards: tuple[tuple[str, int, Tally], ...] = ()
     objects_in_flight: int = 0
     bytes_in_flight: int = 0
+    errors: tuple[tuple[str, int], ...] = ()  # store requests that failed so far (and were retried), by class
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class Progress:
     shards: dict[str, tuple[int, Tally]] = field(default_factory=dict)
     objects_in_flight: int = 0
     bytes_in_flight: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
 
 
 class LiveProgress:
@@ -98,6 +100,7 @@ class LiveProgress:
     def __init__(self) -> None:
         self._changed: dict[str, tuple[int, Tally]] = {}
         self._in_flight: dict[str, tuple[int, int]] = {}
+        self._errors: dict[str, tuple[tuple[str, int], ...]] = {}
 
     def add(self, live: LiveReport | None) -> None:
         if live is None:
@@ -107,11 +110,16 @@ class LiveProgress:
             if known is None or seq >= known[0]:
                 self._changed[shard_id] = (seq, tally)
         self._in_flight[live.worker_id] = (live.objects_in_flight, live.bytes_in_flight)
+        self._errors[live.worker_id] = live.errors
 
     def take(self) -> Progress:
         changed, self._changed = self._changed, {}
+        errors: dict[str, int] = {}
+        for per_worker in self._errors.values():
+            for name, count in per_worker:
+                errors[name] = errors.get(name, 0) + count
         return Progress(changed, sum(o for o, _ in self._in_flight.values()),
-                        sum(b for _, b in self._in_flight.values()))
+                        sum(b for _, b in self._in_flight.values()), errors)
 
 
 class Manifest(Protocol):

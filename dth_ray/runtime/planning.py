@@ -28,10 +28,11 @@ _PROBE_CONCURRENCY = 32
 _DEEPER_CONCURRENCY = 8  # level listings at once: bounds what lists past the cap (each ≤ MAX_PLANNED_SHARDS)
 
 
-async def plan_shards(source: StoreSpec, actors: int, store=None) -> list[Shard]:
+async def plan_shards(source: StoreSpec, actors: int, store=None, progress=None) -> list[Shard]:
     """Shards from the first one or two levels of common prefixes (or the prefix-list file); ranges that
     hold more than a page of keys are then cut until there are about 4 shards per actor. `store` (a Lister)
-    replaces the configured source, e.g. for a synthetic benchmark."""
+    replaces the configured source, e.g. for a synthetic benchmark; `progress` (a ProgressModel) is told what
+    the listing sees as it goes."""
     if source.prefix_list:
         prefixes = [p for p in load_prefix_list(source.prefix_list) if p.startswith(source.prefix)]
         if not prefixes:
@@ -41,7 +42,7 @@ async def plan_shards(source: StoreSpec, actors: int, store=None) -> list[Shard]
     own = store is None
     store = open_store(source) if own else store
     try:
-        shards = await list_level(store, source.prefix, 2 * actors)
+        shards = await list_level(store, source.prefix, 2 * actors, progress)
         if len(shards) < 4 * actors:
             # The next level of each, listed concurrently (across a long link each listing costs round trips),
             # until MAX_PLANNED_SHARDS are planned; later prefixes then stay whole.
@@ -53,7 +54,7 @@ async def plan_shards(source: StoreSpec, actors: int, store=None) -> list[Shard]
                 async with gate:
                     if shard.delimiter or planned > MAX_PLANNED_SHARDS:
                         return [shard]
-                    found = await list_level(store, shard.prefix, 2 * actors)
+                    found = await list_level(store, shard.prefix, 2 * actors, progress)
                 planned += len(found)
                 return found
 
@@ -63,10 +64,12 @@ async def plan_shards(source: StoreSpec, actors: int, store=None) -> list[Shard]
     finally:
         if own:
             await store.aclose()
+    if progress is not None:
+        progress.planned(shards=len(shards))
     return order_largest_first([(s, 0) for s in shards])
 
 
-async def list_level(store, prefix: str, parts: int = 1) -> list[Shard]:
+async def list_level(store, prefix: str, parts: int = 1, progress=None) -> list[Shard]:
     """Shards for one '/' level: one per common prefix, and the objects directly at the level cut into up
     to `parts` shards of about equal bytes (when there are few enough to have sizes for). A level with more
     objects than that stops listing early: its objects form one range, split later by probing."""
@@ -75,6 +78,8 @@ async def list_level(store, prefix: str, parts: int = 1) -> list[Shard]:
     token = ""
     while True:
         page = await store.list_page(prefix, token=token, delimiter="/", max_keys=1000)
+        if progress is not None:
+            progress.planned(prefixes=len(page.prefixes), keys=len(page.objects))
         prefixes.extend(page.prefixes)
         objects.extend((o.key, o.size) for o in page.objects)
         if not page.next_token or len(prefixes) > MAX_PLANNED_SHARDS or len(objects) > PLAN_OBJECTS:

@@ -118,6 +118,7 @@ class TransferWorker:
         self._totals = Tally()  # every result this worker counted (metrics)
         self._objects_in_flight = 0
         self._bytes_in_flight = 0
+        self._errors: dict[str, int] = {}  # store requests that failed so far, by class (progress and metrics)
         self._flush_lock: asyncio.Lock | None = None
         self._flusher: asyncio.Task | None = None
         self._stopping = False
@@ -428,9 +429,12 @@ class TransferWorker:
                 self._checkpoints.extend(s.checkpoint(PENDING) for s in self._active.values() if s.dirty)
             live = {sid: (s.seq, s.live) for sid, s in self._active.items()}
             live.update(final or {})
+            errors = self._limits.take_errors() if self._limits is not None else {}
+            for name, count in errors.items():
+                self._errors[name] = self._errors.get(name, 0) + count
             report = LiveReport(self._worker_id, tuple((sid, seq, Tally.from_dict(t.to_dict(0)))
                                                        for sid, (seq, t) in live.items()),
-                                self._objects_in_flight, self._bytes_in_flight)
+                                self._objects_in_flight, self._bytes_in_flight, tuple(self._errors.items()))
             batch, self._pending[:] = list(self._pending), []
             checkpoints, self._checkpoints = self._checkpoints, []
             try:
@@ -440,7 +444,7 @@ class TransferWorker:
                 self._checkpoints[:0] = checkpoints
                 raise
             if self._limits is not None:
-                self._metrics.add(self._totals, self._limits.take_errors(), self._limits.concurrency.in_flight,
+                self._metrics.add(self._totals, errors, self._limits.concurrency.in_flight,
                                   self._copier.parts_in_flight if self._copier is not None else 0)
 
     async def close(self) -> None:

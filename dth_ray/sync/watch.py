@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import queue as queue_mod
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -279,7 +280,7 @@ class WatchService:
             self._next_heartbeat = now + _HEARTBEAT_S
         if now >= self._next_report:
             self._report_tick()
-            self._next_report = now + self.cfg.events.report_interval_s
+            self._next_report = now + min(self.cfg.events.report_interval_s, self.settings.progress_interval_s)
 
     def on_item_done(self, item: Item, results: list[dict], where) -> Item | None:
         for result in results:
@@ -418,9 +419,18 @@ class WatchService:
         if self.cfg.report:
             _write_json(self.cfg.report, doc)
         lat = doc["latency_s"]
-        log.info("watch: %d messages, %d events reconciled (%s), latency p95 %ss, %d held, scans %s",
-                 self.metrics.messages["received"], self.metrics.events["reconciled"], dict(self.metrics.outcomes),
-                 lat.get("p95", "-"), len(self._held), dict(self.metrics.scans))
+        line = (f"watch: {self.metrics.messages['received']:,} messages, {self.metrics.events['received']:,} "
+                f"events, {self.metrics.events['reconciled']:,} reconciled {dict(self.metrics.outcomes)}, lag p95 "
+                f"{lat.get('p95', '-')}s, {len(self._held)} held, scans {dict(self.metrics.scans)}")
+        log.info("%s", line)
+        if self.settings.progress != "none":  # stats lines whatever log_level says (as for sync)
+            event = {"event": "watch_stats", "messages": self.metrics.messages["received"],
+                     "events": self.metrics.events["received"], "reconciled": self.metrics.events["reconciled"],
+                     "outcomes": dict(self.metrics.outcomes), "latency_s": lat, "held": len(self._held),
+                     "scans": dict(self.metrics.scans)}
+            text = json.dumps(event) if self.cfg.log.format.value == "json" else line
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
 
     # ---- the scheduled batch sync
 
