@@ -235,6 +235,7 @@ def cmd_events(args: list[str]) -> int:
     print(f"queue ready: {out['queue_url']} (dead letters after {out['redrive_policy']['maxReceiveCount']} receives: "
           f"{out['dead_letter_queue_url']}). Attach policies.forwarder to the identity whose keys the OSS "
           f"forwarder uses (it may only sqs:SendMessage to this queue).", file=sys.stderr)
+    print(f"who can send: {out['who_can_send']}", file=sys.stderr)
     return EXIT_OK
 
 

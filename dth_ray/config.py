@@ -217,16 +217,22 @@ class EventsConfig:
     actors: int = 0  # transfer actors for events; 0 = as for transfer.actors
     shutdown_timeout_s: float = 30.0  # SIGTERM: how long in-flight transfers may finish
     report_interval_s: float = 10.0  # metrics log line and `report` file
+    max_delete: int = 1000  # deletes (ObjectRemoved, or a source found gone) per window; more are skipped
+    max_delete_window: str = "1h"  # sliding; skipped deletes are left to a scan with sync.delete=true
 
 
 @dataclass
 class SyncDeleteConfig:
     """`sync.delete=true`: a batch run deletes destination objects under destination.prefix that the source
     no longer has. `max_delete`: a count (`100`) or percent of the destination objects seen (`10%`); more
-    candidates than that → nothing is deleted and the run fails with a clear error. Empty: no limit."""
+    candidates than that → nothing is deleted and the run fails with a clear error. Empty: no limit.
+    Deletes (these and `watch`'s) stay inside destination.prefix as a folder: a prefix not ending in '/' is
+    refused unless `delete_prefix_as_is` accepts it as a plain string (sibling keys such as `backup-2023/`
+    of `backup` are then in scope)."""
 
     delete: bool = False
     max_delete: str = ""
+    delete_prefix_as_is: bool = False  # accept a destination.prefix without a trailing '/' as a plain string
 
 
 class LogFormat(str, Enum):
@@ -403,6 +409,7 @@ def validate(cfg: SyncConfig) -> None:
     if addr not in ("local", "auto") and not addr.startswith("ray://") and not re.fullmatch(r"[\w.-]+:\d+", addr):
         raise ConfigError(f"runtime.address={addr!r} must be local, auto, HOST:PORT or ray://HOST:PORT")
     validate_sync_settings(cfg)
+    check_delete_scope(cfg)
     validate_ops(cfg)
 
 
@@ -531,6 +538,27 @@ def validate_sync_settings(cfg: SyncConfig) -> None:
         raise ConfigError(f"events.actors={e.actors!r} must be 0 (auto) or more")
     if e.shutdown_timeout_s < 0 or e.report_interval_s <= 0:
         raise ConfigError("events.shutdown_timeout_s must be >= 0 and events.report_interval_s > 0")
+    if e.max_delete < 1:
+        raise ConfigError(f"events.max_delete={e.max_delete!r} must be at least 1 (events.deletes=false "
+                          "turns event deletes off)")
+    if parse_duration(e.max_delete_window, "events.max_delete_window") < 1:
+        raise ConfigError(f"events.max_delete_window={e.max_delete_window!r} must be at least 1s")
+
+
+def check_delete_scope(cfg: SyncConfig, events_deletes: bool = False) -> None:
+    """Deletes only remove keys under destination.prefix treated as a folder: with `sync.delete` (or
+    `events_deletes`, for `watch` with events=sqs), a non-empty prefix that does not end in '/' would reach
+    sibling keys ('backup' → 'backup-2023/...'), so it is refused unless `sync.delete_prefix_as_is`.
+    The empty prefix (the whole bucket) is allowed. Raises ConfigError."""
+    prefix = cfg.destination.prefix
+    if not prefix or prefix.endswith("/") or cfg.sync.delete_prefix_as_is:
+        return
+    which = "sync.delete=true" if cfg.sync.delete else "events.deletes=true" if events_deletes else ""
+    if which:
+        raise ConfigError(f"destination.prefix={prefix!r} does not end in '/': with {which} deletes would "
+                          f"also reach sibling keys such as {prefix + '-old/x'!r}; use "
+                          f"destination.prefix={prefix}/ or set sync.delete_prefix_as_is=true to delete "
+                          "under it as a plain string")
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

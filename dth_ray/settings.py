@@ -140,6 +140,7 @@ class DeleteSettings:
     max_count: int | None = None
     max_percent: float | None = None
     text: str = ""  # as the user wrote it, for messages
+    prefix_as_is: bool = False  # sync.delete_prefix_as_is: destination.prefix is a plain string, not a folder
 
     def limit(self, destination_objects: int) -> int | None:
         if self.max_percent is not None:
@@ -172,6 +173,16 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EventDeleteLimit:
+    """`dth-ray watch`: at most `max_count` event-driven deletes in any `window_s` (events.max_delete per
+    events.max_delete_window); `window` as the user wrote it, for messages."""
+
+    max_count: int = 1000
+    window_s: float = 3600.0
+    window: str = "1h"
+
+
+@dataclass(frozen=True, slots=True)
 class ExportSettings:
     """`maxcompute.*` sizes for the direct export, in bytes."""
 
@@ -199,6 +210,7 @@ class Settings:
     resume: bool = True
     progress: str = "auto"  # auto, bar, lines or none
     progress_interval_s: float = 10.0
+    event_deletes: EventDeleteLimit = EventDeleteLimit()
 
     @property
     def job(self) -> str:
@@ -283,12 +295,15 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
                               m.insecure_http, float(m.flush_interval_s)),
         runtime=RuntimeSettings(r.address, r.num_cpus, r.autoscale, r.metrics_port, r.max_transfer_slots, r.ray,
                                 float(r.ray_pays_after_s)),
-        delete=DeleteSettings(cfg.sync.delete, count, percent, cfg.sync.max_delete),
+        delete=DeleteSettings(cfg.sync.delete, count, percent, cfg.sync.max_delete,
+                              cfg.sync.delete_prefix_as_is),
         plan=_plan(cfg), export=_export(cfg, transfer), schedule=resolve_schedule(cfg.schedule),
         verify_full=VerifyMode(cfg.verify.mode) is VerifyMode.full, verify_strict=cfg.verify.strict,
         report_path=cfg.report, resume=cfg.resume,
         progress={"on": "bar", "off": "none"}.get(cfg.progress, cfg.progress),
         progress_interval_s=parse_duration(cfg.progress_interval, "progress_interval"),
+        event_deletes=EventDeleteLimit(cfg.events.max_delete, parse_duration(
+            cfg.events.max_delete_window, "events.max_delete_window"), cfg.events.max_delete_window),
     )
 
 
@@ -309,5 +324,5 @@ def resolve_schedule(cfg: ScheduleConfig) -> ScheduleSettings:
                             parse_duration(cfg.max_defer, "schedule.max_defer"), cfg.on_start)
 
 
-__all__ = ["ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings", "Settings", "StoreSpec",
-           "TransferSettings", "WorkerSettings", "resolve", "store_spec"]
+__all__ = ["EventDeleteLimit", "ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings",
+           "Settings", "StoreSpec", "TransferSettings", "WorkerSettings", "resolve", "store_spec"]

@@ -126,6 +126,23 @@ class Alerter:
                  extra={"event": "alert_sent", "job": report.get("job", ""), "status": report.get("status", "")})
         return True
 
+    def notice(self, job: str, status: str, subject_text: str, text: str) -> bool:
+        """Publish one message outside the per-run alarm (e.g. `watch` reaching events.max_delete), with the
+        same attributes (`status` tells them apart). True when sent; never raises."""
+        attrs = attributes({"job": job, "status": status})
+        try:
+            self._client.call("publish", TopicArn=self.topic_arn,
+                              Subject=_ascii_line(subject_text)[:MAX_SUBJECT_CHARS],
+                              Message=text.encode("utf-8")[:MAX_MESSAGE_BYTES].decode("utf-8", "ignore"),
+                              MessageAttributes=attrs)
+        except Exception as exc:  # an unreachable SNS must never stop the service
+            log.warning("SNS notice for job %s could not be sent (%s)", job, error_code(exc),
+                        extra={"event": "alert_failed", "job": job, "error_class": error_code(exc)})
+            return False
+        log.info("SNS notice sent for job %s (%s)", job, status,
+                 extra={"event": "alert_sent", "job": job, "status": status})
+        return True
+
     def check(self) -> None:
         """GetTopicAttributes: raises what botocore raises when the topic is missing or refuses us."""
         self._client.call("get_topic_attributes", TopicArn=self.topic_arn)

@@ -29,3 +29,12 @@ def load_prefix_list(path: str) -> list[str]:
     if not collapsed:
         raise ConfigError(f"source.prefix_list={path!r} lists no prefixes")
     return collapsed
+
+
+def prefixes_under(path: str, source_prefix: str) -> list[str]:
+    """The prefixes of the file that lie under `source_prefix`: what a scan lists and what `watch` accepts
+    events for (one rule for both). Raises ConfigError naming `source.prefix_list` when none remain."""
+    prefixes = [p for p in load_prefix_list(path) if p.startswith(source_prefix)]
+    if not prefixes:
+        raise ConfigError(f"source.prefix_list={path!r} has no prefix under source.prefix={source_prefix!r}")
+    return prefixes

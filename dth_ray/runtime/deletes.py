@@ -125,6 +125,12 @@ async def uncovered_extras(settings: Settings, shards: list[Shard]) -> Tally:
 
 def check_limit(settings: Settings, found: Candidates, summary: DeleteSummary) -> str:
     """Why nothing may be deleted ('' when the candidates are within sync.max_delete and complete enough)."""
+    dst_prefix = settings.destination.prefix
+    if dst_prefix and not dst_prefix.endswith("/") and not settings.delete.prefix_as_is:
+        # Configuration refuses this before the run (config.check_delete_scope); settings resolved without
+        # that check must still never delete sibling prefixes.
+        return (f"sync.delete: destination.prefix={dst_prefix!r} does not end in '/' and "
+                "sync.delete_prefix_as_is is not set; nothing was deleted")
     limit = settings.delete.limit(found.destination_objects)
     if limit is not None and found.count > limit:
         return (f"sync.max_delete={settings.delete.text} exceeded: {found.count} destination objects are not at the "

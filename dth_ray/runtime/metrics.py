@@ -4,7 +4,8 @@ fed from the counts the runtime already batches, never one call per byte or per 
 Names as Prometheus shows them: ray_dth_bytes_copied_total, ray_dth_objects_total{result=copied|skipped|
 failed}, ray_dth_request_errors_total{error=Throttled|Transient|...}, ray_dth_requests_in_flight,
 ray_dth_parts_in_flight, ray_dth_backlog_objects, ray_dth_backlog_bytes, ray_dth_shards_pending,
-ray_dth_transfer_actors, ray_dth_requested_slots, ray_dth_event_latency_seconds (histogram, `dth-ray watch`: event time to landed);
+ray_dth_transfer_actors, ray_dth_requested_slots, ray_dth_event_latency_seconds (histogram, `dth-ray watch`:
+event time to landed), ray_dth_event_deletes_skipped_total (`dth-ray watch`: deletes over events.max_delete);
 every series is tagged with `job`.
 """
 
@@ -91,7 +92,7 @@ class DriverMetrics:
 
 
 class EventLatency:
-    """`dth-ray watch`: event-to-landed latency as a Ray histogram."""
+    """`dth-ray watch`: event-to-landed latency (a Ray histogram); deletes skipped over events.max_delete."""
 
     BOUNDARIES_S = [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300]
 
@@ -102,6 +103,13 @@ class EventLatency:
         try:
             histogram = _histogram(tuple(self.BOUNDARIES_S))
             histogram.observe(latency_s, tags=self._tags)
+        except Exception:  # metrics must never fail the service
+            log.debug("metrics update failed", exc_info=True)
+
+    def delete_skipped(self) -> None:
+        try:
+            _metric("Counter", "dth_event_deletes_skipped",
+                    "deletes from events skipped over events.max_delete", ("job",)).inc(1, tags=self._tags)
         except Exception:  # metrics must never fail the service
             log.debug("metrics update failed", exc_info=True)
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from dth_ray.errors import ConfigError
 from dth_ray.model import Shard
-from dth_ray.plan.prefix_list import load_prefix_list
+from dth_ray.plan.prefix_list import prefixes_under
 from dth_ray.plan.ranges import boundaries, common_prefix, interval_shards, occupied_edges
 from dth_ray.plan.shard import (
     order_largest_first,
@@ -34,11 +33,7 @@ async def plan_shards(source: StoreSpec, actors: int, store=None, progress=None)
     replaces the configured source, e.g. for a synthetic benchmark; `progress` (a ProgressModel) is told what
     the listing sees as it goes."""
     if source.prefix_list:
-        prefixes = [p for p in load_prefix_list(source.prefix_list) if p.startswith(source.prefix)]
-        if not prefixes:
-            raise ConfigError(f"source.prefix_list={source.prefix_list!r} has no prefix under "
-                              f"source.prefix={source.prefix!r}")
-        return shards_for_prefixes(prefixes)
+        return shards_for_prefixes(prefixes_under(source.prefix_list, source.prefix))
     own = store is None
     store = open_store(source) if own else store
     try:

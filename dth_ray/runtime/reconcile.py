@@ -42,6 +42,12 @@ class Reconciler:
         src_prefix, dst_prefix = self._settings.source.prefix, self._settings.destination.prefix
 
         async def one(dst_key: str) -> None:
+            if not self._in_scope(dst_key):
+                out["failures"].append((dst_key, "Fatal: outside the sync's scope (destination.prefix, "
+                                                 "filter.*)"))
+                log.error("delete refused key=%s: outside destination.prefix or rejected by filter.*",
+                          dst_key)
+                return
             async with self._slots:
                 try:
                     if await self._head_or_none(self._src, src_key_for(dst_key, src_prefix, dst_prefix)) is not None:
@@ -56,6 +62,16 @@ class Reconciler:
         await asyncio.gather(*(one(k) for k in dst_keys))
         return out
 
+    def _in_scope(self, dst_key: str) -> bool:
+        """Whether a delete of `dst_key` stays in the sync's scope: under destination.prefix, and its source
+        key accepted by filter.* (the planners only hand such keys over; this is the last check before a
+        DELETE)."""
+        s = self._settings
+        if not dst_key.startswith(s.destination.prefix):
+            return False
+        rel = dst_key[len(s.destination.prefix):]
+        return s.key_filter.is_noop or s.key_filter.accepts(rel)
+
     async def _head_or_none(self, store: Any, key: str):
         """HEAD one key under the worker's request caps; None when it does not exist."""
         try:
@@ -69,8 +85,9 @@ class Reconciler:
         (only when `deletes`); else copy the version just read (If-Match guarded, so a newer version written
         meanwhile is re-read, never torn) unless the manifest's record and the destination show it landed.
 
-        Returns one dict per key: key, outcome (copied|unchanged|deleted|absent|skipped|failed), bytes, error,
-        landed_at (epoch s). The worker flushes the records before answering.
+        Returns one dict per key: key, outcome (copied, unchanged, deleted, absent, gone_at_source, skipped or
+        failed), bytes, error, landed_at (epoch s); gone_at_source: the source is gone, the destination copy
+        was kept because `deletes` is false. The worker flushes the records before answering.
         """
         return list(await asyncio.gather(*(self._reconcile(key, deletes) for key in keys)))
 
@@ -118,8 +135,12 @@ class Reconciler:
         return "copied", result.src.size
 
     async def _source_gone(self, dst_key: str, deletes: bool) -> str:
-        """The source key does not exist (now): delete its destination copy when deletes are on."""
-        if not deletes or await self._head_or_none(self._dst, dst_key) is None:
+        """The source key does not exist (now): delete its destination copy when `deletes`; without it, say
+        that the destination still holds one ("gone_at_source"), so the caller may allow the delete (watch
+        counts every delete against events.max_delete, whatever the event said)."""
+        if await self._head_or_none(self._dst, dst_key) is None:
             return "absent"
+        if not deletes or not self._in_scope(dst_key):
+            return "gone_at_source"
         await self._limits.call(lambda: self._dst.delete(dst_key))
         return "deleted"

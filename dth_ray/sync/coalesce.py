@@ -90,6 +90,20 @@ class Coalescer:
             self._pending.move_to_end(key, last=False)
         return done
 
+    def again(self, key: str) -> None:
+        """The reconcile of `key` ended but must run once more (e.g. it may now delete): its events stay
+        unacknowledged, joined by those that waited behind it, in one pending reconcile ahead of newer keys.
+
+        Raises KeyError if `key` is not running.
+        """
+        pending = self._running.pop(key)
+        waiting = self._behind.pop(key, None)
+        if waiting is not None:
+            for token, event in waiting.tokens:
+                pending.add(event, token)
+        self._pending[key] = pending
+        self._pending.move_to_end(key, last=False)
+
     def release(self) -> list[Pending]:
         """Everything not running (pending and waiting), removed: for a shutdown that abandons it."""
         out = list(self._pending.values()) + list(self._behind.values())

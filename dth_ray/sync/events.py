@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import calendar
 import json
 import re
@@ -198,26 +199,38 @@ def parse_body(body: str | bytes, sent_time_s: float = 0.0) -> ParsedMessage:
 
 @dataclass(frozen=True)
 class EventScope:
-    """Which events concern this job: the source bucket (events without one are assumed ours), keys under
-    `prefix` that the key filter accepts, and removals only when `deletes`."""
+    """Which events concern this job, exactly as a scan would list them: the source bucket (events without
+    one are assumed ours), keys under `prefix` and — with source.prefix_list — under one of `prefix_list`
+    (sorted, none covering another, as load_prefix_list returns them), that the key filter accepts; removals
+    only when `deletes`."""
 
     bucket: str
     prefix: str = ""
     deletes: bool = True
     key_filter: KeyFilter | None = None
+    prefix_list: tuple[str, ...] = ()
 
     def reason_to_ignore(self, event: Event) -> str:
-        """'' when the event is ours, else why not (other_bucket, outside_prefix, deletes_disabled, filtered)."""
+        """'' when the event is ours, else why not (other_bucket, outside_prefix, outside_prefix_list,
+        deletes_disabled, filtered)."""
         if event.bucket and self.bucket and event.bucket != self.bucket:
             return "other_bucket"
         if not event.key.startswith(self.prefix):
             return "outside_prefix"
+        if self.prefix_list and not self._listed(event.key):
+            return "outside_prefix_list"
         if event.kind == REMOVED and not self.deletes:
             return "deletes_disabled"
         kf = self.key_filter
         if kf is not None and not kf.is_noop and not kf.accepts(event.key[len(self.prefix):]):
             return "filtered"
         return ""
+
+    def _listed(self, key: str) -> bool:
+        # Keys under one prefix sort together and no listed prefix covers another, so the only prefix that
+        # can hold `key` is the greatest one not after it.
+        i = bisect.bisect_right(self.prefix_list, key)
+        return i > 0 and key.startswith(self.prefix_list[i - 1])
 
 
 def newer(a: Event, b: Event) -> bool:

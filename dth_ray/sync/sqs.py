@@ -188,4 +188,15 @@ def setup(ev: EventsConfig, s3_bucket: str = "", alarm_topic_arn: str = "") -> d
             raise ConfigError(f"events setup: CloudWatch refused the alarm ({_code(exc)})") from None
     return {"queue_url": url, "queue_arn": arn, "dead_letter_queue_url": dlq_url, "dead_letter_queue_arn": dlq_arn,
             "redrive_policy": redrive, "s3_notifications_from": s3_bucket or None, "alarm": alarm or None,
-            "policies": least_privilege_policies(arn, dlq_arn)}
+            "policies": least_privilege_policies(arn, dlq_arn), "who_can_send": who_can_send(s3_bucket, ev)}
+
+
+def who_can_send(s3_bucket: str, ev: EventsConfig) -> str:
+    """What `events setup` tells its user about the queue as an attack surface (printed and in its JSON)."""
+    allowed = f"S3 event notifications of bucket {s3_bucket}" if s3_bucket else "no one outside this account"
+    return (f"The queue policy lets in {allowed}; inside the account, only identities IAM grants "
+            "sqs:SendMessage on this queue can send: give that to the forwarder alone (policies.forwarder). "
+            "Whoever can send to it can make dth-ray watch copy and, with events.deletes=true (the default), "
+            "delete destination objects whose source key is gone — only within the job's scope "
+            "(source.prefix, source.prefix_list, filter.*, destination.prefix) and at most "
+            f"events.max_delete={ev.max_delete} per events.max_delete_window={ev.max_delete_window}.")

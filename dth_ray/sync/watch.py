@@ -10,8 +10,10 @@ delete/visibility calls. A message is deleted only when every event in it was re
 the records are in the manifest; it stays invisible (extended) while its work runs; failures make it visible
 again after a backoff; poison (unparseable, or received more than events.max_receives times) goes to
 events.dead_letter_queue_url, or is left to the queue's redrive policy, or — with neither — is dropped with
-an error line. SIGTERM/SIGINT: stop receiving, give in-flight transfers events.shutdown_timeout_s to finish,
-release everything else (visible at once), so a restart loses nothing; an interrupted scan resumes.
+an error line. A reconcile may delete only with a grant of the delete rail (dth_ray/sync/deletelimit.py:
+events.max_delete per events.max_delete_window, counted here, whatever the event said). SIGTERM/SIGINT:
+stop receiving, give in-flight transfers events.shutdown_timeout_s to finish, release everything else
+(visible at once), so a restart loses nothing; an interrupted scan resumes.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from dth_ray.config import EventsType, StoreType
+from dth_ray.config import EventsType, StoreType, check_delete_scope
 from dth_ray.errors import ConfigError
+from dth_ray.ops.alerts import Alerter
+from dth_ray.plan.prefix_list import prefixes_under
 from dth_ray.runtime.driver import run_sync
 from dth_ray.runtime.interrupts import Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
@@ -38,7 +42,8 @@ from dth_ray.runtime.scheduler import Item, Scheduler, Workers
 from dth_ray.runtime.worker import TransferWorker
 from dth_ray.settings import Settings
 from dth_ray.sync.coalesce import Coalescer
-from dth_ray.sync.events import CREATED, DTH, Event, EventScope, parse_body
+from dth_ray.sync.deletelimit import EventDeletes
+from dth_ray.sync.events import CREATED, DTH, REMOVED, Event, EventScope, parse_body
 from dth_ray.sync.schedule import DEFER, RUN, SKIP, Schedule
 from dth_ray.sync.sqs import Queue, Received
 
@@ -103,8 +108,11 @@ def _write_json(path: str, doc: dict) -> None:
 class WatchService:
     """The service; `run()` blocks until `stop()` (signal handlers call it) and returns the final report."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, in_process: int = 0):
+        """`in_process=N`: N in-process transfer workers and no Ray (tests of the service without a Ray
+        session; its scheduled scans run in-process too). Raises ConfigError."""
         self.settings = settings
+        self.in_process = in_process
         cfg = self.cfg = settings.config
         ev = cfg.events
         self.events_on = ev.type == EventsType.sqs
@@ -117,7 +125,17 @@ class WatchService:
         self.schedule = Schedule.from_settings(settings.schedule, time.time())  # raises ConfigError (cron)
         if not self.events_on and not self.schedule.enabled:
             raise ConfigError("dth-ray watch has nothing to do: set events=sqs and/or schedule.interval/cron")
-        self.scope = EventScope(cfg.source.bucket, cfg.source.prefix, ev.deletes, settings.worker.key_filter)
+        if self.events_on and ev.deletes:
+            check_delete_scope(cfg, events_deletes=True)
+        # Events honour source.prefix_list as a scan does: keys outside the listed prefixes are not ours.
+        listed = prefixes_under(cfg.source.prefix_list, cfg.source.prefix) if cfg.source.prefix_list else []
+        self.scope = EventScope(cfg.source.bucket, cfg.source.prefix, ev.deletes, settings.worker.key_filter,
+                                tuple(listed))
+        limit = settings.event_deletes
+        self.deletes = EventDeletes(self.events_on and ev.deletes, limit.max_count, limit.window_s,
+                                    limit.window, settings.job,
+                                    self._alert if cfg.alerts.sns_topic_arn else None, time.monotonic)
+        self._alerter: Alerter | None = None
         self.metrics = WatchMetrics()
         self._ray_metrics = EventLatency(settings.job)
         self._stop = threading.Event()
@@ -161,15 +179,21 @@ class WatchService:
             self._queue.check()
         if handle_signals:
             self.interrupts.install()
-        workers = Workers(actor_class=TransferWorker if self.events_on else None,
-                          actor_args=lambda: (settings.worker, manifest.actor_name(scheduler, 0)),
-                          actors=cfg.events.actors or settings.transfer.actors,
-                          per_actor=max(1, 2 * settings.transfer.concurrency // cfg.events.batch_keys))
+        per_actor = max(1, 2 * settings.transfer.concurrency // cfg.events.batch_keys)
+        if self.in_process:
+            workers = Workers(build_local=(lambda: TransferWorker(settings.worker, manifest.local))
+                              if self.events_on else None, local_workers=self.in_process, per_local=per_actor)
+        else:
+            workers = Workers(actor_class=TransferWorker if self.events_on else None,
+                              actor_args=lambda: (settings.worker, manifest.actor_name(scheduler, 0)),
+                              actors=cfg.events.actors or settings.transfer.actors, per_actor=per_actor)
         scheduler = self._scheduler = Scheduler(workers, self.interrupts, _TICK_S,
                                                 stop_grace_s=cfg.events.shutdown_timeout_s)
         try:
+            scheduler.start_local()  # the in-process workers, if any
             scheduler.start(self, [])
-            scheduler.start_ray(settings.runtime)
+            if not self.in_process:
+                scheduler.start_ray(settings.runtime)
             if self.events_on:
                 self._start_thread(self._acker, "dth-watch-acker")
                 for n in range(cfg.events.receivers):
@@ -209,7 +233,8 @@ class WatchService:
     def _report(self, state: str) -> dict:
         extra = {"job": self.settings.job, "queue_url": self.cfg.events.queue_url if self.events_on else None,
                  "held_messages": len(self._held), "keys_pending": self._coalescer.pending,
-                 "keys_running": self._coalescer.running, "stop_reason": self.stop_reason or None}
+                 "keys_running": self._coalescer.running, "stop_reason": self.stop_reason or None,
+                 "deletes": self.deletes.report()}
         return self.metrics.to_dict(state, extra)
 
     # ---- threads
@@ -261,6 +286,20 @@ class WatchService:
             elif op == "dlq":
                 message, reason = payload
                 self._queue.move_aside(message, reason)
+            elif op == "alert":
+                self._send_alert(*payload)
+
+    def _alert(self, subject: str, text: str) -> None:
+        """An alert from the delete rail: sent by the acker thread (SNS calls never block the loop)."""
+        self._acks.put(("alert", (subject, text)))
+
+    def _send_alert(self, subject: str, text: str) -> None:
+        try:
+            if self._alerter is None:
+                self._alerter = Alerter(self.cfg.alerts)
+            self._alerter.notice(self.settings.job, "delete_limit", subject, text)
+        except Exception as exc:  # a broken alerts setting must not stop the service
+            log.warning("watch: alert could not be sent (%s)", type(exc).__name__)
 
     # ---- the scheduler's client
 
@@ -369,16 +408,30 @@ class WatchService:
         capacity = max(1, scheduler.actor_count) * scheduler.workers.per_actor
         batch_keys = self.cfg.events.batch_keys
         while self._coalescer.pending and scheduler.pending < capacity:
-            keys = [e.key for e in self._coalescer.take(batch_keys)]
-            self._batches += 1
-            scheduler.submit([Item(f"events:{self._batches}", "apply_events", (keys, self.cfg.events.deletes))])
+            taken = self._coalescer.take(batch_keys)
+            # Only keys holding a grant of the delete rail may delete (sync/deletelimit.py); the others
+            # report a source found gone, and get a grant or are skipped when they come back.
+            split: dict[bool, list[str]] = {True: [], False: []}
+            for pending in taken:
+                allowed = self.deletes.may_delete(pending.key, pending.latest.kind == REMOVED)
+                split[allowed].append(pending.key)
+            for deletes, keys in split.items():
+                if keys:
+                    self._batches += 1
+                    scheduler.submit([Item(f"events:{self._batches}", "apply_events", (keys, deletes))])
             if self._touched is not None and len(self._touched) < _MAX_RECHECK:
-                self._touched.update(keys)
+                self._touched.update(p.key for p in taken)
 
     def _finished(self, result: dict) -> None:
         m = self.metrics
-        ok = result["outcome"] != "failed"
-        m.outcomes[result["outcome"]] += 1
+        outcome = self.deletes.settle(result["key"], result["outcome"])
+        if outcome == "again":  # its delete was just allowed: the same events, reconciled once more
+            self._coalescer.again(result["key"])
+            return
+        if outcome == "delete_skipped":
+            self._ray_metrics.delete_skipped()
+        ok = outcome != "failed"
+        m.outcomes[outcome] += 1
         if not ok:
             log.warning("watch: key %r failed: %s", result["key"], result.get("error", ""))
         done = self._coalescer.finish(result["key"])
@@ -465,7 +518,8 @@ class WatchService:
                           "errors": [f"{f['partition']}: {f['error']}" for f in report["failures"][:5]]}
             else:
                 # A scheduled scan: alerts only on failure; stopped with the service (resumed next time).
-                run = run_sync(self.settings, one_time=False, interrupts=self._scan_interrupts)
+                run = run_sync(self.settings, one_time=False, interrupts=self._scan_interrupts,
+                               in_process=self.in_process)
                 t = run.tally
                 result = {"status": run.status, "run_id": run.run_id, "listed": t.listed, "copied": t.copied,
                           "skipped": t.skipped, "failed": t.failed,

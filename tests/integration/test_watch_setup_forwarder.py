@@ -59,6 +59,11 @@ def test_events_setup_creates_queue_dlq_redrive_alarm_and_prints_least_privilege
     # The forwarder may do exactly one thing: send to this queue.
     assert out["policies"]["forwarder"]["Statement"] == [
         {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": out["queue_arn"]}]
+    # Who can send, and what a sender can do (copy, and delete only within the job's scope and limit).
+    who = out["who_can_send"]
+    assert "S3 event notifications of bucket src-bucket" in who and "policies.forwarder" in who
+    assert "events.max_delete=1000 per events.max_delete_window=1h" in who and "source.prefix_list" in who
+    assert f"who can send: {who}" in first.stderr
     alarms = moto_server.client("cloudwatch").describe_alarms(AlarmNames=[out["alarm"]])["MetricAlarms"]
     assert alarms[0]["AlarmActions"] == [topic]
     assert alarms[0]["Dimensions"] == [{"Name": "QueueName", "Value": f"{name}-dlq"}]

@@ -1,5 +1,5 @@
 """Helpers for the watch tests: an SQS queue on moto, event bodies in the three formats, and a WatchService
-running in a thread of the test process (on the session's Ray)."""
+running in a thread of the test process (on the session's Ray, or on in-process workers)."""
 
 from __future__ import annotations
 
@@ -78,10 +78,11 @@ def watch_overrides(pair, moto, queue: SqsQueue, src_prefix: str, dst_prefix: st
 
 
 class RunningWatch:
-    """A WatchService in a thread: `with RunningWatch(overrides) as w: ...`; stopped and joined on exit."""
+    """A WatchService in a thread: `with RunningWatch(overrides) as w: ...`; stopped and joined on exit.
+    `in_process=N`: N in-process transfer workers instead of actors on the session's Ray."""
 
-    def __init__(self, overrides: list[str]):
-        self.service = WatchService(load_settings(overrides))
+    def __init__(self, overrides: list[str], in_process: int = 0):
+        self.service = WatchService(load_settings(overrides), in_process=in_process)
         self.final: dict | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
