@@ -215,6 +215,7 @@ class EventsConfig:
     actors: int = 0  # transfer actors for events; 0 = as for transfer.actors
     shutdown_timeout_s: float = 30.0  # SIGTERM: how long in-flight transfers may finish
     report_interval_s: float = 10.0  # metrics log line and `report` file
+    source_account: str = ""  # `events setup`: the S3 source bucket's account (aws:SourceAccount); "" = queue's
 
 
 @dataclass
