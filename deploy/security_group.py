@@ -1,4 +1,4 @@
-"""Create the Ray cluster's security group: SSH from one CIDR you name, all traffic between members, nothing else.
+"""Create the Ray cluster's security group: SSH from one CIDR you name, all traffic among members, no more.
 
 Ray's own group (made when a node_config has no SecurityGroupIds) always opens SSH to 0.0.0.0/0, so
 cluster.yaml names this one instead. Idempotent: a rerun finds the group by name in the VPC and adds only
@@ -36,14 +36,16 @@ def ssh_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 def _ssh_rule(net) -> dict:
-    ranges = {"IpRanges": [{"CidrIp": str(net), "Description": "ray up / attach / dashboard over SSH"}]}
+    why = "ray up / attach / dashboard over SSH"
+    ranges = {"IpRanges": [{"CidrIp": str(net), "Description": why}]}
     if net.version == 6:
-        ranges = {"Ipv6Ranges": [{"CidrIpv6": str(net), "Description": "ray up / attach / dashboard over SSH"}]}
+        ranges = {"Ipv6Ranges": [{"CidrIpv6": str(net), "Description": why}]}
     return {"IpProtocol": "tcp", "FromPort": SSH_PORT, "ToPort": SSH_PORT, **ranges}
 
 
 def _self_rule(group_id: str) -> dict:
-    return {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group_id, "Description": "within the cluster"}]}
+    return {"IpProtocol": "-1",
+            "UserIdGroupPairs": [{"GroupId": group_id, "Description": "within the cluster"}]}
 
 
 def _world_open(permissions: list[dict]) -> list[str]:
@@ -71,7 +73,8 @@ def ensure_group(ec2, name: str, net, vpc_id: str = "", cluster_name: str = "dth
                           f"({', '.join(open_rules)}); remove those rules or pick another --name")
     else:
         group_id = ec2.create_security_group(
-            GroupName=name, VpcId=vpc_id, Description="dth-ray Ray cluster: SSH from one CIDR, all within itself",
+            GroupName=name, VpcId=vpc_id,
+            Description="dth-ray Ray cluster: SSH from one CIDR, all within itself",
             TagSpecifications=[{"ResourceType": "security-group",
                                 "Tags": [{"Key": "ray-cluster-name", "Value": cluster_name}]}])["GroupId"]
     for rule in (_ssh_rule(net), _self_rule(group_id)):

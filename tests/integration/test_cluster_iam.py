@@ -50,7 +50,8 @@ def head_policy() -> dict:
 
 
 def _creds(moto_server) -> dict:
-    return {"endpoint_url": moto_server.endpoint, "aws_access_key_id": "moto-head", "aws_secret_access_key": "x"}
+    return {"endpoint_url": moto_server.endpoint, "aws_access_key_id": "moto-head",
+            "aws_secret_access_key": "x"}
 
 
 class Recorder:
@@ -61,7 +62,8 @@ class Recorder:
         self.calls: list[tuple[str, dict, dict]] = []
 
     def __call__(self, model, params, **_):
-        ids = list(params.get("InstanceIds", [])) + [r for r in params.get("Resources", []) if r.startswith("i-")]
+        ids = [*params.get("InstanceIds", [])]
+        ids += [r for r in params.get("Resources", []) if r.startswith("i-")]
         tags = {}
         if ids:
             for res in self.ec2.describe_instances(InstanceIds=ids)["Reservations"]:
@@ -98,10 +100,12 @@ def _requests(call: str, params: dict, tags: dict, region: str) -> list[Request]
     if call.startswith("Describe"):
         return [Request(f"ec2:{call}", "*", base)]
     if call == "RunInstances":
-        specs = {s["ResourceType"]: {t["Key"]: t["Value"] for t in s["Tags"]} for s in params.get("TagSpecifications", [])}
+        specs = {s["ResourceType"]: {t["Key"]: t["Value"] for t in s["Tags"]}
+                 for s in params.get("TagSpecifications", [])}
         out = [Request("ec2:RunInstances", f"{arn}:instance/*",
                        {**base, **tag_context(request_tags=specs.get("instance", {}))})]
-        used = [f"arn:aws:ec2:{region}::image/{params['ImageId']}", f"{arn}:network-interface/*", f"{arn}:volume/*"]
+        used = [f"arn:aws:ec2:{region}::image/{params['ImageId']}", f"{arn}:network-interface/*",
+                f"{arn}:volume/*"]
         used += [f"{arn}:subnet/{params['SubnetId']}"] if "SubnetId" in params else []
         used += [f"{arn}:security-group/{g}" for g in params.get("SecurityGroupIds", [])]
         used += [f"{arn}:key-pair/{params['KeyName']}"] if "KeyName" in params else []
@@ -119,14 +123,16 @@ def _requests(call: str, params: dict, tags: dict, region: str) -> list[Request]
         return [Request("ec2:CreateTags", f"{arn}:instance/{i}",
                         {**base, **tag_context(resource_tags=tags.get(i, {}), request_tags=new)})
                 for i in params["Resources"]]
-    return [Request(f"ec2:{call}", f"{arn}:instance/{i}", {**base, **tag_context(resource_tags=tags.get(i, {}))})
+    return [Request(f"ec2:{call}", f"{arn}:instance/{i}",
+                    {**base, **tag_context(resource_tags=tags.get(i, {}))})
             for i in params["InstanceIds"]]
 
 
 def _worker_config(moto_server, cluster: dict, region: str) -> tuple[dict, str]:
     """cluster.yaml's worker node_config as `ray up` resolves it: subnets and the group filled in."""
     creds = _creds(moto_server)
-    ec2, iam = boto3.client("ec2", region_name=region, **creds), boto3.client("iam", region_name=region, **creds)
+    ec2 = boto3.client("ec2", region_name=region, **creds)
+    iam = boto3.client("iam", region_name=region, **creds)
     worker = next(name for name in cluster["available_node_types"] if name != cluster["head_node_type"])
     conf = copy.deepcopy(cluster["available_node_types"][worker]["node_config"])
     profile = conf["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
@@ -147,8 +153,9 @@ def _worker_config(moto_server, cluster: dict, region: str) -> tuple[dict, str]:
 def test_ray_node_provider_lifecycle_is_allowed_by_the_head_policy(moto_server, cluster, head_policy):
     region, name = cluster["provider"]["region"], cluster["cluster_name"]
     conf, worker = _worker_config(moto_server, cluster, region)
-    tags = {TAG_RAY_NODE_KIND: "worker", TAG_RAY_NODE_NAME: f"ray-{name}-worker", TAG_RAY_NODE_STATUS: "pending",
-            TAG_RAY_USER_NODE_TYPE: worker, TAG_RAY_LAUNCH_CONFIG: uuid.uuid4().hex}
+    tags = {TAG_RAY_NODE_KIND: "worker", TAG_RAY_NODE_NAME: f"ray-{name}-worker",
+            TAG_RAY_NODE_STATUS: "pending", TAG_RAY_USER_NODE_TYPE: worker,
+            TAG_RAY_LAUNCH_CONFIG: uuid.uuid4().hex}
     ec2 = boto3.client("ec2", region_name=region, **_creds(moto_server))
     recorder = Recorder(ec2)
     # cache_stopped_nodes=true exercises Stop and Start; cluster.yaml's setting (false) terminates
@@ -191,7 +198,8 @@ def test_head_policy_refuses_another_clusters_launch_and_foreign_instances(moto_
     with _recording(recorder, ours, other):
         ours.terminate_nodes([foreign])  # what a confused or compromised head could send: refused ...
         assert foreign not in ours.non_terminated_nodes({})  # (Ray lists only its cluster's nodes)
-        ours.ec2.meta.client.create_tags(Resources=[foreign], Tags=[{"Key": TAG_RAY_CLUSTER_NAME, "Value": name}])
+        adopt = [{"Key": TAG_RAY_CLUSTER_NAME, "Value": name}]
+        ours.ec2.meta.client.create_tags(Resources=[foreign], Tags=adopt)
         other.create_node(conf, {TAG_RAY_NODE_KIND: "worker", TAG_RAY_USER_NODE_TYPE: worker,
                                  TAG_RAY_LAUNCH_CONFIG: "x", TAG_RAY_NODE_NAME: "n"}, 1)
     judged = {}
@@ -211,7 +219,8 @@ def test_head_policy_refuses_another_clusters_launch_and_foreign_instances(moto_
 def _security_group(moto_server, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SECURITY_GROUP_SCRIPT), "--endpoint-url", moto_server.endpoint,
                            *args], capture_output=True, text=True, timeout=120,
-                          env={"AWS_ACCESS_KEY_ID": "moto-sg", "AWS_SECRET_ACCESS_KEY": "x", "PATH": "/usr/bin:/bin"})
+                          env={"AWS_ACCESS_KEY_ID": "moto-sg", "AWS_SECRET_ACCESS_KEY": "x",
+                               "PATH": "/usr/bin:/bin"})
 
 
 def test_security_group_script_opens_ssh_to_one_cidr_only(moto_server):
@@ -219,7 +228,8 @@ def test_security_group_script_opens_ssh_to_one_cidr_only(moto_server):
     ec2 = boto3.client("ec2", region_name="us-west-2", **_creds(moto_server))
 
     def groups() -> list[dict]:
-        return ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+        named = [{"Name": "group-name", "Values": [name]}]
+        return ec2.describe_security_groups(Filters=named)["SecurityGroups"]
 
     for wide in ("0.0.0.0/0", "::/0", "10.0.0.1/8"):  # the internet, and a CIDR with host bits (a typo)
         refused = _security_group(moto_server, "--ssh-cidr", wide, "--name", name)

@@ -81,12 +81,14 @@ def test_events_setup_creates_queue_dlq_redrive_alarm_and_prints_least_privilege
 def test_events_setup_queue_policy_for_a_bucket_of_another_account(moto_server):
     name = f"dth-{uuid.uuid4().hex[:8]}"
     env = {"MOTOQ_ACCESS_KEY_ID": "moto-events", "MOTOQ_SECRET_ACCESS_KEY": "moto-events-secret"}
-    common = [f"events.endpoint={moto_server.endpoint}", "events.region=us-east-1", "events.credentials=env:MOTOQ"]
+    common = [f"events.endpoint={moto_server.endpoint}", "events.region=us-east-1",
+              "events.credentials=env:MOTOQ"]
     done = _cli("events", "setup", f"events.queue_name={name}", *common, "source.bucket=partner-logs",
                 "events.source_account=111122223333", env=env)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    attrs = moto_server.client("sqs").get_queue_attributes(QueueUrl=out["queue_url"], AttributeNames=["Policy"])
+    sqs = moto_server.client("sqs")
+    attrs = sqs.get_queue_attributes(QueueUrl=out["queue_url"], AttributeNames=["Policy"])
     [statement] = json.loads(attrs["Attributes"]["Policy"])["Statement"]
     assert statement["Condition"] == {"ArnLike": {"aws:SourceArn": "arn:aws:s3:::partner-logs"},
                                       "StringEquals": {"aws:SourceAccount": "111122223333"}}
@@ -116,7 +118,8 @@ def _load_forwarder():
 def _drain(sqs, url: str) -> list[dict]:
     got = []
     while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        msgs = answer.get("Messages", [])
         if not msgs:
             return got
         got.extend(msgs)
@@ -169,7 +172,8 @@ def test_fc_forwarder_drops_events_of_buckets_not_allowed(moto_server, monkeypat
     monkeypatch.setenv("REGION_NAME", "us-east-1")
     monkeypatch.setenv("SQS_ENDPOINT", moto_server.endpoint)
     # the migration secret's JSON format, the one value rotated at once
-    monkeypatch.setenv("SQS_CREDENTIALS", json.dumps({"access_key_id": "fc-json-key", "secret_access_key": secret}))
+    keys = {"access_key_id": "fc-json-key", "secret_access_key": secret}
+    monkeypatch.setenv("SQS_CREDENTIALS", json.dumps(keys))
     index = _load_forwarder()
     records = [_oss_record("ObjectCreated:PutObject", "logs/kept.parquet", 10),
                _with_bucket(_oss_record("ObjectRemoved:DeleteObject", "logs/kept.parquet"), "other-bucket"),

@@ -286,15 +286,16 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
-# Instance actions that change something; Ray's AWS node provider uses Run, CreateTags, Terminate, Stop, Start.
+# Instance actions that change something (Ray's node provider uses Run, CreateTags, Terminate, Stop, Start).
 MUTATING_INSTANCE_ACTIONS = {"ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances",
                              "ec2:RebootInstances", "ec2:ModifyInstanceAttribute", "ec2:DeleteTags",
                              "ec2:AssociateIamInstanceProfile", "ec2:ReplaceIamInstanceProfileAssociation"}
 
 
 def test_head_policy_ec2_conditions_name_the_cluster(raw):
-    """Statement by statement: every EC2 right that changes an instance is conditioned on the cluster's tag."""
+    """Statement by statement: every EC2 right that changes an instance is conditioned on the cluster tag."""
     cluster, region = raw["cluster_name"], raw["provider"]["region"]
+    instances = [f"arn:aws:ec2:{region}:123456789012:instance/*"]
     assert TAG_RAY_CLUSTER_NAME == "ray-cluster-name"  # the tag Ray's node provider puts on every node
     policy = json.loads(HEAD_POLICY.read_text())
     seen = set()
@@ -305,12 +306,12 @@ def test_head_policy_ec2_conditions_name_the_cluster(raw):
         equals = cond.get("StringEquals", {})
         if actions & MUTATING_INSTANCE_ACTIONS:
             assert equals.get(f"ec2:ResourceTag/{TAG_RAY_CLUSTER_NAME}") == cluster, st["Sid"]
-            assert _as_list(st["Resource"]) == [f"arn:aws:ec2:{region}:123456789012:instance/*"], st["Sid"]
+            assert _as_list(st["Resource"]) == instances, st["Sid"]
             seen |= actions & MUTATING_INSTANCE_ACTIONS
         if "ec2:RunInstances" in actions:
             assert actions == {"ec2:RunInstances"}, f"{st['Sid']}: RunInstances stands alone"
             if "Resource" in st:  # the instance itself: only with the cluster's tag in the request
-                assert _as_list(st["Resource"]) == [f"arn:aws:ec2:{region}:123456789012:instance/*"], st["Sid"]
+                assert _as_list(st["Resource"]) == instances, st["Sid"]
                 assert equals.get(f"aws:RequestTag/{TAG_RAY_CLUSTER_NAME}") == cluster, st["Sid"]
                 seen.add("run-tagged")
             else:  # images, subnets, groups, volumes, interfaces: everything except an instance
@@ -322,7 +323,8 @@ def test_head_policy_ec2_conditions_name_the_cluster(raw):
                 seen.add("tag-on-create")
             else:  # status updates on this cluster's nodes, never (re)writing the cluster tag itself
                 assert equals.get(f"ec2:ResourceTag/{TAG_RAY_CLUSTER_NAME}") == cluster, st["Sid"]
-                assert cond["ForAllValues:StringNotEquals"]["aws:TagKeys"] == [TAG_RAY_CLUSTER_NAME], st["Sid"]
+                keys = cond["ForAllValues:StringNotEquals"]["aws:TagKeys"]
+                assert keys == [TAG_RAY_CLUSTER_NAME], st["Sid"]
                 seen.add("retag-own")
     assert seen >= {"ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances", "run-tagged",
                     "tag-on-create", "retag-own"}
@@ -383,7 +385,8 @@ def test_head_policy_allows_this_cluster_and_refuses_the_rest(raw):
 
 def test_ssh_dashboard_and_instance_metadata_are_closed(raw, prepared):
     # SSH: both node types name one group of the user's, so Ray never creates its own (SSH from 0.0.0.0/0).
-    groups = {tuple(t["node_config"].get("SecurityGroupIds", ())) for t in prepared["available_node_types"].values()}
+    types = prepared["available_node_types"].values()
+    groups = {tuple(t["node_config"].get("SecurityGroupIds", ())) for t in types}
     assert len(groups) == 1 and all(re.fullmatch(r"sg-[0-9a-f]{8,17}", g) for g in next(iter(groups))), groups
     before = copy.deepcopy(prepared)
     assert _configure_security_group(copy.deepcopy(prepared)) == before  # Ray's bootstrap leaves them alone

@@ -1,4 +1,4 @@
-"""constraints.txt pins every package the project installs, on every supported Python, above the security floors.
+"""constraints.txt pins every package the project installs, on every supported Python, above the CVE floors.
 
 The file is uv's universal resolution of pyproject.toml with the test and bench extras (`make constraints`);
 the Makefile installs with it. These checks read it as pip does (PEP 508 markers per environment), compare
@@ -175,10 +175,10 @@ def test_forwarder_package_is_pinned_hashed_and_at_the_projects_versions():
         for sub in dist.requires or []:
             dep = Requirement(sub)
             if dep.marker is None or dep.marker.evaluate({**env, "extra": ""}):
-                assert canonicalize_name(dep.name) in names, f"{name} needs {dep.name}, not in requirements.txt"
-    script = (FORWARDER / "package.sh").read_text()
-    assert re.search(r"pip --isolated install .*--no-deps --require-hashes -r \"\$here/requirements.txt\"",
-                     script.replace("\\\n", " ").replace("\n", " ")), "package.sh must install only the hashed pins"
+                assert canonicalize_name(dep.name) in names, f"{name} needs {dep.name} (not listed)"
+    script = (FORWARDER / "package.sh").read_text().replace("\\\n", " ").replace("\n", " ")
+    install = r"pip --isolated install .*--no-deps --require-hashes -r \"\$here/requirements.txt\""
+    assert re.search(install, script), "package.sh must install only the hashed pins"
 
 
 def test_resolution_starts_at_requires_python():
