@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean constraints
 
-$(STAMP): pyproject.toml setup.py
+# Every install takes the exact versions in constraints.txt (see `make constraints` below).
+$(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,12 +28,33 @@ test: $(STAMP) lint
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	-$(PY) benchmarks/wan.py deps
 	$(PY) benchmarks/suite.py $(if $(QUICK),--quick,)
 
+# constraints.txt: one exact version of every package `make` installs (the project's dependencies with the
+# test and bench extras, and all of theirs), for every Python the project supports: a universal resolution
+# by uv, with environment markers where an older Python needs an older release. The OSS forwarder's
+# requirements.txt (boto3 and its dependencies, with wheel hashes) is resolved from the same pins.
+#   make constraints                  after editing pyproject.toml: keeps current pins that still fit
+#   make constraints UPGRADE=all      every package to its newest allowed release
+#   make constraints UPGRADE=aiohttp  that one package (and what it needs)
+UV_VERSION := 0.13.9
+TOOLS := .venv-tools
+FORWARDER := dth_ray/functions/oss_forwarder
+UPGRADE ?=
+UPGRADE_FLAGS := $(if $(filter all,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrade-package $(UPGRADE),))
+
+constraints:
+	test -x $(TOOLS)/bin/uv || { $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install -q uv==$(UV_VERSION); }
+	$(TOOLS)/bin/uv pip compile pyproject.toml --extra test --extra bench --universal --python-version 3.10 \
+	    $(UPGRADE_FLAGS) --custom-compile-command 'make constraints' -o constraints.txt
+	$(TOOLS)/bin/uv pip compile $(FORWARDER)/requirements.in -c constraints.txt --python-version 3.10 \
+	    --python-platform x86_64-manylinux2014 --generate-hashes --custom-compile-command 'make constraints' \
+	    -o $(FORWARDER)/requirements.txt
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

@@ -218,7 +218,8 @@ def cmd_events(args: list[str]) -> int:
 
     if not args or args[0] != "setup":
         raise ConfigError("usage: dth-ray events setup events.queue_name=NAME [events.region=R] [events.endpoint=URL] "
-                          "[alerts.sns_topic_arn=ARN] [source.bucket=B (an S3 source whose notifications go there)]")
+                          "[alerts.sns_topic_arn=ARN] [source.bucket=B (an S3 source whose notifications go "
+                          "there) [events.source_account=ID (B's account, when not the queue's)]]")
     cfg = load_config(args[1:], check=False)
     validate_sync_settings(cfg)
     validate_ops(cfg)

@@ -219,6 +219,7 @@ class EventsConfig:
     report_interval_s: float = 10.0  # metrics log line and `report` file
     max_delete: int = 1000  # deletes (ObjectRemoved, or a source found gone) per window; more are skipped
     max_delete_window: str = "1h"  # sliding; skipped deletes are left to a scan with sync.delete=true
+    source_account: str = ""  # `events setup`: the S3 source bucket's account (aws:SourceAccount); "" = queue's
 
 
 @dataclass

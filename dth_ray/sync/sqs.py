@@ -145,17 +145,33 @@ def least_privilege_policies(queue_arn: str, dead_letter_arn: str) -> dict:
     }
 
 
+def s3_notification_policy(queue_arn: str, bucket: str, source_account: str = "") -> dict:
+    """The queue policy letting S3 event notifications of `bucket` (owned by `source_account`, default the
+    queue's account) send to the queue. Both conditions matter: aws:SourceArn names the bucket, and
+    aws:SourceAccount pins its owner, since a bucket name can be deleted and re-created in another account."""
+    partition, account = queue_arn.split(":")[1], queue_arn.split(":")[4]
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "S3EventNotifications", "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"},
+        "Action": "sqs:SendMessage", "Resource": queue_arn,
+        "Condition": {"ArnLike": {"aws:SourceArn": f"arn:{partition}:s3:::{bucket}"},
+                      "StringEquals": {"aws:SourceAccount": source_account or account}}}]}
+
+
 def setup(ev: EventsConfig, s3_bucket: str = "", alarm_topic_arn: str = "") -> dict:
     """Create (or update) the queue, its dead-letter queue `<name>-dlq` and the redrive policy (maxReceiveCount
     = events.max_receives); with `alarm_topic_arn` (alerts.sns_topic_arn), a CloudWatch alarm on dead-letter
-    depth in the queue's region; with
-    `s3_bucket`, a queue policy letting that bucket's S3 event notifications in. Idempotent.
+    depth in the queue's region; with `s3_bucket`, a queue policy letting only that bucket's S3 event
+    notifications in (aws:SourceArn, and aws:SourceAccount = events.source_account or the queue's account).
+    Idempotent.
 
-    Returns what was set up, with the least-privilege policies. Raises ConfigError when SQS refuses.
+    Returns what was set up, with the least-privilege policies. Raises ConfigError for a bad queue name or
+    events.source_account, or when SQS refuses.
     """
     name = ev.queue_name or ev.queue_url.rstrip("/").rsplit("/", 1)[-1]
     if not name or not re.fullmatch(r"[A-Za-z0-9_-]{1,76}", name):
         raise ConfigError("events setup needs events.queue_name (1-76 of A-Z a-z 0-9 _ -) or events.queue_url")
+    if ev.source_account and not re.fullmatch(r"\d{12}", ev.source_account):
+        raise ConfigError(f"events.source_account={ev.source_account!r} is not a 12-digit AWS account id")
     sqs = client(ev)
     try:
         dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
@@ -167,10 +183,7 @@ def setup(ev: EventsConfig, s3_bucket: str = "", alarm_topic_arn: str = "") -> d
         attributes = {"RedrivePolicy": json.dumps(redrive), "VisibilityTimeout": str(ev.visibility_timeout_s),
                       "ReceiveMessageWaitTimeSeconds": str(ev.wait_s), "MessageRetentionPeriod": str(4 * 86400)}
         if s3_bucket:
-            attributes["Policy"] = json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Sid": "S3EventNotifications", "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"},
-                "Action": "sqs:SendMessage", "Resource": arn,
-                "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{s3_bucket}"}}}]})
+            attributes["Policy"] = json.dumps(s3_notification_policy(arn, s3_bucket, ev.source_account))
         sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
     except Exception as exc:
         raise ConfigError(f"events setup: SQS refused ({_code(exc)})") from None
@@ -187,7 +200,9 @@ def setup(ev: EventsConfig, s3_bucket: str = "", alarm_topic_arn: str = "") -> d
         except Exception as exc:
             raise ConfigError(f"events setup: CloudWatch refused the alarm ({_code(exc)})") from None
     return {"queue_url": url, "queue_arn": arn, "dead_letter_queue_url": dlq_url, "dead_letter_queue_arn": dlq_arn,
-            "redrive_policy": redrive, "s3_notifications_from": s3_bucket or None, "alarm": alarm or None,
+            "redrive_policy": redrive, "s3_notifications_from": s3_bucket or None,
+            "s3_source_account": (ev.source_account or arn.split(":")[4]) if s3_bucket else None,
+            "alarm": alarm or None,
             "policies": least_privilege_policies(arn, dlq_arn), "who_can_send": who_can_send(s3_bucket, ev)}
 
 

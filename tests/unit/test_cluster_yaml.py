@@ -33,8 +33,12 @@ import pytest
 import ray
 import yaml
 from botocore.validate import ParamValidator
+from ray.autoscaler._private.aws.config import _configure_security_group
 from ray.autoscaler._private.command_runner import _with_environment_variables, _with_interactive
 from ray.autoscaler._private.util import prepare_config, validate_config, with_head_node_ip
+from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME, TAG_RAY_NODE_STATUS
+
+from tests.iam_eval import Request, allowed, tag_context
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
@@ -164,8 +168,8 @@ def _policy_actions(policy: dict) -> list[tuple[str, list[str], list[str]]]:
     for st in policy["Statement"]:
         assert st["Effect"] == "Allow"
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
-        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-        out.append((st.get("Sid", ""), actions, resources))
+        resources = st.get("Resource", [])  # (a NotResource statement names what it does not cover)
+        out.append((st.get("Sid", ""), actions, resources if isinstance(resources, list) else [resources]))
     return out
 
 
@@ -272,6 +276,139 @@ def test_iam_profiles_and_policies(prepared):
     passable = {r for _, actions, resources in head if "iam:PassRole" in actions for r in resources}
     for account, profile in worker_profiles:  # convention (documented in cluster.yaml): role name = profile name
         assert f"arn:aws:iam::{account}:role/{profile}" in passable, f"head cannot pass the {profile} role"
+
+
+def _statements(policy: dict) -> list[dict]:
+    return policy["Statement"] if isinstance(policy["Statement"], list) else [policy["Statement"]]
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+# Instance actions that change something (Ray's node provider uses Run, CreateTags, Terminate, Stop, Start).
+MUTATING_INSTANCE_ACTIONS = {"ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances",
+                             "ec2:RebootInstances", "ec2:ModifyInstanceAttribute", "ec2:DeleteTags",
+                             "ec2:AssociateIamInstanceProfile", "ec2:ReplaceIamInstanceProfileAssociation"}
+
+
+def test_head_policy_ec2_conditions_name_the_cluster(raw):
+    """Statement by statement: every EC2 right that changes an instance is conditioned on the cluster tag."""
+    cluster, region = raw["cluster_name"], raw["provider"]["region"]
+    instances = [f"arn:aws:ec2:{region}:123456789012:instance/*"]
+    assert TAG_RAY_CLUSTER_NAME == "ray-cluster-name"  # the tag Ray's node provider puts on every node
+    policy = json.loads(HEAD_POLICY.read_text())
+    seen = set()
+    for st in _statements(policy):
+        actions = set(_as_list(st["Action"]))
+        assert not any("*" in a for a in actions if a.startswith("ec2:")), f"{st['Sid']}: no EC2 wildcards"
+        cond = st.get("Condition", {})
+        equals = cond.get("StringEquals", {})
+        if actions & MUTATING_INSTANCE_ACTIONS:
+            assert equals.get(f"ec2:ResourceTag/{TAG_RAY_CLUSTER_NAME}") == cluster, st["Sid"]
+            assert _as_list(st["Resource"]) == instances, st["Sid"]
+            seen |= actions & MUTATING_INSTANCE_ACTIONS
+        if "ec2:RunInstances" in actions:
+            assert actions == {"ec2:RunInstances"}, f"{st['Sid']}: RunInstances stands alone"
+            if "Resource" in st:  # the instance itself: only with the cluster's tag in the request
+                assert _as_list(st["Resource"]) == instances, st["Sid"]
+                assert equals.get(f"aws:RequestTag/{TAG_RAY_CLUSTER_NAME}") == cluster, st["Sid"]
+                seen.add("run-tagged")
+            else:  # images, subnets, groups, volumes, interfaces: everything except an instance
+                assert "arn:aws:ec2:*:*:instance/*" in _as_list(st["NotResource"]), st["Sid"]
+                assert equals.get("aws:RequestedRegion") == region, st["Sid"]
+        if "ec2:CreateTags" in actions:
+            assert actions == {"ec2:CreateTags"}, f"{st['Sid']}: CreateTags stands alone"
+            if equals.get("ec2:CreateAction") == "RunInstances":
+                seen.add("tag-on-create")
+            else:  # status updates on this cluster's nodes, never (re)writing the cluster tag itself
+                assert equals.get(f"ec2:ResourceTag/{TAG_RAY_CLUSTER_NAME}") == cluster, st["Sid"]
+                keys = cond["ForAllValues:StringNotEquals"]["aws:TagKeys"]
+                assert keys == [TAG_RAY_CLUSTER_NAME], st["Sid"]
+                seen.add("retag-own")
+    assert seen >= {"ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances", "run-tagged",
+                    "tag-on-create", "retag-own"}
+
+
+def _ec2(action: str, resource: str, region: str, **ctx) -> Request:
+    return Request(f"ec2:{action}", resource, {"aws:RequestedRegion": region, **ctx})
+
+
+def test_head_policy_allows_this_cluster_and_refuses_the_rest(raw):
+    """The policy evaluated on the requests Ray's node provider makes, and on the ones it must not get."""
+    cluster, region = raw["cluster_name"], raw["provider"]["region"]
+    policy = json.loads(HEAD_POLICY.read_text())
+    instance = f"arn:aws:ec2:{region}:123456789012:instance/i-0123456789abcdef0"
+    ours = {TAG_RAY_CLUSTER_NAME: cluster, "ray-node-kind": "worker"}
+    theirs = {TAG_RAY_CLUSTER_NAME: "someone-else"}
+    launch = {TAG_RAY_CLUSTER_NAME: cluster, "ray-node-status": "pending", "Name": "ray-dth-ray-worker"}
+    expect = [
+        # launching a worker: the instance with its tags, the resources it uses, tags written on create
+        (_ec2("RunInstances", f"arn:aws:ec2:{region}:123456789012:instance/*", region,
+              **tag_context(request_tags=launch)), True),
+        (_ec2("RunInstances", f"arn:aws:ec2:{region}::image/ami-08a52c1a07bfe5e12", region), True),
+        (_ec2("RunInstances", f"arn:aws:ec2:{region}:123456789012:subnet/subnet-1", region), True),
+        (_ec2("RunInstances", f"arn:aws:ec2:{region}:123456789012:volume/*", region), True),
+        (_ec2("CreateTags", f"arn:aws:ec2:{region}:123456789012:instance/*", region,
+              **tag_context(request_tags=launch), **{"ec2:CreateAction": "RunInstances"}), True),
+        # ... but never an untagged or another cluster's instance, nor in another region
+        (_ec2("RunInstances", f"arn:aws:ec2:{region}:123456789012:instance/*", region,
+              **tag_context(request_tags={"Name": "x"})), False),
+        (_ec2("RunInstances", f"arn:aws:ec2:{region}:123456789012:instance/*", region,
+              **tag_context(request_tags=theirs)), False),
+        (_ec2("RunInstances", f"arn:aws:ec2:{region}:123456789012:instance/*", region), False),
+        (_ec2("RunInstances", "arn:aws:ec2:eu-west-1::image/ami-1", "eu-west-1"), False),
+        # the autoscaler's status tags on its own nodes; not the cluster tag, not on other instances
+        (_ec2("CreateTags", instance, region,
+              **tag_context(resource_tags=ours, request_tags={TAG_RAY_NODE_STATUS: "up-to-date"})), True),
+        (_ec2("CreateTags", instance, region,
+              **tag_context(resource_tags=ours, request_tags={TAG_RAY_CLUSTER_NAME: "someone-else"})), False),
+        (_ec2("CreateTags", instance, region,
+              **tag_context(resource_tags=theirs, request_tags={TAG_RAY_NODE_STATUS: "up-to-date"})), False),
+        (_ec2("CreateTags", instance, region,
+              **tag_context(resource_tags={}, request_tags={TAG_RAY_CLUSTER_NAME: cluster})), False),
+        (_ec2("DescribeInstances", "*", region), True),
+        (_ec2("DescribeInstances", "*", "eu-west-1"), False),
+        (_ec2("ModifyInstanceAttribute", instance, region, **tag_context(resource_tags=ours)), False),
+        (Request("iam:PassRole", "arn:aws:iam::123456789012:role/dth-ray-worker",
+                 {"iam:PassedToService": "ec2.amazonaws.com"}), True),
+        (Request("iam:PassRole", "arn:aws:iam::123456789012:role/dth-ray-head",
+                 {"iam:PassedToService": "ec2.amazonaws.com"}), False),
+    ]
+    for action in ("TerminateInstances", "StopInstances", "StartInstances"):
+        expect += [(_ec2(action, instance, region, **tag_context(resource_tags=ours)), True),
+                   (_ec2(action, instance, region, **tag_context(resource_tags=theirs)), False),
+                   (_ec2(action, instance, region, **tag_context(resource_tags={})), False)]
+    wrong = [(req, want) for req, want in expect if allowed(policy, req) != want]
+    assert not wrong, wrong
+
+
+def test_ssh_dashboard_and_instance_metadata_are_closed(raw, prepared):
+    # SSH: both node types name one group of the user's, so Ray never creates its own (SSH from 0.0.0.0/0).
+    types = prepared["available_node_types"].values()
+    groups = {tuple(t["node_config"].get("SecurityGroupIds", ())) for t in types}
+    assert len(groups) == 1 and all(re.fullmatch(r"sg-[0-9a-f]{8,17}", g) for g in next(iter(groups))), groups
+    before = copy.deepcopy(prepared)
+    assert _configure_security_group(copy.deepcopy(prepared)) == before  # Ray's bootstrap leaves them alone
+    for rule in raw["provider"].get("security_group", {}).get("IpPermissions", []):
+        cidrs = {r.get("CidrIp") for r in rule.get("IpRanges", [])} | {
+            r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])}
+        assert not cidrs & {"0.0.0.0/0", "::/0"}, rule
+    text = CLUSTER_YAML.read_text()
+    assert "deploy/security_group.py --ssh-cidr" in text and (ROOT / "deploy" / "security_group.py").is_file()
+
+    # The dashboard (and its job API) only on the head's loopback; `ray dashboard` tunnels to it.
+    head_cmds = " ".join(raw["head_start_ray_commands"])
+    assert re.findall(r"--dashboard-host[= ](\S+)", head_cmds) == ["127.0.0.1"]
+    assert "0.0.0.0" not in head_cmds + " ".join(raw["worker_start_ray_commands"])
+
+    # IMDSv2 only, and its answers go no further than the node itself: nothing runs in a container.
+    assert "docker" not in raw
+    for name, node_type in prepared["available_node_types"].items():
+        meta = node_type["node_config"]["MetadataOptions"]
+        assert meta["HttpTokens"] == "required", name
+        assert meta["HttpEndpoint"] == "enabled", name
+        assert meta["HttpPutResponseHopLimit"] == 1, name
 
 
 # ------------------------------------------------------------------------------------- commands
