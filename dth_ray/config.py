@@ -286,6 +286,7 @@ class SyncConfig:
     destination: StoreConfig = field(default_factory=StoreConfig)
     compare: Compare = Compare.size_etag
     dry_run: bool = False
+    dry_run_list: str = ""  # with dry_run=true: write every key it would copy or delete here (JSON lines)
     resume: bool = True  # false: start a new run even when the job's latest run can be resumed
     report: str = ""
     job: str = ""
@@ -406,6 +407,8 @@ def validate(cfg: SyncConfig) -> None:
         raise ConfigError(f"progress={cfg.progress!r} must be one of {', '.join(PROGRESS_MODES)}")
     if parse_duration(cfg.progress_interval, "progress_interval") <= 0:
         raise ConfigError(f"progress_interval={cfg.progress_interval!r} must be positive")
+    if cfg.dry_run_list and not cfg.dry_run:
+        raise ConfigError(f"dry_run_list={cfg.dry_run_list!r} needs dry_run=true (it lists what a dry run would do)")
     addr = cfg.runtime.address
     if addr not in ("local", "auto") and not addr.startswith("ray://") and not re.fullmatch(r"[\w.-]+:\d+", addr):
         raise ConfigError(f"runtime.address={addr!r} must be local, auto, HOST:PORT or ray://HOST:PORT")

@@ -174,6 +174,19 @@ class Failure:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One object a dry run would copy or delete, and why (`reason`: the diff's, or not_at_source)."""
+
+    action: str  # copy or delete
+    key: str
+    size: int
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"action": self.action, "key": self.key, "size": self.size, "reason": self.reason}
+
+
 @dataclass(slots=True)
 class Tally:
     """Counters a transfer actor accumulates and the driver sums; each object is counted once."""
@@ -202,8 +215,12 @@ class Tally:
     dst_only_keys: list[str] = field(default_factory=list)  # capped at max_dst_only_keys; never checkpointed
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    # dry run: the would-copy and would-delete objects, up to max_changes of each (0 = none); the driver takes them
+    # from each result, so they are never merged or checkpointed
+    changes: list[Change] = field(default_factory=list)
     max_failures: int = 1000
     max_dst_only_keys: int = 100_000
+    max_changes: int = 0
 
     def skip(self, reason: str) -> None:
         self.skipped += 1
@@ -213,6 +230,13 @@ class Tally:
         self.failed += 1
         if len(self.failures) < self.max_failures:
             self.failures.append(Failure(key, error))
+
+    def change(self, action: str, key: str, size: int, reason: str) -> None:
+        """Note a dry run's change: up to `max_changes` of each action (the count is scanned only once the
+        list is that long, i.e. for a sample)."""
+        changes = self.changes
+        if len(changes) < self.max_changes or sum(c.action == action for c in changes) < self.max_changes:
+            changes.append(Change(action, key, size, reason))
 
     def merge(self, other: Tally) -> None:
         self.listed += other.listed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dth_ray.model import Tally
+from dth_ray.model import Change, Tally
 
 SUCCEEDED, FAILED, INTERRUPTED = "succeeded", "failed", "interrupted"
 
@@ -69,6 +69,9 @@ class RunReport:
     interrupted_by: str = ""  # the signal's name
     manifest: dict = field(default_factory=dict)
     autoscaler: dict | None = None
+    sample: list[Change] = field(default_factory=list)  # dry run: the first would-copy and would-delete keys
+    dry_run_list: str = ""  # dry run: where every change was written (dry_run_list=PATH)
+    dry_run_listed: int = 0  # the lines written there
 
     @property
     def ok(self) -> bool:
@@ -114,6 +117,10 @@ class RunReport:
             out["manifest"] = dict(self.manifest)
         if self.autoscaler is not None:
             out["autoscaler"] = dict(self.autoscaler)
+        if self.dry_run:
+            out["sample"] = [c.to_json() for c in self.sample]
+            if self.dry_run_list:
+                out["dry_run_list"] = {"path": self.dry_run_list, "lines": self.dry_run_listed}
         return out
 
     def summary(self) -> str:
@@ -124,6 +131,12 @@ class RunReport:
                     f"({t.would_copy_bytes / 1e6:,.1f} MB), {t.skipped:,} skipped, nothing written")
             if self.deletes is not None:
                 line += f"; would delete {self.deletes.candidates:,}"
+            for change in self.sample:
+                line += f"\n  would {change.action}: {change.key!r} ({change.size:,} bytes, {change.reason})"
+            if self.dry_run_list:
+                line += f"\n  all of them: {self.dry_run_list} ({self.dry_run_listed:,} lines)"
+            elif len(self.sample) < t.would_copy + (self.deletes.candidates if self.deletes else 0):
+                line += "\n  (the first keys of each; dry_run_list=PATH writes them all)"
         else:
             d = self.duration_s
             line = (f"{self.status}: {t.listed:,} listed, {t.copied:,} copied, {t.skipped:,} skipped, "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 
 from dth_ray.config import (
@@ -33,6 +34,8 @@ from dth_ray.config import (
 from dth_ray.errors import ConfigError
 from dth_ray.keyfilter import KeyFilter
 from dth_ray.naming import job_name
+
+DRY_RUN_SAMPLE = 10  # would-copy and would-delete objects a dry run's summary shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class WorkerSettings:
     key_filter: KeyFilter
     compare: Compare = Compare.size_etag
     dry_run: bool = False
+    dry_run_changes: int = 0  # dry run: would-copy/delete objects a shard's result carries (its sample, or all)
     note_extras: bool = False  # sync.delete: shards report the destination-only keys they meet
 
 
@@ -207,6 +211,7 @@ class Settings:
     verify_full: bool = False
     verify_strict: bool = False
     report_path: str = ""
+    dry_run_list: str = ""  # dry run: write every would-copy and would-delete object here (JSON lines)
     resume: bool = True
     progress: str = "auto"  # auto, bar, lines or none
     progress_interval_s: float = 10.0
@@ -286,7 +291,8 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
     worker = WorkerSettings(
         job=job_name(cfg), source=store_spec(cfg.source), destination=store_spec(cfg.destination),
         transfer=transfer, key_filter=KeyFilter(list(cfg.filter.include or ()), list(cfg.filter.exclude or ())),
-        compare=Compare(cfg.compare), dry_run=cfg.dry_run, note_extras=cfg.sync.delete)
+        compare=Compare(cfg.compare), dry_run=cfg.dry_run, note_extras=cfg.sync.delete,
+        dry_run_changes=(sys.maxsize if cfg.dry_run_list else DRY_RUN_SAMPLE) if cfg.dry_run else 0)
     r = cfg.runtime
     m = cfg.manifest
     return Settings(
@@ -299,7 +305,7 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
                               cfg.sync.delete_prefix_as_is),
         plan=_plan(cfg), export=_export(cfg, transfer), schedule=resolve_schedule(cfg.schedule),
         verify_full=VerifyMode(cfg.verify.mode) is VerifyMode.full, verify_strict=cfg.verify.strict,
-        report_path=cfg.report, resume=cfg.resume,
+        report_path=cfg.report, dry_run_list=cfg.dry_run_list, resume=cfg.resume,
         progress={"on": "bar", "off": "none"}.get(cfg.progress, cfg.progress),
         progress_interval_s=parse_duration(cfg.progress_interval, "progress_interval"),
         event_deletes=EventDeleteLimit(cfg.events.max_delete, parse_duration(

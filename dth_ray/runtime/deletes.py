@@ -18,10 +18,11 @@ import asyncio
 import bisect
 import logging
 
-from dth_ray.model import Shard, Tally
+from dth_ray.model import Change, ObjectMeta, Shard, Tally
 from dth_ray.plan.keys import src_key_for
 from dth_ray.report import DeleteSummary
 from dth_ray.runtime.scheduler import Item
+from dth_ray.runtime.shardstate import destination_only
 from dth_ray.settings import Settings
 from dth_ray.stores import open_store
 
@@ -37,10 +38,12 @@ class Candidates:
         self.keys: set[str] = set()
         self.count = 0
         self.destination_objects = 0
+        self.changes: list[Change] = []  # a dry run's would-deletes the tallies added here carried
 
     def add(self, tally: Tally) -> None:
         self.count += tally.dst_only
         self.destination_objects += tally.dst_seen
+        self.changes.extend(tally.changes)
         room = MAX_KEYS - len(self.keys)
         self.keys.update(tally.dst_only_keys[:max(0, room)])
 
@@ -84,7 +87,7 @@ async def uncovered_extras(settings: Settings, shards: list[Shard]) -> Tally:
     """Destination keys under destination.prefix whose source key no planned shard covers (whole prefixes
     the source lost): they are destination-only by construction. With source.prefix_list, keys outside the
     listed prefixes are out of the sync's scope and never deleted."""
-    found = Tally(max_dst_only_keys=MAX_KEYS)
+    found = Tally(max_dst_only_keys=MAX_KEYS, max_changes=settings.worker.dry_run_changes)
     if settings.source.prefix_list:
         return found
     src_prefix, dst_prefix = settings.source.prefix, settings.destination.prefix
@@ -92,13 +95,10 @@ async def uncovered_extras(settings: Settings, shards: list[Shard]) -> Tally:
     covers_key, covers_prefix, deeper = _covered_check(shards, src_prefix)
     store = open_store(settings.destination)
 
-    def note(dst_key: str) -> None:
-        src_key = src_key_for(dst_key, src_prefix, dst_prefix)
+    def note(dst: ObjectMeta) -> None:
+        src_key = src_key_for(dst.key, src_prefix, dst_prefix)
         if key_filter.is_noop or key_filter.accepts(src_key[len(src_prefix):]):
-            found.dst_seen += 1
-            found.dst_only += 1
-            if len(found.dst_only_keys) < MAX_KEYS:
-                found.dst_only_keys.append(dst_key)
+            destination_only(dst.key, dst.size, found)
 
     async def walk(level: str, delimiter: str) -> None:
         token = ""
@@ -106,7 +106,7 @@ async def uncovered_extras(settings: Settings, shards: list[Shard]) -> Tally:
             page = await store.list_page(level, token=token, delimiter=delimiter, max_keys=1000)
             for meta in page.objects:
                 if not covers_key(src_key_for(meta.key, src_prefix, dst_prefix)):
-                    note(meta.key)
+                    note(meta)
             for child in page.prefixes:
                 src_child = src_key_for(child, src_prefix, dst_prefix)
                 if covers_prefix(src_child):

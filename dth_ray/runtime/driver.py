@@ -27,6 +27,7 @@ from dth_ray.plan.parts import choose_part_size
 from dth_ray.report import FAILED, INTERRUPTED, SUCCEEDED, DeleteSummary, NodeShare, RunReport, Startup
 from dth_ray.runtime import deletes
 from dth_ray.runtime.autoscaling import Elasticity
+from dth_ray.runtime.dryrun import DryRunChanges
 from dth_ray.runtime.interrupts import Interrupted, Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.manifest import (
@@ -72,16 +73,22 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
     Raises ConfigError before anything is written when a store is unreachable, missing or refuses us;
     Interrupted when a signal stops it before it has a run to report.
     """
-    check_stores(settings.source, settings.destination)
-    ops = Ops(settings.config, settings.job, one_time=one_time)
+    changes = DryRunChanges.of(settings)
     try:
-        report = SyncRun(settings, ops, progress, interrupts or Interrupts(), one_time, in_process).run()
-        ops.finished(report)
-    except BaseException as exc:
-        ops.aborted(exc)
-        raise
+        check_stores(settings.source, settings.destination)
+        ops = Ops(settings.config, settings.job, one_time=one_time)
+        try:
+            run = SyncRun(settings, ops, progress, interrupts or Interrupts(), one_time, in_process, changes)
+            report = run.run()
+            ops.finished(report)
+        except BaseException as exc:
+            ops.aborted(exc)
+            raise
+        finally:
+            ops.close()
     finally:
-        ops.close()
+        if changes is not None:
+            changes.close(keep=False)  # a no-op once the run published its list
     return report
 
 
@@ -89,9 +96,11 @@ class SyncRun:
     """One execution of a sync run: the scheduler's client (hooks run in the scheduler's thread)."""
 
     def __init__(self, settings: Settings, ops: Ops, progress: ProgressModel | None, interrupts: Interrupts,
-                 one_time: bool = True, in_process: int = 0):
-        """`in_process=N`: N in-process workers and no Ray, instead of the pool the settings call for."""
+                 one_time: bool = True, in_process: int = 0, changes: DryRunChanges | None = None):
+        """`in_process=N`: N in-process workers and no Ray, instead of the pool the settings call for;
+        `changes`: a dry run's would-copy/delete objects go there."""
         self.s = settings
+        self.changes = changes
         self.ops = ops
         self.progress = progress
         self.interrupts = interrupts
@@ -253,6 +262,9 @@ class SyncRun:
         task: ShardTask = item.args[0]
         sid = task.shard.shard_id
         self._attribute(sid, result.tally, where.node_id)
+        if self.changes is not None:  # taken once: a retry continues from this tally without them
+            self.changes.add(result.tally.changes)
+            result.tally.changes = []
         self.latest[sid] = result.tally
         self.live.pop(sid, None)
         if where.local:  # the report's start-up section: what the driver copied itself
@@ -400,6 +412,8 @@ class SyncRun:
         for sid in self.done:
             found.add(self.latest[sid])
         deletes.gather(self.s, found, list(self.shards.values()))
+        if self.changes is not None:
+            self.changes.add(found.changes)
         summary = DeleteSummary(found.count, found.destination_objects,
                                 max_delete=self.s.delete.text or "unlimited",
                                 partial=self.uncertain or found.partial)
@@ -443,6 +457,11 @@ class SyncRun:
             deletes=deleted, interrupted_by=self.interrupts.name if interrupted else "",
             autoscaler={"slot_requests": self.elastic.requests, "actors": self.scheduler.actors_started}
             if self.elastic is not None else None)
+        if self.changes is not None:
+            report.sample = self.changes.sample
+            report.dry_run_list = self.changes.path
+            report.dry_run_listed = self.changes.written
+            self.changes.close(keep=not (unfinished or self.failed or interrupted))
         if not s.dry_run and self.run_id:
             run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED}[status]
             self.manifest.call("finish_run", run_state, report.to_json())

@@ -17,6 +17,7 @@ from dth_ray.model import Shard, Tally
 from dth_ray.runtime.manifest import Checkpoint
 
 Outcome = Callable[[Tally], None]
+NOT_AT_SOURCE = "not_at_source"  # a dry run's reason for a would-delete
 
 
 class ListingCursor:
@@ -111,8 +112,9 @@ def skipped(size: int, reason: str, tally: Tally) -> None:
     tally.skip(reason)
 
 
-def would_copy(size: int, multipart: bool, tally: Tally) -> None:
+def would_copy(key: str, size: int, reason: str, multipart: bool, tally: Tally) -> None:
     _listed(size, tally)
+    tally.change("copy", key, size, reason)
     tally.would_copy += 1
     tally.would_copy_bytes += size
     if multipart:
@@ -144,8 +146,9 @@ def failed(size: int, key: str, error: str, tally: Tally) -> None:
     tally.fail(key, error)
 
 
-def destination_only(dst_key: str, tally: Tally) -> None:
+def destination_only(dst_key: str, size: int, tally: Tally) -> None:
     """sync.delete: a destination object with no source object (a delete candidate)."""
+    tally.change("delete", dst_key, size, NOT_AT_SOURCE)
     tally.dst_seen += 1
     tally.dst_only += 1
     if len(tally.dst_only_keys) < tally.max_dst_only_keys:

@@ -239,6 +239,7 @@ class TransferWorker:
         self._setup()
         shard = task.shard
         settled = SettledKeys(shard, task.base if task.base is not None else Tally(), task.watermark, task.seq)
+        settled.tally.max_changes = self.settings.dry_run_changes
         todo = dataclasses.replace(shard, start_after=task.watermark) if task.watermark else shard
         tasks: set[asyncio.Task] = set()
         dry_run, note_extras = self.settings.dry_run, self.settings.note_extras
@@ -253,7 +254,7 @@ class TransferWorker:
                 if src is None:  # only at the destination: a delete candidate with sync.delete (deletes.py)
                     if note_extras:
                         self._now(settled, src_key_for(decision.dst.key, src_prefix, dst_prefix),
-                                  functools.partial(outcome.destination_only, decision.dst.key))
+                                  functools.partial(outcome.destination_only, decision.dst.key, decision.dst.size))
                     continue
                 seen = note_extras and decision.dst is not None
                 if decision.action == SKIP:
@@ -262,7 +263,7 @@ class TransferWorker:
                 assert decision.action == COPY
                 if dry_run:
                     multipart = src.size >= self._copy_settings.multipart_threshold_bytes
-                    result = functools.partial(outcome.would_copy, src.size, multipart)
+                    result = functools.partial(outcome.would_copy, src.key, src.size, decision.reason, multipart)
                     self._now(settled, src.key, outcome.seen_too(result) if seen else result)
                     continue
                 await self._slots.acquire()
