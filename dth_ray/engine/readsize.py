@@ -6,8 +6,8 @@ only adds requests. The sizer learns the per-stream rate from finished GETs (a m
 next ranges from it, between a floor and the part itself. Until a read has finished it assumes the slow case:
 the first parts of a run start together, and a far source would otherwise be read a few streams at a time for
 the whole of a large object, while on a fast path the extra requests of that first wave cost little.
-The floor is small (256 KiB) because readers take pieces as their streams come free (copier._get_part): at
-150 ms RTT and 1% loss under CUBIC, a 64 MiB object read as 256 KiB pieces took 7.4-8.5 s, as 1 MiB pieces
+The floor is small (256 KiB) because readers take pieces as their streams come free (reads.RangedReads):
+at 150 ms RTT and 1% loss under CUBIC, a 64 MiB object read as 256 KiB pieces took 7.4-8.5 s, as 1 MiB pieces
 12.4-13.0 s (a stream stalled by a loss holds up less); under BBR it cost 0.2-0.4 s of 5 s.
 """
 

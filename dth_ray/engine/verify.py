@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from dth_ray.engine.copier import Limits, digest_update
+from dth_ray.engine.digests import digest_update
+from dth_ray.engine.limits import Limits
 from dth_ray.model import ByteRange, ObjectMeta
 from dth_ray.stores.base import Reader
 

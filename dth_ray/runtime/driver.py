@@ -530,7 +530,7 @@ class SyncRun:
 async def abort_uploads(settings: Settings, uploads: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Abort uploads the job opened and no longer needs, including any a crash left unrecorded behind an
     intent (empty upload id); returns the entries that are settled and can leave the manifest."""
-    from dth_ray.engine.copier import sweep_intent
+    from dth_ray.engine.resume import sweep_intent
 
     known: dict[str, set[str]] = {}
     for dst_key, upload_id in uploads:

@@ -10,7 +10,8 @@ import logging
 import time
 from typing import Any
 
-from dth_ray.engine.copier import Copier, Limits
+from dth_ray.engine.copier import Copier
+from dth_ray.engine.limits import Limits
 from dth_ray.errors import DthError, NotFound, Unreadable, error_class
 from dth_ray.plan.diff import SKIP, Record, decide
 from dth_ray.plan.keys import dest_key, src_key_for

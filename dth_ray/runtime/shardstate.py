@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from dth_ray.engine.copier import CopyOutcome
+from dth_ray.engine.context import CopyOutcome
 from dth_ray.model import Shard, Tally
 from dth_ray.runtime.manifest import Checkpoint
 

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dth_ray.engine.budget import ByteBudget
-from dth_ray.engine.copier import Copier, CopySettings, Limits
+from dth_ray.engine.context import CopySettings
+from dth_ray.engine.copier import Copier
+from dth_ray.engine.limits import Limits
 from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
 from dth_ray.engine.verify import same_content
 from dth_ray.errors import DthError, Unreadable, error_class

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 
 from dth_ray.engine.budget import ByteBudget
-from dth_ray.engine.copier import Copier, CopySettings, Limits
+from dth_ray.engine.context import CopySettings
+from dth_ray.engine.copier import Copier
+from dth_ray.engine.limits import Limits
 from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
 
 MiB = 1024 * 1024

@@ -13,8 +13,8 @@ from dth_ray.stores import open_store
 from tests.integration.helpers import MiB, copier_for
 
 
-def _copier(store, bucket: str) -> Copier:
-    return copier_for(store, store, parts_in_flight=2, max_attempts=3, server_side_bucket=bucket,
+def _copier(src, dst, bucket: str) -> Copier:
+    return copier_for(src, dst, parts_in_flight=2, max_attempts=3, server_side_bucket=bucket,
                       copy_cutoff_bytes=5 * MiB)
 
 
@@ -27,8 +27,7 @@ def _copy(endpoint: str, src_bucket: str, key: str, dst_key: str, dst_bucket: st
                                      credentials="env:E2ESRC"))
         try:
             listed = (await src.list_page(key)).objects[0]
-            copier = _copier(dst, src_bucket)
-            copier._src = src  # reads (HEAD, and GETs on the fallback path) go to the source bucket
+            copier = _copier(src, dst, src_bucket)  # reads (HEAD, and GETs on the fallback path): source bucket
             outcome = await copier.copy(listed, dst_key)
             uploads = await dst.list_uploads(dst_key)
             return outcome, uploads

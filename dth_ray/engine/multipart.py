@@ -1,0 +1,210 @@
+"""The multipart strategy: pipelined ranged GETs and UploadParts, resumable, optionally spread over peers.
+
+Every part carries Content-MD5 and is recorded in the journal once sent, so an interrupted upload resumes from
+the parts both sides vouch for; the bytes read are checked against the source's whole-object MD5 or CRC-64
+before Complete where it has one, else the multipart ETags must match part for part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from functools import partial
+
+from dth_ray.engine.context import CopyContext, CopyOutcome
+from dth_ray.engine.digests import InOrderDigest, md5_digest, whole_digest
+from dth_ray.engine.resume import resumable
+from dth_ray.engine.retry import retry
+from dth_ray.errors import DthError, IntegrityError
+from dth_ray.model import ByteRange, ObjectInfo, ObjectMeta, PartInfo, PartPlan, PutResult, UploadState
+from dth_ray.plan.parts import multipart_etag
+
+
+class _Upload:
+    """One multipart copy in progress: its upload (resumed or created once part 1's GET brought the headers),
+    the parts kept from a resumed upload, how the parts are shared out, and what the parts sent add up to."""
+
+    started: asyncio.Future[str]  # the upload id, once the upload is open (set by Multipart.copy)
+
+    def __init__(self, meta: ObjectMeta, dst_key: str, plan: PartPlan, resumed_id: str,
+                 done: dict[int, PartInfo], groups: list[list[tuple[int, ByteRange]]], parts_in_flight: int):
+        self.meta = meta
+        self.dst_key = dst_key
+        self.plan = plan
+        self.ranges = list(plan.ranges())
+        self.upload_id = resumed_id  # "" until created
+        self.done = done  # parts of a resumed upload that are kept, not sent again
+        self.groups = groups  # [parts sent here, parts for peer 0, peer 1, ...]
+        self.gate = asyncio.Semaphore(parts_in_flight)
+        self.part_md5s: dict[int, bytes] = {n: bytes.fromhex(p.etag) for n, p in done.items()}
+        self.whole: InOrderDigest | None = None  # the whole-object check, where it can see every byte
+        self.source_etag = meta.etag  # as part 1's GET says it
+        self.headers: asyncio.Future[ObjectInfo] = asyncio.get_running_loop().create_future()
+
+    def headers_seen(self, info: ObjectInfo) -> None:
+        """Part 1's GET answered: its headers go to Create, its ETag is the source's."""
+        if not self.headers.done():
+            self.source_etag = info.meta.etag or self.meta.etag
+            self.headers.set_result(info)
+
+
+class Multipart:
+    """Copies an object that needs parts (see CopyContext.part_plan); also sends a peer's share of a spread
+    upload (`send_parts`)."""
+
+    def __init__(self, ctx: CopyContext):
+        self._ctx = ctx
+
+    async def copy(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome | None:
+        """Copy in parts, continuing a recorded upload of this source version; None when the object fits one
+        PUT. Raises IntegrityError (bytes or ETags that do not match), PreconditionFailed (the source changed)
+        and any DthError of the calls. A retryable failure (not an integrity one) keeps the upload for the
+        next attempt where a journal can find it; any other aborts it."""
+        ctx = self._ctx
+        plan = ctx.part_plan(meta.size)
+        if plan is None:
+            return None
+        resumed_id, done = await resumable(ctx, meta, dst_key, plan)
+        todo = [(n, r) for n, r in plan.ranges() if n not in done]
+        upload = _Upload(meta, dst_key, plan, resumed_id, done, self._spread_groups(meta, todo),
+                         ctx.settings.parts_in_flight)
+        upload.started = asyncio.ensure_future(self._start(upload))
+        tasks = [asyncio.ensure_future(self._local_part(upload, n, r)) for n, r in upload.groups[0]]
+        remote = [asyncio.ensure_future(self._peer_parts(upload, peer, parts))
+                  for peer, parts in enumerate(upload.groups[1:]) if parts]
+        try:
+            result = await self._complete(upload, tasks, remote)
+        except BaseException as error:
+            await self._failed(upload, [*tasks, *remote, upload.started], error)
+            raise
+        return await self._outcome(upload, result)
+
+    async def _start(self, upload: _Upload) -> str:
+        """Open the upload (a resumed one is open already) with the headers part 1's GET brought."""
+        ctx = self._ctx
+        if upload.upload_id:
+            return upload.upload_id
+        info = await upload.headers
+        meta, dst_key = upload.meta, upload.dst_key
+        if len(upload.groups) == 1:  # only a fresh upload read here in full sees every byte, in order
+            upload.whole = whole_digest(info.meta.etag or meta.etag, info.meta.checksum, ctx.src_features)
+        state = UploadState(dst_key, "", meta.etag, meta.size, upload.plan.part_size_bytes)
+        # An intent first: a crash between Create and the record must not leave an untracked upload.
+        await ctx.upload_opened(state)
+        upload.upload_id = await ctx.limits.call(lambda: ctx.dst.create_multipart(dst_key, info.headers))
+        await ctx.upload_opened(replace(state, upload_id=upload.upload_id))
+        return upload.upload_id
+
+    async def _local_part(self, upload: _Upload, number: int, byte_range: ByteRange) -> PartInfo:
+        """GET one part here and send it once the upload is open; it feeds the whole-object check."""
+        ctx = self._ctx
+        async with upload.gate, ctx.limits.budget.buffer(byte_range.length) as buf, ctx.part_in_flight():
+            got = await ctx.reads.read(upload.meta, byte_range, buf)
+            if number == 1:
+                upload.headers_seen(got.info)
+            upload_id = await asyncio.shield(upload.started)
+            part, digest = await self._put_part(upload.dst_key, upload_id, number, byte_range, got.data)
+            upload.part_md5s[number] = digest
+            if upload.whole is not None:
+                await upload.whole.feed(number, got.data)
+            return part
+
+    async def _peer_parts(self, upload: _Upload, peer: int,
+                          parts: list[tuple[int, ByteRange]]) -> list[PartInfo]:
+        """Have `peer` send these parts once the upload is open."""
+        upload_id = await asyncio.shield(upload.started)
+        sent = await self._ctx.spread.send_parts(peer, upload.meta, upload.dst_key, upload_id, parts)
+        for part, md5_hex in sent:
+            upload.part_md5s[part.part_number] = bytes.fromhex(md5_hex)
+        return [part for part, _ in sent]
+
+    async def _complete(self, upload: _Upload, tasks: list[asyncio.Future],
+                        remote: list[asyncio.Future]) -> PutResult:
+        """Wait for every part, check the whole object where we can, and Complete."""
+        ctx = self._ctx
+        sent = {p.part_number: p for p in await asyncio.gather(*tasks)}
+        for peer_parts in await asyncio.gather(*remote):
+            sent.update((p.part_number, p) for p in peer_parts)
+        await upload.started
+        if upload.whole is not None and not upload.whole.matches():
+            # Checked before Complete: bytes that differ from the source never become an object.
+            raise IntegrityError(f"bytes read do not match the source's {upload.whole.name}")
+        parts = [sent.get(n) or PartInfo(n, upload.done[n].etag, r.length) for n, r in upload.ranges]
+        dst_key, upload_id = upload.dst_key, upload.upload_id
+        return await ctx.limits.call(lambda: ctx.dst.complete_multipart(dst_key, upload_id, parts))
+
+    async def _failed(self, upload: _Upload, pending: list[asyncio.Future], error: BaseException) -> None:
+        """Stop the rest of a failed copy, and abort its upload unless the next attempt can continue it."""
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        # A retryable failure or a shutdown keeps the upload (and its journal) for the next attempt or
+        # run to continue; anything else means its parts can never be completed: abort. So does an
+        # integrity failure: its parts may hold the wrong bytes, which a resumed upload would reuse.
+        keep = isinstance(error, asyncio.CancelledError) or (
+            isinstance(error, DthError) and error.retryable and not isinstance(error, IntegrityError))
+        if upload.upload_id and not (keep and self._ctx.journal is not None):
+            await self._ctx.abort(upload.dst_key, upload.upload_id)
+
+    async def _outcome(self, upload: _Upload, result: PutResult) -> CopyOutcome:
+        """Close the journal's record and check the multipart ETag against the parts sent."""
+        ctx = self._ctx
+        await ctx.upload_closed(upload.dst_key, upload.upload_id)
+        expected = multipart_etag([upload.part_md5s[n] for n, _ in upload.ranges])
+        if ctx.dst_features.multipart_etag_is_md5_of_md5s and result.etag and result.etag != expected:
+            raise IntegrityError("destination multipart ETag does not match the parts sent")
+        # The whole object matched before Complete, or its multipart ETag equals ours part for part.
+        verified = upload.whole is not None or (
+            upload.source_etag == expected and ctx.src_features.multipart_etag_is_md5_of_md5s)
+        return CopyOutcome(src=upload.meta, dst_key=upload.dst_key, dst_etag=result.etag,
+                           part_size_bytes=upload.plan.part_size_bytes, verified_source=verified,
+                           resumed_parts=len(upload.done),
+                           spread_parts=sum(len(g) for g in upload.groups[1:]))
+
+    def _spread_groups(self, meta: ObjectMeta, todo: list[tuple[int, ByteRange]]) -> list[list]:
+        """Parts to send here (always part 1: its GET carries the headers) and per peer, round-robin.
+
+        Only objects of at least `spread_threshold_bytes` with more parts than one actor keeps in flight are
+        spread; the others stay in this actor."""
+        settings = self._ctx.settings
+        peers = self._ctx.spread.peers() if self._ctx.spread is not None else 0
+        threshold = settings.spread_threshold_bytes
+        if not peers or not threshold or meta.size < threshold or len(todo) <= settings.parts_in_flight:
+            return [todo]
+        groups: list[list] = [[] for _ in range(peers + 1)]
+        for index, item in enumerate(todo):
+            groups[0 if item[0] == 1 else index % (peers + 1)].append(item)
+        return groups
+
+    async def _put_part(self, dst_key: str, upload_id: str, number: int, byte_range: ByteRange,
+                        data: bytes) -> tuple[PartInfo, bytes]:
+        """Send one part with its Content-MD5, check the returned ETag, record it; (PartInfo, raw MD5)."""
+        ctx = self._ctx
+        digest = await md5_digest(data)
+        etag = await ctx.limits.call(lambda: ctx.dst.upload_part(dst_key, upload_id, number, data, digest))
+        if ctx.dst_features.single_put_etag_is_md5 and etag and etag != digest.hex():
+            raise IntegrityError(f"part {number} ETag does not match the MD5 of the bytes sent")
+        if ctx.journal is not None:
+            sent = [PartInfo(number, digest.hex(), byte_range.length)]
+            await ctx.journal.parts_sent(dst_key, upload_id, sent)
+        return PartInfo(number, etag, byte_range.length), digest
+
+    async def send_parts(self, meta: ObjectMeta, dst_key: str, upload_id: str,
+                         parts: list[tuple[int, ByteRange]]) -> list[tuple[PartInfo, str]]:
+        """A peer's share of a spread upload: GET (If-Match) and send these parts, `parts_in_flight` at a
+        time; returns each part with its MD5 (hex). Raises DthError after this layer's bounded retries (each
+        part is retried on its own, on the copier's clock)."""
+        ctx = self._ctx
+        gate = asyncio.Semaphore(ctx.settings.parts_in_flight)
+        sends = (partial(self._share_part, gate, meta, dst_key, upload_id, n, r) for n, r in parts)
+        return list(await asyncio.gather(*(retry(send, ctx.settings.max_attempts, sleep=ctx.sleep)
+                                           for send in sends)))
+
+    async def _share_part(self, gate: asyncio.Semaphore, meta: ObjectMeta, dst_key: str, upload_id: str,
+                          number: int, byte_range: ByteRange) -> tuple[PartInfo, str]:
+        """One attempt at one part of a peer's share."""
+        ctx = self._ctx
+        async with gate, ctx.limits.budget.buffer(byte_range.length) as buf, ctx.part_in_flight():
+            got = await ctx.reads.read(meta, byte_range, buf)
+            part, digest = await self._put_part(dst_key, upload_id, number, byte_range, got.data)
+            return part, digest.hex()

@@ -1,0 +1,64 @@
+"""What an interrupted multipart upload left behind: an upload to continue part by part, or ones to abort.
+
+The journal records an intent before CreateMultipartUpload and the upload id after it, so after a crash every
+upload is either recorded (resumed or aborted here) or found by listing the key's uploads (swept).
+"""
+
+from __future__ import annotations
+
+from dth_ray.engine.context import CopyContext
+from dth_ray.errors import NotFound
+from dth_ray.model import ObjectMeta, PartInfo, PartPlan
+from dth_ray.stores.base import Writer
+
+
+async def sweep_intent(dst: Writer, dst_key: str, known_ids: set[str]) -> int:
+    """Abort uploads of exactly `dst_key` that a crash left unrecorded (Create ran, its record did not);
+    returns how many were aborted. Raises DthError if listing or an abort fails."""
+    aborted = 0
+    for upload in await dst.list_uploads(dst_key):
+        if upload.key == dst_key and upload.upload_id not in known_ids:  # exact key, never a prefix match
+            await dst.abort_multipart(dst_key, upload.upload_id)
+            aborted += 1
+    return aborted
+
+
+async def resumable(ctx: CopyContext, meta: ObjectMeta, dst_key: str,
+                    plan: PartPlan) -> tuple[str, dict[int, PartInfo]]:
+    """An interrupted upload of this very source version to continue, and the parts to keep from it.
+
+    Only an upload recorded for exactly `dst_key` with the same source ETag, size and part size
+    qualifies, and only parts that the manifest recorded (our MD5) and the server's ListParts shows with
+    that ETag and the planned size are kept; any other part is sent again (a re-sent part replaces the
+    server's), so an upload is never completed with bytes nobody checked. Other recorded uploads of the
+    key are for another source version and are aborted. Returns ("", {}) when there is none. Raises DthError
+    when the journal, listing the uploads or ListParts fails.
+    """
+    journal = ctx.journal
+    if journal is None or not meta.etag:
+        return "", {}
+    keep_id, keep_parts = "", {}
+    recorded = await journal.find_uploads(dst_key)
+    if any(not u.upload_id for u in recorded):
+        await sweep_intent(ctx.dst, dst_key, {u.upload_id for u in recorded})
+        await journal.upload_closed(dst_key, "")
+    for upload in recorded:
+        if not upload.upload_id:
+            continue
+        if keep_id or (upload.src_etag, upload.size, upload.part_size_bytes) != (
+                meta.etag, meta.size, plan.part_size_bytes):
+            await ctx.abort(dst_key, upload.upload_id)
+            continue
+        try:
+            listed = await ctx.limits.call(lambda u=upload: ctx.dst.list_parts(dst_key, u.upload_id))
+        except NotFound:  # completed or aborted behind our back: nothing to continue
+            await journal.upload_closed(dst_key, upload.upload_id)
+            continue
+        lengths = {number: byte_range.length for number, byte_range in plan.ranges()}
+        keep_id = upload.upload_id
+        for part in listed:
+            mine = upload.parts.get(part.part_number)
+            if (mine is not None and part.etag.strip('"').lower() == mine.etag.lower()
+                    and part.size == mine.size == lengths.get(part.part_number)):
+                keep_parts[part.part_number] = mine
+    return keep_id, keep_parts

@@ -1,0 +1,69 @@
+"""The single-PUT strategy: one verified GET (or parallel ranged GETs) and one PUT with Content-MD5.
+
+The source's own MD5 ETag goes out as the Content-MD5 where it has one, so the destination checks every byte
+against the source without this process hashing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dth_ray.engine.context import CopyContext, CopyOutcome
+from dth_ray.engine.digests import is_md5_etag, md5_digest
+from dth_ray.engine.reads import MAX_GETS_PER_PART
+from dth_ray.errors import IntegrityError, PreconditionFailed
+from dth_ray.model import ByteRange, GetResult, ObjectMeta
+from dth_ray.plan.parts import choose_part_size
+
+
+class SinglePut:
+    """Copies an object that fits one PUT (see CopyContext.part_plan) as one PUT; always applies."""
+
+    def __init__(self, ctx: CopyContext):
+        self._ctx = ctx
+
+    async def copy(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:
+        """Raises IntegrityError (bytes that do not match the source, or a short read), PreconditionFailed
+        (the source changed), and any DthError of the GET or PUT."""
+        ctx = self._ctx
+        if meta.size > ctx.reads.piece_bytes() and is_md5_etag(meta.etag, ctx.src_features):
+            # Read in parallel ranges (a long link), as many as its parts would have had: one PUT must not
+            # read slower than parts do; into a reused buffer. The whole object is still checked against its
+            # MD5.
+            part_bytes = choose_part_size(meta.size, ctx.dst_features, ctx.settings.part_size_bytes)
+            streams = MAX_GETS_PER_PART * -(-meta.size // part_bytes)
+            async with ctx.limits.budget.buffer(meta.size) as buf:
+                got = await ctx.reads.read(meta, ByteRange(0, meta.size), buf, streams)
+                return await self._put(meta, dst_key, got)
+        async with ctx.limits.budget.hold(meta.size):
+            # One GET: a small object, or a backend that checks a whole-object CRC (OSS) on a full read.
+            got = await ctx.limits.call(lambda: ctx.src.get(meta.key, if_match=meta.etag), meta.size)
+            return await self._put(meta, dst_key, got)
+
+    async def _put(self, meta: ObjectMeta, dst_key: str, got: GetResult) -> CopyOutcome:
+        """Send what was read as one PUT whose Content-MD5 is the source's MD5 where it has one."""
+        ctx = self._ctx
+        data = got.data
+        if len(data) != meta.size and meta.etag:
+            raise IntegrityError(f"read {len(data)} bytes of {meta.size}")
+        if len(data) != meta.size:
+            raise PreconditionFailed("source size changed since listing")
+        source_etag = got.info.meta.etag or meta.etag
+        verified = is_md5_etag(source_etag, ctx.src_features)
+        if verified and ctx.dst_features.put_checks_content_md5:
+            # The source's own MD5 goes out as Content-MD5: the destination refuses any body that does not
+            # hash to it (BadDigest, retried), so every byte written is checked against the source there,
+            # without hashing it here as well.
+            digest = bytes.fromhex(source_etag)
+        else:
+            digest = await md5_digest(data)
+            if verified and source_etag != digest.hex():
+                raise IntegrityError("bytes read do not match the source ETag")
+        verified = verified or bool(got.info.meta.checksum)  # the backend checked its CRC on a full read
+        result = await ctx.limits.call(lambda: ctx.dst.put(dst_key, data, got.info.headers, digest))
+        if ctx.dst_features.single_put_etag_is_md5 and result.etag and result.etag != digest.hex():
+            raise IntegrityError("destination ETag does not match the MD5 of the bytes sent")
+        # Record the source as its listing shows it, so the next run's diff compares like with like.
+        src = replace(meta, checksum=got.info.meta.checksum or meta.checksum)
+        return CopyOutcome(src=src, dst_key=dst_key, dst_etag=result.etag, part_size_bytes=0,
+                           verified_source=verified)
