@@ -36,3 +36,17 @@ def ray_local(e2e_env):
 @pytest.fixture
 def unique_prefix() -> str:
     return f"t-{uuid.uuid4().hex[:10]}/"
+
+
+@pytest.fixture
+def buckets(request):
+    """A fresh in-memory source and destination bucket for the test (names unique to it)."""
+    from dth_ray.stores.memory import MemoryStore
+
+    name = request.node.name.replace("[", "-").replace("]", "")[-40:]
+    src, dst = f"src-{name}", f"dst-{name}"
+    MemoryStore.reset(src)
+    MemoryStore.reset(dst)
+    yield src, dst
+    MemoryStore.reset(src)
+    MemoryStore.reset(dst)

@@ -14,7 +14,7 @@ from dth_ray.compose import load_settings
 from dth_ray.errors import ConfigError, Transient
 from dth_ray.runtime.driver import run_sync
 from dth_ray.stores.memory import MemoryStore
-from tests.integration.test_runtime_in_memory import buckets, contents, seed, settings_for  # noqa: F401
+from tests.integration.test_runtime_in_memory import contents, seed, settings_for
 
 SOURCE = {f"p{i % 3}/o{i:03d}": bytes([i]) * (i + 1) for i in range(60)}
 SOURCE.update({f"p2/m{i:05d}": b"m" for i in range(2500)})  # p2/ is listed in 3 pages

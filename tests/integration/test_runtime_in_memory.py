@@ -30,18 +30,6 @@ def store(bucket: str) -> MemoryStore:
     return MemoryStore(StoreConfig(type=StoreType.memory, bucket=bucket))
 
 
-@pytest.fixture
-def buckets(request):
-    """A fresh source and destination bucket for the test (names unique to it)."""
-    name = request.node.name.replace("[", "-").replace("]", "")[-40:]
-    src, dst = f"src-{name}", f"dst-{name}"
-    MemoryStore.reset(src)
-    MemoryStore.reset(dst)
-    yield src, dst
-    MemoryStore.reset(src)
-    MemoryStore.reset(dst)
-
-
 def seed(bucket: str, objects: dict[str, bytes]) -> None:
     async def put_all():
         s = store(bucket)
