@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from dth_ray.config import (
     Compare,
+    LogFormat,
     ManifestType,
     MaxComputeMode,
     ScheduleConfig,
@@ -92,6 +93,8 @@ class WorkerSettings:
     compare: Compare = Compare.size_etag
     dry_run: bool = False
     note_extras: bool = False  # sync.delete: shards report the destination-only keys they meet
+    log_level: str = "WARNING"  # `log_level` and `log.format`, so actors log like the driver (redacted)
+    log_format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +267,8 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
     worker = WorkerSettings(
         job=job_name(cfg), source=store_spec(cfg.source), destination=store_spec(cfg.destination),
         transfer=transfer, key_filter=KeyFilter(list(cfg.filter.include or ()), list(cfg.filter.exclude or ())),
-        compare=Compare(cfg.compare), dry_run=cfg.dry_run, note_extras=cfg.sync.delete)
+        compare=Compare(cfg.compare), dry_run=cfg.dry_run, note_extras=cfg.sync.delete,
+        log_level=str(cfg.log_level).upper(), log_format=LogFormat(cfg.log.format).value)
     r = cfg.runtime
     m = cfg.manifest
     return Settings(
