@@ -12,6 +12,7 @@ from dth_ray import __version__
 from dth_ray.compose import load_config, load_settings
 from dth_ray.config import StoreType
 from dth_ray.errors import ConfigError, DthError
+from dth_ray.files import write_private
 from dth_ray.runtime.interrupts import EXIT_BY_SIGNAL, Interrupted, Interrupts
 from dth_ray.settings import Settings, resolve
 
@@ -45,11 +46,7 @@ RESUME_HINT = "interrupted; rerun the same command to resume"
 
 
 def write_report(path: str, report: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_private(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def cmd_sync(overrides: list[str]) -> int:

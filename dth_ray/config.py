@@ -351,6 +351,10 @@ def validate_store(cfg: StoreConfig, role: str) -> None:
         return  # a bucket name is all it needs: no endpoint, credentials or network settings
     if cfg.endpoint:
         parts = urlsplit(cfg.endpoint if "://" in cfg.endpoint else "https://" + cfg.endpoint)
+        if "@" in parts.netloc:  # first: the messages below echo the endpoint, and it would show the password
+            shown = cfg.endpoint.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2], 1)
+            raise ConfigError(f"{role}.endpoint={shown!r} must not carry user info (user:password@): keys go in "
+                              f"a credentials spec (env:NAME, secret:ID, ...), never in the URL")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{role}.endpoint={cfg.endpoint!r} is not an http(s) URL")
         try:

@@ -30,6 +30,10 @@ class Credentials:
     def __str__(self) -> str:
         return f"Credentials(access_key_id={self.access_key_id[:4]}…)"
 
+    def __reduce__(self):
+        raise TypeError("Credentials hold keys and are never pickled (nor sent to Ray actors); pass the "
+                        "credentials spec (env:NAME, secret:ID, ...) and resolve it where it is used")
+
 
 # Aliyun's own environment variables, read by `default` for OSS (the AWS chain would sign with AWS keys).
 _ALIYUN_ENV = (("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN"),
@@ -130,16 +134,18 @@ ROLE_DURATION_S = 3600  # AssumeRole session length
 _ROLE_MARGIN_S = 600.0  # refresh an assumed role this long before it expires (at most a quarter of its life)
 _MIN_FORCED_REFRESH_S = 2.0  # auth errors re-read the spec at most this often (bounds Secrets Manager calls)
 _FAILED_REFRESH_RETRY_S = 60.0  # a scheduled re-read that failed is tried again after this long
-_SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+# oss2 logs request headers (x-oss-security-token among them) at DEBUG, botocore bodies with keys; aiohttp and
+# pyodps log requests and URLs.
+_SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "oss2", "aiohttp", "odps")
 
 
 def quiet_sdk_logs() -> None:
-    """Keep the AWS SDK's DEBUG output (request headers, response bodies holding secrets) out of every log:
-    its loggers log at INFO at most, whatever the root level."""
+    """Keep the SDKs' DEBUG and INFO output (request headers, response bodies holding secrets) out of every
+    log: their loggers log at WARNING at most, whatever the root level."""
     for name in _SDK_LOGGERS:
         logger = logging.getLogger(name)
-        if logger.getEffectiveLevel() < logging.INFO:
-            logger.setLevel(logging.INFO)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def is_auth_error(exc: BaseException) -> bool:

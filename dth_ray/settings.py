@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from dth_ray.config import (
     Compare,
+    LogFormat,
     ManifestType,
     MaxComputeMode,
     ScheduleConfig,
@@ -96,6 +97,8 @@ class WorkerSettings:
     dry_run: bool = False
     dry_run_changes: int = 0  # dry run: would-copy/delete objects a shard's result carries (its sample, or all)
     note_extras: bool = False  # sync.delete: shards report the destination-only keys they meet
+    log_level: str = "WARNING"  # `log_level` and `log.format`, so actors log like the driver (redacted)
+    log_format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +295,8 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
         job=job_name(cfg), source=store_spec(cfg.source), destination=store_spec(cfg.destination),
         transfer=transfer, key_filter=KeyFilter(list(cfg.filter.include or ()), list(cfg.filter.exclude or ())),
         compare=Compare(cfg.compare), dry_run=cfg.dry_run, note_extras=cfg.sync.delete,
-        dry_run_changes=(sys.maxsize if cfg.dry_run_list else DRY_RUN_SAMPLE) if cfg.dry_run else 0)
+        dry_run_changes=(sys.maxsize if cfg.dry_run_list else DRY_RUN_SAMPLE) if cfg.dry_run else 0,
+        log_level=str(cfg.log_level).upper(), log_format=LogFormat(cfg.log.format).value)
     r = cfg.runtime
     m = cfg.manifest
     return Settings(

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 
+from dth_ray.files import private_dir, private_file
 from dth_ray.maxcompute.plan import FileInfo, Spec, spec_text
 
 EXPORTING, UNLOADED, DONE = "exporting", "unloaded", "done"
@@ -39,7 +40,8 @@ class ExportState:
     """Durable export progress of one job (every write commits before it returns)."""
 
     def __init__(self, path: str, job: str):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        private_dir(os.path.dirname(os.path.abspath(path)))
+        private_file(path)  # before SQLite creates it 0644: its journal files take its mode
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
         self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -11,6 +11,7 @@ from dth_ray.errors import DthError, IntegrityError, error_class
 from dth_ray.maxcompute.client import MaxComputeClient
 from dth_ray.maxcompute.parquet_sink import LoopThread, ParquetFiles, WriterSettings
 from dth_ray.maxcompute.plan import ShardOutcome, ShardTask, data_file_name, spec_text
+from dth_ray.ops.logs import setup_actor_logging
 from dth_ray.plan.parts import choose_part_size
 from dth_ray.runtime.pool import local_node_id
 from dth_ray.settings import Settings
@@ -38,6 +39,7 @@ class ExportWorker:
     """Exports shards one at a time (the runner gives each actor one shard, so memory stays per shard)."""
 
     def __init__(self, settings: Settings):
+        setup_actor_logging(settings.worker.log_level, settings.worker.log_format)  # first: the clients may log
         self._client = MaxComputeClient(settings.config.source, settings.config.maxcompute)
         self._store = open_store(settings.destination)
         self._settings = writer_settings(settings, self._store.features)

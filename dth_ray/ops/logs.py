@@ -104,18 +104,36 @@ def formatter_for(fmt: LogFormat | str) -> logging.Formatter:
 
 
 def setup_logging(cfg: SyncConfig, stream: Any = None) -> logging.Handler:
-    """Root logger at `log_level` with one stderr handler in `log.format`; the SDK loggers at INFO at most.
+    """Root logger at `log_level` with one stderr handler in `log.format`; the SDK loggers at WARNING at most.
     Idempotent. Returns the handler."""
+    return _install(str(cfg.log_level), cfg.log.format, stream)
+
+
+def _install(level: str, fmt: LogFormat | str, stream: Any = None) -> logging.Handler:
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _Handler):
             root.removeHandler(handler)
     handler = _Handler(stream or sys.stderr)
-    handler.setFormatter(formatter_for(cfg.log.format))
+    handler.setFormatter(formatter_for(fmt))
     root.addHandler(handler)
-    root.setLevel(str(cfg.log_level).upper())
+    root.setLevel(level.upper())
     quiet_sdk_logs()
     return handler
+
+
+def setup_actor_logging(level: str, fmt: LogFormat | str) -> bool:
+    """In a Ray actor's process, what `setup_logging` does in the driver: the root logger at `level` with one
+    redacting stderr handler in `fmt` (Ray copies the actor's stderr to its session's worker-*.err files and
+    to the driver's terminal), the SDK loggers at WARNING at most. Ray leaves an actor's root logger without a
+    handler, so its lines would go out unredacted. Elsewhere (the driver lane's in-process workers, unit
+    tests) the driver's logging stays as it is. Returns whether it configured this process."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return False
+    _install(level, fmt)
+    logging.getLogger(__name__).debug("actor logging: level=%s format=%s", level.upper(), LogFormat(fmt).value)
+    return True
 
 
 def ray_logging_config(cfg: SyncConfig) -> Any:

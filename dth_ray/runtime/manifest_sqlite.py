@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from dth_ray.errors import ConfigError
+from dth_ray.files import private_dir, private_file
 from dth_ray.model import PartInfo, Shard, Tally, UploadState
 from dth_ray.plan.diff import Record
 from dth_ray.runtime.manifest import (
@@ -83,8 +84,9 @@ class SqliteManifest:
         self.items_written = 0
         self._live = LiveProgress()
         self._lock = threading.RLock()
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         try:
+            private_dir(os.path.dirname(os.path.abspath(self.path)), own=not path)
+            private_file(self.path)  # before SQLite creates it 0644: its -wal and -shm files take its mode
             # Two connections may write at once (the driver's start-up worker and the manifest actor): wait.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]

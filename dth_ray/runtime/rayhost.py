@@ -1,18 +1,31 @@
 """Starting and stopping Ray for a command: the embedded cluster on this machine, or joining one.
 
 Called by the scheduler only. `ray.init` must run on the main thread (it installs signal handlers).
+
+The embedded cluster is closed to everyone but this run: token authentication is on whatever RAY_AUTH_MODE
+says, its token file is 0600, every Ray process listens on 127.0.0.1 only, and its session folders (logs,
+unix sockets; Ray makes them 0777) sit inside a 0700 folder of ours.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import secrets
+import stat
 import sys
+import tempfile
 
+from dth_ray.files import private_dir, private_file
 from dth_ray.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
 
 _owned = False  # this process started the embedded cluster (stop_ray ends only that one)
 _OBJECT_STORE_BYTES = 80 * 1024 * 1024  # Ray's floor is 75 MiB
+LOOPBACK = "127.0.0.1"
+AUTH_MODE_VAR = "RAY_AUTH_MODE"
 
 
 def ray_is_up() -> bool:
@@ -29,17 +42,22 @@ def start_ray(runtime: RuntimeSettings) -> bool:
     global _owned
     if ray_is_up():
         return False
+    if runtime.embedded:
+        _require_token_auth()  # before Ray is imported: it reads the mode into its config then
+        _private_token()
     import ray
 
     kwargs: dict = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True,
                         configure_logging=True)
     if runtime.embedded:
         kwargs["address"] = "local"
+        kwargs["_node_ip_address"] = LOOPBACK
+        kwargs["_temp_dir"] = _private_temp_dir()
+        # Ray starts workers at nice 15; our transfer actors are the workload, not background tasks (Ray's
+        # job manager resets it to 0 for submitted jobs too). Measured: at 15, a CPU-bound host starves them.
         # Lean: the actors are the only workers it needs (no idle workers prestarted for tasks that never
         # come), and no bytes travel through the object store (the smallest Ray allows). Measured on 2 cores:
         # 8 processes instead of 10, 420 MB PSS instead of 510, 3.3 s of CPU instead of 4.5 to start.
-        # Ray starts workers at nice 15; our transfer actors are the workload, not background tasks (Ray's
-        # job manager resets it to 0 for submitted jobs too). Measured: at 15, a CPU-bound host starves them.
         kwargs["_system_config"] = {"worker_niceness": 0, "enable_worker_prestart": False,
                                     "prestart_worker_first_driver": False}
         kwargs["object_store_memory"] = _OBJECT_STORE_BYTES
@@ -50,9 +68,90 @@ def start_ray(runtime: RuntimeSettings) -> bool:
     else:
         kwargs["address"] = runtime.address
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(**kwargs)
+    with _loopback_node() if runtime.embedded else contextlib.nullcontext():
+        ray.init(**kwargs)
     _owned = runtime.embedded
     return True
+
+
+def _require_token_auth() -> None:
+    """Token authentication for the embedded cluster, also when the environment turns it off (Ray >= 2.59
+    turns it on for local clusters only while RAY_AUTH_MODE is unset): only this run's processes use it.
+    Ray reads the mode into its config at import, so a Ray imported earlier re-reads it, as Ray's own
+    token set-up does."""
+    mode = os.environ.get(AUTH_MODE_VAR)
+    if mode == "token":
+        return
+    if mode is not None:
+        log.warning("%s=%s is ignored for the embedded Ray: it always requires its token", AUTH_MODE_VAR, mode)
+    os.environ[AUTH_MODE_VAR] = "token"
+    raylet = sys.modules.get("ray._raylet")
+    if raylet is not None:
+        raylet.Config.initialize("")
+
+
+def _private_token() -> None:
+    """The token where Ray looks for it (RAY_AUTH_TOKEN, else RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token),
+    0600. Ray creates a missing file with the umask's mode (0644: any local user could read it and use the
+    cluster), so create it first, the way Ray does (256 random bits in hex), and tighten one Ray made.
+    Linked into place, so a concurrent run never sees it empty nor replaces a token in use."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    if os.path.exists(path):
+        private_file(path)
+        return
+    folder = private_dir(os.path.dirname(path))
+    fd, tmp = tempfile.mkstemp(prefix=".auth_token-", dir=folder)  # mkstemp: 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another run made it meanwhile: use that one
+    finally:
+        os.unlink(tmp)
+
+
+def _private_temp_dir() -> str:
+    """Ray's temp folder for the embedded cluster: `<RAY_TMPDIR or TMPDIR or /tmp>/dth-ray-<uid>/ray`. Ray
+    makes its own folder and the session folders in it 0777 (logs, and the raylet's and object store's unix
+    sockets, which take no token); ours around them is 0700, so other local users cannot reach them. A
+    `dth-ray-<uid>` that is not our own folder (another user made it first) is passed over for a fresh one."""
+    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux")
+                                            else None) or "/tmp"
+    root = os.path.join(base, f"dth-ray-{os.geteuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, 0o700)
+    st = os.lstat(root)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        root = tempfile.mkdtemp(prefix="dth-ray-", dir=base)
+    os.chmod(root, 0o700)
+    return os.path.join(root, "ray")
+
+
+@contextlib.contextmanager
+def _loopback_node():
+    """Put the embedded node on 127.0.0.1, so GCS, raylet, workers and agents listen there only (measured
+    with Ray 2.60: on its own every one listens on all interfaces). Ray rewrites a loopback
+    `_node_ip_address` to the machine's routable address unless its ENABLE_RAY_CLUSTER constant is off (the
+    macOS/Windows default, read from the environment when Ray is imported, so it is switched here, for the
+    start-up only: the node's processes get the address on their command lines)."""
+    try:
+        import ray._private.ray_constants as ray_constants
+    except ImportError:
+        ray_constants = None
+    if ray_constants is None or not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        log.warning("this Ray cannot be bound to 127.0.0.1: the embedded cluster listens on every interface "
+                    "(its token still refuses unauthenticated callers)")
+        yield
+        return
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def owns_ray() -> bool:

@@ -33,6 +33,7 @@ from dth_ray.model import (
     UploadState,
     VerifyTally,
 )
+from dth_ray.ops.logs import setup_actor_logging
 from dth_ray.plan.diff import COPY, SKIP, Record, merge_join, needs_record
 from dth_ray.plan.keys import dest_key, src_key_for
 from dth_ray.plan.verify import DIFFER, MATCH, READ, classify
@@ -95,6 +96,7 @@ class TransferWorker:
 
     def __init__(self, settings: WorkerSettings, manifest: Any, worker_id: str = ""):
         """`manifest`: the manifest actor's name (inside Ray) or a manifest object (the driver lane, tests)."""
+        setup_actor_logging(settings.log_level, settings.log_format)  # first: the stores below may log
         self.settings = settings
         self._manifest = _named_actor(manifest) if isinstance(manifest, str) else manifest
         self._worker_id = worker_id or f"worker-{id(self):x}"

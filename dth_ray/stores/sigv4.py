@@ -40,6 +40,10 @@ class SigV4Signer:
     def __repr__(self) -> str:
         return f"SigV4Signer(region={self._region!r})"
 
+    def __reduce__(self):
+        raise TypeError("SigV4Signer holds a secret key and is never pickled (nor sent to Ray actors); pickle "
+                        "the store, which rebuilds its signer from the credentials spec")
+
     def _signing_key(self, day: str) -> bytes:
         if day != self._day:
             key = _hmac(("AWS4" + self._secret).encode(), day)

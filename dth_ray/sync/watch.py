@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import queue as queue_mod
 import sys
 import threading
@@ -33,6 +32,7 @@ from dth_ray.config import EventsType, StoreType, check_delete_scope
 from dth_ray.errors import ConfigError
 from dth_ray.ops.alerts import Alerter
 from dth_ray.plan.prefix_list import prefixes_under
+from dth_ray.files import write_private
 from dth_ray.runtime.driver import run_sync
 from dth_ray.runtime.interrupts import Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
@@ -98,11 +98,7 @@ class WatchMetrics:
 
 
 def _write_json(path: str, doc: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(doc, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_private(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 class WatchService:

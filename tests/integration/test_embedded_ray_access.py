@@ -1,0 +1,172 @@
+"""The embedded Ray a run starts refuses callers without its token and listens on loopback only."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+
+import grpc
+import pytest
+from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc, node_manager_pb2, node_manager_pb2_grpc
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The embedded cluster as `dth-ray sync` starts it (runtime.address=local), in its own process so it does not
+# meet the test session's Ray; it prints its addresses, then waits for a line on stdin to stop.
+HOST = r"""
+import json, sys
+from dth_ray.runtime.rayhost import start_ray, stop_ray
+from dth_ray.settings import RuntimeSettings
+
+start_ray(RuntimeSettings())
+import ray
+
+node = ray.nodes()[0]
+print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "raylet_port": node["NodeManagerPort"],
+                  "session_dir": ray._private.worker._global_node.get_session_dir_path()}), flush=True)
+sys.stdin.readline()
+stop_ray()
+"""
+
+
+def _is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def _other_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback (what another host would connect to)."""
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout.split()
+    except OSError:
+        return []
+    return [a for a in out if ipaddress.ip_address(a).version == 4 and not ipaddress.ip_address(a).is_loopback]
+
+
+def _descendants(root_pid: int) -> set[int]:
+    parent_of = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                parent_of[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    found, grew = {root_pid}, True
+    while grew:
+        more = {pid for pid, parent in parent_of.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def _address(hex_ip: str) -> str:
+    """/proc/net/tcp{,6} addresses: 32-bit words in host (little-endian) order."""
+    raw = bytes.fromhex(hex_ip)
+    return str(ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))))
+
+
+def _listeners(root_pid: int) -> list[tuple[str, int]]:
+    """(ip, port) of every TCP socket listening in `root_pid` or its descendants (read from /proc)."""
+    ours = set().union(*(_socket_inodes(pid) for pid in _descendants(root_pid)))
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and inode in ours:  # 0A: LISTEN
+                    ip, port = local.split(":")
+                    out.append((_address(ip), int(port, 16)))
+    return out
+
+
+@pytest.fixture
+def embedded_ray(tmp_path):
+    """The embedded Ray in a subprocess, with a fresh HOME (its token) and Ray temp folder, and RAY_AUTH_MODE
+    set to `disabled` in its environment (the embedded cluster must require its token anyway)."""
+    home = tmp_path / "home"
+    ray_tmp = tempfile.mkdtemp(prefix="dthra-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled", PYTHONPATH=REPO)
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:  # a file, not a pipe: Ray's start-up output must never block the host
+        proc = subprocess.Popen([sys.executable, "-c", HOST], cwd=REPO, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line, stderr.read_text()[-3000:]
+        yield proc, json.loads(line), home, ray_tmp
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0, stderr.read_text()[-3000:]
+        assert "RAY_AUTH_MODE=disabled is ignored" in stderr.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_embedded_ray_refuses_unauthenticated_callers_and_listens_on_loopback_only(embedded_ray):
+    proc, info, home, ray_tmp = embedded_ray
+    gcs_host, gcs_port = info["gcs"].rsplit(":", 1)
+    assert gcs_host == "127.0.0.1"
+
+    listening = _listeners(proc.pid)
+    ports = {port for _, port in listening}
+    assert int(gcs_port) in ports and info["raylet_port"] in ports, listening
+    assert [entry for entry in listening if not _is_loopback(entry[0])] == [], "every Ray port on loopback only"
+
+    # Another host reaches this machine at its other addresses: nothing listens there.
+    others = _other_addresses()
+    for ip in others:
+        for port in (int(gcs_port), info["raylet_port"]):
+            with pytest.raises(ConnectionRefusedError), socket.create_connection((ip, port), timeout=5):
+                pass
+
+    # On loopback, RPCs without the token (or with a wrong one) are refused; with it, the same call answers.
+    token = (home / ".ray" / "auth_token").read_text().strip()
+    with grpc.insecure_channel(f"127.0.0.1:{gcs_port}") as gcs_channel, \
+            grpc.insecure_channel(f"127.0.0.1:{info['raylet_port']}") as raylet_channel:
+        gcs = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(gcs_channel)
+        raylet = node_manager_pb2_grpc.NodeManagerServiceStub(raylet_channel)
+        calls = [lambda md: gcs.GetAllNodeInfo(gcs_service_pb2.GetAllNodeInfoRequest(), timeout=20, metadata=md),
+                 lambda md: raylet.GetNodeStats(node_manager_pb2.GetNodeStatsRequest(), timeout=20, metadata=md)]
+        for call in calls:
+            for metadata in ((), (("authorization", "Bearer not-the-token"),)):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call(metadata)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            call((("authorization", f"Bearer {token}"),))
+        assert len(gcs.GetAllNodeInfo(gcs_service_pb2.GetAllNodeInfoRequest(), timeout=20,
+                                      metadata=(("authorization", f"Bearer {token}"),)).node_info_list) == 1
+
+    # The token file dth_ray wrote before Ray could (Ray writes it 0644), and the folder around Ray's sessions.
+    assert len(token) == 64
+    assert stat.S_IMODE((home / ".ray" / "auth_token").stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / ".ray").stat().st_mode) == 0o700
+    private_root = os.path.join(ray_tmp, f"dth-ray-{os.geteuid()}")
+    assert stat.S_IMODE(os.stat(private_root).st_mode) == 0o700
+    assert info["session_dir"].startswith(private_root + os.sep)
