@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 from dth_ray.config import EventsType, StoreType, check_delete_scope
 from dth_ray.errors import ConfigError
+from dth_ray.files import write_private
 from dth_ray.ops.alerts import Alerter
 from dth_ray.plan.prefix_list import prefixes_under
-from dth_ray.files import write_private
 from dth_ray.runtime.driver import run_sync
 from dth_ray.runtime.interrupts import Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
