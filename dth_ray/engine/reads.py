@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from dth_ray.engine.landing import landed
 from dth_ray.engine.limits import Limits
 from dth_ray.engine.readsize import ReadSizer
 from dth_ray.errors import PreconditionFailed
@@ -56,6 +57,7 @@ class RangedReads:
                 window[:] = piece.data
                 info = piece.info
             self._sizer.observe(r.length, time.monotonic() - started)
+            landed(r.length)
             return r.start, info
 
         def pick():

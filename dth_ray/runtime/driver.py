@@ -120,7 +120,7 @@ class SyncRun:
         self.attributed: dict[str, tuple[int, int, int, int]] = {}  # shard -> copied, bytes, recovered (+bytes)
         self.lost_on: dict[str, str] = {}  # shard -> the node that copied what a redo finds (lost or earlier)
         self.live: dict[str, tuple[int, Tally]] = {}
-        self.in_flight = (0, 0)
+        self.in_flight = (0, 0, 0)  # objects, bytes, and of those bytes the ones already read
         self.seq = 0
         self.lane = Startup()
         self.manifest: JobManifest | None = None
@@ -375,7 +375,8 @@ class SyncRun:
             for sid, (seq, tally) in change.shards.items():
                 if sid not in self.done and sid not in self.failed and seq >= self.live.get(sid, (0, None))[0]:
                     self.live[sid] = (seq, tally)
-        self.in_flight = (sum(c.objects_in_flight for c in changes), sum(c.bytes_in_flight for c in changes))
+        self.in_flight = (sum(c.objects_in_flight for c in changes), sum(c.bytes_in_flight for c in changes),
+                          sum(c.bytes_landed for c in changes))
         errors: dict[str, int] = {}
         for change in changes:
             for name, count in change.errors.items():
@@ -386,7 +387,9 @@ class SyncRun:
         for sid, (_, tally) in self.live.items():
             if sid not in self.latest:
                 total.merge(tally)
-        snap = Snapshot(total, *self.in_flight, len(self.done), len(self.shards), errors=errors)
+        objects_in_flight, bytes_in_flight, bytes_landed = self.in_flight
+        snap = Snapshot(total, objects_in_flight, bytes_in_flight, len(self.done), len(self.shards), errors=errors,
+                        bytes_landed=bytes_landed)
         if self.scheduler is not None and self.copy_started is not None:
             left = self._backlog(snap, self.scheduler)
             snap = replace(snap, total_objects=total.listed + left.left_objects,

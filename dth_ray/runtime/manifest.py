@@ -81,6 +81,7 @@ class LiveReport:
     objects_in_flight: int = 0
     bytes_in_flight: int = 0
     errors: tuple[tuple[str, int], ...] = ()  # store requests that failed so far (and were retried), by class
+    bytes_landed: int = 0  # of bytes_in_flight, those already read (engine/landing.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class Progress:
     objects_in_flight: int = 0
     bytes_in_flight: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    bytes_landed: int = 0  # of bytes_in_flight, those already read
 
 
 class LiveProgress:
@@ -99,7 +101,7 @@ class LiveProgress:
 
     def __init__(self) -> None:
         self._changed: dict[str, tuple[int, Tally]] = {}
-        self._in_flight: dict[str, tuple[int, int]] = {}
+        self._in_flight: dict[str, tuple[int, int, int]] = {}
         self._errors: dict[str, tuple[tuple[str, int], ...]] = {}
 
     def add(self, live: LiveReport | None) -> None:
@@ -109,7 +111,7 @@ class LiveProgress:
             known = self._changed.get(shard_id)
             if known is None or seq >= known[0]:
                 self._changed[shard_id] = (seq, tally)
-        self._in_flight[live.worker_id] = (live.objects_in_flight, live.bytes_in_flight)
+        self._in_flight[live.worker_id] = (live.objects_in_flight, live.bytes_in_flight, live.bytes_landed)
         self._errors[live.worker_id] = live.errors
 
     def take(self) -> Progress:
@@ -118,8 +120,9 @@ class LiveProgress:
         for per_worker in self._errors.values():
             for name, count in per_worker:
                 errors[name] = errors.get(name, 0) + count
-        return Progress(changed, sum(o for o, _ in self._in_flight.values()),
-                        sum(b for _, b in self._in_flight.values()), errors)
+        in_flight = self._in_flight.values()
+        return Progress(changed, sum(f[0] for f in in_flight), sum(f[1] for f in in_flight), errors,
+                        sum(f[2] for f in in_flight))
 
 
 class Manifest(Protocol):

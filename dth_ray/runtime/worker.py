@@ -17,7 +17,9 @@ from typing import Any
 
 from dth_ray.engine.budget import ByteBudget
 from dth_ray.engine.context import CopySettings
+from dth_ray.engine import landing
 from dth_ray.engine.copier import Copier
+from dth_ray.engine.landing import Landing
 from dth_ray.engine.limits import Limits
 from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
 from dth_ray.engine.verify import same_content
@@ -122,6 +124,7 @@ class TransferWorker:
         self._totals = Tally()  # every result this worker counted (metrics)
         self._objects_in_flight = 0
         self._bytes_in_flight = 0
+        self._landing: set[Landing] = set()  # the objects in flight: how much of each is read
         self._errors: dict[str, int] = {}  # store requests that failed so far, by class (progress and metrics)
         self._flush_lock: asyncio.Lock | None = None
         self._flusher: asyncio.Task | None = None
@@ -315,6 +318,9 @@ class TransferWorker:
     async def _copy_one(self, src: ObjectMeta, dst_key: str, recorded: bool, settled: SettledKeys,
                         entry: list, seen: bool) -> None:
         result = None
+        progress = Landing(src.size)
+        self._landing.add(progress)
+        landing.current.set(progress)  # this task's context: the reads under this copy add to it
         try:
             copied = await self._copier.copy(src, dst_key)
         except Unreadable as exc:
@@ -339,6 +345,7 @@ class TransferWorker:
         finally:
             self._objects_in_flight -= 1
             self._bytes_in_flight -= src.size
+            self._landing.discard(progress)
             self._slots.release()
             if result is not None:
                 result = outcome.seen_too(result) if seen else result
@@ -439,7 +446,8 @@ class TransferWorker:
                 self._errors[name] = self._errors.get(name, 0) + count
             report = LiveReport(self._worker_id, tuple((sid, seq, Tally.from_dict(t.to_dict(0)))
                                                        for sid, (seq, t) in live.items()),
-                                self._objects_in_flight, self._bytes_in_flight, tuple(self._errors.items()))
+                                self._objects_in_flight, self._bytes_in_flight, tuple(self._errors.items()),
+                                sum(p.read_bytes for p in self._landing))
             batch, self._pending[:] = list(self._pending), []
             checkpoints, self._checkpoints = self._checkpoints, []
             try:

@@ -21,6 +21,7 @@ from dth_ray.ops import Ops
 from dth_ray.runtime.driver import EARLIER, SyncRun, run_sync
 from dth_ray.runtime.interrupts import Interrupts
 from dth_ray.runtime.manifests import open_manifest
+from dth_ray.runtime.progress import ProgressModel
 from dth_ray.stores.memory import MemoryStore
 
 MiB = 1024 * 1024
@@ -229,3 +230,29 @@ def test_sync_delete_works_on_a_short_run_with_no_actor_ever_up(tmp_path, bucket
     assert report.status == "succeeded", report.errors
     assert report.deletes is not None and report.deletes.deleted == 2
     assert contents(buckets[1]) == objects
+
+
+def test_progress_counts_the_bytes_of_a_large_object_as_its_parts_land(tmp_path, buckets):
+    """A single large object in flight moves the progress display's bytes before it completes (the report and
+    the tallies still count it only when it completes)."""
+    size = 40 * MiB
+    seed(buckets[0], {"big.bin": bytes(range(256)) * (size // 256)})
+    for op in ("get", "get_into"):
+        MemoryStore.faults(buckets[0]).delay(op, 0.15)
+    settings = settings_for(tmp_path, buckets, "transfer.parts_in_flight=2")
+    model = ProgressModel()
+    run = SyncRun(settings, Ops(settings.config, settings.job), model, Interrupts(), True, 1)
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(run.run()), daemon=True)
+    thread.start()
+    seen: list[tuple[int, int]] = []  # (bytes shown, objects copied) while running
+    while thread.is_alive():
+        view = model.view()
+        seen.append((view.bytes, view.copied))
+        time.sleep(0.02)
+    report = out[0]
+    assert report.status == "succeeded" and report.tally.bytes_copied == size
+    partial = sorted({b for b, copied in seen if copied == 0 and 0 < b < size})
+    assert len(partial) >= 3, f"bytes moved while the object was in flight: {partial}"
+    assert all(b <= size for b, _ in seen)
+    assert model.view().bytes == size
