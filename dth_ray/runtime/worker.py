@@ -15,9 +15,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dth_ray.engine import landing
 from dth_ray.engine.budget import ByteBudget
 from dth_ray.engine.context import CopySettings
-from dth_ray.engine import landing
 from dth_ray.engine.copier import Copier
 from dth_ray.engine.landing import Landing
 from dth_ray.engine.limits import Limits
