@@ -60,6 +60,8 @@ MAX_LOSSES = 5
 # test before any node joined).
 SHARDS_PER_LANE = 8
 SHARDS_PER_ACTOR = 4
+# What the workers report about the objects in flight and those listed but not decided (Progress → Snapshot).
+_IN_FLIGHT = ("objects_in_flight", "bytes_in_flight", "bytes_landed", "objects_ahead", "bytes_ahead")
 EARLIER = "earlier-executions"  # the `nodes` entry for what earlier executions of a resumed run copied
 
 
@@ -120,7 +122,7 @@ class SyncRun:
         self.attributed: dict[str, tuple[int, int, int, int]] = {}  # shard -> copied, bytes, recovered (+bytes)
         self.lost_on: dict[str, str] = {}  # shard -> the node that copied what a redo finds (lost or earlier)
         self.live: dict[str, tuple[int, Tally]] = {}
-        self.in_flight = (0, 0, 0)  # objects, bytes, and of those bytes the ones already read
+        self.in_flight = (0,) * len(_IN_FLIGHT)
         self.seq = 0
         self.lane = Startup()
         self.manifest: JobManifest | None = None
@@ -359,8 +361,8 @@ class SyncRun:
         queued = scheduler.queued
         started = max(1, len(self.shards) - queued - len(self.done_before))
         return Backlog(time.monotonic() - self.copy_started, done_objects, done_bytes,
-                       queued * done_objects // started + snap.objects_in_flight,
-                       queued * done_bytes // started + snap.bytes_in_flight)
+                       queued * done_objects // started + snap.objects_in_flight + snap.objects_ahead,
+                       queued * done_bytes // started + snap.bytes_in_flight + snap.bytes_ahead)
 
     def _autoscale(self) -> bool:
         """Autoscaling for a run on a real cluster (runtime.autoscale=auto: any address but the embedded one)."""
@@ -375,8 +377,7 @@ class SyncRun:
             for sid, (seq, tally) in change.shards.items():
                 if sid not in self.done and sid not in self.failed and seq >= self.live.get(sid, (0, None))[0]:
                     self.live[sid] = (seq, tally)
-        self.in_flight = (sum(c.objects_in_flight for c in changes), sum(c.bytes_in_flight for c in changes),
-                          sum(c.bytes_landed for c in changes))
+        self.in_flight = tuple(sum(getattr(c, name) for c in changes) for name in _IN_FLIGHT)
         errors: dict[str, int] = {}
         for change in changes:
             for name, count in change.errors.items():
@@ -387,9 +388,8 @@ class SyncRun:
         for sid, (_, tally) in self.live.items():
             if sid not in self.latest:
                 total.merge(tally)
-        objects_in_flight, bytes_in_flight, bytes_landed = self.in_flight
-        snap = Snapshot(total, objects_in_flight, bytes_in_flight, len(self.done), len(self.shards), errors=errors,
-                        bytes_landed=bytes_landed)
+        snap = Snapshot(total, shards_done=len(self.done), shards_total=len(self.shards), errors=errors,
+                        **dict(zip(_IN_FLIGHT, self.in_flight, strict=True)))
         if self.scheduler is not None and self.copy_started is not None:
             left = self._backlog(snap, self.scheduler)
             snap = replace(snap, total_objects=total.listed + left.left_objects,

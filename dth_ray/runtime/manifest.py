@@ -82,6 +82,8 @@ class LiveReport:
     bytes_in_flight: int = 0
     errors: tuple[tuple[str, int], ...] = ()  # store requests that failed so far (and were retried), by class
     bytes_landed: int = 0  # of bytes_in_flight, those already read (engine/landing.py)
+    objects_ahead: int = 0  # listed by its shards but not decided yet (the planned total's estimate)
+    bytes_ahead: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,8 @@ class Progress:
     bytes_in_flight: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     bytes_landed: int = 0  # of bytes_in_flight, those already read
+    objects_ahead: int = 0  # listed but not decided yet
+    bytes_ahead: int = 0
 
 
 class LiveProgress:
@@ -101,7 +105,7 @@ class LiveProgress:
 
     def __init__(self) -> None:
         self._changed: dict[str, tuple[int, Tally]] = {}
-        self._in_flight: dict[str, tuple[int, int, int]] = {}
+        self._in_flight: dict[str, tuple[int, int, int, int, int]] = {}
         self._errors: dict[str, tuple[tuple[str, int], ...]] = {}
 
     def add(self, live: LiveReport | None) -> None:
@@ -111,7 +115,8 @@ class LiveProgress:
             known = self._changed.get(shard_id)
             if known is None or seq >= known[0]:
                 self._changed[shard_id] = (seq, tally)
-        self._in_flight[live.worker_id] = (live.objects_in_flight, live.bytes_in_flight, live.bytes_landed)
+        self._in_flight[live.worker_id] = (live.objects_in_flight, live.bytes_in_flight, live.bytes_landed,
+                                           live.objects_ahead, live.bytes_ahead)
         self._errors[live.worker_id] = live.errors
 
     def take(self) -> Progress:
@@ -122,7 +127,7 @@ class LiveProgress:
                 errors[name] = errors.get(name, 0) + count
         in_flight = self._in_flight.values()
         return Progress(changed, sum(f[0] for f in in_flight), sum(f[1] for f in in_flight), errors,
-                        sum(f[2] for f in in_flight))
+                        sum(f[2] for f in in_flight), sum(f[3] for f in in_flight), sum(f[4] for f in in_flight))
 
 
 class Manifest(Protocol):

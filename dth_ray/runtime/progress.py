@@ -37,6 +37,8 @@ class Snapshot:
     total_objects: int = 0  # estimated planned total (listed so far + the shards not listed yet)
     total_bytes: int = 0
     bytes_landed: int = 0  # of the bytes in flight, those already read
+    objects_ahead: int = 0  # listed by the shards, not decided yet (part of the planned total)
+    bytes_ahead: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # store requests that failed (retried), by class
 
 
@@ -124,10 +126,11 @@ class ProgressModel:
             v.bytes_per_s = (samples[-1][1] - samples[0][1]) / span
             v.objects_per_s = (samples[-1][2] - samples[0][2]) / span
         left_bytes, left_objects = v.total_bytes - v.bytes, v.total_objects - v.objects
-        if v.bytes_per_s > 0 and left_bytes > 0:
-            v.eta_s = left_bytes / v.bytes_per_s
-        elif v.objects_per_s > 0 and left_objects > 0:
-            v.eta_s = left_objects / v.objects_per_s
+        # The slower of the two paces: many small objects left go at their objects' rate, not the bytes' one.
+        etas = [left / rate for left, rate in ((left_bytes, v.bytes_per_s), (left_objects, v.objects_per_s))
+                if left > 0 and rate > 0]
+        if etas:
+            v.eta_s = max(etas)
         elif v.total_objects and not left_objects:
             v.eta_s = 0.0
         return v

@@ -125,6 +125,7 @@ class TransferWorker:
         self._objects_in_flight = 0
         self._bytes_in_flight = 0
         self._landing: set[Landing] = set()  # the objects in flight: how much of each is read
+        self._ahead = [0, 0]  # objects and bytes the shards' listings returned that are not decided yet
         self._errors: dict[str, int] = {}  # store requests that failed so far, by class (progress and metrics)
         self._flush_lock: asyncio.Lock | None = None
         self._flusher: asyncio.Task | None = None
@@ -225,14 +226,26 @@ class TransferWorker:
         join = dict(src_prefix=src_prefix, dst_prefix=dst_prefix, compare=self.settings.compare,
                     src_features=self._src.features, dst_features=self._dst.features,
                     key_filter=self.settings.key_filter)
+        ahead = self._ahead
         async for page in self._pages(self._src, shard.prefix, shard.start_after, shard.end_at, shard.delimiter):
             if not page:
                 continue
             bound = page[-1].key
-            dst_batch = await dst.take_through(to_dst(bound))
-            rec_batch = await records.take_through(bound)
-            for decision in merge_join(page, dst_batch, rec_batch, **join):
-                yield decision
+            # Listed but not decided yet: the progress display's planned total counts them already.
+            left = [len(page), sum(o.size for o in page)]
+            ahead[0] += left[0]
+            ahead[1] += left[1]
+            try:
+                dst_batch = await dst.take_through(to_dst(bound))
+                rec_batch = await records.take_through(bound)
+                for decision in merge_join(page, dst_batch, rec_batch, **join):
+                    if decision.src is not None:
+                        size = decision.src.size
+                        left[0], left[1], ahead[0], ahead[1] = left[0] - 1, left[1] - size, ahead[0] - 1, ahead[1] - size
+                    yield decision
+            finally:
+                ahead[0] -= left[0]  # filtered out, or the listing stopped
+                ahead[1] -= left[1]
         for decision in merge_join([], await dst.take_through(None), [], **join):
             yield decision
 
@@ -447,7 +460,7 @@ class TransferWorker:
             report = LiveReport(self._worker_id, tuple((sid, seq, Tally.from_dict(t.to_dict(0)))
                                                        for sid, (seq, t) in live.items()),
                                 self._objects_in_flight, self._bytes_in_flight, tuple(self._errors.items()),
-                                sum(p.read_bytes for p in self._landing))
+                                sum(p.read_bytes for p in self._landing), *self._ahead)
             batch, self._pending[:] = list(self._pending), []
             checkpoints, self._checkpoints = self._checkpoints, []
             try:
