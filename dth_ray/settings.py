@@ -32,7 +32,7 @@ from dth_ray.config import (
 )
 from dth_ray.errors import ConfigError
 from dth_ray.keyfilter import KeyFilter
-from dth_ray.naming import job_name
+from dth_ray.naming import job_name, legacy_job_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +197,9 @@ class Settings:
     verify_strict: bool = False
     report_path: str = ""
     resume: bool = True
+    # The name earlier releases derived for this job (see naming.legacy_job_name): a job they created keeps
+    # its runs and records under it (dth_ray/runtime/jobs.py adopt_legacy_job). '' once adopted or named.
+    legacy_job: str = ""
 
     @property
     def job(self) -> str:
@@ -284,7 +287,7 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
         delete=DeleteSettings(cfg.sync.delete, count, percent, cfg.sync.max_delete),
         plan=_plan(cfg), export=_export(cfg, transfer), schedule=resolve_schedule(cfg.schedule),
         verify_full=VerifyMode(cfg.verify.mode) is VerifyMode.full, verify_strict=cfg.verify.strict,
-        report_path=cfg.report, resume=cfg.resume,
+        report_path=cfg.report, resume=cfg.resume, legacy_job=legacy_job_name(cfg),
     )
 
 
