@@ -8,38 +8,13 @@ import os
 import signal
 import sys
 
-from dth_ray import __version__
 from dth_ray.compose import load_config, load_settings
 from dth_ray.config import StoreType
+from dth_ray.discover import answer, cmd_jobs, cmd_keys
 from dth_ray.errors import ConfigError, DthError
 from dth_ray.files import write_private
 from dth_ray.runtime.interrupts import EXIT_BY_SIGNAL, Interrupted, Interrupts
 from dth_ray.settings import Settings, resolve
-
-USAGE = """usage: dth-ray COMMAND [key=value ...]
-
-commands:
-  sync      copy what differs from source to destination (Hydra overrides, e.g. source=oss source.bucket=b)
-  plan      a dry run that estimates duration and cost (plan.nodes, plan.node_throughput, plan.* prices)
-  verify    compare destination with source (verify.mode=fast|full, verify.strict=true fails on extras)
-  status    a job's progress (job=NAME or the sync's store settings); prefix=P: is everything under P
-            at the destination and checked? key=K: what is known about one key
-  watch     keep in sync: events from SQS (events=sqs events.queue_url=...) and a scheduled batch sync
-            (schedule.interval=1h or schedule.cron='0 * * * *'); stops cleanly on SIGTERM/SIGINT
-  events setup  create the SQS queue, dead-letter queue and redrive policy (events.queue_name=N);
-            print the least-privilege IAM policies
-  dashboard create  create the CloudWatch dashboard of a job's metrics (job=NAME, metrics.*)
-  alerts setup  create an SNS alarm topic with an email subscription (alerts.email=ADDR); print its ARN
-  demo      start two local S3 endpoints, seed them, sync, verify every byte
-  version   print the version
-
-examples:
-  dth-ray sync source=oss source.bucket=logs source.region=cn-hangzhou source.credentials=secret:drh-credentials \\
-      destination.bucket=lake destination.region=us-west-2 report=report.json
-  dth-ray sync source=local source.path=/data destination.bucket=lake dry_run=true
-
-Every config key is listed in the README's config table.
-"""
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 RESUME_HINT = "interrupted; rerun the same command to resume"
@@ -163,12 +138,14 @@ def cmd_verify(overrides: list[str]) -> int:
 
 def cmd_status(args: list[str]) -> int:
     from dth_ray.runtime import status
+    from dth_ray.runtime.jobs import adopt_legacy_job
 
     picked = {k: v for k, _, v in (a.partition("=") for a in args if a.startswith(("prefix=", "key=")))}
     overrides = [a for a in args if not a.startswith(("prefix=", "key="))]
     by_job = not picked and any(a.startswith("job=") for a in overrides)
     settings = resolve(load_config(overrides, check=False), check=not by_job)  # job=NAME needs no stores
     _setup_logging(settings)
+    settings = adopt_legacy_job(settings)  # a job an earlier release named job-<hex> is shown under that name
     if "key" in picked:
         out = status.key_status(settings, picked["key"])
         ok = out["in_sync"]
@@ -189,10 +166,12 @@ def cmd_status(args: list[str]) -> int:
 def cmd_watch(overrides: list[str]) -> int:
     """The long-running service (dth_ray/sync/watch.py); SIGTERM/SIGINT stop it cleanly (exit 0), a second
     one exits at once."""
+    from dth_ray.runtime.jobs import adopt_legacy_job
     from dth_ray.sync.watch import WatchService
 
     settings = load_settings(overrides)
     _setup_logging(settings)
+    settings = adopt_legacy_job(settings)  # before the service takes the job's name anywhere
     logging.getLogger("dth_ray.sync.watch").setLevel(min(logging.INFO, logging.getLogger().level))
     _check_report_dir(settings)
     service = WatchService(settings)
@@ -239,11 +218,11 @@ def cmd_events(args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        return EXIT_OK if args else EXIT_USAGE
-    command, rest = args[0], args[1:]
     try:
+        answered = answer(args)  # help, version, --cfg job; one line for a --flag, misspelled key or command
+        if answered is not None:
+            return answered
+        command, rest = args[0], args[1:]
         if command == "sync":
             return cmd_sync(rest)
         if command == "plan":
@@ -264,11 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             from dth_ray.demo import run_demo
 
             return run_demo(rest)
-        if command in ("version", "--version"):
-            print(f"dth-ray {__version__}")
-            return EXIT_OK
-        print(f"dth-ray: error: unknown command {command!r} (sync, plan, verify, status, watch, events, demo, version)", file=sys.stderr)
-        return EXIT_USAGE
+        if command == "keys":
+            return cmd_keys(rest)
+        if command == "jobs":
+            return cmd_jobs(rest)
+        raise ConfigError(f"dth-ray {command} is not implemented")  # in discover.COMMANDS, not dispatched
     except ConfigError as exc:
         print(f"dth-ray: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -34,7 +34,7 @@ from dth_ray.config import (
 )
 from dth_ray.errors import ConfigError
 from dth_ray.keyfilter import KeyFilter
-from dth_ray.naming import job_name
+from dth_ray.naming import job_name, legacy_job_name
 
 DRY_RUN_SAMPLE = 10  # would-copy and would-delete objects a dry run's summary shows
 
@@ -219,6 +219,9 @@ class Settings:
     progress: str = "auto"  # auto, bar, lines or none
     progress_interval_s: float = 10.0
     event_deletes: EventDeleteLimit = EventDeleteLimit()
+    # The name earlier releases derived for this job (see naming.legacy_job_name): a job they created keeps
+    # its runs and records under it (dth_ray/runtime/jobs.py adopt_legacy_job). '' once adopted or named.
+    legacy_job: str = ""
 
     @property
     def job(self) -> str:
@@ -309,7 +312,7 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
                               cfg.sync.delete_prefix_as_is),
         plan=_plan(cfg), export=_export(cfg, transfer), schedule=resolve_schedule(cfg.schedule),
         verify_full=VerifyMode(cfg.verify.mode) is VerifyMode.full, verify_strict=cfg.verify.strict,
-        report_path=cfg.report, dry_run_list=cfg.dry_run_list, resume=cfg.resume,
+        report_path=cfg.report, dry_run_list=cfg.dry_run_list, resume=cfg.resume, legacy_job=legacy_job_name(cfg),
         progress={"on": "bar", "off": "none"}.get(cfg.progress, cfg.progress),
         progress_interval_s=parse_duration(cfg.progress_interval, "progress_interval"),
         event_deletes=EventDeleteLimit(cfg.events.max_delete, parse_duration(

@@ -30,6 +30,7 @@ from dth_ray.runtime.autoscaling import Elasticity
 from dth_ray.runtime.dryrun import DryRunChanges
 from dth_ray.runtime.interrupts import Interrupted, Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
+from dth_ray.runtime.jobs import adopt_legacy_job
 from dth_ray.runtime.manifest import (
     DONE,
     RUNNING,
@@ -78,6 +79,7 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
     changes = DryRunChanges.of(settings)
     try:
         check_stores(settings.source, settings.destination)
+        settings = adopt_legacy_job(settings)  # a job an earlier release named job-<hex> resumes under that name
         ops = Ops(settings.config, settings.job, one_time=one_time)
         try:
             run = SyncRun(settings, ops, progress, interrupts or Interrupts(), one_time, in_process, changes)
@@ -206,11 +208,15 @@ class SyncRun:
                 return items
         shards = await plan_shards(self.s.source, self.s.default_workers(), progress=self.progress)
         started = time.time()
-        self.run_id = 0 if self.s.dry_run else m.start_run(shards)
+        self.run_id = 0 if self.s.dry_run else m.start_run(shards, *self._pairing())
         self.recount_since = math.floor(started)
         self.shards = {sh.shard_id: sh for sh in shards}
         self.copy_started = time.monotonic()
         return [self._item(ShardTask(sh, run_id=self.run_id)) for sh in shards]
+
+    def _pairing(self) -> tuple[str, str]:
+        """The job's stores as the report names them, for the manifest's list of jobs (`dth-ray jobs`)."""
+        return describe(self.s.source), describe(self.s.destination)
 
     def _resumable(self, status: str) -> bool:
         """A live or dead run (running) and an interrupted one resume; a failed one only on a one-time sync
@@ -226,7 +232,7 @@ class SyncRun:
         if not redo and latest.status == RUN_FAILED:
             return None
         run_id = latest.run_id
-        manifest.resume_run(run_id)
+        manifest.resume_run(run_id, *self._pairing())
         self.run_id, self.resumed, self.executions = run_id, True, latest.executions + 1
         self.recount_since = math.floor(latest.started)
         self.shards = {cp.shard.shard_id: cp.shard for cp in checkpoints}

@@ -10,6 +10,8 @@ Logical schema, the same in every backend:
 - objects: per-object records only where they matter: failures, multipart copies, copies whose ETags cannot
   be compared across the two stores (the record keeps the source version copied) and keys that already had
   a record. Per-key status is the record, else the done checkpoint whose shard covers the key.
+- jobs: the source and destination each job was last run with (written when a run starts or resumes), so
+  `dth-ray jobs` can list the jobs of a manifest with each one's latest run (`jobs()`).
 - uploads and parts: open multipart uploads (exact destination key, upload id, source version, part size)
   and the parts already sent with their MD5 ETags, so a resumed run continues an interrupted upload.
 
@@ -68,6 +70,21 @@ class RunInfo:
     finished: float = 0.0
     report: str = ""
     executions: int = 1  # this run's executions so far (1 + the times it was resumed)
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """One job of a manifest as `jobs()` lists it: its latest run and, for a run that has not succeeded
+    (running, interrupted, cut off, failed), its checkpoints' settled tally and its shards (done, total).
+    `source`/`destination` are the store locations the driver recorded (empty for a job whose runs all predate
+    that record: its report says them once a run finishes)."""
+
+    job: str
+    run: RunInfo
+    source: str = ""
+    destination: str = ""
+    settled: Tally | None = None
+    shards: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +157,9 @@ class Manifest(Protocol):
 
     def latest_run(self) -> RunInfo | None: ...
     def runs(self, limit: int) -> list[RunInfo]: ...
-    def start_run(self, shards: Sequence[Shard]) -> int: ...
-    def resume_run(self, run_id: int) -> list[Checkpoint]: ...
+    def start_run(self, shards: Sequence[Shard], source: str = "", destination: str = "") -> int: ...
+    def resume_run(self, run_id: int, source: str = "", destination: str = "") -> list[Checkpoint]: ...
+    def jobs(self) -> list[JobInfo]: ...
     def finish_run(self, status: str, report: dict) -> None: ...
     def checkpoints(self, run_id: int) -> list[Checkpoint]: ...
     def checkpoint(self, run_id: int, shard_id: str) -> Checkpoint | None: ...
@@ -174,6 +192,19 @@ def prefix_end(prefix: str) -> str:
         return ""
     code = ord(stripped[-1]) + 1
     return stripped[:-1] + chr(0xE000 if 0xD800 <= code <= 0xDFFF else code)
+
+
+def job_info(job: str, run: RunInfo, source: str, destination: str,
+             checkpoints: Sequence[Checkpoint] = ()) -> JobInfo:
+    """A JobInfo for `run`: a run that has not succeeded gets its checkpoints' settled tally and shard counts
+    (its report, if any, counts only what it reached)."""
+    if run.status == SUCCEEDED:
+        return JobInfo(job, run, source, destination)
+    settled = Tally()
+    for cp in checkpoints:
+        settled.merge(cp.tally)
+    return JobInfo(job, run, source, destination, settled,
+                   (sum(cp.status == DONE for cp in checkpoints), len(checkpoints)))
 
 
 def covering_in_recent_runs(manifest: Manifest, key: str, runs: int = 20) -> Checkpoint | None:

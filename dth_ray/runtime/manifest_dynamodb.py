@@ -10,6 +10,13 @@ name is longer than 900 bytes, so every pk stays under DynamoDB's 2048-byte limi
                                                         run_id updated
     upload      J#upload           K \\0 U               dst_key upload_id src_etag size part_size run_id created
     part        J#part#<digest>    part number, 5 digits  etag size
+    job index   #jobs              J                      job source destination updated
+
+A job's index item is written when one of its runs starts or resumes, so `jobs()` is one Query of `#jobs` plus
+one per job for its latest run (and one for the checkpoints of a run that has not succeeded), whatever the
+size of the table: a Scan for the run items would read every object record too (millions, for a large job).
+A job whose runs all predate the index is listed once it runs again. No job's pk is `#jobs`: theirs end in
+`#run`, `#obj`, `#upload`, `#shard#N` or `#part#D`.
 
 Source keys are UTF-8 of at most 1024 bytes (DynamoDB's sort-key limit, also S3's key limit); a longer key is
 refused with Fatal. In an upload's sk, K is the destination key when it has at most 768 bytes, else
@@ -54,13 +61,16 @@ from dth_ray.runtime.dynamodb_table import key as item_key
 from dth_ray.runtime.manifest import (
     CHECKPOINT_FAILURES,
     PENDING,
+    SUCCEEDED,
     Checkpoint,
+    JobInfo,
     LiveProgress,
     LiveReport,
     ObjectRecord,
     Progress,
     RunInfo,
     covering_in_recent_runs,
+    job_info,
     prefix_end,
 )
 
@@ -73,6 +83,7 @@ _RUN_ID_ATTEMPTS = 50
 _MAX_BUFFERED_ITEMS = 50_000  # beyond this a call flushes synchronously first (memory bounded by construction)
 _REPORT_INLINE_BYTES = 64 * 1024
 _REPORT_MAX_BYTES = 350 * 1024
+_JOBS_PK = "#jobs"
 
 
 def _digest(*parts: str) -> str:
@@ -288,8 +299,9 @@ class DynamoManifest:
                     break
         return out
 
-    def start_run(self, shards: Sequence[Shard]) -> int:
-        """A new run with a pending checkpoint per shard (written through). Raises DthError."""
+    def start_run(self, shards: Sequence[Shard], source: str = "", destination: str = "") -> int:
+        """A new run with a pending checkpoint per shard (written through), and the job's index item with
+        `source`/`destination` (store locations, as the report names them) for `jobs()`. Raises DthError."""
         latest = self.latest_run()
         run_id = latest.run_id + 1 if latest else 1
         for _ in range(_RUN_ID_ATTEMPTS):
@@ -303,6 +315,7 @@ class DynamoManifest:
         else:
             raise Fatal(f"manifest: no free run id for job {self.job!r} after {_RUN_ID_ATTEMPTS} attempts")
         self.run_id = run_id
+        self._index_job(source, destination)
         with self._lock:
             for shard in shards:
                 self._buffer[(self._pk_shard(run_id), shard.shard_id)] = (
@@ -314,15 +327,38 @@ class DynamoManifest:
                          ExpressionAttributeValues=enc({":s": "running"}))
         return run_id
 
-    def resume_run(self, run_id: int) -> list[Checkpoint]:
-        """Take over run `run_id` (one more execution of it) and return its checkpoints. Raises DthError."""
+    def resume_run(self, run_id: int, source: str = "", destination: str = "") -> list[Checkpoint]:
+        """Take over run `run_id` (one more execution of it) and return its checkpoints; (re)writes the job's
+        index item. Raises DthError."""
         self.run_id = run_id
+        self._index_job(source, destination)
         self._table.call("update_item", TableName=self._table.name, Key=item_key(self._pk_run, f"{run_id:012d}"),
                          UpdateExpression="SET #s = :s, #e = if_not_exists(#e, :one) + :one",
                          ExpressionAttributeNames={"#s": "status", "#e": "executions"},
                          ExpressionAttributeValues=enc({":s": "running", ":one": 1}))
         self._table.count_items(1)
         return self.checkpoints(run_id)
+
+    def _index_job(self, source: str, destination: str) -> None:
+        self._table.put({"pk": _JOBS_PK, "sk": self._jp, "job": self.job, "source": source,
+                         "destination": destination, "updated": time.time()})
+
+    def jobs(self) -> list[JobInfo]:
+        """Every job in the table's index with its latest run, the most recently active first. Raises
+        DthError."""
+        self._raise_pending()
+        out = []
+        for entry in self._table.query(_JOBS_PK):
+            jp = entry["sk"]
+            latest = next(iter(self._table.query(f"{jp}#run", forward=False, page=1)), None)
+            if latest is None:
+                continue  # its run items were removed (by hand): nothing to show
+            run = _run_from(latest)
+            checkpoints = [] if run.status == SUCCEEDED else [
+                _cp_from(item, run.run_id) for item in self._table.query(f"{jp}#shard#{run.run_id:012d}")]
+            out.append(job_info(entry["job"], run, entry.get("source", ""), entry.get("destination", ""),
+                                checkpoints))
+        return sorted(out, key=lambda info: (-(info.run.finished or info.run.started), info.job))
 
     def finish_run(self, status: str, report: dict) -> None:
         """Flush everything, then mark the run finished. Raises DthError."""

@@ -17,7 +17,9 @@ from dth_ray.plan.diff import Record
 from dth_ray.runtime.manifest import (
     CHECKPOINT_FAILURES,
     PENDING,
+    SUCCEEDED,
     Checkpoint,
+    JobInfo,
     LiveProgress,
     LiveReport,
     ObjectRecord,
@@ -25,6 +27,7 @@ from dth_ray.runtime.manifest import (
     RunInfo,
     covering_in_recent_runs,
     default_sqlite_path,
+    job_info,
     prefix_end,
 )
 
@@ -54,7 +57,12 @@ CREATE TABLE IF NOT EXISTS parts (
   job TEXT NOT NULL, dst_key TEXT NOT NULL, upload_id TEXT NOT NULL, part_number INTEGER NOT NULL,
   etag TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (job, dst_key, upload_id, part_number)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+  job TEXT PRIMARY KEY, source TEXT NOT NULL, destination TEXT NOT NULL, updated REAL NOT NULL
+) WITHOUT ROWID;
 """
+# `jobs` came after schema 3 without a version step: it only adds a table, which a release that does not know
+# it ignores, and any manifest opened here gets it (CREATE TABLE IF NOT EXISTS).
 # version -> the statements that take a manifest of that version to the next one. A manifest of an older
 # version is migrated when it is opened (its runs, interrupted ones included, resume on this release); one
 # newer than this release is refused.
@@ -147,21 +155,60 @@ class SqliteManifest:
                           "ORDER BY run_id DESC LIMIT ?", (self.job, limit))
         return [RunInfo(r, s, st, f or 0.0, rep or "", ex) for r, s, st, f, rep, ex in rows]
 
-    def start_run(self, shards: Sequence[Shard]) -> int:
-        with self._transaction(1) as db:
+    def start_run(self, shards: Sequence[Shard], source: str = "", destination: str = "") -> int:
+        """A new run with a pending checkpoint per shard; `source`/`destination` (store locations, as the
+        report names them) are kept for `jobs()`."""
+        with self._transaction(2 if source or destination else 1) as db:
             cur = db.execute("INSERT INTO runs (job, started, status) VALUES (?, ?, 'planning')",
                              (self.job, time.time()))
             self.run_id = int(cur.lastrowid)
+            self._note_pairing(db, source, destination)
         self._put_checkpoints([Checkpoint(s, PENDING, "", Tally(), self.run_id) for s in shards])
         # Only a run whose whole plan is durable may be resumed: a crash before this leaves it 'planning'.
         self._write("UPDATE runs SET status='running' WHERE run_id=?", [(self.run_id,)])
         return self.run_id
 
-    def resume_run(self, run_id: int) -> list[Checkpoint]:
+    def resume_run(self, run_id: int, source: str = "", destination: str = "") -> list[Checkpoint]:
         """Take over run `run_id` (one more execution of it) and return its checkpoints."""
         self.run_id = run_id
-        self._write("UPDATE runs SET executions=executions+1, status='running' WHERE run_id=?", [(run_id,)])
+        with self._transaction(2 if source or destination else 1) as db:
+            db.execute("UPDATE runs SET executions=executions+1, status='running' WHERE run_id=?", (run_id,))
+            self._note_pairing(db, source, destination)
         return self.checkpoints(run_id)
+
+    def _note_pairing(self, db, source: str, destination: str) -> None:
+        if source or destination:
+            db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?)",
+                       (self.job, source, destination, time.time()))
+
+    def jobs(self) -> list[JobInfo]:
+        """Every job in this file with its latest run, the most recently active first (one query over the
+        runs, and one for the checkpoints of each latest run that has not succeeded)."""
+        rows = self._read(
+            "SELECT r.job, r.run_id, r.status, r.started, r.finished, r.report, r.executions, j.source, "
+            "j.destination FROM runs r JOIN (SELECT job, MAX(run_id) AS run_id FROM runs GROUP BY job) l "
+            "ON r.job = l.job AND r.run_id = l.run_id LEFT JOIN jobs j ON j.job = r.job "
+            "ORDER BY COALESCE(r.finished, r.started) DESC, r.job", ())
+        out = []
+        for job, run_id, status, started, finished, report, executions, source, destination in rows:
+            run = RunInfo(run_id, status, started, finished or 0.0, report or "", executions)
+            if source is None and not report:  # a job from before the jobs table: its newest report says
+                source, destination = self._pairing_from_reports(job)
+            checkpoints = [] if status == SUCCEEDED else self._checkpoints_of(job, run_id)
+            out.append(job_info(job, run, source or "", destination or "", checkpoints))
+        return out
+
+    def _pairing_from_reports(self, job: str) -> tuple[str, str]:
+        rows = self._read("SELECT report FROM runs WHERE job=? AND report IS NOT NULL AND report != '' "
+                          "ORDER BY run_id DESC LIMIT 1", (job,))
+        report = json.loads(rows[0][0]) if rows else {}
+        return report.get("source", ""), report.get("destination", "")
+
+    def _checkpoints_of(self, job: str, run_id: int) -> list[Checkpoint]:
+        rows = self._read("SELECT shard_id, status, tally FROM shards WHERE job=? AND run_id=?",
+                          (job, run_id))
+        return [Checkpoint(Shard(sid, ""), st, "", Tally.from_dict(json.loads(t)), run_id)
+                for sid, st, t in rows]
 
     def finish_run(self, status: str, report: dict) -> None:
         self._write("UPDATE runs SET finished=?, status=?, report=? WHERE run_id=?",

@@ -13,6 +13,7 @@ from dth_ray.plan.keys import src_key_for
 from dth_ray.plan.shard import shards_from_level
 from dth_ray.runtime.interrupts import Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
+from dth_ray.runtime.jobs import adopt_legacy_job
 from dth_ray.runtime.planning import list_level
 from dth_ray.runtime.preflight import check_stores
 from dth_ray.runtime.rayhost import ray_is_up
@@ -58,6 +59,7 @@ def run_verify(settings: Settings, interrupts: Interrupts | None = None) -> dict
     """Verify the destination against the source; returns the report (JSON-ready). Raises ConfigError first
     if a store is unreachable or refuses us."""
     check_stores(settings.source, settings.destination)
+    settings = adopt_legacy_job(settings)  # its copy-time records may be under the job's earlier name
     started = time.monotonic()
     interrupts = interrupts or Interrupts()
     interrupts.install()
