@@ -79,6 +79,8 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
     changes = DryRunChanges.of(settings)
     try:
         check_stores(settings.source, settings.destination)
+        if progress is not None:
+            progress.phase("planning")
         settings = adopt_legacy_job(settings)  # a job an earlier release named job-<hex> resumes under that name
         ops = Ops(settings.config, settings.job, one_time=one_time)
         try:

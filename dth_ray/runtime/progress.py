@@ -74,13 +74,16 @@ class View:
         return None
 
 
+CHECKING = "checking"  # the first phase: preflight of the stores (no stats lines yet)
+
+
 class ProgressModel:
     """Shared by the runtime (writers) and a renderer (reader); thread-safe."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
         self._lock = threading.Lock()
-        self._phase = "planning"
+        self._phase = CHECKING
         self._planning = [0, 0, 0]  # prefixes listed, keys seen, shards planned
         self._snap: Snapshot | None = None
         self._samples: deque[tuple[float, int, int]] = deque()  # (time, bytes done or landed, objects done)
@@ -88,6 +91,8 @@ class ProgressModel:
     def planned(self, prefixes: int = 0, keys: int = 0, shards: int = 0) -> None:
         """Planning listed `prefixes` more prefixes and saw `keys` more keys; `shards` planned so far."""
         with self._lock:
+            if self._phase == CHECKING:
+                self._phase = "planning"
             self._planning[0] += prefixes
             self._planning[1] += keys
             self._planning[2] = max(self._planning[2], shards)
@@ -142,6 +147,8 @@ def _mb(n: float) -> str:
 
 def stats_line(v: View) -> str:
     """One readable line (a stats line in a log, like rclone's --stats)."""
+    if v.phase == CHECKING:
+        return f"checking the source and destination · {v.elapsed_s:,.0f}s"
     if v.phase == "planning" and not v.objects:
         return (f"planning: {v.prefixes_listed:,} prefixes listed, {v.keys_seen:,} keys seen, "
                 f"{v.shards_planned:,} shards · {v.elapsed_s:,.0f}s")
@@ -184,14 +191,17 @@ class StatsLines:
 
     def emit(self) -> None:
         v = self.model.view()
+        if v.phase == CHECKING:
+            return  # no lines until the stores answered: bad input or an unreachable store ends in one line
         text = json.dumps(stats_event(v)) if self.as_json else stats_line(v)
         self._stream.write(text + "\n")
         self._stream.flush()
 
-    def close(self) -> None:
+    def close(self, final: bool = True) -> None:
         self._stop.set()
         self._thread.join(5)
-        self.emit()  # the final state, once
+        if final:
+            self.emit()  # the final state, once
 
 
 class LiveBar:
@@ -215,6 +225,9 @@ class LiveBar:
 
         v = self.model.view()
         grid = Table.grid(padding=(0, 1))
+        if v.phase == CHECKING:
+            grid.add_row(stats_line(v))
+            return grid
         if v.phase == "planning" and not v.objects:
             grid.add_row(f"[bold]planning[/] {v.prefixes_listed:,} prefixes listed · {v.keys_seen:,} keys seen · "
                          f"{v.shards_planned:,} shards · {v.elapsed_s:,.0f}s")
@@ -233,8 +246,11 @@ class LiveBar:
         outer.add_row(detail)
         return outer
 
-    def close(self) -> None:
-        self._live.refresh()
+    def close(self, final: bool = True) -> None:
+        if final:
+            self._live.refresh()
+        else:
+            self._live.transient = True  # an error follows: leave its line alone on the screen
         self._live.stop()
 
 
@@ -267,6 +283,8 @@ def showing_progress(settings: Settings):
     shown.start()
     try:
         yield model
-    finally:
-        model.phase("done")
-        shown.close()
+    except BaseException:
+        shown.close(final=False)
+        raise
+    model.phase("done")
+    shown.close()

@@ -56,7 +56,18 @@ def test_stats_lines_are_text_or_json_events_with_named_fields():
 
 def test_stats_lines_come_at_every_interval():
     model, out = ProgressModel(), io.StringIO()
+    model.phase("planning")
     lines = StatsLines(model, 0.05, stream=out).start()
     time.sleep(0.3)
     lines.close()
     assert len(out.getvalue().splitlines()) >= 4
+
+
+def test_no_stats_line_while_the_stores_are_checked_nor_after_an_error():
+    """Bad input or an unreachable store ends in one line: the error's."""
+    model, out = ProgressModel(), io.StringIO()
+    lines = StatsLines(model, 0.02, stream=out).start()
+    time.sleep(0.15)
+    lines.close(final=False)
+    assert out.getvalue() == ""
+    assert stats_line(model.view()).startswith("checking the source and destination")
