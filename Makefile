@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean constraints
+.PHONY: demo test lint bench bench-10m install clean constraints
 
 # Every install takes the exact versions in constraints.txt (see `make constraints` below).
 $(STAMP): pyproject.toml setup.py constraints.txt
@@ -34,6 +34,11 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	-$(PY) benchmarks/wan.py deps
 	$(PY) benchmarks/suite.py $(if $(QUICK),--quick,)
+
+# 10 M keys through the real CLI (`dth-ray sync dry_run=true` with runtime.ray=always and auto, `dth-ray plan`)
+# against a synthetic S3 endpoint; peak PSS summed over every process of each run (benchmarks/README.md).
+bench-10m: $(STAMP)
+	$(PY) benchmarks/bench_10m.py $(if $(KEYS),--keys $(KEYS),)
 
 # constraints.txt: one exact version of every package `make` installs (the project's dependencies with the
 # test and bench extras, and all of theirs), for every Python the project supports: a universal resolution

@@ -24,13 +24,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+
+from procstats import CLK_TCK, TAG_VAR, ProcessSampler, groups_markdown, proc_stat
 
 from dth_ray.locals3 import RcloneS3, rclone_binary
 
@@ -39,9 +40,6 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 BIN = Path(sys.executable).parent
 REPO = HERE.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-TAG_VAR = "DTH_BENCH_TAG"
 EVIDENCE = Path(tempfile.gettempdir()) / "dth-bench-evidence"
 SAMPLE_S = 0.2
 RUN_TIMEOUT_S = 1800.0
@@ -57,83 +55,6 @@ def machine_busy_s() -> float:
         fields = [int(x) for x in handle.readline().split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def proc_stat(pid: int) -> tuple[str, int, float] | None:
-    """(state, ppid, utime+stime seconds) of a process, or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            rest = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return rest[0], int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def proc_memory(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in bytes; PSS splits shared pages (Ray's object store, libraries) among their users."""
-    rss = pss = 0
-    try:
-        with open(f"/proc/{pid}/statm") as handle:
-            rss = int(handle.read().split()[1]) * PAGE
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                if line.startswith("Pss:"):
-                    pss = int(line.split()[1]) * KiB
-                    break
-    except (OSError, IndexError, ValueError):
-        pass
-    return rss, pss
-
-
-class ClientSampler(threading.Thread):
-    """Every 0.2 s: find the client's processes (all carry DTH_BENCH_TAG=<tag> in their environment, even
-    Ray's daemonized workers that left the process tree) and record their CPU time and summed memory."""
-
-    def __init__(self, tag: str, root_pid: int):
-        super().__init__(daemon=True)
-        self.needle = f"{TAG_VAR}={tag}".encode()
-        self.seen: dict[int, bool] = {root_pid: True}  # seen between fork and exec it lacks the tag yet
-        self.cpu_s: dict[int, float] = {}
-        self.alive: set[int] = set()
-        self.peak_rss = self.peak_pss = 0
-        self.samples = 0
-        self._halt = threading.Event()
-
-    def _tagged(self, pid: int) -> bool:
-        if pid not in self.seen:
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as handle:
-                    self.seen[pid] = self.needle in handle.read().split(b"\0")
-            except OSError:
-                self.seen[pid] = False
-        return self.seen[pid]
-
-    def sample(self) -> None:
-        alive, rss_sum, pss_sum = set(), 0, 0
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or not self._tagged(pid := int(name)):
-                continue
-            stat = proc_stat(pid)
-            if stat is None or stat[0] in ("Z", "X"):
-                continue
-            alive.add(pid)
-            self.cpu_s[pid] = max(self.cpu_s.get(pid, 0.0), stat[2])
-            rss, pss = proc_memory(pid)
-            rss_sum += rss
-            pss_sum += pss
-        self.alive = alive
-        self.peak_rss = max(self.peak_rss, rss_sum)
-        self.peak_pss = max(self.peak_pss, pss_sum)
-        self.samples += 1
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            self.sample()
-            self._halt.wait(SAMPLE_S)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
 
 
 def own_cpu_s() -> float:
@@ -503,7 +424,7 @@ class Bench:
             # cwd: Ray puts the driver's working directory first on its workers' sys.path; run from the
             # repository, the actors would import the live dth_ray/ instead of the frozen copy.
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True, cwd=run_dir)
-            sampler = ClientSampler(tag, proc.pid)
+            sampler = ProcessSampler(tag, proc.pid, SAMPLE_S)
             sampler.start()
             timed_out = False
             # WNOWAIT: the exited client stays an un-reaped zombie, whose /proc stat still shows its CPU time.
@@ -537,6 +458,7 @@ class Bench:
                 "client_cpu_s": cpu, "client_cpu_tagged_s": sum(sampler.cpu_s.values()),
                 "client_processes": len(sampler.cpu_s), "peak_rss_mb": sampler.peak_rss / 1e6,
                 "peak_pss_mb": sampler.peak_pss / 1e6, "samples": sampler.samples,
+                "groups": sampler.breakdown(), "processes": sampler.processes(),
                 "lingering_pids": lingering, "background_cores_before": background,
                 "machine_busy_s": machine, "servers_cpu_s": servers}
 
@@ -744,6 +666,12 @@ def markdown(result: dict) -> str:
             for item in r["check"].get("diagnosis") or []:
                 lines.append(f"  - `{item['key']}`: {item.get('verdict') or key_verdict(item)}")
         lines.append("")
+    groups = groups_markdown(
+        [(name, [r for r in sc["runs"] if r["tool"] == "dth-ray" and r["valid"]])
+         for name, sc in result["scenarios"].items()]
+        + [("empty bucket", [r for r in (result.get("overhead") or {}).get("runs", []) if r["exit_code"] == 0])])
+    if groups:
+        lines += ["## dth-ray per process group (CPU s / PSS MB at the run's peak, medians)", "", *groups, ""]
     if result.get("overhead"):
         ov = result["overhead"]
         lines += ["## dth-ray fixed cost (empty source bucket)", "",

@@ -1,5 +1,6 @@
-"""Listing at scale without servers: plan and diff 10 million synthetic keys, as the driver and the actors
-would, in one process; report keys/s and the peak memory (the bound: under 1 GB).
+"""The planning library alone: plan and diff 10 million synthetic keys in one process, with no servers, no
+Ray, no driver, no manifest and no worker; keys/s and this script's peak RSS. Not a planning run's memory:
+that is bench_10m.py (the real CLI, every process of the run summed).
 
 The synthetic source lists keys computed on the fly (nothing materialised): a flat layout ("obj-%010d",
 the layout that defeats depth-based listing) and a deep one (100 folders × N/100 keys). The destination holds
@@ -164,7 +165,8 @@ def main() -> int:
     out = HERE / "results" / f"listing-{time.strftime('%Y-%m-%d-%H%M')}.json"
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "actors": ACTORS, "rows": rows}, indent=1)
                    + "\n")
-    print("\n| layout | keys | shards | plan s (LIST calls) | diff s | keys/s | to copy (expected) | peak RSS MB |")
+    print("\n| layout | keys | shards | plan s (LIST calls) | diff s | keys/s | to copy (expected) "
+          "| peak RSS MB (planning library alone) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['layout']} | {r['keys']:,} | {r['shards']} | {r['plan_s']} ({r['plan_list_calls']}) | "

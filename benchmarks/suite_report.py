@@ -7,6 +7,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from procstats import groups_markdown
+
 MIXED_TEXT = ("fixed seed; small objects log-uniform 1–256 KiB, medium log-uniform 1–16 MiB, large uniform "
               "64–200 MiB, over 100 prefixes (large under big/)")
 RCLONES = ("rclone-tuned", "rclone-default")
@@ -321,6 +323,31 @@ def scaling_table(result: dict, name: str) -> list[str]:
     return lines
 
 
+def groups_section(result: dict) -> list[str]:
+    """dth-ray's CPU and memory per process group in each core scenario (runs measured with procstats)."""
+    rows = [(name, valid(result["scenarios"][name]["runs"], "dth-ray"))
+            for name in ("small", "large", "mixed") if name in result["scenarios"]]
+    if "incremental" in result["scenarios"]:
+        rows.append(("incremental (second run)", valid(result["scenarios"]["incremental"]["runs"], "dth-ray",
+                                                       "incremental")))
+    for name, sc in (result.get("scaling") or {}).items():
+        for tool in tool_names(result, sc["runs"]):
+            if tool != "dth-ray":
+                rows.append((f"scaling {name}, {tool}", valid(sc["runs"], tool)))
+    overhead = [r for r in (result.get("overhead") or {}).get("runs", []) if r.get("exit_code") == 0]
+    rows.append(("empty bucket (fixed cost)", overhead))
+    table = groups_markdown(rows)
+    if not table:
+        return []
+    return ["## dth-ray per process group", "",
+            "CPU s / PSS MB per group, medians over the valid dth-ray runs: CPU is each process's utime + stime "
+            "at its last sample (every 0.2 s), summed over the group; PSS is the group's share of the run's "
+            "summed PSS at the sample where that sum peaked. Groups: driver (the `dth-ray` process, which also "
+            "runs the driver lane), transfer actors (ray::TransferWorker), manifest actor, Ray workers (idle or "
+            "starting worker processes), raylet, GCS, Ray daemons (dashboard and runtime-env agents, log "
+            "monitor, autoscaler monitor).", "", *table, ""]
+
+
 def wan_section(result: dict) -> list[str]:
     wan = result.get("wan") or {}
     if wan.get("skipped"):
@@ -366,6 +393,7 @@ def markdown(result: dict, json_name: str | None = None) -> str:
         lines += ["## dth-ray scaling curve", ""]
         for name in result["scaling"]:
             lines += scaling_table(result, name)
+    lines += groups_section(result)
     lines += wan_section(result)
     if result.get("overhead"):
         ov = result["overhead"]
@@ -381,7 +409,8 @@ def markdown(result: dict, json_name: str | None = None) -> str:
               "- CPU: 'CPU' is the machine's busy time over the run minus the two servers and the benchmark "
               "process (it includes anything else running meanwhile); '(own)' sums the client's own processes "
               "(found by an environment tag that Ray's workers inherit). The CPU targets use '(own)'.",
-              "- Peak RSS (PSS) is the largest sum over the client's processes, sampled every 0.2 s.",
+              "- Peak RSS (PSS) is the largest sum over the client's processes, sampled every 0.2 s; "
+              "'dth-ray per process group' splits dth-ray's CPU and PSS by process.",
               "- Tools' non-default flags are in the tables; per-run locations and compatibility settings "
               "(not tuning): " + "; ".join(f"{t['name']}: {t['per_run_locations']}" for t in result["tools"]
                                            if t.get("per_run_locations") and t["name"] in BASE_NAMES) + ".", ""]
