@@ -364,7 +364,11 @@ def write(result: dict, results: Path, stamp: str | None) -> Path | None:
     # The quick suite's table and plots are the ones the targets are read from; a full run keeps its own.
     base = "suite" if result["suite"] == "quick" else f"suite-{result['suite']}"
     (results / f"{base}-latest.md").write_text(table)
-    pngs = suite_report.plots(result, results, base)
+    try:
+        pngs = suite_report.plots(result, results, base)
+    except ImportError as exc:  # matplotlib comes with the bench extra (make bench installs it)
+        pngs = []
+        print(f"figures not drawn: {exc}; the JSON and the table are written", flush=True)
     print("\n" + table)
     print(f"wrote {json_path or ''} {results / f'{base}-latest.md'} and {', '.join(p.name for p in pngs)}")
     return json_path
