@@ -269,7 +269,10 @@ PEERS = [
     Tool("boto3-pool", [], "benchmarks/peers/boto3_copy.py: 16 threads, download_fileobj to memory then "
                            "upload_fileobj, boto3 defaults otherwise"),
 ]
-ALL_TOOLS = TOOLS + PEERS
+# dth-ray with Ray from the start (the default starts it only once the backlog says it pays): not in any
+# profile; `--tools dth-ray,dth-ray-ray-always` shows what Ray's processes cost in a scenario (issue 19, item 8).
+VARIANTS = [Tool("dth-ray-ray-always", ["runtime.ray=always"], "Ray from the start", kind="dth-ray")]
+ALL_TOOLS = TOOLS + PEERS + VARIANTS
 # Settings every S3 client needs against `rclone serve s3` (TESTING.md), not tuning: path-style addressing
 # and checksums only when required (its ranged GETs fail a response checksum check otherwise).
 AWS_COMPAT = ("config file: addressing_style=path, request_checksum_calculation=when_required, "

@@ -325,11 +325,15 @@ def scaling_table(result: dict, name: str) -> list[str]:
 
 def groups_section(result: dict) -> list[str]:
     """dth-ray's CPU and memory per process group in each core scenario (runs measured with procstats)."""
-    rows = [(name, valid(result["scenarios"][name]["runs"], "dth-ray"))
-            for name in ("small", "large", "mixed") if name in result["scenarios"]]
-    if "incremental" in result["scenarios"]:
-        rows.append(("incremental (second run)", valid(result["scenarios"]["incremental"]["runs"], "dth-ray",
-                                                       "incremental")))
+    family = {t["name"]: t.get("family") for t in result["tools"]}
+    rows = []
+    for name in ("small", "large", "mixed", "incremental"):
+        sc = result["scenarios"].get(name)
+        phase = "incremental" if name == "incremental" else None
+        for tool in (tool_names(result, sc["runs"]) if sc else []):
+            if family.get(tool) == "dth-ray":
+                label = name + (" (second run)" if phase else "") + ("" if tool == "dth-ray" else f", {tool}")
+                rows.append((label, valid(sc["runs"], tool, phase)))
     for name, sc in (result.get("scaling") or {}).items():
         for tool in tool_names(result, sc["runs"]):
             if tool != "dth-ray":
