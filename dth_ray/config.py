@@ -416,6 +416,10 @@ def validate(cfg: SyncConfig) -> None:
     addr = cfg.runtime.address
     if addr not in ("local", "auto") and not addr.startswith("ray://") and not re.fullmatch(r"[\w.-]+:\d+", addr):
         raise ConfigError(f"runtime.address={addr!r} must be local, auto, HOST:PORT or ray://HOST:PORT")
+    m = cfg.manifest
+    if m.endpoint or m.credentials != "default":
+        validate_store(StoreConfig(bucket="manifest", endpoint=m.endpoint, insecure_http=m.insecure_http,
+                                   credentials=m.credentials), "manifest")
     validate_sync_settings(cfg)
     check_delete_scope(cfg)
     validate_ops(cfg)
