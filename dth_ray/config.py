@@ -124,6 +124,7 @@ class PlanConfig:
     node_throughput: str = "1.25GB"  # bytes/s one node sustains (10 Gbit/s)
     node_objects_per_s: float = 2000.0
     egress_per_gb: float = 0.09  # source egress to the internet
+    egress_per_gb_night: float = 0.0  # egress inside schedule.window, when the provider prices it lower (0: same)
     put_per_1000: float = 0.005  # S3 PUT/Create/Complete
     get_per_1000: float = 0.0004
     dynamodb_write_per_million: float = 1.25
@@ -192,6 +193,8 @@ class ScheduleConfig:
     cron: str = ""
     max_defer: str = "10m"
     on_start: bool = False
+    window: str = ""  # HH:MM-HH:MM: batch transfer only inside it, daily (sync pauses at its end, exit 75)
+    timezone: str = "UTC"  # of `window` (an IANA name, e.g. Asia/Shanghai)
 
 
 @dataclass
@@ -219,6 +222,7 @@ class EventsConfig:
     report_interval_s: float = 10.0  # metrics log line and `report` file
     max_delete: int = 1000  # deletes (ObjectRemoved, or a source found gone) per window; more are skipped
     max_delete_window: str = "1h"  # sliding; skipped deletes are left to a scan with sync.delete=true
+    outside_window: bool = True  # events are acted on outside schedule.window too (false: only inside it)
     source_account: str = ""  # `events setup`: the S3 source bucket's account (aws:SourceAccount); "" = queue's
 
 

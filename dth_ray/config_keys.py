@@ -135,6 +135,8 @@ MEANINGS = {
     "plan.node_throughput": "`dth-ray plan`: bytes/s one node sustains (1.25GB: 10 Gbit/s)",
     "plan.node_objects_per_s": "`dth-ray plan`: objects/s one node sustains",
     "plan.egress_per_gb": "`dth-ray plan`: source egress price, USD per GB",
+    "plan.egress_per_gb_night": "`dth-ray plan` with `schedule.window`: the egress price inside the window "
+                                "(off-peak), USD per GB; 0 = as `plan.egress_per_gb`",
     "plan.put_per_1000": "`dth-ray plan`: PUT/Create/Complete price, USD per 1,000 requests",
     "plan.get_per_1000": "`dth-ray plan`: GET price, USD per 1,000 requests",
     "plan.dynamodb_write_per_million": "`dth-ray plan`: manifest write price, USD per million writes",
@@ -156,6 +158,12 @@ MEANINGS = {
     "schedule.max_defer": "`dth-ray watch`: event transfers in flight defer a due tick by at most this; "
                           "then the scan runs anyway",
     "schedule.on_start": "`dth-ray watch`: also scan once at start",
+    "schedule.window": "batch transfer only inside this daily window, `HH:MM-HH:MM` (seconds optional; past "
+                       "midnight allowed, e.g. `22:00-06:00`): at its end a `sync` checkpoints, pauses and exits 75 "
+                       "(status `paused`, saying when the next window opens; the next invocation continues); "
+                       "`watch` starts scans only inside it and continues a paused one when it opens; empty = "
+                       "always",
+    "schedule.timezone": "time zone of `schedule.window` (an IANA name, e.g. `UTC`, `Asia/Shanghai`)",
     "events": "event source for `dth-ray watch` (preset): `none` or `sqs`",
     "events.queue_url": "the SQS queue (`https://sqs.<region>.amazonaws.com/<account>/<name>`)",
     "events.queue_name": "`dth-ray events setup`: queue name (empty: from `events.queue_url`); with "
@@ -169,6 +177,8 @@ MEANINGS = {
                          "counted (`deletes.skipped` in the report), logged, and alerted once per window through "
                          "`alerts.sns_topic_arn`; the next scan with `sync.delete=true` reconciles them",
     "events.max_delete_window": "`watch`: the sliding window of `events.max_delete` (`90s`, `10m`, `1h`, `1d`)",
+    "events.outside_window": "`watch`: events are acted on outside `schedule.window` too; `false`: messages "
+                             "wait in the queue until the window opens",
     "events.source_account": "`dth-ray events setup` with an S3 `source.bucket`: the account owning that bucket "
                              "(the queue policy's `aws:SourceAccount`); empty = the queue's account",
     "events.deletes": "`ObjectRemoved` events (and created events whose source object is gone) delete at the "
@@ -238,7 +248,7 @@ KINDS = {
     "transfer.get_range_size": _SIZE_AUTO, "transfer.copy_cutoff": _SIZE, "plan.node_throughput": _SIZE,
     "maxcompute.file_size": _SIZE, "maxcompute.row_group_size": _SIZE,
     "schedule.interval": "duration or none", "schedule.max_defer": "duration", "progress_interval": "duration",
-    "events.max_delete_window": "duration",
+    "events.max_delete_window": "duration", "schedule.window": "HH:MM-HH:MM or empty",
     "progress": "auto|bar|lines|none", "runtime.autoscale": "auto|on|off", "runtime.ray": "auto|always",
     "log_level": "level", "sync.max_delete": "count or percent", "schedule.cron": "cron",
     "maxcompute.oss.type": "oss",

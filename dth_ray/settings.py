@@ -35,6 +35,7 @@ from dth_ray.config import (
 from dth_ray.errors import ConfigError
 from dth_ray.keyfilter import KeyFilter
 from dth_ray.naming import job_name, legacy_job_name
+from dth_ray.window import Window, parse_window
 
 DRY_RUN_SAMPLE = 10  # would-copy and would-delete objects a dry run's summary shows
 
@@ -167,6 +168,7 @@ class PlanSettings:
     get_per_1000: float
     dynamodb_write_per_million: float
     instance_per_hour: float
+    egress_per_gb_night: float = 0.0  # inside schedule.window (0: as egress_per_gb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,7 @@ class ScheduleSettings:
     cron: str = ""
     max_defer_s: float = 600.0
     on_start: bool = False
+    window: Window | None = None  # batch transfer only inside it (sync and watch's scans)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +282,7 @@ def _plan(cfg: SyncConfig) -> PlanSettings:
     p = cfg.plan
     return PlanSettings(p.nodes, parse_size(p.node_throughput, "plan.node_throughput"), p.node_objects_per_s,
                         p.egress_per_gb, p.put_per_1000, p.get_per_1000, p.dynamodb_write_per_million,
-                        p.instance_per_hour)
+                        p.instance_per_hour, p.egress_per_gb_night)
 
 
 def _export(cfg: SyncConfig, transfer: TransferSettings) -> ExportSettings:
@@ -333,8 +336,12 @@ def parse_interval(text: str) -> float | None:
 def resolve_schedule(cfg: ScheduleConfig) -> ScheduleSettings:
     """`schedule.*` in seconds (the cron expression is compiled by dth_ray.sync.schedule). Raises ConfigError."""
     cron = cfg.cron.strip()
+    try:
+        window = parse_window(cfg.window, cfg.timezone)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return ScheduleSettings(None if cron else parse_interval(cfg.interval), cron,
-                            parse_duration(cfg.max_defer, "schedule.max_defer"), cfg.on_start)
+                            parse_duration(cfg.max_defer, "schedule.max_defer"), cfg.on_start, window)
 
 
 __all__ = ["EventDeleteLimit", "ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings",

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from dth_ray.errors import DthError, NotFound
 from dth_ray.model import Shard, ShardResult, ShardTask, Tally
@@ -24,7 +25,16 @@ from dth_ray.naming import describe
 from dth_ray.ops import Ops
 from dth_ray.plan.autoscale import Backlog, ScalePolicy, ray_pays, remaining_s
 from dth_ray.plan.parts import choose_part_size
-from dth_ray.report import FAILED, INTERRUPTED, SUCCEEDED, DeleteSummary, NodeShare, RunReport, Startup
+from dth_ray.report import (
+    FAILED,
+    INTERRUPTED,
+    PAUSED,
+    SUCCEEDED,
+    DeleteSummary,
+    NodeShare,
+    RunReport,
+    Startup,
+)
 from dth_ray.runtime import deletes
 from dth_ray.runtime.autoscaling import Elasticity
 from dth_ray.runtime.dryrun import DryRunChanges
@@ -40,6 +50,7 @@ from dth_ray.runtime.manifest import (
 )
 from dth_ray.runtime.manifest import FAILED as RUN_FAILED
 from dth_ray.runtime.manifest import INTERRUPTED as RUN_INTERRUPTED
+from dth_ray.runtime.manifest import PAUSED as RUN_PAUSED
 from dth_ray.runtime.metrics import DriverMetrics
 from dth_ray.runtime.planning import plan_shards
 from dth_ray.runtime.pool import Slot
@@ -82,6 +93,9 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
         if progress is not None:
             progress.phase("planning")
         settings = adopt_legacy_job(settings)  # a job an earlier release named job-<hex> resumes under that name
+        closed = _window_closed(settings)
+        if closed is not None:
+            return closed
         ops = Ops(settings.config, settings.job, one_time=one_time)
         try:
             run = SyncRun(settings, ops, progress, interrupts or Interrupts(), one_time, in_process, changes)
@@ -96,6 +110,19 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
         if changes is not None:
             changes.close(keep=False)  # a no-op once the run published its list
     return report
+
+
+def _window_closed(settings: Settings) -> RunReport | None:
+    """A `paused` report, with nothing started, when schedule.window is closed now (dry runs list anyway)."""
+    window = settings.schedule.window
+    now = datetime.now(timezone.utc)
+    if window is None or settings.dry_run or window.is_open(now):
+        return None
+    opens = window.opens_at(now).isoformat(timespec="seconds")
+    log.warning("outside the transfer window %s: nothing started; the next one opens at %s", window.describe(),
+                opens)
+    return RunReport(status=PAUSED, job=settings.job, run_id=0, source=describe(settings.source),
+                     destination=describe(settings.destination), tally=Tally(), duration_s=0.0, paused_until=opens)
 
 
 class SyncRun:
@@ -186,7 +213,8 @@ class SyncRun:
                 scheduler.attach_ray()
             outcome = scheduler.wait(s.runtime if self.ray_on_demand else None)
             if not self.shards and outcome.interrupted:
-                raise Interrupted(self.interrupts, "interrupted while planning; nothing was started")
+                raise Interrupted(self.interrupts, "the transfer window closed while planning; nothing was started"
+                                  if self.interrupts.paused else "interrupted while planning; nothing was started")
             for item, where in outcome.unfinished:
                 self._unfinished(item, where)
             summary = self._deletes(scheduler) if s.delete.enabled and self._complete() else None
@@ -223,7 +251,7 @@ class SyncRun:
     def _resumable(self, status: str) -> bool:
         """A live or dead run (running) and an interrupted one resume; a failed one only on a one-time sync
         (a scan of `watch` lists everything again instead)."""
-        return status in (RUNNING, RUN_INTERRUPTED) or (status == RUN_FAILED and self.one_time)
+        return status in (RUNNING, RUN_INTERRUPTED, RUN_PAUSED) or (status == RUN_FAILED and self.one_time)
 
     def _resume(self, latest: RunInfo, manifest: Manifest) -> list[Item] | None:
         """Items for the shards of the latest run left to do: unfinished ones from their checkpoints, and
@@ -337,6 +365,13 @@ class SyncRun:
         self.attributed[sid] = (tally.copied, tally.bytes_copied, tally.recovered, tally.recovered_bytes)
 
     def on_tick(self, scheduler: Scheduler) -> None:
+        window = self.s.schedule.window
+        if window is not None and not self.s.dry_run and not self.interrupts.requested.is_set():
+            now = datetime.now(timezone.utc)
+            if not window.is_open(now):
+                log.warning("the transfer window %s closed: pausing at a safe point (the run continues in the next "
+                            "one)", window.describe())
+                self.interrupts.pause(window.opens_at(now))
         snap = self.snapshot()
         if self.ray_on_demand and self.copy_started is not None and not self.ray_asked:
             backlog = self._backlog(snap, scheduler)
@@ -449,7 +484,9 @@ class SyncRun:
             total.merge(self.latest.get(sid, Tally()))
         unfinished = [sid for sid in sorted(self.shards) if sid not in self.done and sid not in self.failed]
         interrupted = self.interrupts.requested.is_set()
-        status = INTERRUPTED if interrupted else FAILED if (unfinished or self.failed or self.errors or total.failed) else SUCCEEDED
+        paused = self.interrupts.paused
+        status = (PAUSED if paused else INTERRUPTED) if interrupted else FAILED if (
+            unfinished or self.failed or self.errors or total.failed) else SUCCEEDED
         if unfinished and not interrupted:
             self.errors.append(f"{len(unfinished)} shards did not finish (an internal error): run {self.run_id} "
                                f"is kept for the next invocation")
@@ -466,6 +503,7 @@ class SyncRun:
             unfinished=[f"{self.shards[sid].prefix!r} (shard {sid})" for sid in unfinished],
             nodes=[NodeShare(n, o, b) for n, (o, b) in sorted(self.nodes.items())], startup=self._startup(),
             deletes=deleted, interrupted_by=self.interrupts.name if interrupted else "",
+            paused_until=self.interrupts.paused_until.isoformat(timespec="seconds") if paused else "",
             autoscaler={"slot_requests": self.elastic.requests, "actors": self.scheduler.actors_started}
             if self.elastic is not None else None)
         if self.changes is not None:
@@ -474,7 +512,8 @@ class SyncRun:
             report.dry_run_listed = self.changes.written
             self.changes.close(keep=not (unfinished or self.failed or interrupted))
         if not s.dry_run and self.run_id:
-            run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED}[status]
+            run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED,
+                         PAUSED: RUN_PAUSED}[status]
             self.manifest.call("finish_run", run_state, report.to_json())
             self.manifest.call("flush")
         if self.progress is not None:  # the last frame shows what the report says

@@ -33,6 +33,7 @@ PENDING = "pending"
 DONE = "done"
 # Run states (see the module docstring).
 PLANNING, RUNNING, INTERRUPTED, FAILED, SUCCEEDED = "planning", "running", "interrupted", "failed", "succeeded"
+PAUSED = "paused"  # stopped at its transfer window's end (schedule.window): resumable like interrupted
 CHECKPOINT_FAILURES = 50  # failures kept per checkpoint (the count is exact); keeps an item far below 400 KB
 
 

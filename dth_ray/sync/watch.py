@@ -27,6 +27,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from dth_ray.config import EventsType, StoreType, check_delete_scope
 from dth_ray.errors import ConfigError
@@ -147,6 +148,7 @@ class WatchService:
         self._scan_result: dict | None = None
         self._scan_interrupts: Interrupts | None = None
         self._touched: set[str] | None = None  # keys reconciled while a scan runs (None: no scan running)
+        self._paused_until: float | None = None  # a scan paused at the window's end continues then (epoch s)
         self._threads: list[threading.Thread] = []
         self._next_heartbeat = self._next_report = time.monotonic()
         self.stop_reason = ""
@@ -241,6 +243,9 @@ class WatchService:
         while not self._stop.is_set():
             if len(self._held) + self._inbox.qsize() >= limit:
                 time.sleep(0.05)  # back-pressure: the held messages bound memory
+                continue
+            if not self.cfg.events.outside_window and not self._window_open():
+                self._stop.wait(1.0)  # events.outside_window=false: messages wait in the queue for the window
                 continue
             try:
                 batch = self._queue.receive()
@@ -483,11 +488,25 @@ class WatchService:
 
     # ---- the scheduled batch sync
 
+    def _window_open(self) -> bool:
+        window = self.settings.schedule.window
+        return window is None or window.is_open(datetime.now(timezone.utc))
+
     def _scheduler_tick(self) -> None:
         if self._scan is not None and not self._scan.is_alive():
             self._scan_finished()
         running = self._scan is not None
+        if not running and self._paused_until is not None and time.time() >= self._paused_until:
+            self._paused_until = None  # a scan the window's end paused continues as the next one opens
+            if self._window_open():
+                self._start_scan("the transfer window opened: continuing the paused run")
+                return
         decision = self.schedule.decide(time.time(), running, self._coalescer.running + self._coalescer.pending)
+        if decision.action == RUN and not self._window_open():
+            self.metrics.scans["outside_window"] += 1
+            log.info("watch: scheduled scan not started: outside the transfer window %s",
+                     self.settings.schedule.window.describe())
+            return
         if decision.action == SKIP:
             self.metrics.scans["skipped"] += 1
             log.warning("watch: scheduled scan skipped: %s", decision.reason)
@@ -495,13 +514,16 @@ class WatchService:
             self.metrics.scans["deferred"] += 1
             log.info("watch: scheduled scan deferred: %s", decision.reason)
         elif decision.action == RUN:
-            log.warning("watch: scheduled scan starting%s", f" ({decision.reason})" if decision.reason else "")
-            # Keys whose reconcile runs now or starts during the scan race with it: checked again after it.
-            self._touched = set(self._coalescer.running_keys()[:_MAX_RECHECK]) if self.events_on else None
-            self._scan_result = None
-            self._scan_interrupts = Interrupts()
-            self._scan = threading.Thread(target=self._scan_main, name="dth-watch-scan", daemon=True)
-            self._scan.start()
+            self._start_scan(decision.reason)
+
+    def _start_scan(self, reason: str) -> None:
+        log.warning("watch: scheduled scan starting%s", f" ({reason})" if reason else "")
+        # Keys whose reconcile runs now or starts during the scan race with it: checked again after it.
+        self._touched = set(self._coalescer.running_keys()[:_MAX_RECHECK]) if self.events_on else None
+        self._scan_result = None
+        self._scan_interrupts = Interrupts()
+        self._scan = threading.Thread(target=self._scan_main, name="dth-watch-scan", daemon=True)
+        self._scan.start()
 
     def _scan_main(self) -> None:
         started = time.time()
@@ -520,6 +542,8 @@ class WatchService:
                 result = {"status": run.status, "run_id": run.run_id, "listed": t.listed, "copied": t.copied,
                           "skipped": t.skipped, "failed": t.failed,
                           "deleted": run.deletes.deleted if run.deletes else 0, "errors": run.errors[:5]}
+                if run.paused_until:
+                    result["paused_until"] = run.paused_until
         except Exception as exc:  # the service outlives a failed scan; the next tick tries again
             log.exception("watch: scheduled scan failed")
             result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
@@ -532,6 +556,8 @@ class WatchService:
         self.metrics.scans["runs"] += 1
         self.metrics.scans[result["status"]] += 1
         self.metrics.last_scan = result
+        if result.get("paused_until"):
+            self._paused_until = datetime.fromisoformat(result["paused_until"]).timestamp()
         log.warning("watch: scheduled scan %s in %.1fs: %s", result["status"], result.get("duration_s", 0.0),
                     {k: v for k, v in result.items() if k in ("listed", "copied", "failed", "deleted", "error")})
         touched, self._touched = self._touched, None
