@@ -27,6 +27,7 @@ from dth_ray.plan.parts import choose_part_size
 from dth_ray.report import FAILED, INTERRUPTED, SUCCEEDED, DeleteSummary, NodeShare, RunReport, Startup
 from dth_ray.runtime import deletes
 from dth_ray.runtime.autoscaling import Elasticity
+from dth_ray.runtime.credcheck import CredentialGate
 from dth_ray.runtime.interrupts import Interrupted, Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.manifest import (
@@ -71,10 +72,11 @@ def run_sync(settings: Settings, on_progress: ProgressFn | None = None, *, one_t
     that ended failed (it lists everything again). `in_process=N` runs on N in-process workers and never
     starts Ray (tests of the runtime without servers or Ray).
 
-    Raises ConfigError before anything is written when a store is unreachable, missing or refuses us;
+    Raises ConfigError before anything is written when a store is unreachable, missing or refuses us (and,
+    on a cluster, before any shard is dispatched when a transfer actor cannot use the credentials);
     Interrupted when a signal stops it before it has a run to report.
     """
-    check_stores(settings.source, settings.destination)
+    settings = settings.with_stores(*check_stores(settings.source, settings.destination))
     ops = Ops(settings.config, settings.job, one_time=one_time)
     try:
         report = SyncRun(settings, ops, on_progress, interrupts or Interrupts(), one_time, in_process).run()
@@ -164,7 +166,11 @@ class SyncRun:
             else:
                 planned = concurrent.futures.Future()
                 planned.set_result(self._begin())
-            scheduler.start(self, planned)
+            client = self
+            if not lane and scheduler.workers.actor_class is not None:  # keys are read on the cluster's nodes
+                client = CredentialGate(self, scheduler)
+                planned = client.hold(planned)
+            scheduler.start(client, planned)
             if scheduler.workers.actor_class is None or self.ray_on_demand:
                 pass  # in-process workers only, or Ray once it pays (started by wait(), on the main thread)
             elif lane or not ray_is_up():

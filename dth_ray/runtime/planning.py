@@ -39,7 +39,7 @@ async def plan_shards(source: StoreSpec, actors: int, store=None) -> list[Shard]
                               f"source.prefix={source.prefix!r}")
         return shards_for_prefixes(prefixes)
     own = store is None
-    store = open_store(source) if own else store
+    store = open_store(source, "source") if own else store
     try:
         shards = await list_level(store, source.prefix, 2 * actors)
         if len(shards) < 4 * actors:
