@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 
@@ -12,7 +11,6 @@ from dth_ray.compose import load_config, load_settings
 from dth_ray.config import StoreType
 from dth_ray.discover import answer, cmd_jobs, cmd_keys
 from dth_ray.errors import ConfigError, DthError
-from dth_ray.files import write_private
 from dth_ray.runtime.interrupts import EXIT_BY_SIGNAL, EXIT_PAUSED, Interrupted, Interrupts
 from dth_ray.settings import Settings, resolve
 
@@ -21,7 +19,9 @@ RESUME_HINT = "interrupted; rerun the same command to resume"
 
 
 def write_report(path: str, report: dict) -> None:
-    write_private(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    from dth_ray.reportfile import write_report as write  # atomic; no .tmp left behind on failure
+
+    write(path, report)
 
 
 def cmd_sync(overrides: list[str]) -> int:
@@ -72,10 +72,9 @@ def _setup_logging(settings: Settings) -> None:
 
 
 def _check_report_dir(settings: Settings) -> None:
-    if settings.report_path:
-        report_dir = os.path.dirname(os.path.abspath(settings.report_path))
-        if not os.path.isdir(report_dir):
-            raise ConfigError(f"report={settings.report_path!r}: folder {report_dir!r} does not exist")
+    from dth_ray.reportfile import check_report_path  # a directory, a missing folder, no write permission
+
+    check_report_path(settings.report_path)
 
 
 def cmd_plan(overrides: list[str]) -> int:
@@ -215,8 +214,9 @@ def cmd_events(args: list[str]) -> int:
     from dth_ray.ops.logs import setup_logging
 
     setup_logging(cfg)
-    if cfg.report and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.report))):
-        raise ConfigError(f"report={cfg.report!r}: its folder does not exist")
+    from dth_ray.reportfile import check_report_path
+
+    check_report_path(cfg.report)
     s3_bucket = cfg.source.bucket if cfg.source.type == StoreType.s3 else ""
     out = setup(cfg.events, s3_bucket, cfg.alerts.sns_topic_arn)
     if cfg.report:

@@ -371,8 +371,6 @@ def validate_store(cfg: StoreConfig, role: str) -> None:
             )
     if cfg.addressing_style not in ("auto", "path", "virtual"):
         raise ConfigError(f"{role}.addressing_style={cfg.addressing_style!r} must be auto, path or virtual")
-    if cfg.sse not in ("", "AES256", "aws:kms"):
-        raise ConfigError(f"{role}.sse={cfg.sse!r} must be AES256 or aws:kms")
     cred = cfg.credentials
     kinds = ("default", "anonymous")
     prefixed = ("env:", "secret:", "profile:", "role:")

@@ -23,11 +23,14 @@ STORE_MEANINGS = {
     "bucket": "bucket name (required except for `local`)",
     "prefix": "key prefix, a plain string (no `/` added); destination key = `destination.prefix` + (source "
               "key minus `source.prefix`)",
-    "endpoint": "URL; empty: from the region: AWS `https://s3.<region>.amazonaws.com` (`.com.cn` for "
-                "`cn-*`), COS `https://cos.<region>.myqcloud.com`, Kodo `https://s3-<region>.qiniucs.com`, "
+    "endpoint": "URL; empty: for `s3` stores `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL` (as the AWS SDKs), "
+                "else from the region: AWS `https://s3.<region>.amazonaws.com` (`.com.cn` for `cn-*`), COS `https://cos.<region>.myqcloud.com`, Kodo `https://s3-<region>.qiniucs.com`, "
                 "OSS `https://oss-<region>[-internal].aliyuncs.com`",
-    "region": "signing region (empty: `us-east-1`); OSS, COS, Kodo: the provider's region id, e.g. "
-              "`cn-hangzhou`",
+    "region": "signing region; empty: for `s3` stores `AWS_REGION`/`AWS_DEFAULT_REGION`, else the profile's "
+              "(`profile:NAME`, `AWS_PROFILE`, `~/.aws/config`), else `us-east-1`. A bucket in another region "
+              "(301 PermanentRedirect, 400 AuthorizationHeaderMalformed, `x-amz-bucket-region`) is followed and "
+              "said once in the log: a derived endpoint moves to that region's, a set one is kept. OSS, COS, "
+              "Kodo: the provider's region id, e.g. `cn-hangzhou`",
     "credentials": "`default` (the SDK chain), `anonymous`, `env:NAME`, `secret:ID`, `profile:NAME` or "
                    "`role:ARN` (see Credentials): a spec, never a key",
     "path": "root directory for `local` (the path itself may be a symlink; no symlink below it is ever "
@@ -40,11 +43,14 @@ STORE_MEANINGS = {
     "insecure_http": "allow a plain-http endpoint that is not loopback (refused otherwise)",
     "internal": "OSS: use the internal (VPC) endpoint",
     "prefix_list": "source only: file with one prefix per line; only those prefixes are listed",
-    "storage_class": "destination only: storage class, e.g. `STANDARD_IA`, `INTELLIGENT_TIERING`, "
-                     "`GLACIER_IR` (empty: the bucket's default)",
-    "acl": "destination only: canned ACL, e.g. `bucket-owner-full-control`",
-    "sse": "destination only: server-side encryption, `AES256` or `aws:kms`",
-    "sse_kms_key_id": "destination only: KMS key id for `aws:kms`",
+    "storage_class": "destination only: one of S3's storage classes: `STANDARD`, `REDUCED_REDUNDANCY`, "
+                     "`STANDARD_IA`, `ONEZONE_IA`, `INTELLIGENT_TIERING`, `GLACIER`, `DEEP_ARCHIVE`, `OUTPOSTS`, "
+                     "`GLACIER_IR`, `SNOW`, `EXPRESS_ONEZONE` (checked before anything runs; empty: the bucket's "
+                     "default)",
+    "acl": "destination only: canned ACL: `private`, `public-read`, `public-read-write`, `authenticated-read`, "
+           "`aws-exec-read`, `bucket-owner-read`, `bucket-owner-full-control`",
+    "sse": "destination only: server-side encryption, `AES256`, `aws:kms` or `aws:kms:dsse`",
+    "sse_kms_key_id": "destination only: KMS key id for `aws:kms` or `aws:kms:dsse`",
     "connect_timeout_s": "TCP connect timeout, seconds",
     "read_timeout_s": "socket read timeout, seconds (an endpoint that never answers fails within this)",
 }
@@ -63,7 +69,7 @@ MEANINGS = {
                     "(`action`, `key`, `size`, `reason`; in no particular order); written only when every shard "
                     "finished",
     "resume": "resume the job's latest run when it is unfinished (see Resume); `false` starts a new run",
-    "report": "path of the JSON report",
+    "report": "path of the JSON report (checked writable before the run)",
     "job": "job name; empty: derived from source and destination, `<source bucket>-<destination bucket>-<6 "
            "hex>` (a local store: its folder's name); a job an earlier release named `job-<12 hex>` keeps "
            "that name",

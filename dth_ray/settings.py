@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from dth_ray.awsenv import s3_conventions
 from dth_ray.config import (
     Compare,
     LogFormat,
@@ -34,7 +35,9 @@ from dth_ray.config import (
 )
 from dth_ray.errors import ConfigError
 from dth_ray.keyfilter import KeyFilter
+from dth_ray.locations import check_no_overlap
 from dth_ray.naming import job_name, legacy_job_name
+from dth_ray.stores.writeoptions import check_write_options
 from dth_ray.window import Window, parse_window
 
 DRY_RUN_SAMPLE = 10  # would-copy and would-delete objects a dry run's summary shows
@@ -246,6 +249,13 @@ class Settings:
     def dry_run(self) -> bool:
         return self.worker.dry_run
 
+    def with_stores(self, source: StoreSpec, destination: StoreSpec) -> Settings:
+        """These settings with other store specs (e.g. with the regions preflight found the buckets in)."""
+        if (source, destination) == (self.source, self.destination):
+            return self
+        return dataclasses.replace(self, worker=dataclasses.replace(self.worker, source=source,
+                                                                     destination=destination))
+
     def default_workers(self, cpus: int | None = None) -> int:
         """transfer.actors, else one worker per CPU of this machine (at least two)."""
         return self.transfer.actors or max(2, cpus or os.cpu_count() or 2)
@@ -295,10 +305,16 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
     """Validate `cfg` (`check`) and resolve it. Raises ConfigError naming the first bad value."""
     if check:
         validate(cfg)
+    # S3 stores get the AWS SDKs' endpoint and region defaults here, once, so every actor agrees on them.
+    source = s3_conventions(store_spec(cfg.source), "source")
+    destination = s3_conventions(store_spec(cfg.destination), "destination")
+    if check:
+        check_write_options(destination, "destination")
+        check_no_overlap(source, destination, deletes=cfg.sync.delete)
     transfer = _transfer(cfg)
     count, percent = parse_max_delete(cfg.sync.max_delete)
     worker = WorkerSettings(
-        job=job_name(cfg), source=store_spec(cfg.source), destination=store_spec(cfg.destination),
+        job=job_name(cfg), source=source, destination=destination,
         transfer=transfer, key_filter=KeyFilter(list(cfg.filter.include or ()), list(cfg.filter.exclude or ())),
         compare=Compare(cfg.compare), dry_run=cfg.dry_run, note_extras=cfg.sync.delete,
         dry_run_changes=(sys.maxsize if cfg.dry_run_list else DRY_RUN_SAMPLE) if cfg.dry_run else 0,

@@ -37,6 +37,7 @@ from dth_ray.report import (
 )
 from dth_ray.runtime import deletes
 from dth_ray.runtime.autoscaling import Elasticity
+from dth_ray.runtime.credcheck import CredentialGate
 from dth_ray.runtime.dryrun import DryRunChanges
 from dth_ray.runtime.interrupts import Interrupted, Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
@@ -84,12 +85,13 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
     that ended failed (it lists everything again). `in_process=N` runs on N in-process workers and never
     starts Ray (tests of the runtime without servers or Ray).
 
-    Raises ConfigError before anything is written when a store is unreachable, missing or refuses us;
+    Raises ConfigError before anything is written when a store is unreachable, missing or refuses us (and,
+    on a cluster, before any shard is dispatched when a transfer actor cannot use the credentials);
     Interrupted when a signal stops it before it has a run to report.
     """
     changes = DryRunChanges.of(settings)
     try:
-        check_stores(settings.source, settings.destination)
+        settings = settings.with_stores(*check_stores(settings.source, settings.destination))
         if progress is not None:
             progress.phase("planning")
         settings = adopt_legacy_job(settings)  # a job an earlier release named job-<hex> resumes under that name
@@ -204,7 +206,11 @@ class SyncRun:
             else:
                 planned = concurrent.futures.Future()
                 planned.set_result(self._begin())
-            scheduler.start(self, planned)
+            client = self
+            if not lane and scheduler.workers.actor_class is not None:  # keys are read on the cluster's nodes
+                client = CredentialGate(self, scheduler)
+                planned = client.hold(planned)
+            scheduler.start(client, planned)
             if scheduler.workers.actor_class is None or self.ray_on_demand:
                 pass  # in-process workers only, or Ray once it pays (started by wait(), on the main thread)
             elif lane or not ray_is_up():

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +24,7 @@ from dth_ray.engine.landing import Landing
 from dth_ray.engine.limits import Limits
 from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
 from dth_ray.engine.verify import same_content
-from dth_ray.errors import DthError, Unreadable, error_class
+from dth_ray.errors import ConfigError, DthError, Unreadable, error_class
 from dth_ray.model import (
     ByteRange,
     ObjectMeta,
@@ -44,6 +45,7 @@ from dth_ray.runtime.calls import call_manifest
 from dth_ray.runtime.manifest import DONE, PENDING, Checkpoint, LiveReport, ObjectRecord
 from dth_ray.runtime.metrics import ActorMetrics
 from dth_ray.runtime.pool import local_node_id
+from dth_ray.runtime.preflight import probe
 from dth_ray.runtime.reconcile import Reconciler
 from dth_ray.runtime.shardstate import ListingCursor, SettledKeys
 from dth_ray.settings import WorkerSettings
@@ -103,8 +105,8 @@ class TransferWorker:
         self._manifest = _named_actor(manifest) if isinstance(manifest, str) else manifest
         self._worker_id = worker_id or f"worker-{id(self):x}"
         self._node_id = local_node_id()
-        self._src = open_store(settings.source)
-        self._dst = open_store(settings.destination)
+        self._src = open_store(settings.source, "source")
+        self._dst = open_store(settings.destination, "destination")
         t = settings.transfer
         self._copy_settings = CopySettings(
             multipart_threshold_bytes=t.multipart_threshold_bytes, part_size_bytes=t.part_size_bytes,
@@ -160,6 +162,19 @@ class TransferWorker:
 
     def node_id(self) -> str:
         return self._node_id
+
+    async def check_credentials(self) -> str:
+        """Resolve both stores' credentials here, where the copies run, and list one key of each: '' when
+        both answer, else a one-line error (runtime/credcheck.py fails the run with it before any shard is
+        dispatched). On a cluster, keys are read on each node, not where the driver runs."""
+        for spec, role in ((self.settings.source, "source"), (self.settings.destination, "destination")):
+            try:
+                await probe(spec, role)
+            except ConfigError as exc:
+                return (f"{exc} (checked on a transfer actor on node {_node_address()}: credentials are read "
+                        "where the actors run, so every Ray node needs them: env:NAME in each node's own "
+                        "environment, or use secret:ID, role:ARN or an instance role)")
+        return ""
 
     def set_peers(self, handles: list) -> None:
         """The other transfer actors' handles (the scheduler sends them once all actors exist)."""
@@ -479,6 +494,16 @@ class TransferWorker:
             await self._flush()
         await self._src.aclose()
         await self._dst.aclose()
+
+
+def _node_address() -> str:
+    """This node's IP address as Ray knows it (the host name outside Ray)."""
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address() if ray.is_initialized() else socket.gethostname()
+    except Exception:  # noqa: BLE001 - only for a message
+        return socket.gethostname()
 
 
 def _same_service(settings: WorkerSettings) -> bool:
