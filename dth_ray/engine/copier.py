@@ -182,7 +182,7 @@ class _InOrderDigest:
 
     def matches(self) -> bool:
         running = self._running
-        return (running.hexdigest() if isinstance(self._expected, str) else running.crcValue) == self._expected
+        return (running.hexdigest() if isinstance(self._expected, str) else running.value) == self._expected
 
 
 async def sweep_intent(dst: Writer, dst_key: str, known_ids: set[str]) -> int:
@@ -263,7 +263,8 @@ class Copier:
                 if plan is None:
                     return await self._copy_single(meta, dst_key)
                 return await self._copy_multipart(meta, dst_key, plan)
-            except PreconditionFailed:
+            except PreconditionFailed as exc:
+                exc.attempts = attempt
                 if attempt == attempts:
                     raise
                 self.retries += 1
@@ -272,6 +273,7 @@ class Copier:
             except Unreadable:
                 raise
             except DthError as exc:
+                exc.attempts = attempt
                 if not exc.retryable or attempt == attempts:
                     raise
                 self.retries += 1
