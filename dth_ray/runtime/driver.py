@@ -23,6 +23,7 @@ from dth_ray.errors import DthError, NotFound
 from dth_ray.model import Shard, ShardResult, ShardTask, Tally
 from dth_ray.naming import describe
 from dth_ray.ops import Ops
+from dth_ray.ops.logs import error_fields, fields
 from dth_ray.plan.autoscale import Backlog, ScalePolicy, ray_pays, remaining_s
 from dth_ray.plan.parts import choose_part_size
 from dth_ray.report import (
@@ -291,7 +292,8 @@ class SyncRun:
         for tally in self.latest.values():
             self.base.merge(tally)
         self.copy_started = time.monotonic()
-        log.info("resuming run %d of job %s: %d of %d shards to do", run_id, self.s.job, len(items), len(checkpoints))
+        log.info("resuming run %d of job %s: %d of %d shards to do", run_id, self.s.job, len(items),
+                 len(checkpoints), extra=fields(job=self.s.job, run_id=run_id))
         return items
 
     def _item(self, task: ShardTask, attempt: int = 1) -> Item:
@@ -319,7 +321,11 @@ class SyncRun:
             return None  # left for the next invocation: the shard stays unfinished
         if result.error:
             self.last_error[sid] = result.error
-            log.warning("shard %r: %s; trying again from its watermark", task.shard.prefix, result.error)
+            log.warning("shard %r: attempt %d failed: %s; trying again from its watermark", task.shard.prefix,
+                        item.attempt, result.error,
+                        extra=fields(job=self.s.job, run_id=self.run_id or None, shard=sid,
+                                     attempt=item.attempt, error_class=result.error.partition(":")[0],
+                                     error=result.error))
             return self._item(ShardTask(task.shard, result.watermark, result.tally, 0.0, self.run_id),
                               item.attempt + 1)
         self.done.add(sid)
@@ -554,7 +560,7 @@ class SyncRun:
                 problems.append(f"accounting: the manifest's finished shards hold {stored.listed} listed / "
                                 f"{stored.copied} copied, the run {mine.listed} / {mine.copied}")
         for problem in problems:
-            log.error("%s", problem)
+            log.error("%s", problem, extra=fields(job=self.s.job, run_id=self.run_id or None))
         return problems
 
     def _abort_leftovers(self) -> list[str]:
@@ -603,7 +609,8 @@ async def abort_uploads(settings: Settings, uploads: list[tuple[str, str]]) -> l
             except NotFound:
                 pass  # already gone
             except DthError as exc:
-                log.warning("could not abort upload key=%s error=%s", dst_key, type(exc).__name__)
+                log.warning("could not abort upload key=%s error=%s", dst_key, type(exc).__name__,
+                            extra=fields(job=settings.job, key=dst_key, **error_fields(exc)))
                 continue
             settled.append((dst_key, upload_id))
     finally:

@@ -36,7 +36,7 @@ from dth_ray.model import (
     UploadState,
     VerifyTally,
 )
-from dth_ray.ops.logs import setup_actor_logging
+from dth_ray.ops.logs import error_fields, fields, setup_actor_logging
 from dth_ray.plan.diff import COPY, SKIP, Record, merge_join, needs_record
 from dth_ray.plan.keys import dest_key, src_key_for
 from dth_ray.plan.verify import DIFFER, MATCH, READ, classify
@@ -156,7 +156,8 @@ class TransferWorker:
             try:
                 await self._flush()
             except DthError as exc:  # the manifest refused a batch: the items stay here and go next time
-                log.warning("manifest flush failed: %s", error_class(exc))
+                log.warning("manifest flush failed: %s", error_class(exc),
+                            extra=fields(job=self.settings.job, **error_fields(exc)))
 
     # ---- control (called by the scheduler)
 
@@ -280,6 +281,7 @@ class TransferWorker:
         dry_run, note_extras = self.settings.dry_run, self.settings.note_extras
         src_prefix, dst_prefix = self.settings.source.prefix, self.settings.destination.prefix
         self._active[shard.shard_id] = settled
+        where = fields(job=self.settings.job, run_id=task.run_id or None, shard=shard.shard_id)  # log fields
         error = ""
         try:
             async for decision in self.decisions(todo):
@@ -306,7 +308,7 @@ class TransferWorker:
                 self._bytes_in_flight += src.size
                 entry = settled.open(src.key)
                 copy = asyncio.ensure_future(self._copy_one(src, decision.dst_key, decision.record is not None,
-                                                            settled, entry, seen))
+                                                            settled, entry, seen, where))
                 tasks.add(copy)
                 copy.add_done_callback(tasks.discard)
                 if len(self._pending) >= _FLUSH_RECORDS:
@@ -344,7 +346,8 @@ class TransferWorker:
         self._now(settled, src.key, outcome.seen_too(result) if seen else result)
 
     async def _copy_one(self, src: ObjectMeta, dst_key: str, recorded: bool, settled: SettledKeys,
-                        entry: list, seen: bool) -> None:
+                        entry: list, seen: bool, where: dict[str, Any]) -> None:
+        """Copy one object and settle its result; `where` holds the log fields of its shard (job, run_id)."""
         result = None
         progress = Landing(src.size)
         self._landing.add(progress)
@@ -353,15 +356,18 @@ class TransferWorker:
             copied = await self._copier.copy(src, dst_key)
         except Unreadable as exc:
             result = functools.partial(outcome.skipped, src.size, f"unreadable:{src.storage_class or 'archived'}")
-            log.warning("skipped unreadable object key=%s error=%s", src.key, error_class(exc))
+            log.warning("skipped unreadable object key=%s error=%s", src.key, error_class(exc),
+                        extra={**where, "key": src.key, **error_fields(exc)})
         except DthError as exc:
             error = f"{error_class(exc)}: {exc}"
             result = functools.partial(outcome.failed, src.size, src.key, error)
             self._pending.append(ObjectRecord(src.key, src.size, src.etag, dst_key, "", "failed", error))
-            log.warning("copy failed key=%s error=%s", src.key, error_class(exc))
+            log.warning("copy failed key=%s error=%s attempts=%d", src.key, error_class(exc), exc.attempts,
+                        extra={**where, "key": src.key, **fields(attempt=exc.attempts or None),
+                               **error_fields(exc)})
         except Exception as exc:  # a bug must fail one object, not the shard's accounting
             result = functools.partial(outcome.failed, src.size, src.key, f"Fatal: unexpected {type(exc).__name__}")
-            log.exception("unexpected error copying key=%s", src.key)
+            log.exception("unexpected error copying key=%s", src.key, extra={**where, "key": src.key})
         else:
             result = functools.partial(outcome.copied, src.size, copied)
             multipart = copied.part_size_bytes > 0

@@ -33,6 +33,7 @@ from dth_ray.config import EventsType, StoreType, check_delete_scope
 from dth_ray.errors import ConfigError
 from dth_ray.files import write_private
 from dth_ray.ops.alerts import Alerter
+from dth_ray.ops.logs import fields
 from dth_ray.plan.prefix_list import prefixes_under
 from dth_ray.runtime.driver import run_sync
 from dth_ray.runtime.interrupts import Interrupts
@@ -158,7 +159,7 @@ class WatchService:
     def stop(self, reason: str = "stop requested") -> None:
         if not self._stop.is_set():
             self.stop_reason = reason
-            log.warning("watch: stopping (%s)", reason)
+            log.info("watch: stopping (%s)", reason, extra={"job": self.settings.job})
         self._stop.set()
         self.interrupts.request()
 
@@ -196,9 +197,10 @@ class WatchService:
                 self._start_thread(self._acker, "dth-watch-acker")
                 for n in range(cfg.events.receivers):
                     self._start_thread(self._receiver, f"dth-watch-receive-{n}")
-            log.warning("watch: job %s; events %s; schedule %s", settings.job,
-                        cfg.events.queue_url if self.events_on else "off",
-                        cfg.schedule.cron or (cfg.schedule.interval if self.schedule.enabled else "off"))
+            log.info("watch: job %s; events %s; schedule %s", settings.job,
+                     cfg.events.queue_url if self.events_on else "off",
+                     cfg.schedule.cron or (cfg.schedule.interval if self.schedule.enabled else "off"),
+                     extra={"job": settings.job})
             outcome = scheduler.wait()
             if not self._stop.is_set():
                 self.stop(self.interrupts.name or "stop requested")
@@ -434,7 +436,10 @@ class WatchService:
         ok = outcome != "failed"
         m.outcomes[outcome] += 1
         if not ok:
-            log.warning("watch: key %r failed: %s", result["key"], result.get("error", ""))
+            error = result.get("error", "")
+            log.warning("watch: key %r failed: %s", result["key"], error,
+                        extra=fields(job=self.settings.job, key=result["key"], error=error or None,
+                                     error_class=error.partition(":")[0] or None))
         done = self._coalescer.finish(result["key"])
         landed = result.get("landed_at") or time.time()
         for token, _event in done.tokens:
@@ -476,7 +481,7 @@ class WatchService:
         line = (f"watch: {self.metrics.messages['received']:,} messages, {self.metrics.events['received']:,} "
                 f"events, {self.metrics.events['reconciled']:,} reconciled {dict(self.metrics.outcomes)}, lag p95 "
                 f"{lat.get('p95', '-')}s, {len(self._held)} held, scans {dict(self.metrics.scans)}")
-        log.info("%s", line)
+        log.info("%s", line, extra={"job": self.settings.job})
         if self.settings.progress != "none":  # stats lines whatever log_level says (as for sync)
             event = {"event": "watch_stats", "messages": self.metrics.messages["received"],
                      "events": self.metrics.events["received"], "reconciled": self.metrics.events["reconciled"],
@@ -517,7 +522,7 @@ class WatchService:
             self._start_scan(decision.reason)
 
     def _start_scan(self, reason: str) -> None:
-        log.warning("watch: scheduled scan starting%s", f" ({reason})" if reason else "")
+        log.info("watch: scheduled scan starting%s", f" ({reason})" if reason else "", extra={"job": self.settings.job})
         # Keys whose reconcile runs now or starts during the scan race with it: checked again after it.
         self._touched = set(self._coalescer.running_keys()[:_MAX_RECHECK]) if self.events_on else None
         self._scan_result = None
@@ -558,8 +563,12 @@ class WatchService:
         self.metrics.last_scan = result
         if result.get("paused_until"):
             self._paused_until = datetime.fromisoformat(result["paused_until"]).timestamp()
-        log.warning("watch: scheduled scan %s in %.1fs: %s", result["status"], result.get("duration_s", 0.0),
-                    {k: v for k, v in result.items() if k in ("listed", "copied", "failed", "deleted", "error")})
+        # a scan that succeeded (or paused at its window's end) is routine; any other end is a problem to look at
+        level = logging.INFO if result["status"] in ("succeeded", "paused") else logging.WARNING
+        log.log(level, "watch: scheduled scan %s in %.1fs: %s", result["status"],
+                result.get("duration_s", 0.0),
+                {k: v for k, v in result.items() if k in ("listed", "copied", "failed", "deleted", "error")},
+                extra=fields(job=self.settings.job, run_id=result.get("run_id"), status=result["status"]))
         touched, self._touched = self._touched, None
         # A scan may have copied an older version of a key after an event copied a newer one (each read the
         # source at a different moment): keys the events touched during the scan are reconciled once more.
