@@ -17,7 +17,7 @@ from dth_ray.runtime.driver import run_sync
 from dth_ray.runtime.manifests import open_manifest
 from dth_ray.stores.memory import MemoryStore
 from dth_ray.sync.watch import WatchService
-from tests.integration.test_runtime_in_memory import buckets, dataset, seed, settings_for  # noqa: F401
+from tests.integration.test_runtime_in_memory import dataset, seed, settings_for
 
 
 @pytest.fixture
