@@ -97,8 +97,10 @@ MEANINGS = {
                        "minus one on the embedded Ray, where the driver lane counts as one (at least 1)",
     "transfer.buffer_size": "payload bytes one worker (the driver lane, each actor) may hold (see Memory "
                             "bound)",
-    "transfer.max_bandwidth": "bytes/s per actor read cap, 0 = unlimited (e.g. `50MB`)",
-    "transfer.max_requests_per_s": "requests/s per actor, 0 = unlimited",
+    "transfer.max_bandwidth": "bytes/s read from the source by the whole job (every worker on every node, "
+                              "shared out by what each uses), 0 = unlimited (e.g. `50MB`); see Job-wide budgets",
+    "transfer.max_requests_per_s": "requests/s to the source (list, head, get) by the whole job, shared out as "
+                                   "`transfer.max_bandwidth` is; 0 = unlimited",
     "transfer.max_attempts": "attempts per object (each request also has 3 quick tries at the HTTP layer)",
     "transfer.progress_interval_s": "how often actors send batched progress to the manifest, seconds",
     "transfer.server_side_copy": "no bytes through dth-ray when source and destination are one S3 service "

@@ -54,6 +54,7 @@ from dth_ray.runtime.manifest import FAILED as RUN_FAILED
 from dth_ray.runtime.manifest import INTERRUPTED as RUN_INTERRUPTED
 from dth_ray.runtime.manifest import PAUSED as RUN_PAUSED
 from dth_ray.runtime.metrics import DriverMetrics
+from dth_ray.runtime.pace import JobPace
 from dth_ray.runtime.planning import plan_shards
 from dth_ray.runtime.pool import Slot
 from dth_ray.runtime.preflight import check_stores
@@ -163,6 +164,7 @@ class SyncRun:
         self.scheduler: Scheduler | None = None
         self.elastic: Elasticity | None = None
         self.metrics = DriverMetrics(settings.job)
+        self.pace = JobPace(settings.transfer.max_requests_per_s, settings.transfer.max_bandwidth_bytes_per_s)
         self.uncertain = False  # a lost worker's delete candidates are gone
         self.ray_on_demand = False
         self.ray_asked = False
@@ -385,6 +387,7 @@ class SyncRun:
                             "one)", window.describe())
                 self.interrupts.pause(window.opens_at(now))
         snap = self.snapshot()
+        self._pace_tick(snap)
         if self.ray_on_demand and self.copy_started is not None and not self.ray_asked:
             backlog = self._backlog(snap, scheduler)
             if ray_pays(backlog, self.s.runtime.ray_pays_after_s):
@@ -407,6 +410,15 @@ class SyncRun:
         self.ops.progress(snap, actors, elapsed)
         if self.progress is not None:
             self.progress.update(snap)
+
+    def _pace_tick(self, snap: Snapshot) -> None:
+        """The job's budgets split anew among the workers (and a throttle's back-off spread to all)."""
+        reports: dict[str, tuple[float, ...]] = {}
+        for part in self.manifest.both("pace_reports"):
+            reports.update(part)
+        update = self.pace.tick(reports, snap.errors.get("Throttled", 0))
+        if update is not None:
+            self.manifest.both("set_shares", *update)
 
     def _backlog(self, snap: Snapshot, scheduler: Scheduler) -> Backlog:
         """This execution's work so far and an estimate of what is left: the shards not started yet, at the

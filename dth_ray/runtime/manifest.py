@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from dth_ray.engine.pacing import Share
 from dth_ray.model import PartInfo, Shard, Tally, UploadState
 from dth_ray.plan.diff import Record
 
@@ -102,6 +103,7 @@ class LiveReport:
     bytes_landed: int = 0  # of bytes_in_flight, those already read (engine/landing.py)
     objects_ahead: int = 0  # listed by its shards but not decided yet (the planned total's estimate)
     bytes_ahead: int = 0
+    pace: tuple[float, ...] = ()  # the job's budgets: SourcePace.usage() (cumulative), () when off
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,16 +121,23 @@ class Progress:
 
 
 class LiveProgress:
-    """The manifest's live state for the progress display (in memory only, never written)."""
+    """The manifest's live state for the progress display and the job's budgets (in memory only, never
+    written): what each worker reported last, and the shares of the budgets the driver set for them."""
 
     def __init__(self) -> None:
+        self._pace: dict[str, tuple[float, ...]] = {}
+        self._shares: dict[str, Share] = {}
+        self._newcomer: Share | None = None
         self._changed: dict[str, tuple[int, Tally]] = {}
         self._in_flight: dict[str, tuple[int, int, int, int, int]] = {}
         self._errors: dict[str, tuple[tuple[str, int], ...]] = {}
 
-    def add(self, live: LiveReport | None) -> None:
+    def add(self, live: LiveReport | None) -> Share | None:
+        """Keep a worker's report; returns its share of the job's budgets (None before the driver set any)."""
         if live is None:
-            return
+            return None
+        if live.pace:
+            self._pace[live.worker_id] = live.pace
         for shard_id, seq, tally in live.shards:
             known = self._changed.get(shard_id)
             if known is None or seq >= known[0]:
@@ -136,6 +145,15 @@ class LiveProgress:
         self._in_flight[live.worker_id] = (live.objects_in_flight, live.bytes_in_flight, live.bytes_landed,
                                            live.objects_ahead, live.bytes_ahead)
         self._errors[live.worker_id] = live.errors
+        return self._shares.get(live.worker_id, self._newcomer)
+
+    def pace_reports(self) -> dict[str, tuple[float, ...]]:
+        """Each worker's latest budget usage (SourcePace.usage())."""
+        return dict(self._pace)
+
+    def set_shares(self, shares: dict[str, Share], newcomer: Share | None) -> None:
+        """The driver's split of the budgets; `newcomer` for a worker it has not seen yet."""
+        self._shares, self._newcomer = dict(shares), newcomer
 
     def take(self) -> Progress:
         changed, self._changed = self._changed, {}
@@ -165,7 +183,7 @@ class Manifest(Protocol):
     def checkpoints(self, run_id: int) -> list[Checkpoint]: ...
     def checkpoint(self, run_id: int, shard_id: str) -> Checkpoint | None: ...
     def record(self, records: Sequence[ObjectRecord], checkpoints: Sequence[Checkpoint] = (),
-               live: LiveReport | None = None) -> None: ...
+               live: LiveReport | None = None) -> Share | None: ...
     def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]: ...
     def lookup(self, key: str) -> ObjectRecord | None: ...
     def covering_checkpoint(self, key: str) -> Checkpoint | None: ...
@@ -176,6 +194,8 @@ class Manifest(Protocol):
     def open_uploads(self) -> list[tuple[str, str]]: ...
     def flush(self) -> None: ...
     def progress(self) -> Progress: ...
+    def pace_reports(self) -> dict[str, tuple[float, ...]]: ...
+    def set_shares(self, shares: dict[str, Share], newcomer: Share | None) -> None: ...
     def write_counts(self) -> tuple[int, int]: ...
     def close(self) -> None: ...
 

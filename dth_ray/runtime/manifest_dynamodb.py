@@ -53,6 +53,7 @@ import time
 import zlib
 from collections.abc import Sequence
 
+from dth_ray.engine.pacing import Share
 from dth_ray.errors import ConfigError, DthError, Fatal, PreconditionFailed
 from dth_ray.model import PartInfo, Shard, Tally, UploadState
 from dth_ray.plan.diff import Record
@@ -404,8 +405,8 @@ class DynamoManifest:
     # ---- per-object records
 
     def record(self, records: Sequence[ObjectRecord], checkpoints: Sequence[Checkpoint] = (),
-               live: LiveReport | None = None) -> None:
-        """Buffer a batch of per-object results and shard checkpoints; keep the live progress.
+               live: LiveReport | None = None) -> Share | None:
+        """Buffer a batch of per-object results and shard checkpoints; keep the live progress and answer the worker's share of the job's budgets.
 
         Raises Fatal for a key longer than 1024 bytes, or the error of a failed earlier flush (the batch is
         then not taken).
@@ -428,7 +429,7 @@ class DynamoManifest:
                 cp = dataclasses.replace(cp, run_id=cp.run_id or self.run_id,
                                          tally=Tally.from_dict(cp.tally.to_dict(CHECKPOINT_FAILURES)))
                 self._buffer[(self._pk_shard(cp.run_id), cp.shard.shard_id)] = ("cp", cp)
-        self._live.add(live)
+        return self._live.add(live)  # the worker's share of the job's budgets
 
     def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]:
         """Records (copied or failed) for source keys under `prefix`, start_after < key <= end_at, key order."""
@@ -552,6 +553,12 @@ class DynamoManifest:
     def progress(self) -> Progress:
         """Shard tallies changed since the last call, and the objects and bytes in flight now."""
         return self._live.take()
+
+    def pace_reports(self) -> dict[str, tuple[float, ...]]:
+        return self._live.pace_reports()
+
+    def set_shares(self, shares: dict[str, Share], newcomer: Share | None) -> None:
+        self._live.set_shares(shares, newcomer)
 
     def close(self) -> None:
         """Stop the flush thread and flush what is left. Raises DthError if that fails (call again to retry)."""

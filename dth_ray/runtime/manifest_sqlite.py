@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from dth_ray.engine.pacing import Share
 from dth_ray.errors import ConfigError
 from dth_ray.files import private_dir, private_file
 from dth_ray.model import PartInfo, Shard, Tally, UploadState
@@ -248,9 +249,9 @@ class SqliteManifest:
     # ---- per-object records
 
     def record(self, records: Sequence[ObjectRecord], checkpoints: Sequence[Checkpoint] = (),
-               live: LiveReport | None = None) -> None:
+               live: LiveReport | None = None) -> Share | None:
         """Store a batch of per-object results and shard checkpoints in one transaction (a checkpoint never
-        lands without the records it covers); keep the live progress."""
+        lands without the records it covers); keep the live progress and answer the worker's share of the job's budgets."""
         if records or checkpoints:
             now = time.time()
             rows = [(self.job, r.key, r.size, r.src_etag, r.dst_key, r.dst_etag, r.status, r.error,
@@ -258,7 +259,7 @@ class SqliteManifest:
             with self._transaction(len(records) + len(checkpoints)) as db:
                 db.executemany(_RECORD_SQL, rows)
                 db.executemany(_CHECKPOINT_SQL, self._checkpoint_rows(checkpoints))
-        self._live.add(live)
+        return self._live.add(live)  # the worker's share of the job's budgets
 
     def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]:
         """Records (copied or failed) for source keys under `prefix`, start_after < key <= end_at, key order."""
@@ -329,6 +330,12 @@ class SqliteManifest:
     def progress(self) -> Progress:
         """Shard tallies changed since the last call, and the objects and bytes in flight now."""
         return self._live.take()
+
+    def pace_reports(self) -> dict[str, tuple[float, ...]]:
+        return self._live.pace_reports()
+
+    def set_shares(self, shares: dict[str, Share], newcomer: Share | None) -> None:
+        self._live.set_shares(shares, newcomer)
 
     def write_counts(self) -> tuple[int, int]:
         """(write requests, rows written) by this instance."""

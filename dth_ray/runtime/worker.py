@@ -22,7 +22,8 @@ from dth_ray.engine.context import CopySettings
 from dth_ray.engine.copier import Copier
 from dth_ray.engine.landing import Landing
 from dth_ray.engine.limits import Limits
-from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
+from dth_ray.engine.pacing import SourcePace, paced
+from dth_ray.engine.ratelimit import AdaptiveLimit
 from dth_ray.engine.verify import same_content
 from dth_ray.errors import ConfigError, DthError, Unreadable, error_class
 from dth_ray.model import (
@@ -118,6 +119,7 @@ class TransferWorker:
         self._metrics = ActorMetrics(settings.job)
         self._copier: Copier | None = None
         self._limits: Limits | None = None
+        self._pace: SourcePace | None = None
         self._slots: asyncio.Semaphore | None = None
         self._reconciler: Reconciler | None = None
         self._pending: list[ObjectRecord] = []
@@ -138,9 +140,9 @@ class TransferWorker:
         if self._copier is not None:
             return
         t = self.settings.transfer
-        self._limits = Limits(budget=ByteBudget(t.buffer_bytes), concurrency=AdaptiveLimit(t.concurrency * 2),
-                              requests=TokenBucket(t.max_requests_per_s),
-                              bandwidth=TokenBucket(t.max_bandwidth_bytes_per_s))
+        self._limits = Limits(budget=ByteBudget(t.buffer_bytes), concurrency=AdaptiveLimit(t.concurrency * 2))
+        self._pace = SourcePace(t.max_requests_per_s, t.max_bandwidth_bytes_per_s)
+        self._src = paced(self._src, self._pace)  # listing, copies and checks: the job's budgets hold for all
         self._copier = Copier(self._src, self._dst, self._src.features, self._dst.features, self._copy_settings,
                               self._limits, _UploadJournal(self._manifest), self._peers)
         self._slots = asyncio.Semaphore(t.concurrency)
@@ -481,15 +483,18 @@ class TransferWorker:
             report = LiveReport(self._worker_id, tuple((sid, seq, Tally.from_dict(t.to_dict(0)))
                                                        for sid, (seq, t) in live.items()),
                                 self._objects_in_flight, self._bytes_in_flight, tuple(self._errors.items()),
-                                sum(p.read_bytes for p in self._landing), *self._ahead)
+                                sum(p.read_bytes for p in self._landing), *self._ahead,
+                                self._pace.usage() if self._pace is not None and self._pace.on else ())
             batch, self._pending[:] = list(self._pending), []
             checkpoints, self._checkpoints = self._checkpoints, []
             try:
-                await call_manifest(self._manifest, "record", batch, checkpoints, report)
+                share = await call_manifest(self._manifest, "record", batch, checkpoints, report)
             except BaseException:
                 self._pending[:0] = batch  # kept for the next flush, in order
                 self._checkpoints[:0] = checkpoints
                 raise
+            if share is not None and self._pace is not None:
+                self._pace.apply(share, self._limits.concurrency)
             if self._limits is not None:
                 self._metrics.add(self._totals, errors, self._limits.concurrency.in_flight,
                                   self._copier.parts_in_flight if self._copier is not None else 0)

@@ -19,6 +19,7 @@ stop receiving, give in-flight transfers events.shutdown_timeout_s to finish, re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import queue as queue_mod
@@ -39,6 +40,7 @@ from dth_ray.runtime.driver import run_sync
 from dth_ray.runtime.interrupts import Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.metrics import EventLatency
+from dth_ray.runtime.pace import JobPace
 from dth_ray.runtime.preflight import check_stores, probe
 from dth_ray.runtime.scheduler import Item, Scheduler, Workers
 from dth_ray.runtime.worker import TransferWorker
@@ -55,6 +57,7 @@ _MAX_RECHECK = 100_000  # keys events touched during a scan, checked again once 
 _HEARTBEAT_S = 1.0
 _FAIL_BACKOFF_S = 10  # a failed message becomes visible again after this × its receive count (max 300 s)
 _TICK_S = 0.05  # the scheduler's tick: the schedule and held messages are looked at this often
+_PACE_S = 1.0  # how often the event workers' budget shares are worked out
 
 
 @dataclass
@@ -150,6 +153,10 @@ class WatchService:
         self._scan_interrupts: Interrupts | None = None
         self._touched: set[str] | None = None  # keys reconciled while a scan runs (None: no scan running)
         self._paused_until: float | None = None  # a scan paused at the window's end continues then (epoch s)
+        t = settings.transfer
+        self._pace = JobPace(t.max_requests_per_s, t.max_bandwidth_bytes_per_s)  # the event workers' budgets
+        self._manifest: JobManifest | None = None
+        self._next_pace = 0.0
         self._threads: list[threading.Thread] = []
         self._next_heartbeat = self._next_report = time.monotonic()
         self.stop_reason = ""
@@ -172,7 +179,7 @@ class WatchService:
             check_stores(settings.source, settings.destination)
         else:
             asyncio.run(probe(settings.destination, "destination"))
-        manifest = JobManifest(settings.manifest, settings.job)  # a bad manifest setting fails here
+        manifest = self._manifest = JobManifest(settings.manifest, settings.job)  # a bad setting fails here
         if self.events_on:
             self._queue = Queue(cfg.events)
             self._queue.check()
@@ -317,12 +324,36 @@ class WatchService:
         self._dispatch()
         self._scheduler_tick()
         now = time.monotonic()
+        if self.events_on and now >= self._next_pace:
+            self._pace_tick()
+            self._next_pace = now + _PACE_S
         if now >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = now + _HEARTBEAT_S
         if now >= self._next_report:
             self._report_tick()
             self._next_report = now + min(self.cfg.events.report_interval_s, self.settings.progress_interval_s)
+
+    def _pace_tick(self) -> None:
+        """The job's budgets split among the event workers (half of them while a scan runs: it has the other
+        half, see _scan_settings), and a throttle's back-off spread to all."""
+        reports: dict[str, tuple[float, ...]] = {}
+        for part in self._manifest.both("pace_reports"):
+            reports.update(part)
+        throttled = sum(p.errors.get("Throttled", 0) for p in self._manifest.both("progress"))
+        self._pace.scale = 0.5 if self._scan is not None else 1.0
+        update = self._pace.tick(reports, throttled)
+        if update is not None:
+            self._manifest.both("set_shares", *update)
+
+    def _scan_settings(self) -> Settings:
+        """A scan's settings while events are served: half of each job budget (the events keep the other)."""
+        t = self.settings.transfer
+        if not self.events_on or not (t.max_requests_per_s or t.max_bandwidth_bytes_per_s):
+            return self.settings
+        halved = dataclasses.replace(t, max_requests_per_s=t.max_requests_per_s / 2,
+                                     max_bandwidth_bytes_per_s=t.max_bandwidth_bytes_per_s // 2)
+        return dataclasses.replace(self.settings, worker=dataclasses.replace(self.settings.worker, transfer=halved))
 
     def on_item_done(self, item: Item, results: list[dict], where) -> Item | None:
         for result in results:
@@ -541,7 +572,7 @@ class WatchService:
                           "errors": [f"{f['partition']}: {f['error']}" for f in report["failures"][:5]]}
             else:
                 # A scheduled scan: alerts only on failure; stopped with the service (resumed next time).
-                run = run_sync(self.settings, one_time=False, interrupts=self._scan_interrupts,
+                run = run_sync(self._scan_settings(), one_time=False, interrupts=self._scan_interrupts,
                                in_process=self.in_process)
                 t = run.tally
                 result = {"status": run.status, "run_id": run.run_id, "listed": t.listed, "copied": t.copied,

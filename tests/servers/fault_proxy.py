@@ -323,6 +323,7 @@ class FaultProxy:
         self.seed = seed
         self.counts_path = counts_path
         self.requests = 0  # every request header block received
+        self.request_times: list[float] = []  # time.monotonic() of each, in order
         self._rules: list[_Armed] = []
         self._events: list[dict] = []
         self._lock = threading.Lock()
@@ -401,6 +402,7 @@ class FaultProxy:
         ranged = "range" in request.headers
         with self._lock:
             self.requests += 1
+            self.request_times.append(time.monotonic())
             for armed in self._rules:
                 rule = armed.rule
                 if not rule.matches(method, path, query, ranged):
