@@ -43,7 +43,6 @@ async def retry(fn: Callable[[], Awaitable[T]], attempts: int, *,
             exc.attempts = attempt  # the tries made, for the log line of a copy that failed
             now = isinstance(exc, at_once)
             if not (exc.retryable or now) or attempt == attempts:
-                exc.attempts = attempt  # the tries it took (a failure record shows them)
                 raise
             if on_retry is not None:
                 hooked = on_retry(exc, attempt)

@@ -9,6 +9,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from dth_ray.errors import DthError
 from dth_ray.runtime.manifest import (
@@ -46,6 +47,7 @@ class LivePublisher:
         self.model = ProgressModel()
         self.samples: list[tuple[float, int, int]] = []
         self.published = 0
+        self.last: LiveRecord | None = None
         self._next_s = 0.0
 
     def tick(self, snap: Snapshot, run_id: int, running: Sequence[str] = (), phase: str = "copying",
@@ -67,6 +69,9 @@ class LivePublisher:
             objects_per_s=round(v.objects_per_s, 1), eta_s=None if v.eta_s is None else round(v.eta_s, 1),
             retries=v.retries, shards_done=v.shards_done, shards_total=v.shards_planned,
             running=tuple(sorted(running)[:LIVE_RUNNING_SHARDS]), samples=tuple(self.samples))
+        if force and self.last is not None:  # a run cut short keeps the planned total it estimated
+            record = replace(record, total_objects=max(record.total_objects, self.last.total_objects),
+                             total_bytes=max(record.total_bytes, self.last.total_bytes))
         try:
             self.manifest.publish(record)
         except (DthError, sqlite3.Error) as exc:
@@ -74,4 +79,5 @@ class LivePublisher:
                         type(exc).__name__)
             return None
         self.published += 1
+        self.last = record
         return record
