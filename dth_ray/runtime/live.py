@@ -69,7 +69,7 @@ class LivePublisher:
             objects_per_s=round(v.objects_per_s, 1), eta_s=None if v.eta_s is None else round(v.eta_s, 1),
             retries=v.retries, shards_done=v.shards_done, shards_total=v.shards_planned,
             running=tuple(sorted(running)[:LIVE_RUNNING_SHARDS]), samples=tuple(self.samples))
-        if force and self.last is not None:  # a run cut short keeps the planned total it estimated
+        if force and self.last is not None and phase != "succeeded":  # a run cut short keeps its estimate
             record = replace(record, total_objects=max(record.total_objects, self.last.total_objects),
                              total_bytes=max(record.total_bytes, self.last.total_bytes))
         try:
