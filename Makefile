@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean constraints
+.PHONY: demo test lint bench install clean constraints browser
 
 # Every install takes the exact versions in constraints.txt (see `make constraints` below).
 $(STAMP): pyproject.toml setup.py constraints.txt
@@ -21,8 +21,17 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+test: $(STAMP) lint browser
+	$(VENV)/bin/pytest -q -rs -p no:cacheprovider tests
+
+# The console's browser tests drive Debian's Chromium through Playwright (no browser download): installed
+# with apt where it is missing and we are root; otherwise those tests skip, printing why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	      echo "make: could not install Chromium with apt; the console's browser tests will skip"; \
+	  else echo "make: no Chromium and no root apt-get; the console's browser tests will skip"; fi; }
 
 # The benchmark suite (benchmarks/README.md): `make bench` full, `make bench QUICK=1` reduced (< 5 min).
 BENCH_STAMP := $(VENV)/.installed-bench

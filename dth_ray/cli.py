@@ -175,6 +175,15 @@ def cmd_status(args: list[str]) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def cmd_console(overrides: list[str]) -> int:
+    """`dth-ray console`: the manifest's jobs and runs as a read-only web page (dth_ray/console)."""
+    from dth_ray.console.app import serve
+
+    settings = resolve(load_config(overrides, check=False), check=False, console=True)  # no stores needed
+    _setup_logging(settings)
+    return serve(settings)
+
+
 def cmd_watch(overrides: list[str]) -> int:
     """The long-running service (dth_ray/sync/watch.py); SIGTERM/SIGINT stop it cleanly (exit 0), a second
     one exits at once."""
@@ -246,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(rest)
         if command == "watch":
             return cmd_watch(rest)
+        if command == "console":
+            return cmd_console(rest)
         if command == "events":
             return cmd_events(rest)
         if command in ("dashboard", "alerts"):  # dth_ray/ops: CloudWatch dashboard, SNS alarm topic

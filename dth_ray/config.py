@@ -285,6 +285,18 @@ class LogConfig:
 
 
 @dataclass
+class ConsoleConfig:
+    """`dth-ray console` (dth_ray/console): a read-only web page of the manifest's jobs and runs, served on
+    `host`:`port` (0: any free port). Any address but loopback needs `token` (a value of at least 16
+    characters, or env:NAME to read it from the environment), sent as `Authorization: Bearer <token>` or once
+    in the URL the command prints."""
+
+    host: str = "127.0.0.1"
+    port: int = 8266
+    token: str = ""
+
+
+@dataclass
 class SyncConfig:
     source: StoreConfig = field(default_factory=StoreConfig)
     destination: StoreConfig = field(default_factory=StoreConfig)
@@ -310,6 +322,7 @@ class SyncConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)  # CloudWatch (dth_ray/ops)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)  # SNS alarms (dth_ray/ops)
     log: LogConfig = field(default_factory=LogConfig)  # log.format (dth_ray/ops/logs.py)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)  # dth-ray console (dth_ray/console)
 
 
 PROGRESS_MODES = ("auto", "bar", "lines", "none", "on", "off")  # on/off: the old names of bar/none

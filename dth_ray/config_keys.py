@@ -246,6 +246,10 @@ MEANINGS = {
     "alerts.topic_name": "`dth-ray alerts setup`: the topic it creates",
     "log.format": "`text` or `json` (one JSON object per line: `ts`, `level`, `logger`, `msg`, and the "
                   "event's `job`, `key`, `attempt`, `error_class`, …)",
+    "console.host": "`dth-ray console`: the address its page listens on; any but loopback needs `console.token`",
+    "console.port": "`dth-ray console`: its port (0: any free port, printed)",
+    "console.token": "`dth-ray console`: required for any host but loopback; a value of at least 16 characters "
+                     "or `env:NAME`; sent as `Authorization: Bearer` or once in the URL the command prints",
 }
 
 # What a value is, where the schema's Python type (a str) says less than the key accepts.

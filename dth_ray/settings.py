@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dth_ray.awsenv import s3_conventions
 from dth_ray.config import (
     Compare,
+    ConsoleConfig,
     LogFormat,
     ManifestType,
     MaxComputeMode,
@@ -28,6 +29,7 @@ from dth_ray.config import (
     StoreType,
     SyncConfig,
     VerifyMode,
+    is_loopback,
     parse_duration,
     parse_max_delete,
     parse_size,
@@ -204,6 +206,46 @@ class ExportSettings:
     part_size_bytes: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """`console.*`: where `dth-ray console` listens and the token it asks for ('' = none: loopback only)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8266
+    token: str = field(default="", repr=False)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+CONSOLE_TOKEN_MIN_CHARS = 16
+
+
+def resolve_console(cfg: ConsoleConfig) -> ConsoleSettings:
+    """`console.*` checked, the token read from the environment for env:NAME. Raises ConfigError (one line;
+    it never repeats a token)."""
+    host = str(cfg.host).strip()
+    if not host or any(c.isspace() or c in "/@?#" for c in host):
+        raise ConfigError(f"console.host={cfg.host!r} is not a host name or address")
+    if not 0 <= int(cfg.port) <= 65535:
+        raise ConfigError(f"console.port={cfg.port!r} must be between 0 (any free port) and 65535")
+    spec = str(cfg.token or "")
+    token = spec
+    if spec.startswith("env:"):
+        name = spec[4:]
+        token = os.environ.get(name, "") if name else ""
+        if not token:
+            raise ConfigError(f"console.token={spec}: the environment variable {name or '(none)'} is not set")
+    if token and len(token) < CONSOLE_TOKEN_MIN_CHARS:
+        raise ConfigError(f"console.token must have at least {CONSOLE_TOKEN_MIN_CHARS} characters "
+                          "(e.g. from `openssl rand -hex 16`)")
+    if not token and not is_loopback(host):
+        raise ConfigError(f"console.host={host} is not a loopback address: set console.token (or env:NAME) so "
+                          "only those who hold it can read the console, or use port forwarding to 127.0.0.1")
+    return ConsoleSettings(host, int(cfg.port), token)
+
+
 @dataclass(frozen=True)
 class Settings:
     """One command's resolved configuration. `config` is the schema it came from, for the parts that need no
@@ -228,6 +270,7 @@ class Settings:
     # The name earlier releases derived for this job (see naming.legacy_job_name): a job they created keeps
     # its runs and records under it (dth_ray/runtime/jobs.py adopt_legacy_job). '' once adopted or named.
     legacy_job: str = ""
+    console: ConsoleSettings = ConsoleSettings()
 
     @property
     def job(self) -> str:
@@ -301,8 +344,9 @@ def _export(cfg: SyncConfig, transfer: TransferSettings) -> ExportSettings:
                           parse_size(mc.row_group_size, "maxcompute.row_group_size"), transfer.part_size_bytes)
 
 
-def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
-    """Validate `cfg` (`check`) and resolve it. Raises ConfigError naming the first bad value."""
+def resolve(cfg: SyncConfig, *, check: bool = True, console: bool = False) -> Settings:
+    """Validate `cfg` (`check`) and resolve it (`console`: `console.*` too, which only `dth-ray console`
+    reads). Raises ConfigError naming the first bad value."""
     if check:
         validate(cfg)
     # S3 stores get the AWS SDKs' endpoint and region defaults here, once, so every actor agrees on them.
@@ -336,6 +380,7 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
         progress_interval_s=parse_duration(cfg.progress_interval, "progress_interval"),
         event_deletes=EventDeleteLimit(cfg.events.max_delete, parse_duration(
             cfg.events.max_delete_window, "events.max_delete_window"), cfg.events.max_delete_window),
+        console=resolve_console(cfg.console) if console else ConsoleSettings(),
     )
 
 
@@ -360,5 +405,5 @@ def resolve_schedule(cfg: ScheduleConfig) -> ScheduleSettings:
                             parse_duration(cfg.max_defer, "schedule.max_defer"), cfg.on_start, window)
 
 
-__all__ = ["EventDeleteLimit", "ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings",
+__all__ = ["ConsoleSettings", "EventDeleteLimit", "ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings",
            "Settings", "StoreSpec", "TransferSettings", "WorkerSettings", "resolve", "store_spec"]

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 from dth_ray.errors import DthError, NotFound
 from dth_ray.model import Shard, ShardResult, ShardTask, Tally
-from dth_ray.naming import describe
+from dth_ray.naming import describe, store_overrides
 from dth_ray.ops import Ops
 from dth_ray.ops.logs import error_fields, fields
 from dth_ray.plan.autoscale import Backlog, ScalePolicy, ray_pays, remaining_s
@@ -43,6 +43,7 @@ from dth_ray.runtime.dryrun import DryRunChanges
 from dth_ray.runtime.interrupts import Interrupted, Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.jobs import adopt_legacy_job
+from dth_ray.runtime.live import LivePublisher
 from dth_ray.runtime.manifest import (
     DONE,
     RUNNING,
@@ -172,6 +173,7 @@ class SyncRun:
         self.base = Tally()  # what earlier executions of a resumed run had settled (for the rates)
         self.done_before: set[str] = set()  # shards finished by earlier executions
         self.in_process = in_process
+        self.publisher: LivePublisher | None = None  # the run's live record for `dth-ray console`
 
     # ---- the run
 
@@ -179,6 +181,7 @@ class SyncRun:
         s = self.s
         lane = s.runtime.embedded and not ray_is_up()  # a laptop driving a remote cluster never moves bytes
         self.manifest = JobManifest(s.manifest, s.job)
+        self.publisher = LivePublisher(self.manifest.local)
         if self.in_process:
             workers = Workers(build_local=lambda: TransferWorker(s.worker, self.manifest.local),
                               local_workers=self.in_process, per_local=SHARDS_PER_ACTOR)
@@ -253,9 +256,10 @@ class SyncRun:
         self.copy_started = time.monotonic()
         return [self._item(ShardTask(sh, run_id=self.run_id)) for sh in shards]
 
-    def _pairing(self) -> tuple[str, str]:
-        """The job's stores as the report names them, for the manifest's list of jobs (`dth-ray jobs`)."""
-        return describe(self.s.source), describe(self.s.destination)
+    def _pairing(self) -> tuple[str, str, list[str]]:
+        """The job's stores as the report names them and the overrides naming them, for the manifest's list
+        of jobs (`dth-ray console`)."""
+        return describe(self.s.source), describe(self.s.destination), store_overrides(self.s.config)
 
     def _resumable(self, status: str) -> bool:
         """A live or dead run (running) and an interrupted one resume; a failed one only on a one-time sync
@@ -410,6 +414,12 @@ class SyncRun:
         self.ops.progress(snap, actors, elapsed)
         if self.progress is not None:
             self.progress.update(snap)
+        if self.publisher is not None and not self.s.dry_run:
+            self.publisher.tick(snap, self.run_id, self._running())
+
+    def _running(self) -> list[str]:
+        """The shards being copied now (those with a live tally, not ended)."""
+        return [sid for sid in self.live if sid not in self.done and sid not in self.failed]
 
     def _pace_tick(self, snap: Snapshot) -> None:
         """The job's budgets split anew among the workers (and a throttle's back-off spread to all)."""
@@ -540,6 +550,10 @@ class SyncRun:
                          PAUSED: RUN_PAUSED}[status]
             self.manifest.call("finish_run", run_state, report.to_json())
             self.manifest.call("flush")
+            if self.publisher is not None:  # the history's last point: what the report says
+                self.publisher.tick(Snapshot(total, shards_done=len(self.done), shards_total=len(self.shards),
+                                             total_objects=total.listed, total_bytes=total.bytes_listed),
+                                    self.run_id, phase=run_state, force=True)
         if self.progress is not None:  # the last frame shows what the report says
             self.progress.update(Snapshot(total, shards_done=len(self.done), shards_total=len(self.shards),
                                           total_objects=total.listed, total_bytes=total.bytes_listed),

@@ -253,17 +253,21 @@ class DynamoTable:
     def batch_get(self, keys: list[tuple[str, str]], attribute: str) -> dict[tuple[str, str], object]:
         """`attribute` of each stored item among `keys` (BatchGetItem, 100 keys a request, unprocessed keys
         retried with backoff). Raises Throttled if some stay unprocessed."""
-        found: dict[tuple[str, str], object] = {}
+        return {k: item.get(attribute) for k, item in self.batch_items(keys, (attribute,)).items()}
+
+    def batch_items(self, keys: list[tuple[str, str]], attributes: tuple[str, ...]) -> dict[tuple[str, str], dict]:
+        """`attributes` of each stored item among `keys`, as plain dicts (see batch_get). Raises Throttled."""
+        found: dict[tuple[str, str], dict] = {}
+        names = {"#p": "pk", "#s": "sk", **{f"#a{i}": name for i, name in enumerate(attributes)}}
         for start in range(0, len(keys), BATCH_GET_KEYS):
             request = {self.name: {"Keys": [key(pk, sk) for pk, sk in keys[start:start + BATCH_GET_KEYS]],
-                                   "ProjectionExpression": "#p, #s, #a",
-                                   "ExpressionAttributeNames": {"#p": "pk", "#s": "sk", "#a": attribute},
-                                   "ConsistentRead": True}}
+                                   "ProjectionExpression": ", ".join(names),
+                                   "ExpressionAttributeNames": names, "ConsistentRead": True}}
             for attempt in range(BATCH_ATTEMPTS):
                 resp = self.call("batch_get_item", RequestItems=request)
                 for item in resp.get("Responses", {}).get(self.name, []):
                     plain = dec(item)
-                    found[(plain["pk"], plain["sk"])] = plain.get(attribute)
+                    found[(plain["pk"], plain["sk"])] = plain
                 request = resp.get("UnprocessedKeys") or {}
                 if not request.get(self.name):
                     break

@@ -363,7 +363,8 @@ class TransferWorker:
         except DthError as exc:
             error = f"{error_class(exc)}: {exc}"
             result = functools.partial(outcome.failed, src.size, src.key, error)
-            self._pending.append(ObjectRecord(src.key, src.size, src.etag, dst_key, "", "failed", error))
+            self._pending.append(ObjectRecord(src.key, src.size, src.etag, dst_key, "", "failed", error,
+                                              code=exc.code, attempts=exc.attempts))
             log.warning("copy failed key=%s error=%s attempts=%d", src.key, error_class(exc), exc.attempts,
                         extra={**where, "key": src.key, **fields(attempt=exc.attempts or None),
                                **error_fields(exc)})
