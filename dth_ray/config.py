@@ -25,6 +25,14 @@ class StoreType(str, Enum):
     maxcompute = "maxcompute"  # a table, read through pyodps; see MaxComputeConfig
 
 
+class ChecksumMode(str, Enum):
+    """Full-object CRC64NVME on an S3-family store (see config_keys.py, `checksum`)."""
+
+    auto = "auto"
+    crc64nvme = "crc64nvme"
+    md5 = "md5"
+
+
 class Compare(str, Enum):
     size = "size"
     size_etag = "size_etag"
@@ -60,6 +68,7 @@ class StoreConfig:
     sse_kms_key_id: str = ""
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0
+    checksum: ChecksumMode = ChecksumMode.auto
 
 
 @dataclass

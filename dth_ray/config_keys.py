@@ -53,6 +53,12 @@ STORE_MEANINGS = {
     "sse_kms_key_id": "destination only: KMS key id for `aws:kms` or `aws:kms:dsse`",
     "connect_timeout_s": "TCP connect timeout, seconds",
     "read_timeout_s": "socket read timeout, seconds (an endpoint that never answers fails within this)",
+    "checksum": "S3-family stores: full-object CRC64NVME. `crc64nvme`: the store checks and keeps it (every PUT "
+                "and part carries one, multipart uploads are FULL_OBJECT CRC64NVME so S3 refuses a wrong "
+                "object, parts drop their MD5; stored values are trusted as the source's and by `verify`). "
+                "`md5`: never (Content-MD5 only). `auto`: `crc64nvme` on AWS S3 itself; elsewhere a destination "
+                "sends it beside the MD5 until the first write's answer shows whether the server checks it (no "
+                "echo: MD5 only, said once in the log), and stored values are not trusted",
 }
 STORES = {"source": "", "destination": "", "maxcompute.oss": "`maxcompute.mode=unload` staging store: "}
 

@@ -91,6 +91,7 @@ class PartInfo:
     part_number: int
     etag: str
     size: int = 0
+    checksum: str = ""  # 'crc64nvme:<hex>' where the upload carries full-object CRC64NVME checksums
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from dth_ray.awsenv import s3_conventions
 from dth_ray.config import (
+    ChecksumMode,
     Compare,
     ConsoleConfig,
     LogFormat,
@@ -67,6 +68,7 @@ class StoreSpec:
     sse_kms_key_id: str = ""
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0
+    checksum: ChecksumMode = ChecksumMode.auto
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from dth_ray.engine.crcmode import CrcMode
 from dth_ray.engine.limits import Limits
 from dth_ray.engine.reads import RangedReads
 from dth_ray.errors import DthError
@@ -90,6 +91,11 @@ class CopyContext:
     spread: PartSpreader | None = None
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the retry clock (tests pass a fake one)
     parts_in_flight: int = 0  # multipart parts being read or sent now (a metrics gauge)
+    crc: CrcMode | None = None  # the destination's CRC64NVME support (built from dst_features when None)
+
+    def __post_init__(self) -> None:
+        if self.crc is None:
+            self.crc = CrcMode(self.dst_features, repr(self.dst))
 
     @contextlib.asynccontextmanager
     async def part_in_flight(self):

@@ -9,11 +9,12 @@ import asyncio
 import hashlib
 import string
 
-from dth_ray.checksums import crc64ecma_value, new_crc64ecma
-from dth_ray.stores.base import StoreFeatures
+from dth_ray.checksums import crc64ecma_value, crc64nvme, crc64nvme_value, new_crc64ecma
+from dth_ray.stores.base import CRC_CHECKED, StoreFeatures
 
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 _OFFLOAD_BYTES = 1 << 20  # hash larger buffers in a thread: hashlib releases the GIL, the loop keeps moving
+_CRC_OFFLOAD_BYTES = 64 << 20  # CRC64NVME runs at GB/s: a thread hop pays only for the largest buffers
 
 
 async def digest_update(md5, data: bytes) -> None:
@@ -29,6 +30,19 @@ async def md5_digest(data: bytes) -> bytes:
     if len(data) < _OFFLOAD_BYTES:
         return hashlib.md5(data).digest()
     return await asyncio.to_thread(lambda: hashlib.md5(data).digest())
+
+
+async def crc64nvme_digest(data: bytes) -> int:
+    """CRC64NVME of `data` (awscrt, hardware accelerated; the largest buffers off the event loop thread)."""
+    if len(data) < _CRC_OFFLOAD_BYTES:
+        return crc64nvme(data)
+    return await asyncio.to_thread(crc64nvme, data)
+
+
+def source_crc64nvme(checksum: str, features: StoreFeatures) -> int | None:
+    """The source's full-object CRC64NVME in `checksum`, where its store checks and keeps it (else None: a
+    value a store merely kept from a client is not proof of the bytes)."""
+    return crc64nvme_value(checksum) if features.crc64nvme == CRC_CHECKED else None
 
 
 class InOrderDigest:

@@ -77,9 +77,9 @@ class PacedSource:
         await self._pace.request()
         return await self._store.list_page(prefix, **kwargs)
 
-    async def head(self, key: str) -> ObjectInfo:
+    async def head(self, key: str, **options) -> ObjectInfo:
         await self._pace.request()
-        return await self._store.head(key)
+        return await self._store.head(key, **options)
 
     async def get(self, key: str, byte_range: ByteRange | None = None, if_match: str = "") -> GetResult:
         await self._pace.request(byte_range.length if byte_range is not None else 0)

@@ -8,7 +8,6 @@ objects/s with obstore (which also treats prefixes as paths and rejects keys suc
 from __future__ import annotations
 
 import asyncio
-import base64
 import calendar
 import datetime
 import email.utils
@@ -23,6 +22,7 @@ import aiohttp
 import yarl
 
 from dth_ray.awsenv import aws_endpoint
+from dth_ray.checksums import crc64nvme_header
 from dth_ray.config import StoreConfig, StoreType, is_loopback
 from dth_ray.credentials import AUTH_ERROR_CODES, RefreshingCredentials, is_auth_error
 from dth_ray.errors import (
@@ -47,8 +47,16 @@ from dth_ray.model import (
     PutResult,
     UploadInfo,
 )
-from dth_ray.stores.base import GiB, MiB, StoreFeatures, TiB
+from dth_ray.stores.base import CRC_CHECKED, GiB, MiB, StoreFeatures, TiB
 from dth_ray.stores.httpbody import SLICE_BYTES, SlicedBody
+from dth_ray.stores.s3crc import (
+    CHECKSUM_MODE,
+    CRC_HEADER,
+    crc64nvme_support,
+    crc_of,
+    digest_headers,
+    part_crc_xml,
+)
 from dth_ray.stores.s3region import announce_redirect, bucket_region, credentials_region
 from dth_ray.stores.sigv4 import SigV4Signer, uri_encode
 from dth_ray.stores.writeoptions import S3_CANNED_ACLS, S3_SSE, S3_STORAGE_CLASSES
@@ -178,7 +186,7 @@ class S3Store:
         self._region = cfg.region or "us-east-1"
         kms = cfg.sse.startswith("aws:kms")  # SSE-KMS (and DSSE-KMS) ETags are not MD5s
         self.features = replace(FEATURES, name=cfg.type.value, single_put_etag_is_md5=not kms,
-                                multipart_etag_is_md5_of_md5s=not kms)
+                                multipart_etag_is_md5_of_md5s=not kms, crc64nvme=crc64nvme_support(cfg))
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._creds: RefreshingCredentials | None = None  # keys, re-read when they rotate (never pickled)
@@ -334,7 +342,7 @@ class S3Store:
             size = int(content_range.rsplit("/", 1)[1])
         meta = ObjectMeta(key=key, size=size, etag=_etag(lower.get("etag", "")),
                           mtime=_parse_time(lower.get("last-modified", "")),
-                          storage_class=lower.get("x-amz-storage-class", ""))
+                          storage_class=lower.get("x-amz-storage-class", ""), checksum=crc_of(lower))
         user = tuple(sorted((k[len("x-amz-meta-"):], v) for k, v in lower.items() if k.startswith("x-amz-meta-")))
         obj_headers = ObjectHeaders(
             **{attr: lower.get(name.lower(), "") for attr, name in _HEADER_FIELDS}, user_metadata=user)
@@ -378,14 +386,20 @@ class S3Store:
 
     # -- Reader ---------------------------------------------------------------------------------------------
 
-    async def head(self, key: str) -> ObjectInfo:
-        _, headers, _ = await self._request("HEAD", key)
+    async def head(self, key: str, *, checksums: bool = False) -> ObjectInfo:
+        """`checksums`: ask for the stored full-object CRC64NVME too (in `meta.checksum`; SSE-KMS objects need
+        kms:Decrypt for it)."""
+        _, headers, _ = await self._request("HEAD", key, headers=dict(CHECKSUM_MODE) if checksums else None)
         return self._info(key, headers)
 
     async def get(self, key: str, byte_range: ByteRange | None = None, if_match: str = "") -> GetResult:
+        """A whole object comes with its stored CRC64NVME where the store keeps one we trust (ranges never
+        carry it)."""
         headers: dict[str, str] = {}
         if byte_range is not None:
             headers["Range"] = f"bytes={byte_range.start}-{byte_range.end - 1}"
+        elif self.features.crc64nvme == CRC_CHECKED:
+            headers.update(CHECKSUM_MODE)
         if if_match:
             headers["If-Match"] = f'"{if_match}"'
         _, resp_headers, body = await self._request("GET", key, headers=headers)
@@ -410,40 +424,56 @@ class S3Store:
 
     # -- Writer ---------------------------------------------------------------------------------------------
 
-    async def put(self, key: str, data: bytes, headers: ObjectHeaders, md5: bytes) -> PutResult:
+    async def put(self, key: str, data: bytes, headers: ObjectHeaders, md5: bytes | None, *,
+                  crc64nvme: int | None = None) -> PutResult:
+        """`crc64nvme`: the body's, sent for the server to check; the answer's echo is in PutResult.checksum.
+        Raises IntegrityError (BadDigest) when the server found the body does not match either digest."""
         out = self._write_headers(headers)
-        out["Content-MD5"] = base64.b64encode(md5).decode()
+        digest_headers(out, md5, crc64nvme)
         out.setdefault("Content-Type", "binary/octet-stream")
         _, resp_headers, _ = await self._request("PUT", key, headers=out, data=data)
-        return PutResult(etag=_etag(resp_headers.get("etag", "")))
+        return PutResult(etag=_etag(resp_headers.get("etag", "")), checksum=crc_of(resp_headers))
 
-    async def create_multipart(self, key: str, headers: ObjectHeaders) -> str:
+    async def create_multipart(self, key: str, headers: ObjectHeaders, *, crc64nvme: bool = False) -> str:
+        """`crc64nvme`: every part and the Complete carry CRC64NVME, the object's is FULL_OBJECT."""
         out = self._write_headers(headers)
         out.setdefault("Content-Type", "binary/octet-stream")
+        if crc64nvme:
+            out.update({"x-amz-checksum-algorithm": "CRC64NVME", "x-amz-checksum-type": "FULL_OBJECT"})
         _, _, body = await self._request("POST", key, params=[("uploads", "")], headers=out)
         upload_id = _text(ET.fromstring(body), "UploadId")
         if not upload_id:
             raise Fatal("S3 CreateMultipartUpload returned no UploadId")
         return upload_id
 
-    async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes, md5: bytes) -> str:
+    async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes, md5: bytes | None, *,
+                          crc64nvme: int | None = None) -> str:
         params = [("partNumber", str(part_number)), ("uploadId", upload_id)]
-        headers = {"Content-MD5": base64.b64encode(md5).decode()}
+        headers: dict[str, str] = {}
+        digest_headers(headers, md5, crc64nvme)
         _, resp_headers, _ = await self._request("PUT", key, params=params, headers=headers, data=data)
         return _etag(resp_headers.get("etag", ""))
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> PutResult:
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartInfo], *,
+                                 crc64nvme: int | None = None) -> PutResult:
+        """`crc64nvme`: the whole object's, which the server checks against the parts' (each part's is in
+        PartInfo.checksum); the answer's echo is in PutResult.checksum."""
         items = "".join(
-            f"<Part><PartNumber>{p.part_number}</PartNumber><ETag>\"{p.etag}\"</ETag></Part>"
+            f"<Part><PartNumber>{p.part_number}</PartNumber><ETag>\"{p.etag}\"</ETag>{part_crc_xml(p)}</Part>"
             for p in sorted(parts, key=lambda p: p.part_number)
         )
         body = f"<CompleteMultipartUpload>{items}</CompleteMultipartUpload>".encode()
+        headers = {"Content-Type": "application/xml"}
+        if crc64nvme is not None:
+            headers.update({CRC_HEADER: crc64nvme_header(crc64nvme), "x-amz-checksum-type": "FULL_OBJECT"})
         _, _, answer = await self._request("POST", key, params=[("uploadId", upload_id)], data=body,
-                                           headers={"Content-Type": "application/xml"})
+                                           headers=headers)
         root = ET.fromstring(answer)
         if _local(root.tag) == "Error":  # S3 may answer 200 and report the failure in the body
             raise _map_error(500 if _text(root, "Code") == "InternalError" else 400, _text(root, "Code"))
-        return PutResult(etag=_etag(_text(root, "ETag")))
+        echoed = {CRC_HEADER: _text(root, "ChecksumCRC64NVME"), "x-amz-checksum-type": _text(root, "ChecksumType")
+                  or "FULL_OBJECT"}
+        return PutResult(etag=_etag(_text(root, "ETag")), checksum=crc_of(echoed))
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         await self._request("DELETE", key, params=[("uploadId", upload_id)], ok_statuses=(404,))
@@ -458,7 +488,8 @@ class S3Store:
             _, _, body = await self._request("GET", key, params=params)
             root = ET.fromstring(body)
             parts.extend(
-                PartInfo(int(_text(p, "PartNumber")), _etag(_text(p, "ETag")), int(_text(p, "Size", "0")))
+                PartInfo(int(_text(p, "PartNumber")), _etag(_text(p, "ETag")), int(_text(p, "Size", "0")),
+                         crc_of({CRC_HEADER: _text(p, "ChecksumCRC64NVME")}))
                 for p in _children(root, "Part")
             )
             if _text(root, "IsTruncated").lower() != "true":
