@@ -327,6 +327,7 @@ class VerifyTally:
     extra: int = 0
     read_objects: int = 0
     read_bytes: int = 0
+    checksum_objects: int = 0  # compared by the full-object checksums both stores checked and keep (no read)
     unreadable: int = 0  # at the source only, in a class nothing can read (archived, a local symlink): skipped
     missing_keys: list[str] = field(default_factory=list)
     differ_keys: list[str] = field(default_factory=list)
@@ -341,7 +342,8 @@ class VerifyTally:
             keys.append(key)
 
     def merge(self, other: VerifyTally) -> None:
-        for name in ("checked", "matched", "missing", "differ", "extra", "read_objects", "read_bytes", "unreadable"):
+        for name in ("checked", "matched", "missing", "differ", "extra", "read_objects", "read_bytes",
+                     "checksum_objects", "unreadable"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("missing_keys", "differ_keys", "extra_keys", "errors"):
             mine = getattr(self, name)

@@ -24,7 +24,7 @@ from dth_ray.engine.landing import Landing
 from dth_ray.engine.limits import Limits
 from dth_ray.engine.pacing import SourcePace, paced
 from dth_ray.engine.ratelimit import AdaptiveLimit
-from dth_ray.engine.verify import same_content
+from dth_ray.engine.verify import same_content, same_stored_checksum
 from dth_ray.errors import ConfigError, DthError, Unreadable, error_class
 from dth_ray.model import (
     ByteRange,
@@ -418,7 +418,7 @@ class TransferWorker:
                     verdict, _ = classify(src, dst, decision.record, full, self._src.features, self._dst.features)
                 if verdict == READ:
                     await self._slots.acquire()
-                    task = asyncio.ensure_future(self._read_both(src, dst, found))
+                    task = asyncio.ensure_future(self._read_both(src, dst, found, full))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 elif verdict == MATCH:
@@ -433,17 +433,25 @@ class TransferWorker:
         await self._flush()
         return found
 
-    async def _read_both(self, src: ObjectMeta, dst: ObjectMeta, found: VerifyTally) -> None:
+    async def _read_both(self, src: ObjectMeta, dst: ObjectMeta, found: VerifyTally, full: bool) -> None:
+        """Compare by the checksums both stores keep where they have them (fast mode), else read both."""
         try:
-            same = await same_content(self._src, src, self._dst, dst, self._limits)
+            same = None if full else await same_stored_checksum(
+                self._src, src, self._src.features, self._dst, dst, self._dst.features, self._limits)
+            read = same is None
+            if read:
+                same = await same_content(self._src, src, self._dst, dst, self._limits)
         except DthError as exc:
             found.note("differ", src.key)
             found.errors.append(f"{src.key!r}: {error_class(exc)}: {exc}")
             return
         finally:
             self._slots.release()
-        found.read_objects += 1
-        found.read_bytes += src.size + dst.size
+        if read:
+            found.read_objects += 1
+            found.read_bytes += src.size + dst.size
+        else:
+            found.checksum_objects += 1
         if same:
             found.matched += 1
             self._pending.append(ObjectRecord(src.key, src.size, src.etag or src.checksum, dst.key, dst.etag,

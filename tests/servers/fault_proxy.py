@@ -94,6 +94,13 @@ def flip() -> Action:
     return Action("flip")
 
 
+def flip_request() -> Action:
+    """Forward with one byte of the request body xor-ed with 0xFF at a seeded position, every header (Content-MD5,
+    x-amz-checksum-*, the signature) unchanged: a bit flipped on the way to the server. Bodies with a
+    Content-Length only (a chunked one goes through unchanged)."""
+    return Action("flip_request")
+
+
 def stall(seconds: float, close: bool = False) -> Action:
     """Forward; hold the response `seconds` before sending it (or before closing, if `close`)."""
     return Action("stall", seconds=seconds, close=close)
@@ -529,8 +536,12 @@ class FaultProxy:
         body_read = asyncio.Event()
         pump = None
         if kind != "none":
+            flip_at = -1
+            if fault is not None and fault.action.kind == "flip_request" and kind == "length" and length:
+                flip_at = min(int(fault.draw * length), length - 1)
+                self._note(fault.event, position=flip_at, body_length=length)
             # concurrently, so interim 100 Continue answers reach a client that waits for one
-            pump = asyncio.create_task(self._pump(_pieces(reader, kind, length), up_writer, body_read))
+            pump = asyncio.create_task(self._pump(_pieces(reader, kind, length), up_writer, body_read, flip_at))
         else:
             await up_writer.drain()
         try:
@@ -568,9 +579,14 @@ class FaultProxy:
 
     @staticmethod
     async def _pump(pieces: AsyncIterator[tuple[bytes, bool]], writer: asyncio.StreamWriter,
-                    done: asyncio.Event) -> None:
+                    done: asyncio.Event, flip_at: int = -1) -> None:
         try:
-            async for data, _ in pieces:
+            offset = 0
+            async for data, payload in pieces:
+                if payload and offset <= flip_at < offset + len(data):
+                    data = bytearray(data)
+                    data[flip_at - offset] ^= 0xFF
+                offset += len(data) if payload else 0
                 writer.write(data)
                 await writer.drain()
             done.set()
