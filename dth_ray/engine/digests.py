@@ -75,9 +75,9 @@ def is_md5_etag(etag: str, features: StoreFeatures) -> bool:
 
 
 def whole_digest(etag: str, checksum: str, features: StoreFeatures) -> InOrderDigest | None:
-    """The running digest that can check a whole object read in parts against the source: its MD5 ETag, else
-    a whole-object CRC-64 it published (OSS objects uploaded in parts); None when it published neither."""
-    if is_md5_etag(etag, features):
-        return InOrderDigest(hashlib.md5(), etag, "MD5 ETag")
+    """The running digest that can check a whole object read in parts against the source: the whole-object
+    CRC-64 it published (OSS, COS: 30 times cheaper than MD5), else its MD5 ETag; None when it has neither."""
     crc = crc64ecma_value(checksum) if "crc64ecma" in features.checksum_kinds else None
-    return InOrderDigest(new_crc64ecma(), crc, "CRC-64") if crc is not None else None
+    if crc is not None:
+        return InOrderDigest(new_crc64ecma(), crc, "CRC-64")
+    return InOrderDigest(hashlib.md5(), etag, "MD5 ETag") if is_md5_etag(etag, features) else None

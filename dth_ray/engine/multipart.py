@@ -20,7 +20,7 @@ from dth_ray.engine.digests import InOrderDigest, crc64nvme_digest, md5_digest, 
 from dth_ray.engine.partcrc import etag_md5, whole_crc
 from dth_ray.engine.resume import resumable
 from dth_ray.engine.retry import retry
-from dth_ray.errors import DthError, IntegrityError, PreconditionFailed
+from dth_ray.errors import DthError, IntegrityError, PermissionDenied, PreconditionFailed
 from dth_ray.model import ByteRange, ObjectInfo, ObjectMeta, PartInfo, PartPlan, PutResult, UploadState
 from dth_ray.plan.parts import multipart_etag
 from dth_ray.stores.base import CRC_CHECKED
@@ -117,7 +117,10 @@ class Multipart:
         """The source's full-object CRC64NVME from a HEAD with checksum mode (ranged GETs never carry it), where
         its store checks and keeps one. Raises PreconditionFailed when the source changed since listing."""
         ctx, meta = self._ctx, upload.meta
-        info = await ctx.limits.call(lambda: ctx.src.head(meta.key, checksums=True))
+        try:
+            info = await ctx.limits.call(lambda: ctx.src.head(meta.key, checksums=True))
+        except PermissionDenied:  # e.g. SSE-KMS without kms:Decrypt, which S3 asks for the checksum
+            return None
         if meta.etag and info.meta.etag and info.meta.etag != meta.etag:
             raise PreconditionFailed("source changed since listing")
         return source_crc64nvme(info.meta.checksum, ctx.src_features)

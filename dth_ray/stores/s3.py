@@ -52,10 +52,12 @@ from dth_ray.stores.httpbody import SLICE_BYTES, SlicedBody
 from dth_ray.stores.s3crc import (
     CHECKSUM_MODE,
     CRC_HEADER,
+    check_full_read,
     crc64nvme_support,
     crc_of,
     digest_headers,
     part_crc_xml,
+    stored_checksum,
 )
 from dth_ray.stores.s3region import announce_redirect, bucket_region, credentials_region
 from dth_ray.stores.sigv4 import SigV4Signer, uri_encode
@@ -186,7 +188,8 @@ class S3Store:
         self._region = cfg.region or "us-east-1"
         kms = cfg.sse.startswith("aws:kms")  # SSE-KMS (and DSSE-KMS) ETags are not MD5s
         self.features = replace(FEATURES, name=cfg.type.value, single_put_etag_is_md5=not kms,
-                                multipart_etag_is_md5_of_md5s=not kms, crc64nvme=crc64nvme_support(cfg))
+                                multipart_etag_is_md5_of_md5s=not kms, crc64nvme=crc64nvme_support(cfg),
+                                checksum_kinds=("md5", "crc64ecma") if cfg.type == StoreType.cos else ("md5",))
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._creds: RefreshingCredentials | None = None  # keys, re-read when they rotate (never pickled)
@@ -333,8 +336,7 @@ class S3Store:
                 out["x-amz-server-side-encryption-aws-kms-key-id"] = cfg.sse_kms_key_id
         return out
 
-    @staticmethod
-    def _info(key: str, headers: dict[str, str]) -> ObjectInfo:
+    def _info(self, key: str, headers: dict[str, str]) -> ObjectInfo:
         lower = headers  # _request lower-cases header names
         size = int(lower.get("content-length", "0") or 0)
         content_range = lower.get("content-range", "")
@@ -342,7 +344,8 @@ class S3Store:
             size = int(content_range.rsplit("/", 1)[1])
         meta = ObjectMeta(key=key, size=size, etag=_etag(lower.get("etag", "")),
                           mtime=_parse_time(lower.get("last-modified", "")),
-                          storage_class=lower.get("x-amz-storage-class", ""), checksum=crc_of(lower))
+                          storage_class=lower.get("x-amz-storage-class", ""),
+                          checksum=stored_checksum(lower, self._cfg.type))
         user = tuple(sorted((k[len("x-amz-meta-"):], v) for k, v in lower.items() if k.startswith("x-amz-meta-")))
         obj_headers = ObjectHeaders(
             **{attr: lower.get(name.lower(), "") for attr, name in _HEADER_FIELDS}, user_metadata=user)
@@ -410,6 +413,8 @@ class S3Store:
         expected = byte_range.length if byte_range is not None else info.meta.size
         if len(body) != expected:
             raise Transient(f"S3 GET returned {len(body)} bytes, expected {expected}")
+        if byte_range is None:
+            check_full_read(key, body, info.meta.checksum)
         return GetResult(data=body, info=info)
 
     async def get_into(self, key: str, byte_range: ByteRange, out: memoryview, if_match: str = "") -> ObjectInfo:

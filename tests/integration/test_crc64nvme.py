@@ -230,3 +230,33 @@ def test_verify_compares_stored_checksums_and_reads_no_object_bytes(moto_server,
     finally:
         src_check.stop()
         dst_check.stop()
+
+
+def test_a_cos_source_is_checked_against_its_crc64ecma_in_the_same_pass(checked, unique_prefix):
+    """A COS source publishes its objects' CRC-64/ECMA (x-cos-hash-crc64ecma): a whole read is checked against it
+    on arrival, an object read in parts as the parts go out (before Complete), both while the destination
+    gets CRC64NVME; a byte flipped on the way from the source is caught either way and the copy retried."""
+    pair, _, dst_check, _, _ = checked
+    cos_check = ChecksumProxy(pair.source.endpoint, cos_crc64=True)
+    cos_fault = FaultProxy(cos_check.endpoint, seed=13)
+    try:
+        small, big = os.urandom(100_000), os.urandom(12 * MiB)
+        for name, body in (("small.bin", small), ("big.bin", big)):
+            _seed(pair, cos_check.endpoint, unique_prefix + name, body)
+        src = open_store(StoreConfig(type=StoreType.cos, bucket=pair.source.bucket, endpoint=cos_fault.endpoint,
+                                     credentials="env:CRCSRC"))
+        dst = open_store(StoreConfig(type=StoreType.s3, bucket=pair.destination.bucket,
+                                     endpoint=dst_check.endpoint, credentials="env:CRCDST",
+                                     checksum=ChecksumMode.crc64nvme))
+        copier = copier_for(src, dst)
+        for name, body, ranged in (("small.bin", small, False), ("big.bin", big, True)):
+            cos_fault.add(Rule(flip(), op="GetObject", ranged=ranged, times=1, name=name))
+            before = copier.retries
+            outcome, uploads = asyncio.run(copy_listed(copier, src, dst, unique_prefix + name,
+                                                       "cos/" + unique_prefix + name))
+            assert copier.retries == before + 1 and outcome.verified_source and uploads == []
+            assert _read(pair, "cos/" + unique_prefix + name) == body
+        assert dst_check.refused == [], "caught here, against the source's CRC-64, before anything was sent"
+    finally:
+        cos_fault.stop()
+        cos_check.stop()

@@ -16,7 +16,8 @@ object was uploaded without a checksum (and Amazon S3 added the default checksum
 written through it gets a CRC64NVME, computed here from the bytes received.
 
 Requests and answers go through otherwise unchanged (Host and Authorization included), so the upstream checks
-the client's signature. Bodies are held whole (test objects only); aws-chunked bodies are refused (501). Counts:
+the client's signature. With `cos_crc64`, objects PUT whole also answer HEAD and GET with the CRC-64/ECMA
+that Tencent COS publishes (`x-cos-hash-crc64ecma`, decimal). Bodies are held whole (test objects only); aws-chunked bodies are refused (501). Counts:
 `object_gets` (GETs of object bytes), `heads`, `refused` (each refusal: op, key, code, whether Content-MD5 came).
 """
 
@@ -34,7 +35,7 @@ from urllib.parse import unquote
 import aiohttp
 from aiohttp import web
 
-from dth_ray.checksums import crc64nvme, crc64nvme_combine
+from dth_ray.checksums import crc64ecma, crc64nvme, crc64nvme_combine
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
         "expect", "content-length"}
@@ -67,8 +68,10 @@ class _Upload:
 class ChecksumProxy:
     """Listens on 127.0.0.1 (a free port) and forwards to `upstream` ('http://host:port'), checking CRC64NVME."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, cos_crc64: bool = False):
         self.upstream = upstream.rstrip("/")
+        self.cos_crc64 = cos_crc64
+        self._ecma: dict[tuple[str, str], int] = {}  # (bucket, key) -> CRC-64/ECMA of objects PUT whole
         self.object_gets = 0
         self.heads = 0
         self.refused: list[dict] = []
@@ -191,6 +194,7 @@ class ChecksumProxy:
         if status < 300:
             with self._lock:
                 self._objects[key] = (computed, _etag(_header(headers, "etag")))
+                self._ecma[key] = crc64ecma(body)
             if sent is not None:
                 headers[_CRC] = sent
                 headers["x-amz-checksum-type"] = "FULL_OBJECT"
@@ -307,10 +311,13 @@ class ChecksumProxy:
             else:
                 self.heads += 1
         status, headers, payload = await self._forward(request, body)
+        with self._lock:
+            entry, ecma = self._objects.get(key), self._ecma.get(key)
+        if status < 300 and self.cos_crc64 and ecma is not None and entry is not None \
+                and entry[1] == _etag(_header(headers, "etag")):
+            headers["x-cos-hash-crc64ecma"] = str(ecma)
         wanted = request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
         if status < 300 and wanted and "range" not in {k.lower() for k in request.headers}:
-            with self._lock:
-                entry = self._objects.get(key)
             etag = _etag(_header(headers, "etag"))
             if entry is not None and entry[1] == etag:
                 headers.update({_CRC: b64(entry[0]), "x-amz-checksum-type": "FULL_OBJECT"})
