@@ -365,6 +365,11 @@ def is_loopback(host: str) -> bool:
 
 def validate_store(cfg: StoreConfig, role: str) -> None:
     """Check one store's settings; raises ConfigError naming the bad key."""
+    s3_family = (StoreType.s3, StoreType.cos, StoreType.kodo)
+    if ChecksumMode(getattr(cfg, "checksum", ChecksumMode.auto)) is not ChecksumMode.auto \
+            and cfg.type not in s3_family:
+        raise ConfigError(f"{role}.checksum={ChecksumMode(cfg.checksum).value} applies to S3-family stores "
+                          f"(s3, cos, kodo), not {role}={cfg.type.value}")
     if cfg.type == StoreType.local:
         if not cfg.path:
             raise ConfigError(f"{role}.path is required for {role}=local")

@@ -79,3 +79,12 @@ def test_a_destination_that_echoes_checks_and_one_that_does_not_falls_back_once(
     never = CrcMode(StoreFeatures("s3"), "md5")
     never.answered(7, "")
     assert not never.send
+
+
+def test_the_checksum_setting_is_refused_where_it_cannot_apply():
+    from dth_ray.config import validate_store
+    from dth_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="source.checksum=crc64nvme applies to S3-family stores"):
+        validate_store(StoreConfig(type=StoreType.oss, bucket="bkt", checksum=ChecksumMode.crc64nvme), "source")
+    validate_store(StoreConfig(type=StoreType.cos, bucket="bkt", checksum=ChecksumMode.md5), "destination")
