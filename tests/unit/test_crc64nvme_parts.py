@@ -88,3 +88,94 @@ def test_the_checksum_setting_is_refused_where_it_cannot_apply():
     with pytest.raises(ConfigError, match="source.checksum=crc64nvme applies to S3-family stores"):
         validate_store(StoreConfig(type=StoreType.oss, bucket="bkt", checksum=ChecksumMode.crc64nvme), "source")
     validate_store(StoreConfig(type=StoreType.cos, bucket="bkt", checksum=ChecksumMode.md5), "destination")
+
+
+class _Recording:
+    """A destination store wrapper: notes each write's digests and flips the body of the first UploadPart."""
+
+    def __init__(self, store, flip_part: bool = False):
+        self._store, self.features, self.flip_part = store, store.features, flip_part
+        self.parts: list[tuple[bool, bool]] = []  # (Content-MD5 sent, CRC64NVME sent)
+        self.completes: list[int | None] = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def upload_part(self, key, upload_id, number, data, md5, **options):
+        self.parts.append((md5 is not None, options.get("crc64nvme") is not None))
+        if self.flip_part:
+            self.flip_part = False
+            data = bytes([data[0] ^ 1]) + bytes(data[1:])
+        return await self._store.upload_part(key, upload_id, number, data, md5, **options)
+
+    async def complete_multipart(self, key, upload_id, parts, **options):
+        self.completes.append(options.get("crc64nvme"))
+        return await self._store.complete_multipart(key, upload_id, parts, **options)
+
+
+class _FlipFirstRead:
+    """A source store wrapper: the first ranged read lands with one byte flipped (a bad wire)."""
+
+    def __init__(self, store):
+        self._store, self.features, self.flipped = store, store.features, False
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def get_into(self, key, byte_range, out, if_match=""):
+        info = await self._store.get_into(key, byte_range, out, if_match)
+        if not self.flipped:
+            self.flipped = True
+            out[0] ^= 1
+        return info
+
+
+def _memory_pair(name: str):
+    from dth_ray.stores.memory import MemoryStore
+
+    src_name, dst_name = f"crcu-src-{name}", f"crcu-dst-{name}"
+    MemoryStore.reset(src_name)
+    MemoryStore.reset(dst_name)
+    return (MemoryStore(StoreConfig(type=StoreType.memory, bucket=src_name, checksum=ChecksumMode.crc64nvme)),
+            MemoryStore(StoreConfig(type=StoreType.memory, bucket=dst_name, checksum=ChecksumMode.crc64nvme)))
+
+
+async def _copy(copier, src, key: str):
+    return await copier.copy((await src.list_page(key)).objects[0], "to/" + key)
+
+
+def test_parts_carry_crc_in_place_of_md5_and_a_flipped_part_is_refused_and_sent_again():
+    import asyncio
+
+    from dth_ray.model import ObjectHeaders
+    from tests.integration.helpers import MiB, copier_for
+
+    src, dst = _memory_pair("parts")
+    body = os.urandom(12 * MiB + 3)
+    asyncio.run(src.put("big.bin", body, ObjectHeaders(), None))
+    recording = _Recording(dst, flip_part=True)
+    copier = copier_for(src, recording, parts_in_flight=1)
+    outcome = asyncio.run(_copy(copier, src, "big.bin"))
+    assert copier.retries == 1 and outcome.verified_source
+    assert recording.parts and all(crc and not md5 for md5, crc in recording.parts), "CRC64NVME, no MD5"
+    assert recording.completes[-1] == crc64nvme(body), "the source's own CRC goes out on the Complete"
+    got = asyncio.run(dst.get("to/big.bin"))
+    assert got.data == body and got.info.meta.checksum == crc64nvme_checksum(crc64nvme(body))
+
+
+def test_a_byte_flipped_on_the_way_from_the_source_is_refused_on_complete():
+    import asyncio
+
+    from dth_ray.model import ObjectHeaders
+    from tests.integration.helpers import MiB, copier_for
+
+    src, dst = _memory_pair("from-source")
+    body = os.urandom(11 * MiB)
+    asyncio.run(src.put("big.bin", body, ObjectHeaders(), None))
+    flipping, recording = _FlipFirstRead(src), _Recording(dst)
+    copier = copier_for(flipping, recording, parts_in_flight=1)
+    outcome = asyncio.run(_copy(copier, src, "big.bin"))
+    assert flipping.flipped and copier.retries == 1 and outcome.verified_source
+    assert len(recording.completes) == 2, "the first Complete was refused (BadDigest), the second landed"
+    assert asyncio.run(dst.get("to/big.bin")).data == body
+    assert asyncio.run(dst.list_uploads("to/")) == [], "the refused upload was aborted"
