@@ -111,7 +111,7 @@ class TransferWorker:
             parts_in_flight=t.parts_in_flight, max_attempts=t.max_attempts,
             server_side_bucket=settings.source.bucket if t.server_side_copy and _same_service(settings) else "",
             spread_threshold_bytes=t.spread_threshold_bytes, get_range_bytes=t.get_range_bytes,
-            copy_cutoff_bytes=t.copy_cutoff_bytes)
+            copy_cutoff_bytes=t.copy_cutoff_bytes, resume_parts=t.resume_parts)
         self._peers = _Peers()
         self._metrics = ActorMetrics(settings.job)
         self._copier: Copier | None = None
