@@ -39,6 +39,10 @@ bench: $(BENCH_STAMP)
 bench-manifest: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_manifest.py
 
+# Event latency of `dth-ray watch` (events=sqs on moto) at rising rates until something saturates.
+bench-events: $(BENCH_STAMP)
+	$(PY) benchmarks/bench_events.py
+
 # constraints.txt: one exact version of every package `make` installs (the project's dependencies with the
 # test and bench extras, and all of theirs), for every Python the project supports: a universal resolution
 # by uv, with environment markers where an older Python needs an older release. The OSS forwarder's
