@@ -10,11 +10,13 @@ process of the frozen code with shipped defaults (the settings name only where t
 and announces each once its PUT returned, as S3 event notifications with several records per message
 (`--records`, 10 by default; a partly filled message goes after `--flush-ms`). Latency = the destination's
 answer to the watcher's PUT minus the source's answer to ours (one clock, this process). A level saturates
-when fewer than 90% of its events land within the send window plus 5 s, or the load generator falls behind
-its schedule; CPU per component over the send window says what was busy. Writes
+when the load generator falls behind its schedule, fewer than 90% of its events land within 5 s of the last
+send, or the median latency exceeds 1 s (events queue somewhere); CPU per component over the send window (and
+the machine's, so other work on this shared machine shows) says what was busy, and the first level's CPU per
+event projects what would saturate first on an idle machine. Writes
 results/events-<date>.json and results/events-latest.md.
 
-usage: python benchmarks/bench_events.py [--rates 100,200,400,800,1600] [--seconds 20] [--records 10]
+usage: python benchmarks/bench_events.py [--rates 100,150,200,300,400,...] [--seconds 20] [--records 10]
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ BUCKET_SRC, BUCKET_DST = "events-src", "events-dst"
 SQS_KEYS = ("bench-events", "bench-events-secret")
 DELIVERED_SHARE = 0.9  # a level whose landed share within the window + grace is below this is saturated
 GRACE_S = 5.0
+QUEUEING_P50_S = 1.0  # a level whose median latency exceeds this is saturated: events wait in a queue somewhere
+BEHIND_S = 1.0  # the load generator's p95 lateness beyond which it did not offer the level's rate
 
 
 class OpenRcloneS3(RcloneS3):
@@ -126,7 +130,7 @@ class Landings:
 class Generator:
     """PUTs objects to the source on a schedule and announces them on SQS, `records` per message."""
 
-    def __init__(self, src_endpoint: str, sqs, queue_url: str, records: int, flush_s: float, threads: int = 16):
+    def __init__(self, src_endpoint: str, sqs, queue_url: str, records: int, flush_s: float, threads: int = 64):
         self.host, self.port = urlsplit(src_endpoint).hostname, urlsplit(src_endpoint).port
         self.sqs, self.queue_url, self.records, self.flush_s = sqs, queue_url, records, flush_s
         self.put_at: dict[str, float] = {}
@@ -313,8 +317,11 @@ class Level:
         latencies = [self.landings.at[k] - gen.put_at[k] for k, _ in plan if k in self.landings.at and k in gen.put_at]
         on_time = sum(1 for k, _ in plan if self.landings.at.get(k, math.inf) <= send_end + GRACE_S)
         lateness = percentile(gen.late_s, 0.95) or 0.0
+        puts = sorted(gen.put_at[k] for k, _ in plan if k in gen.put_at)
+        offered = (len(puts) - 1) / (puts[-1] - puts[0]) if len(puts) > 1 and puts[-1] > puts[0] else None
         return {
-            "rate_per_s": rate, "seconds": seconds, "events": len(plan), "messages": gen.messages,
+            "rate_per_s": rate, "offered_rate_per_s": offered, "seconds": seconds, "events": len(plan),
+            "messages": gen.messages,
             "records_per_message": self.args.records, "put_errors": gen.put_errors,
             "generator_p95_behind_schedule_s": round(lateness, 3),
             "landed": len(latencies), "landed_within_window_plus_grace": on_time,
@@ -323,6 +330,7 @@ class Level:
                           "p99": percentile(latencies, 0.99), "max": max(latencies, default=None),
                           "mean": statistics.fmean(latencies) if latencies else None},
             "cpu_cores": {k: round(v, 3) for k, v in cpu.items()}, "window_s": round(window_s, 2),
+            "cpu_ms_per_event": {k: round(1000 * v / rate, 2) for k, v in cpu.items() if k != "machine"},
             "loadavg_before": " ".join(f"{x:.2f}" for x in load0),
             "loadavg_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         }
@@ -342,18 +350,39 @@ class Level:
 
 
 def verdict(level: dict, nproc: int) -> tuple[bool, str]:
-    """Whether the level saturated, and what was busiest (cores over the send window)."""
-    behind = level["generator_p95_behind_schedule_s"] > 1.0
-    short = level["landed_share"] < DELIVERED_SHARE
+    """Whether the level saturated (the generator fell behind, too few events landed in time, or the median
+    latency shows queueing), and what was busy: cores per component over the send window, the machine as a
+    whole, and the other work on it (the machine less every component measured)."""
     cpu = level["cpu_cores"]
     parts = {k: v for k, v in cpu.items() if k != "machine"}
-    busiest = max(parts, key=parts.get)
-    why = f"busiest: {busiest} {parts[busiest]:.2f} cores; machine {cpu['machine']:.2f} of {nproc}"
+    other = max(0.0, cpu["machine"] - sum(parts.values()))
+    reasons = []
+    if level["generator_p95_behind_schedule_s"] > BEHIND_S:
+        reasons.append(f"the load generator fell {level['generator_p95_behind_schedule_s']:.1f} s behind (p95)")
+    if level["landed_share"] < DELIVERED_SHARE:
+        reasons.append(f"only {level['landed_share']:.0%} landed within {GRACE_S:g} s of the last send")
+    p50 = level["latency_s"]["p50"]
+    if p50 is not None and p50 > QUEUEING_P50_S:
+        reasons.append(f"median latency {p50:.2f} s (queueing)")
+    busy = []
+    if cpu["machine"] >= 0.95 * nproc:
+        busy.append(f"the machine's {nproc} cores were busy ({cpu['machine']:.2f}; other work {other:.2f} of them)")
     if cpu.get("moto", 0) >= 0.85:
-        why = f"moto (SQS, one Python core) at {cpu['moto']:.2f} cores; " + why
-    if behind:
-        why = "the load generator fell behind its schedule; " + why
-    return behind or short, why
+        busy.append(f"moto (SQS, one Python core) at {cpu['moto']:.2f} cores")
+    busiest = max(parts, key=parts.get)
+    busy.append(f"busiest component: {busiest} {parts[busiest]:.2f} cores")
+    return bool(reasons), "; ".join(reasons + busy)
+
+
+def projection(level: dict, nproc: int) -> str:
+    """What would saturate first on an otherwise idle machine, from one level's CPU per event."""
+    per = level["cpu_ms_per_event"]
+    total = sum(per.values())
+    moto = per.get("moto", 0.0)
+    return (f"At {level['rate_per_s']:g} events/s the whole stack spent {total:.1f} ms of CPU per event ("
+            + ", ".join(f"{k} {v:.1f}" for k, v in per.items()) + f"): on {nproc} idle cores it would saturate "
+            f"near {1000 * nproc / total:,.0f} events/s; moto's SQS alone (one core) near {1000 / moto:,.0f} "
+            f"events/s at {level['records_per_message']} records per message." if total and moto else "")
 
 
 def markdown(result: dict) -> str:
@@ -365,7 +394,7 @@ def markdown(result: dict) -> str:
              f"and watcher per level. Load average {result['machine']['loadavg_start']} at start, "
              f"{result['loadavg_end']} at end ({result['machine']['nproc']} cores, shared with other work: timings "
              "are noisy).", "",
-             "| events/s | events | landed in window+5 s | p50 s | p95 s | p99 s | max s | moto cores | watcher cores"
+             "| events/s (offered) | events | landed in window+5 s | p50 s | p95 s | p99 s | max s | moto cores | watcher cores"
              " | source cores | destination cores | generator+proxy cores | machine cores | load avg | saturated |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
@@ -374,18 +403,19 @@ def markdown(result: dict) -> str:
 
     for lv in result["levels"]:
         lat, cpu = lv["latency_s"], lv["cpu_cores"]
-        lines.append(f"| {lv['rate_per_s']:g} | {lv['events']:,} | {lv['landed_share']:.1%} | {f(lat['p50'])} | "
+        offered = f" ({lv['offered_rate_per_s']:.0f})" if lv.get("offered_rate_per_s") else ""
+        lines.append(f"| {lv['rate_per_s']:g}{offered} | {lv['events']:,} | {lv['landed_share']:.1%} | {f(lat['p50'])} | "
                      f"{f(lat['p95'])} | {f(lat['p99'])} | {f(lat['max'])} | {cpu['moto']:.2f} | "
                      f"{cpu['watcher (all its processes)']:.2f} | {cpu['source']:.2f} | {cpu['destination']:.2f} | "
                      f"{cpu['load generator + proxy (this process)']:.2f} | {cpu['machine']:.2f} | "
                      f"{lv['loadavg_before']} | {'**yes**: ' if lv['saturated'] else 'no; '}{lv['why']} |")
-    lines += ["", result["conclusion"]]
+    lines += ["", result["conclusion"], "", result.get("projection", "")]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="100,200,400,800,1600", help="events/s per level, rising")
+    parser.add_argument("--rates", default="100,150,200,300,400,600,800,1200,1600", help="events/s per level, rising")
     parser.add_argument("--seconds", type=float, default=20.0, help="send window per level")
     parser.add_argument("--records", type=int, default=10, help="S3 records per SQS message")
     parser.add_argument("--flush-ms", type=float, default=50.0, help="a partly filled message waits at most this")
@@ -411,6 +441,8 @@ def main() -> int:
     saturated = [lv for lv in result["levels"] if lv["saturated"]]
     result["conclusion"] = (f"Saturated at {saturated[0]['rate_per_s']:g} events/s: {saturated[0]['why']}." if saturated
                             else "No level saturated; raise --rates.")
+    if result["levels"]:
+        result["projection"] = projection(result["levels"][0], result["machine"]["nproc"])
     result["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
