@@ -207,6 +207,17 @@ class Generator:
                 self.messages += len(chunk)
 
 
+def process_name(pid: int) -> str:
+    """A process's command line, shortened (Ray names its workers `ray::Class.method`)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            args = handle.read().split(b"\0")
+    except OSError:
+        return f"pid {pid} (gone)"
+    words = [a.decode(errors="replace") for a in args if a][:4]
+    return " ".join(os.path.basename(w) if i == 0 else w for i, w in enumerate(words))[:80]
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -301,13 +312,15 @@ class Level:
         gen = Generator(src.endpoint, sqs, queue_url, self.args.records, self.args.flush_ms / 1000)
         sampler.sample()
         cpu0 = {name: proc_stat(pid)[2] for name, pid in pids.items()}
-        watcher0, own0, busy0, wall0 = sum(sampler.cpu_s.values()), own_cpu_s(), machine_busy_s(), time.monotonic()
+        per_pid0 = dict(sampler.cpu_s)
+        watcher0, own0, busy0, wall0 = sum(per_pid0.values()), own_cpu_s(), machine_busy_s(), time.monotonic()
         load0 = os.getloadavg()
         t0 = gen.run(plan, rate)
         window_s = time.monotonic() - wall0
         sampler.sample()
         cpu = {name: (proc_stat(pid)[2] - cpu0[name]) / window_s for name, pid in pids.items()}
         cpu["watcher (all its processes)"] = (sum(sampler.cpu_s.values()) - watcher0) / window_s
+        busiest = sorted(((v - per_pid0.get(pid, 0.0)) / window_s, pid) for pid, v in sampler.cpu_s.items())[-4:]
         cpu["load generator + proxy (this process)"] = (own_cpu_s() - own0) / window_s
         cpu["machine"] = (machine_busy_s() - busy0) / window_s
         send_end = t0 + len(plan) / rate
@@ -331,6 +344,8 @@ class Level:
                           "mean": statistics.fmean(latencies) if latencies else None},
             "cpu_cores": {k: round(v, 3) for k, v in cpu.items()}, "window_s": round(window_s, 2),
             "cpu_ms_per_event": {k: round(1000 * v / rate, 2) for k, v in cpu.items() if k != "machine"},
+            "watcher_busiest_processes": [{"name": process_name(pid), "cores": round(c, 3)}
+                                          for c, pid in reversed(busiest)],
             "loadavg_before": " ".join(f"{x:.2f}" for x in load0),
             "loadavg_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         }
@@ -371,6 +386,9 @@ def verdict(level: dict, nproc: int) -> tuple[bool, str]:
         busy.append(f"moto (SQS, one Python core) at {cpu['moto']:.2f} cores")
     busiest = max(parts, key=parts.get)
     busy.append(f"busiest component: {busiest} {parts[busiest]:.2f} cores")
+    if level.get("watcher_busiest_processes"):
+        top = level["watcher_busiest_processes"][0]
+        busy.append(f"the watcher's busiest process: {top['name']} {top['cores']:.2f} cores")
     return bool(reasons), "; ".join(reasons + busy)
 
 
