@@ -26,6 +26,7 @@ from dth_ray.engine.pacing import SourcePace, paced
 from dth_ray.engine.ratelimit import AdaptiveLimit
 from dth_ray.engine.verify import same_content
 from dth_ray.errors import ConfigError, DthError, Unreadable, error_class
+from dth_ray.gctune import tune as tune_gc
 from dth_ray.model import (
     ByteRange,
     ObjectMeta,
@@ -108,6 +109,7 @@ class TransferWorker:
         self._node_id = local_node_id()
         self._src = open_store(settings.source, "source")
         self._dst = open_store(settings.destination, "destination")
+        tune_gc()  # the first worker of a process (an actor's, or the driver's lane), after its imports
         t = settings.transfer
         self._copy_settings = CopySettings(
             multipart_threshold_bytes=t.multipart_threshold_bytes, part_size_bytes=t.part_size_bytes,
