@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-manifest bench-events install clean constraints
+.PHONY: demo test lint bench bench-manifest bench-events install clean constraints test-tools
 
 # Every install takes the exact versions in constraints.txt (see `make constraints` below).
 $(STAMP): pyproject.toml setup.py constraints.txt
@@ -21,8 +21,20 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+test: $(STAMP) lint test-tools
+	$(VENV)/bin/pytest -q -rs -p no:cacheprovider tests
+
+# System tools some tests drive, from Debian's packages where missing and we are root (else those tests skip,
+# printing why): Chromium for the console's browser tests (through Playwright, no browser download) and
+# Prometheus for the Grafana dashboard's queries against Ray's own prometheus.yml.
+test-tools:
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $$missing >/dev/null) || echo "make: could not install$$missing with apt; their tests will skip"; \
+	  else echo "make: no$$missing and no root apt-get; their tests will skip"; fi; fi
 
 # The benchmark suite (benchmarks/README.md): `make bench` full, `make bench QUICK=1` reduced (< 5 min).
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -32,7 +32,9 @@ def _friendly(text: str) -> str:
         return f"{match.group(1)}={match.group(2)} is not a known option ({', '.join(match.group(3).split())})"
     match = re.search(r"Could not override '([^']+)'.*Key '([^']+)' not in", text)
     if match:
-        return f"{match.group(1)} is not a config key (see the README's config table)"
+        from dth_ray.config_keys import did_you_mean
+
+        return f"{match.group(1)} is not a config key{did_you_mean(match.group(1))} (dth-ray keys lists them)"
     match = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+).*full_key: ([\w.]+)", text)
     if match:
         return f"{match.group(3)}={match.group(1)!r} is not a valid {match.group(2)}"

@@ -125,6 +125,7 @@ class PlanConfig:
     node_throughput: str = "1.25GB"  # bytes/s one node sustains (10 Gbit/s)
     node_objects_per_s: float = 2000.0
     egress_per_gb: float = 0.09  # source egress to the internet
+    egress_per_gb_night: float = 0.0  # egress inside schedule.window, when the provider prices it lower (0: same)
     put_per_1000: float = 0.005  # S3 PUT/Create/Complete
     get_per_1000: float = 0.0004
     dynamodb_write_per_million: float = 1.25
@@ -193,6 +194,8 @@ class ScheduleConfig:
     cron: str = ""
     max_defer: str = "10m"
     on_start: bool = False
+    window: str = ""  # HH:MM-HH:MM: batch transfer only inside it, daily (sync pauses at its end, exit 75)
+    timezone: str = "UTC"  # of `window` (an IANA name, e.g. Asia/Shanghai)
 
 
 @dataclass
@@ -220,6 +223,7 @@ class EventsConfig:
     report_interval_s: float = 10.0  # metrics log line and `report` file
     max_delete: int = 1000  # deletes (ObjectRemoved, or a source found gone) per window; more are skipped
     max_delete_window: str = "1h"  # sliding; skipped deletes are left to a scan with sync.delete=true
+    outside_window: bool = True  # events are acted on outside schedule.window too (false: only inside it)
     source_account: str = ""  # `events setup`: the S3 source bucket's account (aws:SourceAccount); "" = queue's
 
 
@@ -282,6 +286,18 @@ class LogConfig:
 
 
 @dataclass
+class ConsoleConfig:
+    """`dth-ray console` (dth_ray/console): a read-only web page of the manifest's jobs and runs, served on
+    `host`:`port` (0: any free port). Any address but loopback needs `token` (a value of at least 16
+    characters, or env:NAME to read it from the environment), sent as `Authorization: Bearer <token>` or once
+    in the URL the command prints."""
+
+    host: str = "127.0.0.1"
+    port: int = 8266
+    token: str = ""
+
+
+@dataclass
 class SyncConfig:
     source: StoreConfig = field(default_factory=StoreConfig)
     destination: StoreConfig = field(default_factory=StoreConfig)
@@ -307,6 +323,7 @@ class SyncConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)  # CloudWatch (dth_ray/ops)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)  # SNS alarms (dth_ray/ops)
     log: LogConfig = field(default_factory=LogConfig)  # log.format (dth_ray/ops/logs.py)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)  # dth-ray console (dth_ray/console)
 
 
 PROGRESS_MODES = ("auto", "bar", "lines", "none", "on", "off")  # on/off: the old names of bar/none
@@ -368,8 +385,6 @@ def validate_store(cfg: StoreConfig, role: str) -> None:
             )
     if cfg.addressing_style not in ("auto", "path", "virtual"):
         raise ConfigError(f"{role}.addressing_style={cfg.addressing_style!r} must be auto, path or virtual")
-    if cfg.sse not in ("", "AES256", "aws:kms"):
-        raise ConfigError(f"{role}.sse={cfg.sse!r} must be AES256 or aws:kms")
     cred = cfg.credentials
     kinds = ("default", "anonymous")
     prefixed = ("env:", "secret:", "profile:", "role:")
@@ -417,6 +432,10 @@ def validate(cfg: SyncConfig) -> None:
     addr = cfg.runtime.address
     if addr not in ("local", "auto") and not addr.startswith("ray://") and not re.fullmatch(r"[\w.-]+:\d+", addr):
         raise ConfigError(f"runtime.address={addr!r} must be local, auto, HOST:PORT or ray://HOST:PORT")
+    m = cfg.manifest
+    if m.endpoint or m.credentials != "default":
+        validate_store(StoreConfig(bucket="manifest", endpoint=m.endpoint, insecure_http=m.insecure_http,
+                                   credentials=m.credentials), "manifest")
     validate_sync_settings(cfg)
     check_delete_scope(cfg)
     validate_ops(cfg)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from dth_ray.model import Change, Tally
 
 SUCCEEDED, FAILED, INTERRUPTED = "succeeded", "failed", "interrupted"
+PAUSED = "paused"  # stopped by schedule.window's end; the next invocation in a window continues the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class RunReport:
     startup: Startup = field(default_factory=Startup)
     deletes: DeleteSummary | None = None
     interrupted_by: str = ""  # the signal's name
+    paused_until: str = ""  # paused: when the next transfer window opens (ISO 8601, UTC)
     manifest: dict = field(default_factory=dict)
     autoscaler: dict | None = None
     sample: list[Change] = field(default_factory=list)  # dry run: the first would-copy and would-delete keys
@@ -113,6 +115,8 @@ class RunReport:
             out["deletes"] = {k: v for k, v in vars(self.deletes).items() if k != "failures"}
         if self.interrupted_by:
             out["interrupted_by"] = self.interrupted_by
+        if self.paused_until:
+            out["paused_until"] = self.paused_until
         if self.manifest:
             out["manifest"] = dict(self.manifest)
         if self.autoscaler is not None:
@@ -145,6 +149,9 @@ class RunReport:
                     f"{(t.copied / d if d > 0 else 0):,.0f} objects/s)")
             if self.deletes is not None:
                 line += f"; {self.deletes.deleted:,} deleted"
+            if self.paused_until:
+                line += (f"\n  outside the transfer window (schedule.window): the next one opens at "
+                         f"{self.paused_until}; run the same command then to continue")
         for failure in t.failures[:5]:
             line += f"\n  failed: {failure.key!r}: {failure.error}"
         for error in self.errors[:5]:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dth_ray.awsenv import s3_conventions
 from dth_ray.config import (
     Compare,
+    ConsoleConfig,
     LogFormat,
     ManifestType,
     MaxComputeMode,
@@ -27,6 +29,7 @@ from dth_ray.config import (
     StoreType,
     SyncConfig,
     VerifyMode,
+    is_loopback,
     parse_duration,
     parse_max_delete,
     parse_size,
@@ -34,7 +37,10 @@ from dth_ray.config import (
 )
 from dth_ray.errors import ConfigError
 from dth_ray.keyfilter import KeyFilter
-from dth_ray.naming import job_name
+from dth_ray.locations import check_no_overlap
+from dth_ray.naming import job_name, legacy_job_name
+from dth_ray.stores.writeoptions import check_write_options
+from dth_ray.window import Window, parse_window
 
 DRY_RUN_SAMPLE = 10  # would-copy and would-delete objects a dry run's summary shows
 
@@ -168,6 +174,7 @@ class PlanSettings:
     get_per_1000: float
     dynamodb_write_per_million: float
     instance_per_hour: float
+    egress_per_gb_night: float = 0.0  # inside schedule.window (0: as egress_per_gb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +185,7 @@ class ScheduleSettings:
     cron: str = ""
     max_defer_s: float = 600.0
     on_start: bool = False
+    window: Window | None = None  # batch transfer only inside it (sync and watch's scans)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +205,46 @@ class ExportSettings:
     file_bytes: int
     row_group_bytes: int
     part_size_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """`console.*`: where `dth-ray console` listens and the token it asks for ('' = none: loopback only)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8266
+    token: str = field(default="", repr=False)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+CONSOLE_TOKEN_MIN_CHARS = 16
+
+
+def resolve_console(cfg: ConsoleConfig) -> ConsoleSettings:
+    """`console.*` checked, the token read from the environment for env:NAME. Raises ConfigError (one line;
+    it never repeats a token)."""
+    host = str(cfg.host).strip()
+    if not host or any(c.isspace() or c in "/@?#" for c in host):
+        raise ConfigError(f"console.host={cfg.host!r} is not a host name or address")
+    if not 0 <= int(cfg.port) <= 65535:
+        raise ConfigError(f"console.port={cfg.port!r} must be between 0 (any free port) and 65535")
+    spec = str(cfg.token or "")
+    token = spec
+    if spec.startswith("env:"):
+        name = spec[4:]
+        token = os.environ.get(name, "") if name else ""
+        if not token:
+            raise ConfigError(f"console.token={spec}: the environment variable {name or '(none)'} is not set")
+    if token and len(token) < CONSOLE_TOKEN_MIN_CHARS:
+        raise ConfigError(f"console.token must have at least {CONSOLE_TOKEN_MIN_CHARS} characters "
+                          "(e.g. from `openssl rand -hex 16`)")
+    if not token and not is_loopback(host):
+        raise ConfigError(f"console.host={host} is not a loopback address: set console.token (or env:NAME) so "
+                          "only those who hold it can read the console, or use port forwarding to 127.0.0.1")
+    return ConsoleSettings(host, int(cfg.port), token)
 
 
 @dataclass(frozen=True)
@@ -220,6 +268,10 @@ class Settings:
     progress: str = "auto"  # auto, bar, lines or none
     progress_interval_s: float = 10.0
     event_deletes: EventDeleteLimit = EventDeleteLimit()
+    # The name earlier releases derived for this job (see naming.legacy_job_name): a job they created keeps
+    # its runs and records under it (dth_ray/runtime/jobs.py adopt_legacy_job). '' once adopted or named.
+    legacy_job: str = ""
+    console: ConsoleSettings = ConsoleSettings()
 
     @property
     def job(self) -> str:
@@ -240,6 +292,13 @@ class Settings:
     @property
     def dry_run(self) -> bool:
         return self.worker.dry_run
+
+    def with_stores(self, source: StoreSpec, destination: StoreSpec) -> Settings:
+        """These settings with other store specs (e.g. with the regions preflight found the buckets in)."""
+        if (source, destination) == (self.source, self.destination):
+            return self
+        return dataclasses.replace(self, worker=dataclasses.replace(self.worker, source=source,
+                                                                     destination=destination))
 
     def default_workers(self, cpus: int | None = None) -> int:
         """transfer.actors, else one worker per CPU of this machine (at least two)."""
@@ -278,7 +337,7 @@ def _plan(cfg: SyncConfig) -> PlanSettings:
     p = cfg.plan
     return PlanSettings(p.nodes, parse_size(p.node_throughput, "plan.node_throughput"), p.node_objects_per_s,
                         p.egress_per_gb, p.put_per_1000, p.get_per_1000, p.dynamodb_write_per_million,
-                        p.instance_per_hour)
+                        p.instance_per_hour, p.egress_per_gb_night)
 
 
 def _export(cfg: SyncConfig, transfer: TransferSettings) -> ExportSettings:
@@ -287,14 +346,21 @@ def _export(cfg: SyncConfig, transfer: TransferSettings) -> ExportSettings:
                           parse_size(mc.row_group_size, "maxcompute.row_group_size"), transfer.part_size_bytes)
 
 
-def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
-    """Validate `cfg` (`check`) and resolve it. Raises ConfigError naming the first bad value."""
+def resolve(cfg: SyncConfig, *, check: bool = True, console: bool = False) -> Settings:
+    """Validate `cfg` (`check`) and resolve it (`console`: `console.*` too, which only `dth-ray console`
+    reads). Raises ConfigError naming the first bad value."""
     if check:
         validate(cfg)
+    # S3 stores get the AWS SDKs' endpoint and region defaults here, once, so every actor agrees on them.
+    source = s3_conventions(store_spec(cfg.source), "source")
+    destination = s3_conventions(store_spec(cfg.destination), "destination")
+    if check:
+        check_write_options(destination, "destination")
+        check_no_overlap(source, destination, deletes=cfg.sync.delete)
     transfer = _transfer(cfg)
     count, percent = parse_max_delete(cfg.sync.max_delete)
     worker = WorkerSettings(
-        job=job_name(cfg), source=store_spec(cfg.source), destination=store_spec(cfg.destination),
+        job=job_name(cfg), source=source, destination=destination,
         transfer=transfer, key_filter=KeyFilter(list(cfg.filter.include or ()), list(cfg.filter.exclude or ())),
         compare=Compare(cfg.compare), dry_run=cfg.dry_run, note_extras=cfg.sync.delete,
         dry_run_changes=(sys.maxsize if cfg.dry_run_list else DRY_RUN_SAMPLE) if cfg.dry_run else 0,
@@ -311,11 +377,12 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
                               cfg.sync.delete_prefix_as_is),
         plan=_plan(cfg), export=_export(cfg, transfer), schedule=resolve_schedule(cfg.schedule),
         verify_full=VerifyMode(cfg.verify.mode) is VerifyMode.full, verify_strict=cfg.verify.strict,
-        report_path=cfg.report, dry_run_list=cfg.dry_run_list, resume=cfg.resume,
+        report_path=cfg.report, dry_run_list=cfg.dry_run_list, resume=cfg.resume, legacy_job=legacy_job_name(cfg),
         progress={"on": "bar", "off": "none"}.get(cfg.progress, cfg.progress),
         progress_interval_s=parse_duration(cfg.progress_interval, "progress_interval"),
         event_deletes=EventDeleteLimit(cfg.events.max_delete, parse_duration(
             cfg.events.max_delete_window, "events.max_delete_window"), cfg.events.max_delete_window),
+        console=resolve_console(cfg.console) if console else ConsoleSettings(),
     )
 
 
@@ -332,9 +399,13 @@ def parse_interval(text: str) -> float | None:
 def resolve_schedule(cfg: ScheduleConfig) -> ScheduleSettings:
     """`schedule.*` in seconds (the cron expression is compiled by dth_ray.sync.schedule). Raises ConfigError."""
     cron = cfg.cron.strip()
+    try:
+        window = parse_window(cfg.window, cfg.timezone)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return ScheduleSettings(None if cron else parse_interval(cfg.interval), cron,
-                            parse_duration(cfg.max_defer, "schedule.max_defer"), cfg.on_start)
+                            parse_duration(cfg.max_defer, "schedule.max_defer"), cfg.on_start, window)
 
 
-__all__ = ["EventDeleteLimit", "ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings",
+__all__ = ["ConsoleSettings", "EventDeleteLimit", "ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings",
            "Settings", "StoreSpec", "TransferSettings", "WorkerSettings", "resolve", "store_spec"]

@@ -51,7 +51,7 @@ class InOrderDigest:
 
     def matches(self) -> bool:
         running = self._running
-        value = running.hexdigest() if isinstance(self._expected, str) else running.crcValue
+        value = running.hexdigest() if isinstance(self._expected, str) else running.value
         return value == self._expected
 
 

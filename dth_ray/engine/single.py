@@ -37,7 +37,7 @@ class SinglePut:
                 return await self._put(meta, dst_key, got)
         async with ctx.limits.budget.hold(meta.size):
             # One GET: a small object, or a backend that checks a whole-object CRC (OSS) on a full read.
-            got = await ctx.limits.call(lambda: ctx.src.get(meta.key, if_match=meta.etag), meta.size)
+            got = await ctx.limits.call(lambda: ctx.src.get(meta.key, if_match=meta.etag))
             return await self._put(meta, dst_key, got)
 
     async def _put(self, meta: ObjectMeta, dst_key: str, got: GetResult) -> CopyOutcome:

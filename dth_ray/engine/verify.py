@@ -17,8 +17,7 @@ async def _digest(store: Reader, meta: ObjectMeta, limits: Limits) -> str:
     for start in range(0, meta.size, CHUNK_BYTES):
         byte_range = ByteRange(start, min(start + CHUNK_BYTES, meta.size))
         async with limits.budget.hold(byte_range.length):
-            got = await limits.call(lambda r=byte_range: store.get(meta.key, r, if_match=meta.etag),
-                                    byte_range.length)
+            got = await limits.call(lambda r=byte_range: store.get(meta.key, r, if_match=meta.etag))
             await digest_update(md5, got.data)
     return md5.hexdigest()
 

@@ -18,10 +18,11 @@ from typing import Any
 
 from dth_ray.config import LogFormat, SyncConfig
 from dth_ray.credentials import quiet_sdk_logs
+from dth_ray.errors import error_class
 
 # Fields an event may carry (others passed in `extra` are kept too); listed first, in this order.
-EVENT_FIELDS = ("event", "job", "run_id", "shard", "key", "attempt", "error_class", "error", "status", "node",
-                "objects", "bytes", "duration_s")
+EVENT_FIELDS = ("event", "job", "run_id", "shard", "key", "attempt", "error_class", "error_code", "error",
+                "status", "node", "objects", "bytes", "duration_s")
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime",
                                                                                    "taskName"}
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -50,6 +51,11 @@ def redact(text: str) -> str:
 def fields(**values: Any) -> dict[str, Any]:
     """An `extra` dict for one event, without the unset (None) values."""
     return {k: v for k, v in values.items() if v is not None}
+
+
+def error_fields(exc: BaseException) -> dict[str, Any]:
+    """`error_class` (the taxonomy's name) and `error_code` (the provider's code, when it gave one)."""
+    return fields(error_class=error_class(exc), error_code=getattr(exc, "code", "") or None)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class Backlog:
     elapsed_s: float  # since the driver started copying
     done_objects: int  # results known (copied, skipped, failed)
     done_bytes: int  # of those, bytes listed
-    left_objects: int  # estimated still to decide (unlisted shards' share) plus those in flight
+    left_objects: int  # estimated still to decide (unlisted shards' share), listed not decided, in flight
     left_bytes: int
 
 

@@ -17,19 +17,33 @@ import logging
 import math
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from dth_ray.errors import DthError, NotFound
 from dth_ray.model import Shard, ShardResult, ShardTask, Tally
-from dth_ray.naming import describe
+from dth_ray.naming import describe, store_overrides
 from dth_ray.ops import Ops
+from dth_ray.ops.logs import error_fields, fields
 from dth_ray.plan.autoscale import Backlog, ScalePolicy, ray_pays, remaining_s
 from dth_ray.plan.parts import choose_part_size
-from dth_ray.report import FAILED, INTERRUPTED, SUCCEEDED, DeleteSummary, NodeShare, RunReport, Startup
+from dth_ray.report import (
+    FAILED,
+    INTERRUPTED,
+    PAUSED,
+    SUCCEEDED,
+    DeleteSummary,
+    NodeShare,
+    RunReport,
+    Startup,
+)
 from dth_ray.runtime import deletes
 from dth_ray.runtime.autoscaling import Elasticity
+from dth_ray.runtime.credcheck import CredentialGate
 from dth_ray.runtime.dryrun import DryRunChanges
 from dth_ray.runtime.interrupts import Interrupted, Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
+from dth_ray.runtime.jobs import adopt_legacy_job
+from dth_ray.runtime.live import LivePublisher
 from dth_ray.runtime.manifest import (
     DONE,
     RUNNING,
@@ -39,7 +53,9 @@ from dth_ray.runtime.manifest import (
 )
 from dth_ray.runtime.manifest import FAILED as RUN_FAILED
 from dth_ray.runtime.manifest import INTERRUPTED as RUN_INTERRUPTED
+from dth_ray.runtime.manifest import PAUSED as RUN_PAUSED
 from dth_ray.runtime.metrics import DriverMetrics
+from dth_ray.runtime.pace import JobPace
 from dth_ray.runtime.planning import plan_shards
 from dth_ray.runtime.pool import Slot
 from dth_ray.runtime.preflight import check_stores
@@ -60,6 +76,8 @@ MAX_LOSSES = 5
 # test before any node joined).
 SHARDS_PER_LANE = 8
 SHARDS_PER_ACTOR = 4
+# What the workers report about the objects in flight and those listed but not decided (Progress → Snapshot).
+_IN_FLIGHT = ("objects_in_flight", "bytes_in_flight", "bytes_landed", "objects_ahead", "bytes_ahead")
 EARLIER = "earlier-executions"  # the `nodes` entry for what earlier executions of a resumed run copied
 
 
@@ -70,12 +88,19 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
     that ended failed (it lists everything again). `in_process=N` runs on N in-process workers and never
     starts Ray (tests of the runtime without servers or Ray).
 
-    Raises ConfigError before anything is written when a store is unreachable, missing or refuses us;
+    Raises ConfigError before anything is written when a store is unreachable, missing or refuses us (and,
+    on a cluster, before any shard is dispatched when a transfer actor cannot use the credentials);
     Interrupted when a signal stops it before it has a run to report.
     """
     changes = DryRunChanges.of(settings)
     try:
-        check_stores(settings.source, settings.destination)
+        settings = settings.with_stores(*check_stores(settings.source, settings.destination))
+        if progress is not None:
+            progress.phase("planning")
+        settings = adopt_legacy_job(settings)  # a job an earlier release named job-<hex> resumes under that name
+        closed = _window_closed(settings)
+        if closed is not None:
+            return closed
         ops = Ops(settings.config, settings.job, one_time=one_time)
         try:
             run = SyncRun(settings, ops, progress, interrupts or Interrupts(), one_time, in_process, changes)
@@ -90,6 +115,19 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
         if changes is not None:
             changes.close(keep=False)  # a no-op once the run published its list
     return report
+
+
+def _window_closed(settings: Settings) -> RunReport | None:
+    """A `paused` report, with nothing started, when schedule.window is closed now (dry runs list anyway)."""
+    window = settings.schedule.window
+    now = datetime.now(timezone.utc)
+    if window is None or settings.dry_run or window.is_open(now):
+        return None
+    opens = window.opens_at(now).isoformat(timespec="seconds")
+    log.warning("outside the transfer window %s: nothing started; the next one opens at %s", window.describe(),
+                opens)
+    return RunReport(status=PAUSED, job=settings.job, run_id=0, source=describe(settings.source),
+                     destination=describe(settings.destination), tally=Tally(), duration_s=0.0, paused_until=opens)
 
 
 class SyncRun:
@@ -120,13 +158,14 @@ class SyncRun:
         self.attributed: dict[str, tuple[int, int, int, int]] = {}  # shard -> copied, bytes, recovered (+bytes)
         self.lost_on: dict[str, str] = {}  # shard -> the node that copied what a redo finds (lost or earlier)
         self.live: dict[str, tuple[int, Tally]] = {}
-        self.in_flight = (0, 0, 0)  # objects, bytes, and of those bytes the ones already read
+        self.in_flight = (0,) * len(_IN_FLIGHT)
         self.seq = 0
         self.lane = Startup()
         self.manifest: JobManifest | None = None
         self.scheduler: Scheduler | None = None
         self.elastic: Elasticity | None = None
         self.metrics = DriverMetrics(settings.job)
+        self.pace = JobPace(settings.transfer.max_requests_per_s, settings.transfer.max_bandwidth_bytes_per_s)
         self.uncertain = False  # a lost worker's delete candidates are gone
         self.ray_on_demand = False
         self.ray_asked = False
@@ -134,6 +173,7 @@ class SyncRun:
         self.base = Tally()  # what earlier executions of a resumed run had settled (for the rates)
         self.done_before: set[str] = set()  # shards finished by earlier executions
         self.in_process = in_process
+        self.publisher: LivePublisher | None = None  # the run's live record for `dth-ray console`
 
     # ---- the run
 
@@ -141,6 +181,7 @@ class SyncRun:
         s = self.s
         lane = s.runtime.embedded and not ray_is_up()  # a laptop driving a remote cluster never moves bytes
         self.manifest = JobManifest(s.manifest, s.job)
+        self.publisher = LivePublisher(self.manifest.local)
         if self.in_process:
             workers = Workers(build_local=lambda: TransferWorker(s.worker, self.manifest.local),
                               local_workers=self.in_process, per_local=SHARDS_PER_ACTOR)
@@ -171,7 +212,11 @@ class SyncRun:
             else:
                 planned = concurrent.futures.Future()
                 planned.set_result(self._begin())
-            scheduler.start(self, planned)
+            client = self
+            if not lane and scheduler.workers.actor_class is not None:  # keys are read on the cluster's nodes
+                client = CredentialGate(self, scheduler)
+                planned = client.hold(planned)
+            scheduler.start(client, planned)
             if scheduler.workers.actor_class is None or self.ray_on_demand:
                 pass  # in-process workers only, or Ray once it pays (started by wait(), on the main thread)
             elif lane or not ray_is_up():
@@ -180,7 +225,8 @@ class SyncRun:
                 scheduler.attach_ray()
             outcome = scheduler.wait(s.runtime if self.ray_on_demand else None)
             if not self.shards and outcome.interrupted:
-                raise Interrupted(self.interrupts, "interrupted while planning; nothing was started")
+                raise Interrupted(self.interrupts, "the transfer window closed while planning; nothing was started"
+                                  if self.interrupts.paused else "interrupted while planning; nothing was started")
             for item, where in outcome.unfinished:
                 self._unfinished(item, where)
             summary = self._deletes(scheduler) if s.delete.enabled and self._complete() else None
@@ -204,16 +250,21 @@ class SyncRun:
                 return items
         shards = await plan_shards(self.s.source, self.s.default_workers(), progress=self.progress)
         started = time.time()
-        self.run_id = 0 if self.s.dry_run else m.start_run(shards)
+        self.run_id = 0 if self.s.dry_run else m.start_run(shards, *self._pairing())
         self.recount_since = math.floor(started)
         self.shards = {sh.shard_id: sh for sh in shards}
         self.copy_started = time.monotonic()
         return [self._item(ShardTask(sh, run_id=self.run_id)) for sh in shards]
 
+    def _pairing(self) -> tuple[str, str, list[str]]:
+        """The job's stores as the report names them and the overrides naming them, for the manifest's list
+        of jobs (`dth-ray console`)."""
+        return describe(self.s.source), describe(self.s.destination), store_overrides(self.s.config)
+
     def _resumable(self, status: str) -> bool:
         """A live or dead run (running) and an interrupted one resume; a failed one only on a one-time sync
         (a scan of `watch` lists everything again instead)."""
-        return status in (RUNNING, RUN_INTERRUPTED) or (status == RUN_FAILED and self.one_time)
+        return status in (RUNNING, RUN_INTERRUPTED, RUN_PAUSED) or (status == RUN_FAILED and self.one_time)
 
     def _resume(self, latest: RunInfo, manifest: Manifest) -> list[Item] | None:
         """Items for the shards of the latest run left to do: unfinished ones from their checkpoints, and
@@ -224,7 +275,7 @@ class SyncRun:
         if not redo and latest.status == RUN_FAILED:
             return None
         run_id = latest.run_id
-        manifest.resume_run(run_id)
+        manifest.resume_run(run_id, *self._pairing())
         self.run_id, self.resumed, self.executions = run_id, True, latest.executions + 1
         self.recount_since = math.floor(latest.started)
         self.shards = {cp.shard.shard_id: cp.shard for cp in checkpoints}
@@ -247,7 +298,8 @@ class SyncRun:
         for tally in self.latest.values():
             self.base.merge(tally)
         self.copy_started = time.monotonic()
-        log.info("resuming run %d of job %s: %d of %d shards to do", run_id, self.s.job, len(items), len(checkpoints))
+        log.info("resuming run %d of job %s: %d of %d shards to do", run_id, self.s.job, len(items),
+                 len(checkpoints), extra=fields(job=self.s.job, run_id=run_id))
         return items
 
     def _item(self, task: ShardTask, attempt: int = 1) -> Item:
@@ -275,7 +327,11 @@ class SyncRun:
             return None  # left for the next invocation: the shard stays unfinished
         if result.error:
             self.last_error[sid] = result.error
-            log.warning("shard %r: %s; trying again from its watermark", task.shard.prefix, result.error)
+            log.warning("shard %r: attempt %d failed: %s; trying again from its watermark", task.shard.prefix,
+                        item.attempt, result.error,
+                        extra=fields(job=self.s.job, run_id=self.run_id or None, shard=sid,
+                                     attempt=item.attempt, error_class=result.error.partition(":")[0],
+                                     error=result.error))
             return self._item(ShardTask(task.shard, result.watermark, result.tally, 0.0, self.run_id),
                               item.attempt + 1)
         self.done.add(sid)
@@ -327,7 +383,15 @@ class SyncRun:
         self.attributed[sid] = (tally.copied, tally.bytes_copied, tally.recovered, tally.recovered_bytes)
 
     def on_tick(self, scheduler: Scheduler) -> None:
+        window = self.s.schedule.window
+        if window is not None and not self.s.dry_run and not self.interrupts.requested.is_set():
+            now = datetime.now(timezone.utc)
+            if not window.is_open(now):
+                log.warning("the transfer window %s closed: pausing at a safe point (the run continues in the next "
+                            "one)", window.describe())
+                self.interrupts.pause(window.opens_at(now))
         snap = self.snapshot()
+        self._pace_tick(snap)
         if self.ray_on_demand and self.copy_started is not None and not self.ray_asked:
             backlog = self._backlog(snap, scheduler)
             if ray_pays(backlog, self.s.runtime.ray_pays_after_s):
@@ -350,6 +414,21 @@ class SyncRun:
         self.ops.progress(snap, actors, elapsed)
         if self.progress is not None:
             self.progress.update(snap)
+        if self.publisher is not None and not self.s.dry_run:
+            self.publisher.tick(snap, self.run_id, self._running())
+
+    def _running(self) -> list[str]:
+        """The shards being copied now (those with a live tally, not ended)."""
+        return [sid for sid in self.live if sid not in self.done and sid not in self.failed]
+
+    def _pace_tick(self, snap: Snapshot) -> None:
+        """The job's budgets split anew among the workers (and a throttle's back-off spread to all)."""
+        reports: dict[str, tuple[float, ...]] = {}
+        for part in self.manifest.both("pace_reports"):
+            reports.update(part)
+        update = self.pace.tick(reports, snap.errors.get("Throttled", 0))
+        if update is not None:
+            self.manifest.both("set_shares", *update)
 
     def _backlog(self, snap: Snapshot, scheduler: Scheduler) -> Backlog:
         """This execution's work so far and an estimate of what is left: the shards not started yet, at the
@@ -359,8 +438,8 @@ class SyncRun:
         queued = scheduler.queued
         started = max(1, len(self.shards) - queued - len(self.done_before))
         return Backlog(time.monotonic() - self.copy_started, done_objects, done_bytes,
-                       queued * done_objects // started + snap.objects_in_flight,
-                       queued * done_bytes // started + snap.bytes_in_flight)
+                       queued * done_objects // started + snap.objects_in_flight + snap.objects_ahead,
+                       queued * done_bytes // started + snap.bytes_in_flight + snap.bytes_ahead)
 
     def _autoscale(self) -> bool:
         """Autoscaling for a run on a real cluster (runtime.autoscale=auto: any address but the embedded one)."""
@@ -375,8 +454,7 @@ class SyncRun:
             for sid, (seq, tally) in change.shards.items():
                 if sid not in self.done and sid not in self.failed and seq >= self.live.get(sid, (0, None))[0]:
                     self.live[sid] = (seq, tally)
-        self.in_flight = (sum(c.objects_in_flight for c in changes), sum(c.bytes_in_flight for c in changes),
-                          sum(c.bytes_landed for c in changes))
+        self.in_flight = tuple(sum(getattr(c, name) for c in changes) for name in _IN_FLIGHT)
         errors: dict[str, int] = {}
         for change in changes:
             for name, count in change.errors.items():
@@ -387,9 +465,8 @@ class SyncRun:
         for sid, (_, tally) in self.live.items():
             if sid not in self.latest:
                 total.merge(tally)
-        objects_in_flight, bytes_in_flight, bytes_landed = self.in_flight
-        snap = Snapshot(total, objects_in_flight, bytes_in_flight, len(self.done), len(self.shards), errors=errors,
-                        bytes_landed=bytes_landed)
+        snap = Snapshot(total, shards_done=len(self.done), shards_total=len(self.shards), errors=errors,
+                        **dict(zip(_IN_FLIGHT, self.in_flight, strict=True)))
         if self.scheduler is not None and self.copy_started is not None:
             left = self._backlog(snap, self.scheduler)
             snap = replace(snap, total_objects=total.listed + left.left_objects,
@@ -441,7 +518,9 @@ class SyncRun:
             total.merge(self.latest.get(sid, Tally()))
         unfinished = [sid for sid in sorted(self.shards) if sid not in self.done and sid not in self.failed]
         interrupted = self.interrupts.requested.is_set()
-        status = INTERRUPTED if interrupted else FAILED if (unfinished or self.failed or self.errors or total.failed) else SUCCEEDED
+        paused = self.interrupts.paused
+        status = (PAUSED if paused else INTERRUPTED) if interrupted else FAILED if (
+            unfinished or self.failed or self.errors or total.failed) else SUCCEEDED
         if unfinished and not interrupted:
             self.errors.append(f"{len(unfinished)} shards did not finish (an internal error): run {self.run_id} "
                                f"is kept for the next invocation")
@@ -458,6 +537,7 @@ class SyncRun:
             unfinished=[f"{self.shards[sid].prefix!r} (shard {sid})" for sid in unfinished],
             nodes=[NodeShare(n, o, b) for n, (o, b) in sorted(self.nodes.items())], startup=self._startup(),
             deletes=deleted, interrupted_by=self.interrupts.name if interrupted else "",
+            paused_until=self.interrupts.paused_until.isoformat(timespec="seconds") if paused else "",
             autoscaler={"slot_requests": self.elastic.requests, "actors": self.scheduler.actors_started}
             if self.elastic is not None else None)
         if self.changes is not None:
@@ -466,9 +546,14 @@ class SyncRun:
             report.dry_run_listed = self.changes.written
             self.changes.close(keep=not (unfinished or self.failed or interrupted))
         if not s.dry_run and self.run_id:
-            run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED}[status]
+            run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED,
+                         PAUSED: RUN_PAUSED}[status]
             self.manifest.call("finish_run", run_state, report.to_json())
             self.manifest.call("flush")
+            if self.publisher is not None:  # the history's last point: what the report says
+                self.publisher.tick(Snapshot(total, shards_done=len(self.done), shards_total=len(self.shards),
+                                             total_objects=total.listed, total_bytes=total.bytes_listed),
+                                    self.run_id, phase=run_state, force=True)
         if self.progress is not None:  # the last frame shows what the report says
             self.progress.update(Snapshot(total, shards_done=len(self.done), shards_total=len(self.shards),
                                           total_objects=total.listed, total_bytes=total.bytes_listed),
@@ -501,7 +586,7 @@ class SyncRun:
                 problems.append(f"accounting: the manifest's finished shards hold {stored.listed} listed / "
                                 f"{stored.copied} copied, the run {mine.listed} / {mine.copied}")
         for problem in problems:
-            log.error("%s", problem)
+            log.error("%s", problem, extra=fields(job=self.s.job, run_id=self.run_id or None))
         return problems
 
     def _abort_leftovers(self) -> list[str]:
@@ -550,7 +635,8 @@ async def abort_uploads(settings: Settings, uploads: list[tuple[str, str]]) -> l
             except NotFound:
                 pass  # already gone
             except DthError as exc:
-                log.warning("could not abort upload key=%s error=%s", dst_key, type(exc).__name__)
+                log.warning("could not abort upload key=%s error=%s", dst_key, type(exc).__name__,
+                            extra=fields(job=settings.job, key=dst_key, **error_fields(exc)))
                 continue
             settled.append((dst_key, upload_id))
     finally:

@@ -37,6 +37,8 @@ class Snapshot:
     total_objects: int = 0  # estimated planned total (listed so far + the shards not listed yet)
     total_bytes: int = 0
     bytes_landed: int = 0  # of the bytes in flight, those already read
+    objects_ahead: int = 0  # listed by the shards, not decided yet (part of the planned total)
+    bytes_ahead: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # store requests that failed (retried), by class
 
 
@@ -72,13 +74,16 @@ class View:
         return None
 
 
+CHECKING = "checking"  # the first phase: preflight of the stores (no stats lines yet)
+
+
 class ProgressModel:
     """Shared by the runtime (writers) and a renderer (reader); thread-safe."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
         self._lock = threading.Lock()
-        self._phase = "planning"
+        self._phase = CHECKING
         self._planning = [0, 0, 0]  # prefixes listed, keys seen, shards planned
         self._snap: Snapshot | None = None
         self._samples: deque[tuple[float, int, int]] = deque()  # (time, bytes done or landed, objects done)
@@ -86,6 +91,8 @@ class ProgressModel:
     def planned(self, prefixes: int = 0, keys: int = 0, shards: int = 0) -> None:
         """Planning listed `prefixes` more prefixes and saw `keys` more keys; `shards` planned so far."""
         with self._lock:
+            if self._phase == CHECKING:
+                self._phase = "planning"
             self._planning[0] += prefixes
             self._planning[1] += keys
             self._planning[2] = max(self._planning[2], shards)
@@ -124,10 +131,11 @@ class ProgressModel:
             v.bytes_per_s = (samples[-1][1] - samples[0][1]) / span
             v.objects_per_s = (samples[-1][2] - samples[0][2]) / span
         left_bytes, left_objects = v.total_bytes - v.bytes, v.total_objects - v.objects
-        if v.bytes_per_s > 0 and left_bytes > 0:
-            v.eta_s = left_bytes / v.bytes_per_s
-        elif v.objects_per_s > 0 and left_objects > 0:
-            v.eta_s = left_objects / v.objects_per_s
+        # The slower of the two paces: many small objects left go at their objects' rate, not the bytes' one.
+        etas = [left / rate for left, rate in ((left_bytes, v.bytes_per_s), (left_objects, v.objects_per_s))
+                if left > 0 and rate > 0]
+        if etas:
+            v.eta_s = max(etas)
         elif v.total_objects and not left_objects:
             v.eta_s = 0.0
         return v
@@ -139,6 +147,8 @@ def _mb(n: float) -> str:
 
 def stats_line(v: View) -> str:
     """One readable line (a stats line in a log, like rclone's --stats)."""
+    if v.phase == CHECKING:
+        return f"checking the source and destination · {v.elapsed_s:,.0f}s"
     if v.phase == "planning" and not v.objects:
         return (f"planning: {v.prefixes_listed:,} prefixes listed, {v.keys_seen:,} keys seen, "
                 f"{v.shards_planned:,} shards · {v.elapsed_s:,.0f}s")
@@ -181,14 +191,17 @@ class StatsLines:
 
     def emit(self) -> None:
         v = self.model.view()
+        if v.phase == CHECKING:
+            return  # no lines until the stores answered: bad input or an unreachable store ends in one line
         text = json.dumps(stats_event(v)) if self.as_json else stats_line(v)
         self._stream.write(text + "\n")
         self._stream.flush()
 
-    def close(self) -> None:
+    def close(self, final: bool = True) -> None:
         self._stop.set()
         self._thread.join(5)
-        self.emit()  # the final state, once
+        if final:
+            self.emit()  # the final state, once
 
 
 class LiveBar:
@@ -212,6 +225,9 @@ class LiveBar:
 
         v = self.model.view()
         grid = Table.grid(padding=(0, 1))
+        if v.phase == CHECKING:
+            grid.add_row(stats_line(v))
+            return grid
         if v.phase == "planning" and not v.objects:
             grid.add_row(f"[bold]planning[/] {v.prefixes_listed:,} prefixes listed · {v.keys_seen:,} keys seen · "
                          f"{v.shards_planned:,} shards · {v.elapsed_s:,.0f}s")
@@ -230,8 +246,11 @@ class LiveBar:
         outer.add_row(detail)
         return outer
 
-    def close(self) -> None:
-        self._live.refresh()
+    def close(self, final: bool = True) -> None:
+        if final:
+            self._live.refresh()
+        else:
+            self._live.transient = True  # an error follows: leave its line alone on the screen
         self._live.stop()
 
 
@@ -264,6 +283,8 @@ def showing_progress(settings: Settings):
     shown.start()
     try:
         yield model
-    finally:
-        model.phase("done")
-        shown.close()
+    except BaseException:
+        shown.close(final=False)
+        raise
+    model.phase("done")
+    shown.close()

@@ -13,6 +13,7 @@ from dth_ray.plan.keys import src_key_for
 from dth_ray.plan.shard import shards_from_level
 from dth_ray.runtime.interrupts import Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
+from dth_ray.runtime.jobs import adopt_legacy_job
 from dth_ray.runtime.planning import list_level
 from dth_ray.runtime.preflight import check_stores
 from dth_ray.runtime.rayhost import ray_is_up
@@ -57,7 +58,8 @@ class VerifyRun:
 def run_verify(settings: Settings, interrupts: Interrupts | None = None) -> dict:
     """Verify the destination against the source; returns the report (JSON-ready). Raises ConfigError first
     if a store is unreachable or refuses us."""
-    check_stores(settings.source, settings.destination)
+    settings = settings.with_stores(*check_stores(settings.source, settings.destination))
+    settings = adopt_legacy_job(settings)  # its copy-time records may be under the job's earlier name
     started = time.monotonic()
     interrupts = interrupts or Interrupts()
     interrupts.install()
@@ -95,7 +97,7 @@ async def _plan_verify_shards(settings: Settings) -> list[Shard]:
     whole = [Shard("all", src_prefix)]
     if settings.source.prefix_list or any(p and not p.endswith("/") for p in (src_prefix, dst_prefix)):
         return whole
-    src, dst = open_store(settings.source), open_store(settings.destination)
+    src, dst = open_store(settings.source, "source"), open_store(settings.destination, "destination")
     try:
         src_level, dst_level = await list_level(src, src_prefix), await list_level(dst, dst_prefix)
     finally:

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,9 +22,11 @@ from dth_ray.engine.context import CopySettings
 from dth_ray.engine.copier import Copier
 from dth_ray.engine.landing import Landing
 from dth_ray.engine.limits import Limits
-from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
+from dth_ray.engine.pacing import SourcePace, paced
+from dth_ray.engine.ratelimit import AdaptiveLimit
 from dth_ray.engine.verify import same_content
-from dth_ray.errors import DthError, Unreadable, error_class
+from dth_ray.errors import ConfigError, DthError, Unreadable, error_class
+from dth_ray.gctune import tune as tune_gc
 from dth_ray.model import (
     ByteRange,
     ObjectMeta,
@@ -35,7 +38,7 @@ from dth_ray.model import (
     UploadState,
     VerifyTally,
 )
-from dth_ray.ops.logs import setup_actor_logging
+from dth_ray.ops.logs import error_fields, fields, setup_actor_logging
 from dth_ray.plan.diff import COPY, SKIP, Record, merge_join, needs_record
 from dth_ray.plan.keys import dest_key, src_key_for
 from dth_ray.plan.verify import DIFFER, MATCH, READ, classify
@@ -44,6 +47,7 @@ from dth_ray.runtime.calls import call_manifest
 from dth_ray.runtime.manifest import DONE, PENDING, Checkpoint, LiveReport, ObjectRecord
 from dth_ray.runtime.metrics import ActorMetrics
 from dth_ray.runtime.pool import local_node_id
+from dth_ray.runtime.preflight import probe
 from dth_ray.runtime.reconcile import Reconciler
 from dth_ray.runtime.shardstate import ListingCursor, SettledKeys
 from dth_ray.settings import WorkerSettings
@@ -103,8 +107,9 @@ class TransferWorker:
         self._manifest = _named_actor(manifest) if isinstance(manifest, str) else manifest
         self._worker_id = worker_id or f"worker-{id(self):x}"
         self._node_id = local_node_id()
-        self._src = open_store(settings.source)
-        self._dst = open_store(settings.destination)
+        self._src = open_store(settings.source, "source")
+        self._dst = open_store(settings.destination, "destination")
+        tune_gc()  # the first worker of a process (an actor's, or the driver's lane), after its imports
         t = settings.transfer
         self._copy_settings = CopySettings(
             multipart_threshold_bytes=t.multipart_threshold_bytes, part_size_bytes=t.part_size_bytes,
@@ -116,6 +121,7 @@ class TransferWorker:
         self._metrics = ActorMetrics(settings.job)
         self._copier: Copier | None = None
         self._limits: Limits | None = None
+        self._pace: SourcePace | None = None
         self._slots: asyncio.Semaphore | None = None
         self._reconciler: Reconciler | None = None
         self._pending: list[ObjectRecord] = []
@@ -125,6 +131,7 @@ class TransferWorker:
         self._objects_in_flight = 0
         self._bytes_in_flight = 0
         self._landing: set[Landing] = set()  # the objects in flight: how much of each is read
+        self._ahead = [0, 0]  # objects and bytes the shards' listings returned that are not decided yet
         self._errors: dict[str, int] = {}  # store requests that failed so far, by class (progress and metrics)
         self._flush_lock: asyncio.Lock | None = None
         self._flusher: asyncio.Task | None = None
@@ -135,9 +142,9 @@ class TransferWorker:
         if self._copier is not None:
             return
         t = self.settings.transfer
-        self._limits = Limits(budget=ByteBudget(t.buffer_bytes), concurrency=AdaptiveLimit(t.concurrency * 2),
-                              requests=TokenBucket(t.max_requests_per_s),
-                              bandwidth=TokenBucket(t.max_bandwidth_bytes_per_s))
+        self._limits = Limits(budget=ByteBudget(t.buffer_bytes), concurrency=AdaptiveLimit(t.concurrency * 2))
+        self._pace = SourcePace(t.max_requests_per_s, t.max_bandwidth_bytes_per_s)
+        self._src = paced(self._src, self._pace)  # listing, copies and checks: the job's budgets hold for all
         self._copier = Copier(self._src, self._dst, self._src.features, self._dst.features, self._copy_settings,
                               self._limits, _UploadJournal(self._manifest), self._peers)
         self._slots = asyncio.Semaphore(t.concurrency)
@@ -153,12 +160,26 @@ class TransferWorker:
             try:
                 await self._flush()
             except DthError as exc:  # the manifest refused a batch: the items stay here and go next time
-                log.warning("manifest flush failed: %s", error_class(exc))
+                log.warning("manifest flush failed: %s", error_class(exc),
+                            extra=fields(job=self.settings.job, **error_fields(exc)))
 
     # ---- control (called by the scheduler)
 
     def node_id(self) -> str:
         return self._node_id
+
+    async def check_credentials(self) -> str:
+        """Resolve both stores' credentials here, where the copies run, and list one key of each: '' when
+        both answer, else a one-line error (runtime/credcheck.py fails the run with it before any shard is
+        dispatched). On a cluster, keys are read on each node, not where the driver runs."""
+        for spec, role in ((self.settings.source, "source"), (self.settings.destination, "destination")):
+            try:
+                await probe(spec, role)
+            except ConfigError as exc:
+                return (f"{exc} (checked on a transfer actor on node {_node_address()}: credentials are read "
+                        "where the actors run, so every Ray node needs them: env:NAME in each node's own "
+                        "environment, or use secret:ID, role:ARN or an instance role)")
+        return ""
 
     def set_peers(self, handles: list) -> None:
         """The other transfer actors' handles (the scheduler sends them once all actors exist)."""
@@ -225,14 +246,26 @@ class TransferWorker:
         join = dict(src_prefix=src_prefix, dst_prefix=dst_prefix, compare=self.settings.compare,
                     src_features=self._src.features, dst_features=self._dst.features,
                     key_filter=self.settings.key_filter)
+        ahead = self._ahead
         async for page in self._pages(self._src, shard.prefix, shard.start_after, shard.end_at, shard.delimiter):
             if not page:
                 continue
             bound = page[-1].key
-            dst_batch = await dst.take_through(to_dst(bound))
-            rec_batch = await records.take_through(bound)
-            for decision in merge_join(page, dst_batch, rec_batch, **join):
-                yield decision
+            # Listed but not decided yet: the progress display's planned total counts them already.
+            left = [len(page), sum(o.size for o in page)]
+            ahead[0] += left[0]
+            ahead[1] += left[1]
+            try:
+                dst_batch = await dst.take_through(to_dst(bound))
+                rec_batch = await records.take_through(bound)
+                for decision in merge_join(page, dst_batch, rec_batch, **join):
+                    if decision.src is not None:
+                        size = decision.src.size
+                        left[0], left[1], ahead[0], ahead[1] = left[0] - 1, left[1] - size, ahead[0] - 1, ahead[1] - size
+                    yield decision
+            finally:
+                ahead[0] -= left[0]  # filtered out, or the listing stopped
+                ahead[1] -= left[1]
         for decision in merge_join([], await dst.take_through(None), [], **join):
             yield decision
 
@@ -252,6 +285,7 @@ class TransferWorker:
         dry_run, note_extras = self.settings.dry_run, self.settings.note_extras
         src_prefix, dst_prefix = self.settings.source.prefix, self.settings.destination.prefix
         self._active[shard.shard_id] = settled
+        where = fields(job=self.settings.job, run_id=task.run_id or None, shard=shard.shard_id)  # log fields
         error = ""
         try:
             async for decision in self.decisions(todo):
@@ -278,7 +312,7 @@ class TransferWorker:
                 self._bytes_in_flight += src.size
                 entry = settled.open(src.key)
                 copy = asyncio.ensure_future(self._copy_one(src, decision.dst_key, decision.record is not None,
-                                                            settled, entry, seen))
+                                                            settled, entry, seen, where))
                 tasks.add(copy)
                 copy.add_done_callback(tasks.discard)
                 if len(self._pending) >= _FLUSH_RECORDS:
@@ -316,7 +350,8 @@ class TransferWorker:
         self._now(settled, src.key, outcome.seen_too(result) if seen else result)
 
     async def _copy_one(self, src: ObjectMeta, dst_key: str, recorded: bool, settled: SettledKeys,
-                        entry: list, seen: bool) -> None:
+                        entry: list, seen: bool, where: dict[str, Any]) -> None:
+        """Copy one object and settle its result; `where` holds the log fields of its shard (job, run_id)."""
         result = None
         progress = Landing(src.size)
         self._landing.add(progress)
@@ -325,15 +360,19 @@ class TransferWorker:
             copied = await self._copier.copy(src, dst_key)
         except Unreadable as exc:
             result = functools.partial(outcome.skipped, src.size, f"unreadable:{src.storage_class or 'archived'}")
-            log.warning("skipped unreadable object key=%s error=%s", src.key, error_class(exc))
+            log.warning("skipped unreadable object key=%s error=%s", src.key, error_class(exc),
+                        extra={**where, "key": src.key, **error_fields(exc)})
         except DthError as exc:
             error = f"{error_class(exc)}: {exc}"
             result = functools.partial(outcome.failed, src.size, src.key, error)
-            self._pending.append(ObjectRecord(src.key, src.size, src.etag, dst_key, "", "failed", error))
-            log.warning("copy failed key=%s error=%s", src.key, error_class(exc))
+            self._pending.append(ObjectRecord(src.key, src.size, src.etag, dst_key, "", "failed", error,
+                                              code=exc.code, attempts=exc.attempts))
+            log.warning("copy failed key=%s error=%s attempts=%d", src.key, error_class(exc), exc.attempts,
+                        extra={**where, "key": src.key, **fields(attempt=exc.attempts or None),
+                               **error_fields(exc)})
         except Exception as exc:  # a bug must fail one object, not the shard's accounting
             result = functools.partial(outcome.failed, src.size, src.key, f"Fatal: unexpected {type(exc).__name__}")
-            log.exception("unexpected error copying key=%s", src.key)
+            log.exception("unexpected error copying key=%s", src.key, extra={**where, "key": src.key})
         else:
             result = functools.partial(outcome.copied, src.size, copied)
             multipart = copied.part_size_bytes > 0
@@ -447,15 +486,18 @@ class TransferWorker:
             report = LiveReport(self._worker_id, tuple((sid, seq, Tally.from_dict(t.to_dict(0)))
                                                        for sid, (seq, t) in live.items()),
                                 self._objects_in_flight, self._bytes_in_flight, tuple(self._errors.items()),
-                                sum(p.read_bytes for p in self._landing))
+                                sum(p.read_bytes for p in self._landing), *self._ahead,
+                                self._pace.usage() if self._pace is not None and self._pace.on else ())
             batch, self._pending[:] = list(self._pending), []
             checkpoints, self._checkpoints = self._checkpoints, []
             try:
-                await call_manifest(self._manifest, "record", batch, checkpoints, report)
+                share = await call_manifest(self._manifest, "record", batch, checkpoints, report)
             except BaseException:
                 self._pending[:0] = batch  # kept for the next flush, in order
                 self._checkpoints[:0] = checkpoints
                 raise
+            if share is not None and self._pace is not None:
+                self._pace.apply(share, self._limits.concurrency)
             if self._limits is not None:
                 self._metrics.add(self._totals, errors, self._limits.concurrency.in_flight,
                                   self._copier.parts_in_flight if self._copier is not None else 0)
@@ -466,6 +508,16 @@ class TransferWorker:
             await self._flush()
         await self._src.aclose()
         await self._dst.aclose()
+
+
+def _node_address() -> str:
+    """This node's IP address as Ray knows it (the host name outside Ray)."""
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address() if ray.is_initialized() else socket.gethostname()
+    except Exception:  # noqa: BLE001 - only for a message
+        return socket.gethostname()
 
 
 def _same_service(settings: WorkerSettings) -> bool:

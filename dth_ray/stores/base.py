@@ -43,6 +43,10 @@ class StoreFeatures:
     checksum_kinds: tuple[str, ...] = ("md5",)
     # Storage classes that cannot be read without a restore.
     unreadable_storage_classes: tuple[str, ...] = ()
+    # What a write may ask for (stores/writeoptions.py; empty: the store has no such setting).
+    storage_classes: tuple[str, ...] = ()
+    canned_acls: tuple[str, ...] = ()
+    sse_modes: tuple[str, ...] = ()
 
 
 @runtime_checkable

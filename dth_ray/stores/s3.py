@@ -22,6 +22,7 @@ from urllib.parse import unquote_plus, urlsplit
 import aiohttp
 import yarl
 
+from dth_ray.awsenv import aws_endpoint
 from dth_ray.config import StoreConfig, StoreType, is_loopback
 from dth_ray.credentials import AUTH_ERROR_CODES, RefreshingCredentials, is_auth_error
 from dth_ray.errors import (
@@ -48,7 +49,9 @@ from dth_ray.model import (
 )
 from dth_ray.stores.base import GiB, MiB, StoreFeatures, TiB
 from dth_ray.stores.httpbody import SLICE_BYTES, SlicedBody
+from dth_ray.stores.s3region import announce_redirect, bucket_region, credentials_region
 from dth_ray.stores.sigv4 import SigV4Signer, uri_encode
+from dth_ray.stores.writeoptions import S3_CANNED_ACLS, S3_SSE, S3_STORAGE_CLASSES
 
 _START_AFTER = "start-after:"  # token prefix; real continuation tokens are base64 and never contain ':'
 _REQUEST_ATTEMPTS = 3  # this layer retries one request; the engine retries whole objects
@@ -62,15 +65,14 @@ _HEADER_FIELDS = (
 )
 
 
-def default_endpoint(cfg: StoreConfig) -> str:
-    """The provider's endpoint for `cfg.region` when none is given."""
-    region = cfg.region or "us-east-1"
+def default_endpoint(cfg: StoreConfig, region: str = "") -> str:
+    """The provider's endpoint for `region` (default `cfg.region`) when none is given."""
+    region = region or cfg.region or "us-east-1"
     if cfg.type == StoreType.cos:
         return f"https://cos.{region}.myqcloud.com"
     if cfg.type == StoreType.kodo:
         return f"https://s3-{region}.qiniucs.com"
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://s3.{region}.{suffix}"
+    return aws_endpoint(region)
 
 
 def same_service(src: StoreConfig, dst: StoreConfig) -> bool:
@@ -157,8 +159,10 @@ async def _read_into(resp: aiohttp.ClientResponse, out: memoryview) -> int:
 class S3Store:
     """An S3 bucket (and key prefix space) reached over HTTP(S) with SigV4."""
 
-    def __init__(self, cfg: StoreConfig):
+    def __init__(self, cfg: StoreConfig, role: str = ""):
+        """`role` (source, destination) names the side in error messages."""
         self._cfg = cfg
+        self._role = role or "store"
         endpoint = cfg.endpoint or default_endpoint(cfg)
         if "://" not in endpoint:
             endpoint = "https://" + endpoint
@@ -172,9 +176,9 @@ class S3Store:
                 else "path"
         self._virtual = style == "virtual"
         self._region = cfg.region or "us-east-1"
-        self.features = replace(FEATURES, name=cfg.type.value,
-                                single_put_etag_is_md5=cfg.sse != "aws:kms",
-                                multipart_etag_is_md5_of_md5s=cfg.sse != "aws:kms")
+        kms = cfg.sse.startswith("aws:kms")  # SSE-KMS (and DSSE-KMS) ETags are not MD5s
+        self.features = replace(FEATURES, name=cfg.type.value, single_put_etag_is_md5=not kms,
+                                multipart_etag_is_md5_of_md5s=not kms)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._creds: RefreshingCredentials | None = None  # keys, re-read when they rotate (never pickled)
@@ -182,7 +186,12 @@ class S3Store:
         self._signer_generation = -1
 
     def __reduce__(self):
-        return (S3Store, (self._cfg,))
+        return (S3Store, (self._cfg, self._role))
+
+    @property
+    def region(self) -> str:
+        """The region requests are signed for (the bucket's, once a redirect was followed)."""
+        return self._region
 
     def __repr__(self) -> str:
         return f"S3Store(bucket={self._cfg.bucket!r}, endpoint={self._scheme}://{self._host})"
@@ -192,7 +201,7 @@ class S3Store:
     def _get_signer(self) -> tuple[SigV4Signer | None, int]:
         """The signer for the keys in hand (rebuilt when they change) and their generation."""
         if self._creds is None:
-            self._creds = RefreshingCredentials(self._cfg.credentials, "source/destination", self._region)
+            self._creds = RefreshingCredentials(self._cfg.credentials, self._role, credentials_region(self._cfg))
         creds, generation = self._creds.current()
         if generation != self._signer_generation:
             self._signer = None if creds is None else SigV4Signer(
@@ -218,6 +227,17 @@ class S3Store:
             await self._session.close()
         self._session = None
 
+    def _follow_region(self, region: str) -> None:
+        """Sign for the bucket's `region` from now on; a derived endpoint moves to that region's, an endpoint
+        the user set is kept. Logged once per process and bucket."""
+        if region == self._region:
+            return  # another request already followed it
+        old, self._region = self._region, region
+        if not self._cfg.endpoint:
+            self._host = urlsplit(default_endpoint(self._cfg, region)).netloc
+        self._signer_generation = -1  # the next request builds a signer for the new region
+        announce_redirect(self._role, self._cfg.bucket, old, region, f"{self._scheme}://{self._host}")
+
     def _target(self, key: str | None) -> tuple[str, str]:
         """(host, encoded path) for a key (None = the bucket itself)."""
         bucket = self._cfg.bucket
@@ -232,24 +252,26 @@ class S3Store:
         into: memoryview | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """Send one signed request; retry transient failures a bounded number of times, and once more with
-        re-read keys when the keys were refused (rotated secret, expired token). With `into`, a successful
-        answer's body is written there (it must fill it exactly) and b"" is returned in its place."""
-        host, path = self._target(key)
+        re-read keys when the keys were refused (rotated secret, expired token), and once more for the bucket's
+        region when the answer names another one (see bucket_region). With `into`, a successful answer's body is
+        written there (it must fill it exactly) and b"" is returned in its place."""
         if data is not None and len(data) > SLICE_BYTES:
             data = SlicedBody(data)  # no join with the headers, no copy into the transport (httpbody.py)
         headers = dict(headers or {})
         if self._cfg.requester_pays:
             headers["x-amz-request-payer"] = "requester"
         query = "&".join(f"{uri_encode(k)}={uri_encode(v)}" if v != "" else uri_encode(k) for k, v in params)
-        url = yarl.URL(f"{self._scheme}://{host}{path}" + (f"?{query}" if query else ""), encoded=True)
         session = self._get_session()
         if self._creds is not None and self._creds.due():
             await asyncio.get_running_loop().run_in_executor(None, self._creds.refresh_if_due)
         last: DthError | None = None
-        refreshed = False
+        refreshed = redirected = False
         attempt = 0
-        for _ in range(_REQUEST_ATTEMPTS + 1):  # + one retry with re-read keys after an auth error
+        for _ in range(_REQUEST_ATTEMPTS + 2):  # + one retry with re-read keys, + one in the bucket's region
+            host, path = self._target(key)  # a followed redirect may have moved the endpoint
+            url = yarl.URL(f"{self._scheme}://{host}{path}" + (f"?{query}" if query else ""), encoded=True)
             signer, generation = self._get_signer()
+            signed_region = self._region
             signed = signer.sign(method, host, path, params, headers) if signer else headers
             try:
                 async with session.request(method, url, data=data, headers=signed) as resp:
@@ -266,6 +288,11 @@ class S3Store:
                     last = Transient(f"S3 {method} returned {filled} bytes, expected {len(into)}")
                 elif status < 300 or status in ok_statuses:
                     return status, resp_headers, body
+                elif (region := bucket_region(status, resp_headers, body)) and region != signed_region \
+                        and not redirected:
+                    redirected = True
+                    self._follow_region(region)
+                    continue
                 else:
                     last = _map_error(status, _error_code(body), resp_headers)
                     refused = is_auth_error(last) or (method == "HEAD" and status == 403)  # HEAD has no code
@@ -294,7 +321,7 @@ class S3Store:
             out["x-amz-acl"] = cfg.acl
         if cfg.sse:
             out["x-amz-server-side-encryption"] = cfg.sse
-            if cfg.sse == "aws:kms" and cfg.sse_kms_key_id:
+            if cfg.sse.startswith("aws:kms") and cfg.sse_kms_key_id:
                 out["x-amz-server-side-encryption-aws-kms-key-id"] = cfg.sse_kms_key_id
         return out
 
@@ -508,4 +535,7 @@ FEATURES = StoreFeatures(
     server_side_copy=True,
     checksum_kinds=("md5",),
     unreadable_storage_classes=("GLACIER", "DEEP_ARCHIVE"),
+    storage_classes=S3_STORAGE_CLASSES,
+    canned_acls=S3_CANNED_ACLS,
+    sse_modes=S3_SSE,
 )

@@ -326,6 +326,7 @@ class FaultProxy:
         self.counts_path = counts_path
         self.on_answer = on_answer
         self.requests = 0  # every request header block received
+        self.request_times: list[float] = []  # time.monotonic() of each, in order
         self._rules: list[_Armed] = []
         self._events: list[dict] = []
         self._lock = threading.Lock()
@@ -404,6 +405,7 @@ class FaultProxy:
         ranged = "range" in request.headers
         with self._lock:
             self.requests += 1
+            self.request_times.append(time.monotonic())
             for armed in self._rules:
                 rule = armed.rule
                 if not rule.matches(method, path, query, ranged):
