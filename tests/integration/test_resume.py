@@ -43,9 +43,11 @@ def _sync_cmd(pair, proxy, src_prefix, dst_prefix, manifest, report) -> list[str
             for a in args]
     # Test-sized objects (100 MiB) that still go up in parts (the default threshold is 200 MiB), one part of
     # each at a time: with the default 8 per object, 16 parts of 16 MiB would all be in flight at once and a
-    # kill would land before any part had finished, leaving nothing recorded to resume.
+    # kill would land before any part had finished, leaving nothing recorded to resume. Reads paced to 32 MB/s
+    # (about 6.5 s for all the data), so a kill lands mid-way even on an idle machine, after a DynamoDB
+    # manifest's 2 s flush has made a part durable.
     return [sys.executable, "-m", "dth_ray", "sync", *args, f"report={report}", "transfer.multipart_threshold=64MiB",
-            "transfer.parts_in_flight=1"]
+            "transfer.parts_in_flight=1", "transfer.max_bandwidth=32MB"]
 
 
 def _recorded(cfg) -> dict[str, dict[int, PartInfo]]:
