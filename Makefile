@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean constraints test-tools
+.PHONY: demo test lint bench bench-manifest bench-events install clean constraints test-tools
 
 # Every install takes the exact versions in constraints.txt (see `make constraints` below).
 $(STAMP): pyproject.toml setup.py constraints.txt
@@ -46,6 +46,14 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	-$(PY) benchmarks/wan.py deps
 	$(PY) benchmarks/suite.py $(if $(QUICK),--quick,)
+
+# Manifest writes counted at the server (100,000 objects and a no-change rerun; DynamoDB on moto).
+bench-manifest: $(BENCH_STAMP)
+	$(PY) benchmarks/bench_manifest.py
+
+# Event latency of `dth-ray watch` (events=sqs on moto) at rising rates until something saturates.
+bench-events: $(BENCH_STAMP)
+	$(PY) benchmarks/bench_events.py
 
 # constraints.txt: one exact version of every package `make` installs (the project's dependencies with the
 # test and bench extras, and all of theirs), for every Python the project supports: a universal resolution

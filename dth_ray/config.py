@@ -95,6 +95,7 @@ class TransferConfig:
     spread_threshold: str = "1GiB"
     get_range_size: str = "auto"
     copy_cutoff: str = "5GiB"
+    resume_parts: bool = True  # diagnostic: false sends every part of an interrupted upload again
 
 
 @dataclass

@@ -120,6 +120,9 @@ MEANINGS = {
                                "most 16 at once per part (≥ 256KiB); `auto`: about one second of a single "
                                "stream's measured rate (see \"Large objects\")",
     "transfer.copy_cutoff": "largest object copied server-side with one CopyObject (5MiB–5GiB)",
+    "transfer.resume_parts": "diagnostic switch: `false` makes a resumed run abort the multipart uploads an "
+                             "interrupted run left and send every part again (tests/integration/test_resume.py "
+                             "uses it to show its byte bound catches a build without part reuse); leave it on",
     "manifest": "manifest backend (preset): `sqlite` (one local file) or `dynamodb` (one table)",
     "manifest.path": "SQLite file; empty: `~/.local/state/dth_ray/manifest.sqlite` (`$XDG_STATE_HOME` "
                      "honoured)",

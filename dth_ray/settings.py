@@ -90,6 +90,7 @@ class TransferSettings:
     spread_threshold_bytes: int = 1024**3
     get_range_bytes: int = 0  # 0: sized by the engine's ReadSizer
     copy_cutoff_bytes: int = 5 * 1024**3
+    resume_parts: bool = True  # reuse the recorded parts of an interrupted upload (off: a diagnostic switch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +331,7 @@ def _transfer(cfg: SyncConfig) -> TransferSettings:
         spread_threshold_bytes=parse_size(t.spread_threshold, "transfer.spread_threshold"),
         get_range_bytes=0 if t.get_range_size == "auto" else parse_size(t.get_range_size, "transfer.get_range_size"),
         copy_cutoff_bytes=parse_size(t.copy_cutoff, "transfer.copy_cutoff"),
+        resume_parts=t.resume_parts,
     )
 
 

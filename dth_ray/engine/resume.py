@@ -34,8 +34,9 @@ async def resumable(ctx: CopyContext, meta: ObjectMeta, dst_key: str,
     replaced it) and the server's ListParts shows with that ETag and the planned size are kept (with the
     CRC64NVME it lists); where the destination checks CRC64NVME, an upload whose parts carry none is aborted; any other part is sent again (a re-sent part replaces the
     server's), so an upload is never completed with bytes nobody checked. Other recorded uploads of the
-    key are for another source version and are aborted. Returns ("", {}) when there is none. Raises DthError
-    when the journal, listing the uploads or ListParts fails.
+    key are for another source version and are aborted (all of them with `resume_parts` off, a diagnostic
+    switch that tests use to show what a build without part reuse would send). Returns ("", {}) when there is
+    none. Raises DthError when the journal, listing the uploads or ListParts fails.
     """
     journal = ctx.journal
     if journal is None or not meta.etag:
@@ -48,8 +49,9 @@ async def resumable(ctx: CopyContext, meta: ObjectMeta, dst_key: str,
     for upload in recorded:
         if not upload.upload_id:
             continue
-        if keep_id or (upload.src_etag, upload.size, upload.part_size_bytes) != (
-                meta.etag, meta.size, plan.part_size_bytes):
+        same = (upload.src_etag, upload.size, upload.part_size_bytes) == (meta.etag, meta.size,
+                                                                           plan.part_size_bytes)
+        if keep_id or not same or not ctx.settings.resume_parts:
             await ctx.abort(dst_key, upload.upload_id)
             continue
         try:

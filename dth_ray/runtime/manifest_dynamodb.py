@@ -351,6 +351,7 @@ class DynamoManifest:
         self._table.call("update_item", TableName=self._table.name, Key=item_key(self._pk_run, f"{run_id:012d}"),
                          UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "status"},
                          ExpressionAttributeValues=enc({":s": "running"}))
+        self._table.count_items(1)
         return run_id
 
     def resume_run(self, run_id: int, source: str = "", destination: str = "",

@@ -26,6 +26,7 @@ from dth_ray.engine.pacing import SourcePace, paced
 from dth_ray.engine.ratelimit import AdaptiveLimit
 from dth_ray.engine.verify import same_content, same_stored_checksum
 from dth_ray.errors import ConfigError, DthError, Unreadable, error_class
+from dth_ray.gctune import tune as tune_gc
 from dth_ray.model import (
     ByteRange,
     ObjectMeta,
@@ -108,13 +109,14 @@ class TransferWorker:
         self._node_id = local_node_id()
         self._src = open_store(settings.source, "source")
         self._dst = open_store(settings.destination, "destination")
+        tune_gc()  # the first worker of a process (an actor's, or the driver's lane), after its imports
         t = settings.transfer
         self._copy_settings = CopySettings(
             multipart_threshold_bytes=t.multipart_threshold_bytes, part_size_bytes=t.part_size_bytes,
             parts_in_flight=t.parts_in_flight, max_attempts=t.max_attempts,
             server_side_bucket=settings.source.bucket if t.server_side_copy and _same_service(settings) else "",
             spread_threshold_bytes=t.spread_threshold_bytes, get_range_bytes=t.get_range_bytes,
-            copy_cutoff_bytes=t.copy_cutoff_bytes)
+            copy_cutoff_bytes=t.copy_cutoff_bytes, resume_parts=t.resume_parts)
         self._peers = _Peers()
         self._metrics = ActorMetrics(settings.job)
         self._copier: Copier | None = None

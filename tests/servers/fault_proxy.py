@@ -35,7 +35,7 @@ import termios
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape
@@ -316,19 +316,22 @@ class FaultProxy:
     """Listens on 127.0.0.1:`port` (0: any free port) and forwards to `upstream` ('http://host:port').
 
     `counts_path`, if given, gets {seed, upstream, requests, rules: counts, events} as JSON after each
-    injected fault and at `stop()`.
+    injected fault and at `stop()`. `on_answer`, if given, is called as on_answer(method, target, status) in
+    the proxy's thread when an upstream's final answer head arrives (e.g. to time when a PUT landed).
 
     A background thread runs the asyncio loop; `add`, `clear`, `counts`, `events` are thread-safe. Each
     client connection gets its own upstream connection, kept alive as long as both sides allow.
     """
 
-    def __init__(self, upstream: str, seed: int = 1234, counts_path: str | None = None, port: int = 0):
+    def __init__(self, upstream: str, seed: int = 1234, counts_path: str | None = None, port: int = 0,
+                 on_answer: Callable[[str, str, int], None] | None = None):
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream must be http://host:port, got {upstream!r}")
         self.upstream = (parts.hostname, parts.port or 80)
         self.seed = seed
         self.counts_path = counts_path
+        self.on_answer = on_answer
         self.requests = 0  # every request header block received
         self.request_times: list[float] = []  # time.monotonic() of each, in order
         self._rules: list[_Armed] = []
@@ -556,6 +559,8 @@ class FaultProxy:
                     await writer.drain()
                     continue
                 break
+            if self.on_answer is not None:
+                self.on_answer(method, request.start[1] if len(request.start) > 1 else "/", code)
             action = fault.action if fault is not None else None
             if action is not None and action.kind == "stall":
                 await asyncio.sleep(action.seconds)
