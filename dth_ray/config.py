@@ -69,6 +69,8 @@ class StoreConfig:
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0
     checksum: ChecksumMode = ChecksumMode.auto
+    inventory: str = ""  # plan from this inventory's manifest.json (bucket://key on this store's service)
+    inventory_credentials: str = ""  # reading the inventory; empty: `credentials`
 
 
 @dataclass
@@ -313,6 +315,9 @@ class SyncConfig:
     compare: Compare = Compare.size_etag
     dry_run: bool = False
     dry_run_list: str = ""  # with dry_run=true: write every key it would copy or delete here (JSON lines)
+    inventory_staging: str = ""  # inventory planning: where the per-shard key files go (see InventorySettings)
+    report_objects: str = ""  # per-object completion report: a folder path or s3://bucket/prefix
+    report_objects_format: str = "auto"  # auto (by the location's extension), csv or parquet
     resume: bool = True  # false: start a new run even when the job's latest run can be resumed
     report: str = ""
     job: str = ""
@@ -453,6 +458,78 @@ def validate(cfg: SyncConfig) -> None:
     validate_sync_settings(cfg)
     check_delete_scope(cfg)
     validate_ops(cfg)
+    validate_inventory(cfg)
+    validate_report_objects(cfg)
+
+
+LOCATION_SCHEMES = ("s3", "oss", "cos", "kodo", "memory")
+REPORT_FORMATS = ("auto", "csv", "parquet")
+
+
+def split_location(url: str, name: str) -> tuple[str, str]:
+    """(bucket, key) of `scheme://bucket/key` (a scheme of LOCATION_SCHEMES), or ('', path) for a local path.
+    Raises ConfigError naming `name`."""
+    if "://" not in url:
+        if not url.strip():
+            raise ConfigError(f"{name} is empty")
+        return "", url
+    scheme, _, rest = url.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme.lower() not in LOCATION_SCHEMES or not bucket:
+        raise ConfigError(f"{name}={url!r} must be a folder path or {'|'.join(LOCATION_SCHEMES)}://BUCKET/KEY")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", bucket):
+        raise ConfigError(f"{name}={url!r}: {bucket!r} is not a valid bucket name")
+    return bucket, key
+
+
+def _check_credentials(spec: str, name: str) -> None:
+    if spec:
+        validate_store(StoreConfig(bucket="inventory", credentials=spec), name)
+
+
+def validate_inventory(cfg: SyncConfig) -> None:
+    """Check `source.inventory`, `destination.inventory` and `inventory_staging`; raises ConfigError."""
+    src, dst = cfg.source, cfg.destination
+    for role, store in (("source", src), ("destination", dst)):
+        _check_credentials(store.inventory_credentials, f"{role}.inventory_credentials")
+        if not store.inventory:
+            continue
+        bucket, key = split_location(store.inventory, f"{role}.inventory")
+        if not bucket or not key or key.endswith("/"):
+            raise ConfigError(f"{role}.inventory={store.inventory!r} must name the inventory's manifest.json "
+                              "as SCHEME://BUCKET/KEY (e.g. s3://inventory-bucket/src/config/2026-01-01T00-00Z/"
+                              "manifest.json)")
+        if store.type in (StoreType.local, StoreType.maxcompute):
+            raise ConfigError(f"{role}.inventory needs a bucket store, not {role}={store.type.value}")
+    if dst.inventory and not src.inventory:
+        raise ConfigError("destination.inventory needs source.inventory (the destination's inventory only "
+                          "replaces its listing in shards planned from the source's inventory)")
+    if src.inventory and src.prefix_list:
+        raise ConfigError("source.inventory and source.prefix_list exclude each other: the inventory plans the "
+                          "shards")
+    if cfg.inventory_staging:
+        if not src.inventory:
+            raise ConfigError("inventory_staging needs source.inventory")
+        split_location(cfg.inventory_staging, "inventory_staging")
+
+
+def validate_report_objects(cfg: SyncConfig) -> None:
+    """Check `report_objects` and `report_objects_format`; raises ConfigError."""
+    if cfg.report_objects_format not in REPORT_FORMATS:
+        raise ConfigError(f"report_objects_format={cfg.report_objects_format!r} must be one of "
+                          f"{', '.join(REPORT_FORMATS)}")
+    if not cfg.report_objects:
+        return
+    if cfg.dry_run:
+        raise ConfigError("report_objects needs a real run (dry_run_list=PATH lists what a dry run would do)")
+    bucket, prefix = split_location(cfg.report_objects, "report_objects")
+    dst = cfg.destination
+    if bucket and dst.type == StoreType.local:
+        raise ConfigError(f"report_objects={cfg.report_objects!r}: with destination=local give a folder path")
+    if bucket and bucket == dst.bucket and (prefix.startswith(dst.prefix) or dst.prefix.startswith(prefix)):
+        raise ConfigError(f"report_objects={cfg.report_objects!r} lies inside the destination's scope "
+                          f"(destination.prefix={dst.prefix!r}): its parts would be synced against; choose a "
+                          "prefix outside it")
 
 
 def validate_transfer_sizes(cfg: SyncConfig) -> None:

@@ -59,6 +59,11 @@ STORE_MEANINGS = {
                 "`md5`: never (Content-MD5 only). `auto`: `crc64nvme` on AWS S3 itself; elsewhere a destination "
                 "sends it beside the MD5 until the first write's answer shows whether the server checks it (no "
                 "echo: MD5 only, said once in the log), and stored values are not trusted",
+    "inventory": "plan from this inventory instead of listing (see Inventory planning): the URL of an S3 "
+                 "Inventory or OSS bucket inventory `manifest.json` on this store's service, e.g. "
+                 "`s3://inventory-bucket/src/config-id/2026-01-01T00-00Z/manifest.json`; on the destination it "
+                 "replaces the destination's listing too (needs `source.inventory`)",
+    "inventory_credentials": "credentials for reading `inventory` (as `credentials`); empty: `credentials`",
 }
 STORES = {"source": "", "destination": "", "maxcompute.oss": "`maxcompute.mode=unload` staging store: "}
 
@@ -74,6 +79,16 @@ MEANINGS = {
     "dry_run_list": "with `dry_run=true`: write every key it would copy or delete to this file, as JSON lines "
                     "(`action`, `key`, `size`, `reason`; in no particular order); written only when every shard "
                     "finished",
+    "inventory_staging": "with `source.inventory`: where planning writes one file of sorted keys per shard for "
+                         "the workers to read, `s3://bucket/prefix` on the source's service (with "
+                         "`source.inventory_credentials`) or a folder every worker sees; empty: a `dth-ray/<job>/` "
+                         "folder beside the source's `manifest.json`. Deleted when the run succeeds",
+    "report_objects": "per-object completion report (see Completion report): a folder path or "
+                      "`s3://bucket/prefix` on the destination's service (outside the destination's scope); one "
+                      "row per object (key, size, checksums, result, reason, attempts, run id), written per "
+                      "shard in parts under `run-<id>/`, listed in the JSON report",
+    "report_objects_format": "`auto` (`parquet` when `report_objects` ends in `.parquet`, else `csv`), `csv` "
+                             "or `parquet`",
     "resume": "resume the job's latest run when it is unfinished (see Resume); `false` starts a new run",
     "report": "path of the JSON report (checked writable before the run)",
     "job": "job name; empty: derived from source and destination, `<source bucket>-<destination bucket>-<6 "
@@ -272,9 +287,12 @@ KINDS = {
     "events.max_delete_window": "duration", "schedule.window": "HH:MM-HH:MM or empty",
     "progress": "auto|bar|lines|none", "runtime.autoscale": "auto|on|off", "runtime.ray": "auto|always",
     "log_level": "level", "sync.max_delete": "count or percent", "schedule.cron": "cron",
-    "maxcompute.oss.type": "oss",
+    "maxcompute.oss.type": "oss", "report_objects_format": "auto|csv|parquet",
+    "source.inventory": "URL", "destination.inventory": "URL", "inventory_staging": "URL or path",
+    "report_objects": "URL or path",
 }
-STORE_KINDS = {"addressing_style": "auto|path|virtual", "credentials": "credentials spec"}
+STORE_KINDS = {"addressing_style": "auto|path|virtual", "credentials": "credentials spec",
+               "inventory_credentials": "credentials spec"}
 
 
 @dataclass(frozen=True)

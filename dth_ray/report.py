@@ -74,6 +74,8 @@ class RunReport:
     sample: list[Change] = field(default_factory=list)  # dry run: the first would-copy and would-delete keys
     dry_run_list: str = ""  # dry run: where every change was written (dry_run_list=PATH)
     dry_run_listed: int = 0  # the lines written there
+    inventory: dict | None = None  # planned from inventories: which, of when (runtime/inventory.py)
+    objects_report: dict | None = None  # report_objects: where the rows are (runtime/objectreport.py)
 
     @property
     def ok(self) -> bool:
@@ -121,6 +123,10 @@ class RunReport:
             out["manifest"] = dict(self.manifest)
         if self.autoscaler is not None:
             out["autoscaler"] = dict(self.autoscaler)
+        if self.inventory is not None:
+            out["inventory"] = dict(self.inventory)
+        if self.objects_report is not None:
+            out["report_objects"] = dict(self.objects_report)
         if self.dry_run:
             out["sample"] = [c.to_json() for c in self.sample]
             if self.dry_run_list:
@@ -152,6 +158,12 @@ class RunReport:
             if self.paused_until:
                 line += (f"\n  outside the transfer window (schedule.window): the next one opens at "
                          f"{self.paused_until}; run the same command then to continue")
+        if self.inventory is not None:
+            source = self.inventory["source"]
+            line += (f"\n  planned from the inventory of {source['created']} ({source['objects']:,} objects); "
+                     "objects added since are left to the next scan")
+        if self.objects_report is not None:
+            line += f"\n  completion report: {self.objects_report['manifest']} ({self.objects_report['rows']:,} rows)"
         for failure in t.failures[:5]:
             line += f"\n  failed: {failure.key!r}: {failure.error}"
         for error in self.errors[:5]:

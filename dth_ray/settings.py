@@ -34,6 +34,7 @@ from dth_ray.config import (
     parse_duration,
     parse_max_delete,
     parse_size,
+    split_location,
     validate,
 )
 from dth_ray.errors import ConfigError
@@ -72,6 +73,39 @@ class StoreSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class InventorySpec:
+    """One side's inventory: the store holding its manifest.json (the side's service, with the inventory's
+    credentials) and the manifest's key in it; `url` as the user wrote it."""
+
+    store: StoreSpec
+    manifest_key: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class InventorySettings:
+    """`source.inventory` (and `destination.inventory`): plan from inventories, no source listing. Planning
+    writes one file of sorted rows per shard under `staging_prefix` of `staging` (`inventory_staging`; empty:
+    a `dth-ray/<job>/` folder beside the source's manifest.json), which every worker can read."""
+
+    source: InventorySpec
+    destination: InventorySpec | None
+    staging: StoreSpec
+    staging_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSpec:
+    """`report_objects`: where the per-object completion report's parts go (a folder, or a bucket prefix on
+    the destination's service with its credentials) and their format (csv or parquet)."""
+
+    store: StoreSpec
+    prefix: str
+    format: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
 class TransferSettings:
     """`transfer.*` in bytes and counts. `multipart_threshold_bytes` is already capped by the byte budget: an
     object larger than the budget goes up in parts, so one PUT never holds more than it."""
@@ -106,6 +140,8 @@ class WorkerSettings:
     dry_run: bool = False
     dry_run_changes: int = 0  # dry run: would-copy/delete objects a shard's result carries (its sample, or all)
     note_extras: bool = False  # sync.delete: shards report the destination-only keys they meet
+    staging: StoreSpec | None = None  # inventory planning: where the shards' staged rows are (Shard.listing)
+    report: ReportSpec | None = None  # report_objects
     log_level: str = "WARNING"  # `log_level` and `log.format`, so actors log like the driver (redacted)
     log_format: str = "text"
 
@@ -274,6 +310,7 @@ class Settings:
     # its runs and records under it (dth_ray/runtime/jobs.py adopt_legacy_job). '' once adopted or named.
     legacy_job: str = ""
     console: ConsoleSettings = ConsoleSettings()
+    inventory: InventorySettings | None = None  # source.inventory: plan from it (dth_ray/runtime/inventory.py)
 
     @property
     def job(self) -> str:
@@ -335,6 +372,49 @@ def _transfer(cfg: SyncConfig) -> TransferSettings:
     )
 
 
+def located(url: str, base: StoreSpec, credentials: str, name: str) -> tuple[StoreSpec, str]:
+    """The store and key (or prefix) `url` names: `scheme://bucket/key` on `base`'s service (its endpoint and
+    region) with `credentials` (empty: base's), or a local folder path. Raises ConfigError."""
+    bucket, key = split_location(url, name)
+    if not bucket:
+        return StoreSpec(type=StoreType.local, path=os.path.abspath(key)), ""
+    if base.type == StoreType.local:
+        raise ConfigError(f"{name}={url!r} names a bucket, but its store is local: give a folder path")
+    return dataclasses.replace(base, bucket=bucket, prefix="", prefix_list="", credentials=credentials or
+                               base.credentials), key
+
+
+def _inventory(cfg: SyncConfig, job: str, source: StoreSpec, destination: StoreSpec) -> InventorySettings | None:
+    if not cfg.source.inventory:
+        return None
+    sides = []
+    for role, spec, store in (("source", source, cfg.source), ("destination", destination, cfg.destination)):
+        if store.inventory:
+            where, key = located(store.inventory, spec, store.inventory_credentials, f"{role}.inventory")
+            sides.append(InventorySpec(where, key, store.inventory))
+        else:
+            sides.append(None)
+    if cfg.inventory_staging:
+        staging, prefix = located(cfg.inventory_staging, source, cfg.source.inventory_credentials,
+                                  "inventory_staging")
+    else:
+        staging, prefix = sides[0].store, sides[0].manifest_key.rpartition("/")[0]
+    prefix = "/".join(p for p in (prefix.strip("/"), "dth-ray", job) if p) + "/"
+    return InventorySettings(sides[0], sides[1], staging, prefix)
+
+
+def _report(cfg: SyncConfig, destination: StoreSpec) -> ReportSpec | None:
+    if not cfg.report_objects:
+        return None
+    store, prefix = located(cfg.report_objects, destination, "", "report_objects")
+    fmt = cfg.report_objects_format
+    if fmt == "auto":
+        fmt = "parquet" if cfg.report_objects.rstrip("/").lower().endswith(".parquet") else "csv"
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return ReportSpec(store, prefix, fmt, cfg.report_objects)
+
+
 def _plan(cfg: SyncConfig) -> PlanSettings:
     p = cfg.plan
     return PlanSettings(p.nodes, parse_size(p.node_throughput, "plan.node_throughput"), p.node_objects_per_s,
@@ -361,10 +441,13 @@ def resolve(cfg: SyncConfig, *, check: bool = True, console: bool = False) -> Se
         check_no_overlap(source, destination, deletes=cfg.sync.delete)
     transfer = _transfer(cfg)
     count, percent = parse_max_delete(cfg.sync.max_delete)
+    job = job_name(cfg)
+    inventory = _inventory(cfg, job, source, destination)
     worker = WorkerSettings(
-        job=job_name(cfg), source=source, destination=destination,
+        job=job, source=source, destination=destination,
         transfer=transfer, key_filter=KeyFilter(list(cfg.filter.include or ()), list(cfg.filter.exclude or ())),
         compare=Compare(cfg.compare), dry_run=cfg.dry_run, note_extras=cfg.sync.delete,
+        staging=inventory.staging if inventory is not None else None, report=_report(cfg, destination),
         dry_run_changes=(sys.maxsize if cfg.dry_run_list else DRY_RUN_SAMPLE) if cfg.dry_run else 0,
         log_level=str(cfg.log_level).upper(), log_format=LogFormat(cfg.log.format).value)
     r = cfg.runtime
@@ -385,6 +468,7 @@ def resolve(cfg: SyncConfig, *, check: bool = True, console: bool = False) -> Se
         event_deletes=EventDeleteLimit(cfg.events.max_delete, parse_duration(
             cfg.events.max_delete_window, "events.max_delete_window"), cfg.events.max_delete_window),
         console=resolve_console(cfg.console) if console else ConsoleSettings(),
+        inventory=inventory,
     )
 
 
@@ -409,5 +493,6 @@ def resolve_schedule(cfg: ScheduleConfig) -> ScheduleSettings:
                             parse_duration(cfg.max_defer, "schedule.max_defer"), cfg.on_start, window)
 
 
-__all__ = ["ConsoleSettings", "EventDeleteLimit", "ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings",
-           "Settings", "StoreSpec", "TransferSettings", "WorkerSettings", "resolve", "store_spec"]
+__all__ = ["ConsoleSettings", "EventDeleteLimit", "ExportSettings", "InventorySettings", "InventorySpec",
+           "ManifestSpec", "MaxComputeMode", "ReportSpec", "RuntimeSettings", "Settings", "StoreSpec",
+           "TransferSettings", "WorkerSettings", "located", "resolve", "store_spec"]

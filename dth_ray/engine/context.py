@@ -46,6 +46,8 @@ class CopyOutcome:
     server_side: bool = False
     resumed_parts: int = 0  # parts of an interrupted upload that were reused, not sent again
     spread_parts: int = 0  # parts other actors sent
+    dst_checksum: str = ""  # what the destination's write answered, e.g. 'crc64ecma:<n>' ('' if nothing)
+    attempts: int = 1  # the copier's attempts for this object (engine/retry.py)
 
 
 class UploadJournal(Protocol):

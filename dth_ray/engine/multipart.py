@@ -199,7 +199,7 @@ class Multipart:
         return CopyOutcome(src=upload.meta, dst_key=upload.dst_key, dst_etag=result.etag,
                            part_size_bytes=upload.plan.part_size_bytes, verified_source=verified,
                            resumed_parts=len(upload.done),
-                           spread_parts=sum(len(g) for g in upload.groups[1:]))
+                           spread_parts=sum(len(g) for g in upload.groups[1:]), dst_checksum=result.checksum)
 
     def _spread_groups(self, meta: ObjectMeta, todo: list[tuple[int, ByteRange]]) -> list[list]:
         """Parts to send here (always part 1: its GET carries the headers) and per peer, round-robin.

@@ -86,4 +86,4 @@ class SinglePut:
         # Record the source as its listing shows it, so the next run's diff compares like with like.
         src = replace(meta, checksum=got.info.meta.checksum or meta.checksum)
         return CopyOutcome(src=src, dst_key=dst_key, dst_etag=result.etag, part_size_bytes=0,
-                           verified_source=verified)
+                           verified_source=verified, dst_checksum=result.checksum)

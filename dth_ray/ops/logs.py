@@ -102,7 +102,23 @@ class TextFormatter(logging.Formatter):
 
 
 class _Handler(logging.StreamHandler):
-    """The stderr handler `setup_logging` installs (so a second call replaces it instead of adding one)."""
+    """The stderr handler `setup_logging` installs (so a second call replaces it instead of adding one).
+    Without an explicit stream it writes to whatever `sys.stderr` is at the time of the record, as Python's
+    last-resort handler does: a caller that redirects stderr later (a test's capture, a daemon's log file)
+    gets the lines instead of a closed file's error."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self._fixed = stream
+        super().__init__(stream or sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return self._fixed if self._fixed is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ and setStream assign it
+        if value is not sys.stderr:
+            self._fixed = value
 
 
 def formatter_for(fmt: LogFormat | str) -> logging.Formatter:
@@ -120,7 +136,7 @@ def _install(level: str, fmt: LogFormat | str, stream: Any = None) -> logging.Ha
     for handler in list(root.handlers):
         if isinstance(handler, _Handler):
             root.removeHandler(handler)
-    handler = _Handler(stream or sys.stderr)
+    handler = _Handler(stream)
     handler.setFormatter(formatter_for(fmt))
     root.addHandler(handler)
     root.setLevel(level.upper())

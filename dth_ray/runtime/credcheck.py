@@ -30,8 +30,12 @@ class CredentialGate:
     def hold(self, planned: concurrent.futures.Future) -> concurrent.futures.Future:
         """The check in place of the planned items (a resolved future of them), which wait for its answer."""
         self._held = list(planned.result())
+        # A run planned from an inventory lists no source: the check reads a staged shard instead (see
+        # TransferWorker.check_credentials).
+        listing = next((item.args[0].shard.listing for item in self._held
+                        if item.args and getattr(getattr(item.args[0], "shard", None), "listing", "")), "")
         gated: concurrent.futures.Future = concurrent.futures.Future()
-        gated.set_result([CHECK])
+        gated.set_result([Item(CHECK.key, CHECK.method, (listing,)) if listing else CHECK])
         return gated
 
     def _release(self) -> None:

@@ -41,6 +41,7 @@ from dth_ray.runtime.autoscaling import Elasticity
 from dth_ray.runtime.credcheck import CredentialGate
 from dth_ray.runtime.dryrun import DryRunChanges
 from dth_ray.runtime.interrupts import Interrupted, Interrupts
+from dth_ray.runtime.inventory import plan_from_inventory, planned_info, remove_staged
 from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.jobs import adopt_legacy_job
 from dth_ray.runtime.live import LivePublisher
@@ -55,6 +56,7 @@ from dth_ray.runtime.manifest import FAILED as RUN_FAILED
 from dth_ray.runtime.manifest import INTERRUPTED as RUN_INTERRUPTED
 from dth_ray.runtime.manifest import PAUSED as RUN_PAUSED
 from dth_ray.runtime.metrics import DriverMetrics
+from dth_ray.runtime.objectreport import finish_report, remove_parts
 from dth_ray.runtime.pace import JobPace
 from dth_ray.runtime.planning import plan_shards
 from dth_ray.runtime.pool import Slot
@@ -94,7 +96,7 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
     """
     changes = DryRunChanges.of(settings)
     try:
-        settings = settings.with_stores(*check_stores(settings.source, settings.destination))
+        settings = settings.with_stores(*check_stores(settings.source, settings.destination, settings.inventory))
         if progress is not None:
             progress.phase("planning")
         settings = adopt_legacy_job(settings)  # a job an earlier release named job-<hex> resumes under that name
@@ -174,6 +176,8 @@ class SyncRun:
         self.done_before: set[str] = set()  # shards finished by earlier executions
         self.in_process = in_process
         self.publisher: LivePublisher | None = None  # the run's live record for `dth-ray console`
+        self.inventory: dict | None = None  # the inventories the run was planned from (report)
+        self.stale_parts: list[str] = []  # report_objects parts of shards a resumed run redoes from scratch
 
     # ---- the run
 
@@ -247,8 +251,15 @@ class SyncRun:
         if latest is not None and self._resumable(latest.status):
             items = self._resume(latest, m)
             if items is not None:
+                self.inventory = await planned_info(self.s, list(self.shards.values()))
+                if self.stale_parts and self.s.worker.report is not None:
+                    await remove_parts(self.s.worker.report, self.stale_parts)
                 return items
-        shards = await plan_shards(self.s.source, self.s.default_workers(), progress=self.progress)
+        if self.s.inventory is not None:
+            planned = await plan_from_inventory(self.s, self.s.default_workers(), self.progress)
+            shards, self.inventory = planned.shards, planned.info
+        else:
+            shards = await plan_shards(self.s.source, self.s.default_workers(), progress=self.progress)
         started = time.time()
         self.run_id = 0 if self.s.dry_run else m.start_run(shards, *self._pairing())
         self.recount_since = math.floor(started)
@@ -279,11 +290,12 @@ class SyncRun:
         self.run_id, self.resumed, self.executions = run_id, True, latest.executions + 1
         self.recount_since = math.floor(latest.started)
         self.shards = {cp.shard.shard_id: cp.shard for cp in checkpoints}
-        items = []
+        items, stale = [], []
         for cp in checkpoints:
             sid = cp.shard.shard_id
             self.lost_on[sid] = EARLIER
             if cp in redo and cp.status == DONE:
+                stale.extend(key for key, _ in cp.tally.report_parts)  # the redo writes its rows afresh
                 self.latest[sid] = Tally()
                 items.append(self._item(ShardTask(cp.shard, "", None, self.recount_since, run_id)))
                 continue
@@ -298,6 +310,7 @@ class SyncRun:
         for tally in self.latest.values():
             self.base.merge(tally)
         self.copy_started = time.monotonic()
+        self.stale_parts = stale
         log.info("resuming run %d of job %s: %d of %d shards to do", run_id, self.s.job, len(items),
                  len(checkpoints), extra=fields(job=self.s.job, run_id=run_id))
         return items
@@ -545,6 +558,11 @@ class SyncRun:
             report.dry_run_list = self.changes.path
             report.dry_run_listed = self.changes.written
             self.changes.close(keep=not (unfinished or self.failed or interrupted))
+        report.inventory = self.inventory
+        if s.worker.report is not None and self.run_id and not s.dry_run:
+            report.objects_report = self._objects_report(total)
+        if status == SUCCEEDED or s.dry_run:  # a run left to resume keeps the shards' staged inventory rows
+            asyncio.run(remove_staged(s, list(self.shards.values())))
         if not s.dry_run and self.run_id:
             run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED,
                          PAUSED: RUN_PAUSED}[status]
@@ -563,6 +581,14 @@ class SyncRun:
                            "items_written": sum(c[1] for c in counts)}
         return report
 
+    def _objects_report(self, total: Tally) -> dict | None:
+        """report_objects: the parts' manifest.json written, and the JSON report's section (None: not written)."""
+        try:
+            return asyncio.run(finish_report(self.s.worker.report, self.run_id, total))
+        except DthError as exc:
+            self.errors.append(f"report_objects: its manifest.json could not be written ({type(exc).__name__}: {exc})")
+            return None
+
     def _accounting(self, total: Tally) -> list[str]:
         """The invariants of a finished run, as error lines ([] when they hold)."""
         problems = []
@@ -571,6 +597,8 @@ class SyncRun:
             problems.append(f"accounting: {total.listed} listed but {settled} settled")
         copied = sum(o for o, _ in self.nodes.values())
         nbytes = sum(b for _, b in self.nodes.values())
+        if self.s.worker.report is not None and not self.s.dry_run and total.report_rows != total.listed:
+            problems.append(f"accounting: report_objects has {total.report_rows} rows for {total.listed} objects")
         if (copied, nbytes) != (total.copied, total.bytes_copied):
             problems.append(f"accounting: nodes copied {copied} objects / {nbytes} bytes, the shards "
                             f"{total.copied} / {total.bytes_copied}")

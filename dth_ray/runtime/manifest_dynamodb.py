@@ -130,7 +130,8 @@ def _obj_from(item: dict) -> ObjectRecord:
 
 
 def _cp_from(item: dict, run_id: int) -> Checkpoint:
-    shard = Shard(item["sk"], item["prefix"], item["start_after"], item["end_at"], item["delimiter"])
+    shard = Shard(item["sk"], item["prefix"], item["start_after"], item["end_at"], item["delimiter"],
+                  item.get("listing", ""))
     return Checkpoint(shard, item["status"], item["watermark"], Tally.from_dict(json.loads(item["tally"])), run_id)
 
 
@@ -298,7 +299,7 @@ class DynamoManifest:
             return {"pk": pk, "sk": sk, "prefix": shard.prefix, "start_after": shard.start_after,
                     "end_at": shard.end_at, "delimiter": shard.delimiter, "status": value.status,
                     "watermark": value.watermark, "tally": json.dumps(value.tally.to_dict(CHECKPOINT_FAILURES)),
-                    "run_id": value.run_id, "updated": now}
+                    "run_id": value.run_id, "updated": now, **({"listing": shard.listing} if shard.listing else {})}
         return {"pk": pk, "sk": sk, "etag": value.etag, "size": value.size}
 
     # ---- runs and shard checkpoints

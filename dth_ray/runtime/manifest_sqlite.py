@@ -38,7 +38,7 @@ from dth_ray.runtime.manifest import (
     prefix_end,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _TABLES_4 = (
     """CREATE TABLE IF NOT EXISTS failures (
   job TEXT NOT NULL, run_id INTEGER NOT NULL, key TEXT NOT NULL, error_class TEXT NOT NULL, code TEXT NOT NULL,
@@ -62,7 +62,8 @@ CREATE INDEX IF NOT EXISTS runs_job ON runs (job, run_id);
 CREATE TABLE IF NOT EXISTS shards (
   job TEXT NOT NULL, run_id INTEGER NOT NULL, shard_id TEXT NOT NULL, prefix TEXT NOT NULL,
   start_after TEXT NOT NULL, end_at TEXT NOT NULL, delimiter TEXT NOT NULL, status TEXT NOT NULL,
-  watermark TEXT NOT NULL, tally TEXT NOT NULL, updated REAL NOT NULL, PRIMARY KEY (job, run_id, shard_id)
+  watermark TEXT NOT NULL, tally TEXT NOT NULL, updated REAL NOT NULL, listing TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (job, run_id, shard_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS objects (
   job TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, src_etag TEXT NOT NULL, dst_key TEXT NOT NULL,
@@ -85,10 +86,11 @@ CREATE TABLE IF NOT EXISTS parts (
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE runs ADD COLUMN executions INTEGER NOT NULL DEFAULT 1",),  # 0.1.0 -> 0.2.0
     3: _TABLES_4,  # per-key failures, live progress records, the jobs index (dth-ray console)
+    4: ("ALTER TABLE shards ADD COLUMN listing TEXT NOT NULL DEFAULT ''",),  # shards planned from an inventory
 }
 
 
-_CHECKPOINT_SQL = "INSERT OR REPLACE INTO shards VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_CHECKPOINT_SQL = "INSERT OR REPLACE INTO shards VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 # A failure never overwrites what an earlier run copied successfully.
 _RECORD_SQL = ("INSERT INTO objects VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(job, key) DO UPDATE SET "
                "size=excluded.size, src_etag=excluded.src_etag, dst_key=excluded.dst_key, "
@@ -142,7 +144,7 @@ class SqliteManifest:
             self._db.execute("ALTER TABLE jobs ADD COLUMN args TEXT NOT NULL DEFAULT '[]'")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._tables = {"failures", "live", "jobs"}
-        self._executions, self._job_args = "executions", "args"
+        self._executions, self._job_args, self._listing = "executions", "args", "listing"
 
     def _open_read_only(self) -> None:
         if not os.path.isfile(self.path):
@@ -159,6 +161,7 @@ class SqliteManifest:
                               f"this dth_ray reads up to {SCHEMA_VERSION}")
         self._executions = "executions" if "executions" in self._columns("runs") else "1"  # schema 2: one
         self._job_args = "args" if "args" in self._columns("jobs") else "'[]'"
+        self._listing = "listing" if "listing" in self._columns("shards") else "''"  # schema 4: none
 
     def _columns(self, table: str) -> set[str]:
         return {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}  # noqa: S608
@@ -264,20 +267,20 @@ class SqliteManifest:
 
     def checkpoints(self, run_id: int) -> list[Checkpoint]:
         rows = self._read(
-            "SELECT shard_id, prefix, start_after, end_at, delimiter, status, watermark, tally FROM shards "
-            "WHERE job=? AND run_id=? ORDER BY shard_id", (self.job, run_id))
-        return [Checkpoint(Shard(sid, p, sa, ea, d), st, w, Tally.from_dict(json.loads(t)), run_id)
-                for sid, p, sa, ea, d, st, w, t in rows]
+            f"SELECT shard_id, prefix, start_after, end_at, delimiter, status, watermark, tally, {self._listing} "
+            "FROM shards WHERE job=? AND run_id=? ORDER BY shard_id", (self.job, run_id))
+        return [Checkpoint(Shard(sid, p, sa, ea, d, li), st, w, Tally.from_dict(json.loads(t)), run_id)
+                for sid, p, sa, ea, d, st, w, t, li in rows]
 
     def checkpoint(self, run_id: int, shard_id: str) -> Checkpoint | None:
         """One shard's checkpoint in a run (where a lost worker's shard is redone from)."""
         rows = self._read(
-            "SELECT shard_id, prefix, start_after, end_at, delimiter, status, watermark, tally FROM shards "
-            "WHERE job=? AND run_id=? AND shard_id=?", (self.job, run_id, shard_id))
+            f"SELECT shard_id, prefix, start_after, end_at, delimiter, status, watermark, tally, {self._listing} "
+            "FROM shards WHERE job=? AND run_id=? AND shard_id=?", (self.job, run_id, shard_id))
         if not rows:
             return None
-        sid, p, sa, ea, d, st, w, t = rows[0]
-        return Checkpoint(Shard(sid, p, sa, ea, d), st, w, Tally.from_dict(json.loads(t)), run_id)
+        sid, p, sa, ea, d, st, w, t, li = rows[0]
+        return Checkpoint(Shard(sid, p, sa, ea, d, li), st, w, Tally.from_dict(json.loads(t)), run_id)
 
     def _put_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
         if checkpoints:
@@ -288,7 +291,7 @@ class SqliteManifest:
         now = time.time()
         return [(self.job, cp.run_id or self.run_id, cp.shard.shard_id, cp.shard.prefix, cp.shard.start_after,
                  cp.shard.end_at, cp.shard.delimiter, cp.status, cp.watermark,
-                 json.dumps(cp.tally.to_dict(CHECKPOINT_FAILURES)), now) for cp in checkpoints]
+                 json.dumps(cp.tally.to_dict(CHECKPOINT_FAILURES)), now, cp.shard.listing) for cp in checkpoints]
 
     def covering_checkpoint(self, key: str) -> Checkpoint | None:
         return covering_in_recent_runs(self, key)

@@ -1,4 +1,5 @@
-"""Preflight: one listing call per store, so bad buckets, credentials and endpoints fail before anything runs."""
+"""Preflight: one listing call per store, so bad buckets, credentials and endpoints fail before anything runs.
+A source planned from an inventory is not listed: its inventory's manifest.json is read instead."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dth_ray.awsenv import DEFAULT_REGION
 from dth_ray.config import StoreType
 from dth_ray.engine.retry import retry
 from dth_ray.errors import ConfigError, DthError, NotFound, PermissionDenied
-from dth_ray.settings import StoreSpec
+from dth_ray.settings import InventorySettings, StoreSpec
 from dth_ray.stores import open_store
 
 PREFLIGHT_TIMEOUT_S = 25.0
@@ -52,9 +53,17 @@ def _in_region(spec: StoreSpec, found: str) -> StoreSpec:
     return dataclasses.replace(spec, region=found) if found and found != (spec.region or DEFAULT_REGION) else spec
 
 
-def check_stores(source: StoreSpec, destination: StoreSpec) -> tuple[StoreSpec, StoreSpec]:
+def check_stores(source: StoreSpec, destination: StoreSpec, inventory: InventorySettings | None = None
+                 ) -> tuple[StoreSpec, StoreSpec]:
     """Probe both stores of a run (see probe); returns them with the region each bucket answered in, so a
-    run's workers sign for it from their first request (a redirect is then followed, and said, once)."""
-    source = _in_region(source, asyncio.run(probe(source, "source")))
+    run's workers sign for it from their first request (a redirect is then followed, and said, once). With
+    `inventory` the source is not listed: its inventory's manifest.json is read instead (the source keeps the
+    region it was given). Raises ConfigError."""
+    if inventory is None:
+        source = _in_region(source, asyncio.run(probe(source, "source")))
+    else:
+        from dth_ray.runtime.inventory import read_manifest
+
+        asyncio.run(read_manifest(inventory.source))
     destination = _in_region(destination, asyncio.run(probe(destination, "destination")))
     return source, destination

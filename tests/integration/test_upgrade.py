@@ -105,7 +105,7 @@ def test_a_schema_3_manifest_opens_migrated_with_the_consoles_tables(tmp_path):
     try:
         tables = {n for (n,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"failures", "live", "jobs"} <= tables
-        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         (info,) = manifest.jobs()
         assert info.job == "upgrade-fixture" and info.run.run_id == 1 and info.args == ()
         assert manifest.failures_page(1, "", 10) == [] and manifest.live(1) is None

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from dth_ray.compose import load_settings
+from dth_ray.ops.logs import setup_logging
 from dth_ray.sync.watch import WatchService
 from tests.integration.test_runtime_in_memory import dataset, seed
 
@@ -21,6 +22,7 @@ def _serve(tmp_path, buckets, *extra: str) -> None:
                               f"destination.bucket={dst}", f"manifest.path={tmp_path / 'm.sqlite'}",
                               "schedule.on_start=true", "schedule.interval=1h", "events.report_interval_s=0.2",
                               "progress_interval=0.2s", "log_level=ERROR", *extra])
+    setup_logging(settings.config)  # as the CLI does before it starts the service
     service = WatchService(settings, in_process=1)
     runner = threading.Thread(target=service.run, daemon=True)
     runner.start()
