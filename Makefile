@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-10m install clean constraints
+.PHONY: demo test lint bench bench-10m bench-manifest bench-events install clean constraints test-tools
 
 # Every install takes the exact versions in constraints.txt (see `make constraints` below).
 $(STAMP): pyproject.toml setup.py constraints.txt
@@ -21,8 +21,20 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+test: $(STAMP) lint test-tools
+	$(VENV)/bin/pytest -q -rs -p no:cacheprovider tests
+
+# System tools some tests drive, from Debian's packages where missing and we are root (else those tests skip,
+# printing why): Chromium for the console's browser tests (through Playwright, no browser download) and
+# Prometheus for the Grafana dashboard's queries against Ray's own prometheus.yml.
+test-tools:
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $$missing >/dev/null) || echo "make: could not install$$missing with apt; their tests will skip"; \
+	  else echo "make: no$$missing and no root apt-get; their tests will skip"; fi; fi
 
 # The benchmark suite (benchmarks/README.md): `make bench` full, `make bench QUICK=1` reduced (< 5 min).
 BENCH_STAMP := $(VENV)/.installed-bench
@@ -39,6 +51,14 @@ bench: $(BENCH_STAMP)
 # against a synthetic S3 endpoint; peak PSS summed over every process of each run (benchmarks/README.md).
 bench-10m: $(STAMP)
 	$(PY) benchmarks/bench_10m.py $(if $(KEYS),--keys $(KEYS),)
+
+# Manifest writes counted at the server (100,000 objects and a no-change rerun; DynamoDB on moto).
+bench-manifest: $(BENCH_STAMP)
+	$(PY) benchmarks/bench_manifest.py
+
+# Event latency of `dth-ray watch` (events=sqs on moto) at rising rates until something saturates.
+bench-events: $(BENCH_STAMP)
+	$(PY) benchmarks/bench_events.py
 
 # constraints.txt: one exact version of every package `make` installs (the project's dependencies with the
 # test and bench extras, and all of theirs), for every Python the project supports: a universal resolution

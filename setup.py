@@ -31,5 +31,5 @@ CONF_PACKAGES = conf_packages()
 setup(
     packages=find_namespace_packages(include=["dth_ray*"]) + CONF_PACKAGES,
     package_dir={CONF_PACKAGE: CONF_DIR},
-    package_data={name: ["*"] for name in CONF_PACKAGES},
+    package_data={**{name: ["*"] for name in CONF_PACKAGES}, "dth_ray.console": ["static/*"]},
 )

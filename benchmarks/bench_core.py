@@ -45,6 +45,8 @@ SAMPLE_S = 0.2
 RUN_TIMEOUT_S = 1800.0
 BACKGROUND_S = 1.0  # idle window before each run, to record what else the machine is doing
 TARGETS = {"small": ("objects_per_s", 1.5), "large": ("mb_per_s", 0.9)}  # dth-ray / rclone-tuned
+SERVERS_NOTE = ("fresh per run: the source server restarted over its data and listed once untimed, a new "
+                "destination server over an empty directory (an incremental run meets its own base run's)")
 
 
 # ---------------------------------------------------------------- /proc accounting
@@ -331,6 +333,45 @@ class Bench:
     rclone_conf: Path
     code: Path  # the frozen copy of dth_ray/ and conf/ that every dth-ray run imports
     runs: list[dict] = field(default_factory=list)
+    fresh_servers: bool = True  # every run meets a restarted source and a new, empty destination (see fresh())
+    kept: dict[str, RcloneS3] = field(default_factory=dict)  # destinations kept for an incremental run, by prefix
+    made: list[str] = field(default_factory=list)  # destination directories this Bench created
+
+    def fresh(self, bucket: str, prefix: str, again: bool, keep: bool) -> None:
+        """Servers for the next run, so that no run meets a server another run filled (server CPU per object
+        rose from round to round when they were shared): the source restarted over the same directory (a new
+        process with no cached state) and listed once untimed (every run meets it listed alike), and a new
+        destination process over a new, empty directory. An incremental run (`again`) meets the destination
+        its own base run (`keep`) left, still running, and nothing else wrote to."""
+        self.src.stop(remove_root=False)
+        self.src.start()
+        listing(self.src, bucket)
+        old = self.dst
+        if again and prefix in self.kept:
+            self.dst = self.kept.pop(prefix)
+        else:
+            root = self.work / f"dst-{len(self.made) + 1}"
+            root.mkdir()
+            self.made.append(str(root))
+            self.dst = RcloneS3(old.access_key_id, old.secret_access_key, root=str(root)).start()
+            with_retry(lambda: self.dst.client().create_bucket(Bucket=bucket))
+        if old is not self.dst and old not in self.kept.values():
+            self.retire(old)
+        if keep:
+            self.kept[prefix] = self.dst
+        rclone_config(self.rclone_conf, self.src, self.dst)
+
+    def retire(self, server: RcloneS3) -> None:
+        server.stop(remove_root=False)
+        if server.root in self.made:
+            shutil.rmtree(server.root, ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop the destinations this Bench started (the source and the first destination are the caller's)."""
+        for server in [self.dst, *self.kept.values()]:
+            if server.root in self.made:
+                self.retire(server)
+        self.kept.clear()
 
     def command(self, tool: Tool, scenario: Scenario, prefix: str, run_dir: Path, state: Path | None = None,
                 again: bool = False) -> list[str]:
@@ -505,6 +546,8 @@ class Bench:
         `<tool>-r<round>`), checked against `expected`. `state`/`again`: see command(); `keep`: leave the
         destination prefix in place afterwards (for a second, incremental run into it)."""
         prefix = prefix or f"{tool.name}-r{round_no}"
+        if self.fresh_servers:
+            self.fresh(scenario.bucket, prefix, again, keep)
         run_dir = Path(tempfile.mkdtemp(prefix=f"{scenario.name}-{prefix}-", dir=self.work))
         tag = uuid.uuid4().hex
         cmd = self.command(tool, scenario, prefix, run_dir, state, again)
@@ -604,7 +647,8 @@ def markdown(result: dict) -> str:
              f"at end: {result.get('loadavg_end', '?')}.",
              f"dth-ray code: {describe_code(result['dth_ray_code'])}." if result.get("dth_ray_code") else "",
              f"Endpoints: two `rclone serve s3` processes on disk (SigV4), source and destination, on the same "
-             f"machine as the client. {result['runs_per_tool']} runs per tool per scenario, alternated "
+             f"machine as the client; servers {result.get('servers', 'shared by every run')}. "
+             f"{result['runs_per_tool']} runs per tool per scenario, alternated "
              f"{' → '.join(t['name'] for t in result['tools'])} per round.",
              ""]
     for name, sc in result["scenarios"].items():
@@ -847,15 +891,17 @@ def main() -> int:
     keys = {role: ("BENCH" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)) for role in ("src", "dst")}
     src = RcloneS3(*keys["src"], root=str(work / "src")).start()
     dst = RcloneS3(*keys["dst"], root=str(work / "dst")).start()
+    bench = None
     try:
         conf = work / "rclone.conf"
         rclone_config(conf, src, dst)
         bench = Bench(work, src, dst, conf, work / "code")
+        result["servers"] = SERVERS_NOTE
         if args.overhead_runs:
             result["overhead"] = overhead_runs(bench, args.overhead_runs)
         for scenario in chosen:
             seconds = seed(src, scenario)
-            with_retry(lambda s=scenario: dst.client().create_bucket(Bucket=s.bucket))
+            with_retry(lambda s=scenario: bench.dst.client().create_bucket(Bucket=s.bucket))
             expected = listing(src, scenario.bucket)
             if len(expected) != scenario.objects:
                 raise RuntimeError(f"seeding {scenario.name}: {len(expected)} of {scenario.objects} objects listed")
@@ -874,6 +920,8 @@ def main() -> int:
                 "runs": sc_runs}
             shutil.rmtree(Path(src.root) / scenario.bucket, ignore_errors=True)
     finally:
+        if bench is not None:
+            bench.close()
         src.stop(remove_root=False)
         dst.stop(remove_root=False)
         shutil.rmtree(work, ignore_errors=True)

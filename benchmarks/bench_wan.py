@@ -325,13 +325,17 @@ def run(args: argparse.Namespace, work_parent: str | None = None, write: bool = 
             for loss in losses:
                 with wan.Wan(rtt, loss, ccs[0]) as link:
                     src = FarRcloneS3(*keys["src"], root=str(work / "src")).start()
+                    bench = None
                     try:
                         conf = work / "rclone.conf"
                         rclone_config(conf, src, dst)
                         bench = Bench(work, src, dst, conf, work / "code")
+                        result["servers"] = bench_core.SERVERS_NOTE
                         result["ceilings"].append(link_ceiling(bench, payload, link))
                         run_condition(bench, payload, expected, link, ccs, args.runs, tools, result["runs"])
                     finally:
+                        if bench is not None:
+                            bench.close()
                         src.stop(remove_root=False)
     finally:
         if dst is not None:

@@ -279,6 +279,7 @@ def run_core(args: argparse.Namespace, result: dict, work: Path) -> None:
         conf = work / "rclone.conf"
         rclone_config(conf, src, dst)
         bench = Bench(work, src, dst, conf, work / "code")
+        result["servers"] = bench_core.SERVERS_NOTE
         if args.overhead_runs:
             t0 = time.monotonic()
             result["overhead"] = overhead_runs(bench, args.overhead_runs)
@@ -307,6 +308,8 @@ def run_core(args: argparse.Namespace, result: dict, work: Path) -> None:
             shutil.rmtree(Path(src.root) / scenario.bucket, ignore_errors=True)
             result["phase_s"][name] = time.monotonic() - t0
     finally:
+        if bench is not None:
+            bench.close()
         src.stop(remove_root=False)
         dst.stop(remove_root=False)
         if bench is not None:

@@ -381,7 +381,8 @@ def markdown(result: dict, json_name: str | None = None) -> str:
              f"{'with uncommitted changes' if code.get('uncommitted_changes') else 'no uncommitted changes'}, "
              f"frozen copy sha256 {code.get('tree_sha256')}; run with its shipped defaults except in the scaling "
              f"curve.",
-             f"Endpoints: two `rclone serve s3` processes on disk (SigV4, different keys) on this machine. "
+             f"Endpoints: two `rclone serve s3` processes on disk (SigV4, different keys) on this machine; "
+             f"servers {result.get('servers', 'shared by every run (before fresh servers per run)')}. "
              f"{result['runs_per_tool']} rounds per scenario, tools alternating within each round in the order "
              f"of the tables. Settings: `{settings}`.", "",
              "## Targets", "", "| target | measured | verdict | how |", "|---|---|---|---|"]

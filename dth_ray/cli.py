@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 
@@ -12,8 +11,7 @@ from dth_ray.compose import load_config, load_settings
 from dth_ray.config import StoreType
 from dth_ray.discover import answer, cmd_jobs, cmd_keys
 from dth_ray.errors import ConfigError, DthError
-from dth_ray.files import write_private
-from dth_ray.runtime.interrupts import EXIT_BY_SIGNAL, Interrupted, Interrupts
+from dth_ray.runtime.interrupts import EXIT_BY_SIGNAL, EXIT_PAUSED, Interrupted, Interrupts
 from dth_ray.settings import Settings, resolve
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -21,7 +19,9 @@ RESUME_HINT = "interrupted; rerun the same command to resume"
 
 
 def write_report(path: str, report: dict) -> None:
-    write_private(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    from dth_ray.reportfile import write_report as write  # atomic; no .tmp left behind on failure
+
+    write(path, report)
 
 
 def cmd_sync(overrides: list[str]) -> int:
@@ -54,8 +54,11 @@ def cmd_sync(overrides: list[str]) -> int:
 
 
 def _exit_status(status: str, interrupts: Interrupts) -> int:
-    """0 succeeded (verify: ok), 130/143 stopped by SIGINT/SIGTERM (resumable), 1 anything else. A run that
-    reached its end before it noticed the signal reports that end."""
+    """0 succeeded (verify: ok), 130/143 stopped by SIGINT/SIGTERM (resumable), 75 paused outside its transfer
+    window (continues in the next), 1 anything else. A run that reached its end before it noticed the signal
+    reports that end."""
+    if status == "paused":
+        return EXIT_PAUSED
     if status == "interrupted":
         print(f"dth-ray: {RESUME_HINT}", file=sys.stderr)
         return interrupts.exit_status or EXIT_BY_SIGNAL[signal.SIGINT]
@@ -69,10 +72,9 @@ def _setup_logging(settings: Settings) -> None:
 
 
 def _check_report_dir(settings: Settings) -> None:
-    if settings.report_path:
-        report_dir = os.path.dirname(os.path.abspath(settings.report_path))
-        if not os.path.isdir(report_dir):
-            raise ConfigError(f"report={settings.report_path!r}: folder {report_dir!r} does not exist")
+    from dth_ray.reportfile import check_report_path  # a directory, a missing folder, no write permission
+
+    check_report_path(settings.report_path)
 
 
 def cmd_plan(overrides: list[str]) -> int:
@@ -85,7 +87,10 @@ def cmd_plan(overrides: list[str]) -> int:
     _setup_logging(settings)
     _check_report_dir(settings)
     p = settings.plan
-    rates = Rates(p.nodes, p.node_bytes_per_s, p.node_objects_per_s, p.egress_per_gb, p.put_per_1000,
+    window = settings.schedule.window
+    # Transfer runs only inside schedule.window: its egress at the window's price, when one is given.
+    egress = p.egress_per_gb_night if window is not None and p.egress_per_gb_night > 0 else p.egress_per_gb
+    rates = Rates(p.nodes, p.node_bytes_per_s, p.node_objects_per_s, egress, p.put_per_1000,
                   p.get_per_1000, p.dynamodb_write_per_million, p.instance_per_hour)
     try:
         estimate(0, 0, 0, 0, 1, rates)
@@ -102,14 +107,21 @@ def cmd_plan(overrides: list[str]) -> int:
            "destination": report.destination, "listed": t.listed, "listed_bytes": t.bytes_listed,
            "would_skip": t.skipped, "estimate": plan,
            "rates": {"node_bytes_per_s": rates.node_bytes_per_s, "node_objects_per_s": rates.node_objects_per_s,
-                     "egress_per_gb": p.egress_per_gb, "put_per_1000": p.put_per_1000,
+                     "egress_per_gb": egress, "put_per_1000": p.put_per_1000,
                      "get_per_1000": p.get_per_1000, "dynamodb_write_per_million": p.dynamodb_write_per_million,
                      "instance_per_hour": p.instance_per_hour},
            "listing_duration_s": round(report.duration_s, 3)}
+    days = ""
+    if window is not None:
+        hours = window.hours_per_day()
+        out["window"] = {"window": window.describe(), "hours_per_day": round(hours, 2),
+                         "calendar_days": round(plan["duration_s"] / (hours * 3600), 2),
+                         "egress_per_gb_day": p.egress_per_gb, "egress_per_gb_window": egress}
+        days = f" in {window.describe()} ≈ {out['window']['calendar_days']:,.2f} days;"
     if settings.report_path:
         write_report(settings.report_path, out)
     print(f"plan: {t.listed:,} listed; would copy {plan['objects']:,} objects, {plan['bytes'] / 1e9:,.2f} GB; "
-          f"on {plan['nodes']} node(s) ≈ {plan['duration_s'] / 3600:,.2f} h; cost ≈ ${plan['cost_usd_total']:,.2f} "
+          f"on {plan['nodes']} node(s) ≈ {plan['duration_s'] / 3600:,.2f} h;{days} cost ≈ ${plan['cost_usd_total']:,.2f} "
           + " ".join(f"({k} ${v:,.2f})" for k, v in plan["cost_usd"].items()))
     return _exit_status(report.status, interrupts)
 
@@ -163,6 +175,15 @@ def cmd_status(args: list[str]) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def cmd_console(overrides: list[str]) -> int:
+    """`dth-ray console`: the manifest's jobs and runs as a read-only web page (dth_ray/console)."""
+    from dth_ray.console.app import serve
+
+    settings = resolve(load_config(overrides, check=False), check=False, console=True)  # no stores needed
+    _setup_logging(settings)
+    return serve(settings)
+
+
 def cmd_watch(overrides: list[str]) -> int:
     """The long-running service (dth_ray/sync/watch.py); SIGTERM/SIGINT stop it cleanly (exit 0), a second
     one exits at once."""
@@ -202,8 +223,9 @@ def cmd_events(args: list[str]) -> int:
     from dth_ray.ops.logs import setup_logging
 
     setup_logging(cfg)
-    if cfg.report and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.report))):
-        raise ConfigError(f"report={cfg.report!r}: its folder does not exist")
+    from dth_ray.reportfile import check_report_path
+
+    check_report_path(cfg.report)
     s3_bucket = cfg.source.bucket if cfg.source.type == StoreType.s3 else ""
     out = setup(cfg.events, s3_bucket, cfg.alerts.sns_topic_arn)
     if cfg.report:
@@ -233,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(rest)
         if command == "watch":
             return cmd_watch(rest)
+        if command == "console":
+            return cmd_console(rest)
         if command == "events":
             return cmd_events(rest)
         if command in ("dashboard", "alerts"):  # dth_ray/ops: CloudWatch dashboard, SNS alarm topic

@@ -25,6 +25,14 @@ class StoreType(str, Enum):
     maxcompute = "maxcompute"  # a table, read through pyodps; see MaxComputeConfig
 
 
+class ChecksumMode(str, Enum):
+    """Full-object CRC64NVME on an S3-family store (see config_keys.py, `checksum`)."""
+
+    auto = "auto"
+    crc64nvme = "crc64nvme"
+    md5 = "md5"
+
+
 class Compare(str, Enum):
     size = "size"
     size_etag = "size_etag"
@@ -60,6 +68,9 @@ class StoreConfig:
     sse_kms_key_id: str = ""
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0
+    checksum: ChecksumMode = ChecksumMode.auto
+    inventory: str = ""  # plan from this inventory's manifest.json (bucket://key on this store's service)
+    inventory_credentials: str = ""  # reading the inventory; empty: `credentials`
 
 
 @dataclass
@@ -86,6 +97,7 @@ class TransferConfig:
     spread_threshold: str = "1GiB"
     get_range_size: str = "auto"
     copy_cutoff: str = "5GiB"
+    resume_parts: bool = True  # diagnostic: false sends every part of an interrupted upload again
 
 
 @dataclass
@@ -124,6 +136,7 @@ class PlanConfig:
     node_throughput: str = "1.25GB"  # bytes/s one node sustains (10 Gbit/s)
     node_objects_per_s: float = 2000.0
     egress_per_gb: float = 0.09  # source egress to the internet
+    egress_per_gb_night: float = 0.0  # egress inside schedule.window, when the provider prices it lower (0: same)
     put_per_1000: float = 0.005  # S3 PUT/Create/Complete
     get_per_1000: float = 0.0004
     dynamodb_write_per_million: float = 1.25
@@ -192,6 +205,8 @@ class ScheduleConfig:
     cron: str = ""
     max_defer: str = "10m"
     on_start: bool = False
+    window: str = ""  # HH:MM-HH:MM: batch transfer only inside it, daily (sync pauses at its end, exit 75)
+    timezone: str = "UTC"  # of `window` (an IANA name, e.g. Asia/Shanghai)
 
 
 @dataclass
@@ -219,6 +234,7 @@ class EventsConfig:
     report_interval_s: float = 10.0  # metrics log line and `report` file
     max_delete: int = 1000  # deletes (ObjectRemoved, or a source found gone) per window; more are skipped
     max_delete_window: str = "1h"  # sliding; skipped deletes are left to a scan with sync.delete=true
+    outside_window: bool = True  # events are acted on outside schedule.window too (false: only inside it)
     source_account: str = ""  # `events setup`: the S3 source bucket's account (aws:SourceAccount); "" = queue's
 
 
@@ -281,12 +297,27 @@ class LogConfig:
 
 
 @dataclass
+class ConsoleConfig:
+    """`dth-ray console` (dth_ray/console): a read-only web page of the manifest's jobs and runs, served on
+    `host`:`port` (0: any free port). Any address but loopback needs `token` (a value of at least 16
+    characters, or env:NAME to read it from the environment), sent as `Authorization: Bearer <token>` or once
+    in the URL the command prints."""
+
+    host: str = "127.0.0.1"
+    port: int = 8266
+    token: str = ""
+
+
+@dataclass
 class SyncConfig:
     source: StoreConfig = field(default_factory=StoreConfig)
     destination: StoreConfig = field(default_factory=StoreConfig)
     compare: Compare = Compare.size_etag
     dry_run: bool = False
     dry_run_list: str = ""  # with dry_run=true: write every key it would copy or delete here (JSON lines)
+    inventory_staging: str = ""  # inventory planning: where the per-shard key files go (see InventorySettings)
+    report_objects: str = ""  # per-object completion report: a folder path or s3://bucket/prefix
+    report_objects_format: str = "auto"  # auto (by the location's extension), csv or parquet
     resume: bool = True  # false: start a new run even when the job's latest run can be resumed
     report: str = ""
     job: str = ""
@@ -306,6 +337,7 @@ class SyncConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)  # CloudWatch (dth_ray/ops)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)  # SNS alarms (dth_ray/ops)
     log: LogConfig = field(default_factory=LogConfig)  # log.format (dth_ray/ops/logs.py)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)  # dth-ray console (dth_ray/console)
 
 
 PROGRESS_MODES = ("auto", "bar", "lines", "none", "on", "off")  # on/off: the old names of bar/none
@@ -339,6 +371,11 @@ def is_loopback(host: str) -> bool:
 
 def validate_store(cfg: StoreConfig, role: str) -> None:
     """Check one store's settings; raises ConfigError naming the bad key."""
+    s3_family = (StoreType.s3, StoreType.cos, StoreType.kodo)
+    if ChecksumMode(getattr(cfg, "checksum", ChecksumMode.auto)) is not ChecksumMode.auto \
+            and cfg.type not in s3_family:
+        raise ConfigError(f"{role}.checksum={ChecksumMode(cfg.checksum).value} applies to S3-family stores "
+                          f"(s3, cos, kodo), not {role}={cfg.type.value}")
     if cfg.type == StoreType.local:
         if not cfg.path:
             raise ConfigError(f"{role}.path is required for {role}=local")
@@ -367,8 +404,6 @@ def validate_store(cfg: StoreConfig, role: str) -> None:
             )
     if cfg.addressing_style not in ("auto", "path", "virtual"):
         raise ConfigError(f"{role}.addressing_style={cfg.addressing_style!r} must be auto, path or virtual")
-    if cfg.sse not in ("", "AES256", "aws:kms"):
-        raise ConfigError(f"{role}.sse={cfg.sse!r} must be AES256 or aws:kms")
     cred = cfg.credentials
     kinds = ("default", "anonymous")
     prefixed = ("env:", "secret:", "profile:", "role:")
@@ -416,9 +451,85 @@ def validate(cfg: SyncConfig) -> None:
     addr = cfg.runtime.address
     if addr not in ("local", "auto") and not addr.startswith("ray://") and not re.fullmatch(r"[\w.-]+:\d+", addr):
         raise ConfigError(f"runtime.address={addr!r} must be local, auto, HOST:PORT or ray://HOST:PORT")
+    m = cfg.manifest
+    if m.endpoint or m.credentials != "default":
+        validate_store(StoreConfig(bucket="manifest", endpoint=m.endpoint, insecure_http=m.insecure_http,
+                                   credentials=m.credentials), "manifest")
     validate_sync_settings(cfg)
     check_delete_scope(cfg)
     validate_ops(cfg)
+    validate_inventory(cfg)
+    validate_report_objects(cfg)
+
+
+LOCATION_SCHEMES = ("s3", "oss", "cos", "kodo", "memory")
+REPORT_FORMATS = ("auto", "csv", "parquet")
+
+
+def split_location(url: str, name: str) -> tuple[str, str]:
+    """(bucket, key) of `scheme://bucket/key` (a scheme of LOCATION_SCHEMES), or ('', path) for a local path.
+    Raises ConfigError naming `name`."""
+    if "://" not in url:
+        if not url.strip():
+            raise ConfigError(f"{name} is empty")
+        return "", url
+    scheme, _, rest = url.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme.lower() not in LOCATION_SCHEMES or not bucket:
+        raise ConfigError(f"{name}={url!r} must be a folder path or {'|'.join(LOCATION_SCHEMES)}://BUCKET/KEY")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", bucket):
+        raise ConfigError(f"{name}={url!r}: {bucket!r} is not a valid bucket name")
+    return bucket, key
+
+
+def _check_credentials(spec: str, name: str) -> None:
+    if spec:
+        validate_store(StoreConfig(bucket="inventory", credentials=spec), name)
+
+
+def validate_inventory(cfg: SyncConfig) -> None:
+    """Check `source.inventory`, `destination.inventory` and `inventory_staging`; raises ConfigError."""
+    src, dst = cfg.source, cfg.destination
+    for role, store in (("source", src), ("destination", dst)):
+        _check_credentials(store.inventory_credentials, f"{role}.inventory_credentials")
+        if not store.inventory:
+            continue
+        bucket, key = split_location(store.inventory, f"{role}.inventory")
+        if not bucket or not key or key.endswith("/"):
+            raise ConfigError(f"{role}.inventory={store.inventory!r} must name the inventory's manifest.json "
+                              "as SCHEME://BUCKET/KEY (e.g. s3://inventory-bucket/src/config/2026-01-01T00-00Z/"
+                              "manifest.json)")
+        if store.type in (StoreType.local, StoreType.maxcompute):
+            raise ConfigError(f"{role}.inventory needs a bucket store, not {role}={store.type.value}")
+    if dst.inventory and not src.inventory:
+        raise ConfigError("destination.inventory needs source.inventory (the destination's inventory only "
+                          "replaces its listing in shards planned from the source's inventory)")
+    if src.inventory and src.prefix_list:
+        raise ConfigError("source.inventory and source.prefix_list exclude each other: the inventory plans the "
+                          "shards")
+    if cfg.inventory_staging:
+        if not src.inventory:
+            raise ConfigError("inventory_staging needs source.inventory")
+        split_location(cfg.inventory_staging, "inventory_staging")
+
+
+def validate_report_objects(cfg: SyncConfig) -> None:
+    """Check `report_objects` and `report_objects_format`; raises ConfigError."""
+    if cfg.report_objects_format not in REPORT_FORMATS:
+        raise ConfigError(f"report_objects_format={cfg.report_objects_format!r} must be one of "
+                          f"{', '.join(REPORT_FORMATS)}")
+    if not cfg.report_objects:
+        return
+    if cfg.dry_run:
+        raise ConfigError("report_objects needs a real run (dry_run_list=PATH lists what a dry run would do)")
+    bucket, prefix = split_location(cfg.report_objects, "report_objects")
+    dst = cfg.destination
+    if bucket and dst.type == StoreType.local:
+        raise ConfigError(f"report_objects={cfg.report_objects!r}: with destination=local give a folder path")
+    if bucket and bucket == dst.bucket and (prefix.startswith(dst.prefix) or dst.prefix.startswith(prefix)):
+        raise ConfigError(f"report_objects={cfg.report_objects!r} lies inside the destination's scope "
+                          f"(destination.prefix={dst.prefix!r}): its parts would be synced against; choose a "
+                          "prefix outside it")
 
 
 def validate_transfer_sizes(cfg: SyncConfig) -> None:

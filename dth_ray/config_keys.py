@@ -23,11 +23,14 @@ STORE_MEANINGS = {
     "bucket": "bucket name (required except for `local`)",
     "prefix": "key prefix, a plain string (no `/` added); destination key = `destination.prefix` + (source "
               "key minus `source.prefix`)",
-    "endpoint": "URL; empty: from the region: AWS `https://s3.<region>.amazonaws.com` (`.com.cn` for "
-                "`cn-*`), COS `https://cos.<region>.myqcloud.com`, Kodo `https://s3-<region>.qiniucs.com`, "
+    "endpoint": "URL; empty: for `s3` stores `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL` (as the AWS SDKs), "
+                "else from the region: AWS `https://s3.<region>.amazonaws.com` (`.com.cn` for `cn-*`), COS `https://cos.<region>.myqcloud.com`, Kodo `https://s3-<region>.qiniucs.com`, "
                 "OSS `https://oss-<region>[-internal].aliyuncs.com`",
-    "region": "signing region (empty: `us-east-1`); OSS, COS, Kodo: the provider's region id, e.g. "
-              "`cn-hangzhou`",
+    "region": "signing region; empty: for `s3` stores `AWS_REGION`/`AWS_DEFAULT_REGION`, else the profile's "
+              "(`profile:NAME`, `AWS_PROFILE`, `~/.aws/config`), else `us-east-1`. A bucket in another region "
+              "(301 PermanentRedirect, 400 AuthorizationHeaderMalformed, `x-amz-bucket-region`) is followed and "
+              "said once in the log: a derived endpoint moves to that region's, a set one is kept. OSS, COS, "
+              "Kodo: the provider's region id, e.g. `cn-hangzhou`",
     "credentials": "`default` (the SDK chain), `anonymous`, `env:NAME`, `secret:ID`, `profile:NAME` or "
                    "`role:ARN` (see Credentials): a spec, never a key",
     "path": "root directory for `local` (the path itself may be a symlink; no symlink below it is ever "
@@ -40,13 +43,27 @@ STORE_MEANINGS = {
     "insecure_http": "allow a plain-http endpoint that is not loopback (refused otherwise)",
     "internal": "OSS: use the internal (VPC) endpoint",
     "prefix_list": "source only: file with one prefix per line; only those prefixes are listed",
-    "storage_class": "destination only: storage class, e.g. `STANDARD_IA`, `INTELLIGENT_TIERING`, "
-                     "`GLACIER_IR` (empty: the bucket's default)",
-    "acl": "destination only: canned ACL, e.g. `bucket-owner-full-control`",
-    "sse": "destination only: server-side encryption, `AES256` or `aws:kms`",
-    "sse_kms_key_id": "destination only: KMS key id for `aws:kms`",
+    "storage_class": "destination only: one of S3's storage classes: `STANDARD`, `REDUCED_REDUNDANCY`, "
+                     "`STANDARD_IA`, `ONEZONE_IA`, `INTELLIGENT_TIERING`, `GLACIER`, `DEEP_ARCHIVE`, `OUTPOSTS`, "
+                     "`GLACIER_IR`, `SNOW`, `EXPRESS_ONEZONE` (checked before anything runs; empty: the bucket's "
+                     "default)",
+    "acl": "destination only: canned ACL: `private`, `public-read`, `public-read-write`, `authenticated-read`, "
+           "`aws-exec-read`, `bucket-owner-read`, `bucket-owner-full-control`",
+    "sse": "destination only: server-side encryption, `AES256`, `aws:kms` or `aws:kms:dsse`",
+    "sse_kms_key_id": "destination only: KMS key id for `aws:kms` or `aws:kms:dsse`",
     "connect_timeout_s": "TCP connect timeout, seconds",
     "read_timeout_s": "socket read timeout, seconds (an endpoint that never answers fails within this)",
+    "checksum": "S3-family stores: full-object CRC64NVME. `crc64nvme`: the store checks and keeps it (every PUT "
+                "and part carries one, multipart uploads are FULL_OBJECT CRC64NVME so S3 refuses a wrong "
+                "object, parts drop their MD5; stored values are trusted as the source's and by `verify`). "
+                "`md5`: never (Content-MD5 only). `auto`: `crc64nvme` on AWS S3 itself; elsewhere a destination "
+                "sends it beside the MD5 until the first write's answer shows whether the server checks it (no "
+                "echo: MD5 only, said once in the log), and stored values are not trusted",
+    "inventory": "plan from this inventory instead of listing (see Inventory planning): the URL of an S3 "
+                 "Inventory or OSS bucket inventory `manifest.json` on this store's service, e.g. "
+                 "`s3://inventory-bucket/src/config-id/2026-01-01T00-00Z/manifest.json`; on the destination it "
+                 "replaces the destination's listing too (needs `source.inventory`)",
+    "inventory_credentials": "credentials for reading `inventory` (as `credentials`); empty: `credentials`",
 }
 STORES = {"source": "", "destination": "", "maxcompute.oss": "`maxcompute.mode=unload` staging store: "}
 
@@ -62,8 +79,18 @@ MEANINGS = {
     "dry_run_list": "with `dry_run=true`: write every key it would copy or delete to this file, as JSON lines "
                     "(`action`, `key`, `size`, `reason`; in no particular order); written only when every shard "
                     "finished",
+    "inventory_staging": "with `source.inventory`: where planning writes one file of sorted keys per shard for "
+                         "the workers to read, `s3://bucket/prefix` on the source's service (with "
+                         "`source.inventory_credentials`) or a folder every worker sees; empty: a `dth-ray/<job>/` "
+                         "folder beside the source's `manifest.json`. Deleted when the run succeeds",
+    "report_objects": "per-object completion report (see Completion report): a folder path or "
+                      "`s3://bucket/prefix` on the destination's service (outside the destination's scope); one "
+                      "row per object (key, size, checksums, result, reason, attempts, run id), written per "
+                      "shard in parts under `run-<id>/`, listed in the JSON report",
+    "report_objects_format": "`auto` (`parquet` when `report_objects` ends in `.parquet`, else `csv`), `csv` "
+                             "or `parquet`",
     "resume": "resume the job's latest run when it is unfinished (see Resume); `false` starts a new run",
-    "report": "path of the JSON report",
+    "report": "path of the JSON report (checked writable before the run)",
     "job": "job name; empty: derived from source and destination, `<source bucket>-<destination bucket>-<6 "
            "hex>` (a local store: its folder's name); a job an earlier release named `job-<12 hex>` keeps "
            "that name",
@@ -91,8 +118,10 @@ MEANINGS = {
                        "minus one on the embedded Ray, where the driver lane counts as one (at least 1)",
     "transfer.buffer_size": "payload bytes one worker (the driver lane, each actor) may hold (see Memory "
                             "bound)",
-    "transfer.max_bandwidth": "bytes/s per actor read cap, 0 = unlimited (e.g. `50MB`)",
-    "transfer.max_requests_per_s": "requests/s per actor, 0 = unlimited",
+    "transfer.max_bandwidth": "bytes/s read from the source by the whole job (every worker on every node, "
+                              "shared out by what each uses), 0 = unlimited (e.g. `50MB`); see Job-wide budgets",
+    "transfer.max_requests_per_s": "requests/s to the source (list, head, get) by the whole job, shared out as "
+                                   "`transfer.max_bandwidth` is; 0 = unlimited",
     "transfer.max_attempts": "attempts per object (each request also has 3 quick tries at the HTTP layer)",
     "transfer.progress_interval_s": "how often actors send batched progress to the manifest, seconds",
     "transfer.server_side_copy": "no bytes through dth-ray when source and destination are one S3 service "
@@ -106,6 +135,9 @@ MEANINGS = {
                                "most 16 at once per part (≥ 256KiB); `auto`: about one second of a single "
                                "stream's measured rate (see \"Large objects\")",
     "transfer.copy_cutoff": "largest object copied server-side with one CopyObject (5MiB–5GiB)",
+    "transfer.resume_parts": "diagnostic switch: `false` makes a resumed run abort the multipart uploads an "
+                             "interrupted run left and send every part again (tests/integration/test_resume.py "
+                             "uses it to show its byte bound catches a build without part reuse); leave it on",
     "manifest": "manifest backend (preset): `sqlite` (one local file) or `dynamodb` (one table)",
     "manifest.path": "SQLite file; empty: `~/.local/state/dth_ray/manifest.sqlite` (`$XDG_STATE_HOME` "
                      "honoured)",
@@ -135,6 +167,8 @@ MEANINGS = {
     "plan.node_throughput": "`dth-ray plan`: bytes/s one node sustains (1.25GB: 10 Gbit/s)",
     "plan.node_objects_per_s": "`dth-ray plan`: objects/s one node sustains",
     "plan.egress_per_gb": "`dth-ray plan`: source egress price, USD per GB",
+    "plan.egress_per_gb_night": "`dth-ray plan` with `schedule.window`: the egress price inside the window "
+                                "(off-peak), USD per GB; 0 = as `plan.egress_per_gb`",
     "plan.put_per_1000": "`dth-ray plan`: PUT/Create/Complete price, USD per 1,000 requests",
     "plan.get_per_1000": "`dth-ray plan`: GET price, USD per 1,000 requests",
     "plan.dynamodb_write_per_million": "`dth-ray plan`: manifest write price, USD per million writes",
@@ -156,6 +190,12 @@ MEANINGS = {
     "schedule.max_defer": "`dth-ray watch`: event transfers in flight defer a due tick by at most this; "
                           "then the scan runs anyway",
     "schedule.on_start": "`dth-ray watch`: also scan once at start",
+    "schedule.window": "batch transfer only inside this daily window, `HH:MM-HH:MM` (seconds optional; past "
+                       "midnight allowed, e.g. `22:00-06:00`): at its end a `sync` checkpoints, pauses and exits 75 "
+                       "(status `paused`, saying when the next window opens; the next invocation continues); "
+                       "`watch` starts scans only inside it and continues a paused one when it opens; empty = "
+                       "always",
+    "schedule.timezone": "time zone of `schedule.window` (an IANA name, e.g. `UTC`, `Asia/Shanghai`)",
     "events": "event source for `dth-ray watch` (preset): `none` or `sqs`",
     "events.queue_url": "the SQS queue (`https://sqs.<region>.amazonaws.com/<account>/<name>`)",
     "events.queue_name": "`dth-ray events setup`: queue name (empty: from `events.queue_url`); with "
@@ -169,6 +209,8 @@ MEANINGS = {
                          "counted (`deletes.skipped` in the report), logged, and alerted once per window through "
                          "`alerts.sns_topic_arn`; the next scan with `sync.delete=true` reconciles them",
     "events.max_delete_window": "`watch`: the sliding window of `events.max_delete` (`90s`, `10m`, `1h`, `1d`)",
+    "events.outside_window": "`watch`: events are acted on outside `schedule.window` too; `false`: messages "
+                             "wait in the queue until the window opens",
     "events.source_account": "`dth-ray events setup` with an S3 `source.bucket`: the account owning that bucket "
                              "(the queue policy's `aws:SourceAccount`); empty = the queue's account",
     "events.deletes": "`ObjectRemoved` events (and created events whose source object is gone) delete at the "
@@ -228,6 +270,10 @@ MEANINGS = {
     "alerts.topic_name": "`dth-ray alerts setup`: the topic it creates",
     "log.format": "`text` or `json` (one JSON object per line: `ts`, `level`, `logger`, `msg`, and the "
                   "event's `job`, `key`, `attempt`, `error_class`, …)",
+    "console.host": "`dth-ray console`: the address its page listens on; any but loopback needs `console.token`",
+    "console.port": "`dth-ray console`: its port (0: any free port, printed)",
+    "console.token": "`dth-ray console`: required for any host but loopback; a value of at least 16 characters "
+                     "or `env:NAME`; sent as `Authorization: Bearer` or once in the URL the command prints",
 }
 
 # What a value is, where the schema's Python type (a str) says less than the key accepts.
@@ -238,12 +284,15 @@ KINDS = {
     "transfer.get_range_size": _SIZE_AUTO, "transfer.copy_cutoff": _SIZE, "plan.node_throughput": _SIZE,
     "maxcompute.file_size": _SIZE, "maxcompute.row_group_size": _SIZE,
     "schedule.interval": "duration or none", "schedule.max_defer": "duration", "progress_interval": "duration",
-    "events.max_delete_window": "duration",
+    "events.max_delete_window": "duration", "schedule.window": "HH:MM-HH:MM or empty",
     "progress": "auto|bar|lines|none", "runtime.autoscale": "auto|on|off", "runtime.ray": "auto|always",
     "log_level": "level", "sync.max_delete": "count or percent", "schedule.cron": "cron",
-    "maxcompute.oss.type": "oss",
+    "maxcompute.oss.type": "oss", "report_objects_format": "auto|csv|parquet",
+    "source.inventory": "URL", "destination.inventory": "URL", "inventory_staging": "URL or path",
+    "report_objects": "URL or path",
 }
-STORE_KINDS = {"addressing_style": "auto|path|virtual", "credentials": "credentials spec"}
+STORE_KINDS = {"addressing_style": "auto|path|virtual", "credentials": "credentials spec",
+               "inventory_credentials": "credentials spec"}
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,12 @@ _ALIYUN_ENV = (("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
 
 
 def resolve(spec: str, role: str, region: str = "", provider: str = "aws") -> Credentials | None:
-    """Keys for `spec`, or None for anonymous access. `provider` 'aliyun' changes what `default` means.
+    """Keys for `spec`, or None for anonymous access. `provider` 'aliyun' changes what `default` means (its
+    environment variables, else anonymous). `region`: the AWS region of the store, if it is one, where
+    secret:ID and role:ARN are looked up before the environment's or profile's region.
 
-    Raises ConfigError for a malformed spec or missing variables, PermissionDenied when a secret or
+    Raises ConfigError for a malformed spec, missing variables, a default chain that finds no keys, or a
+    Secrets Manager or STS that does not answer (within about 15 s); PermissionDenied when a secret or
     profile cannot be read.
     """
     if spec == "anonymous":
@@ -58,7 +61,8 @@ def resolve(spec: str, role: str, region: str = "", provider: str = "aws") -> Cr
             )
         return Credentials(key_id, secret, os.environ.get(f"{arg}_SESSION_TOKEN", ""))
     if kind == "secret":
-        return _from_secret(arg, role, region)
+        # An Aliyun region (an OSS or MaxCompute store's) is no place to look for an AWS secret.
+        return _from_secret(arg, role, region if provider == "aws" else "")
     if kind == "role":
         if provider == "aliyun":
             raise ConfigError(f"{role}.credentials={spec!r}: role:ARN assumes an AWS IAM role; use env:NAME or secret:ID")
@@ -88,27 +92,46 @@ def _from_botocore(profile: str | None, role: str) -> Credentials | None:
     if creds is None:
         if profile:
             raise ConfigError(f"{role}.credentials=profile:{profile} holds no keys")
-        return None  # no default chain configured: behave like the SDKs and go anonymous
+        # As the SDKs do (NoCredentialsError), never fall back to unsigned requests: a server would answer
+        # those with an error that blames something else (400 UnsupportedAlgorithm from rclone).
+        public = f"; for a public bucket use {role}.credentials=anonymous" if role in ("source", "destination") else ""
+        raise ConfigError(f"no credentials found for {role}: tried environment, profile, instance role "
+                          f"({role}.credentials=default{public})")
     frozen = creds.get_frozen_credentials()
     return Credentials(frozen.access_key, frozen.secret_key, frozen.token or "")
 
 
+def _sdk_failure(spec: str, role: str, service: str, region: str, exc: Exception) -> ConfigError:
+    """A botocore failure that is not the service's answer (no base keys, no answer at all) as one line."""
+    import botocore.exceptions
+
+    name = type(exc).__name__
+    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+        return ConfigError(f"{role}.credentials={spec}: no AWS credentials to call {service} with "
+                           "(tried environment, profile, instance role)")
+    if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
+        return ConfigError(f"{role}.credentials={spec}: {service} in {region} did not answer ({name})")
+    return ConfigError(f"{role}.credentials={spec}: {service} in {region} failed ({name})")
+
+
 def _from_secret(secret_id: str, role: str, region: str) -> Credentials:
-    """Read a Data Transfer Hub style secret: {"access_key_id": ..., "secret_access_key": ...}."""
+    """Read a Data Transfer Hub style secret: {"access_key_id": ..., "secret_access_key": ...}, from Secrets
+    Manager in `region` (the store's), else the environment's or profile's region."""
     import boto3
     import botocore.exceptions
 
+    from dth_ray.awsenv import bounded_config, default_region
+
     quiet_sdk_logs()
-    client = boto3.client("secretsmanager", region_name=os.environ.get("AWS_REGION") or region or "us-east-1")
+    region = default_region(region)
     try:
+        client = boto3.client("secretsmanager", region_name=region, config=bounded_config())
         value = client.get_secret_value(SecretId=secret_id)["SecretString"]
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        raise PermissionDenied(f"{role}.credentials=secret:{secret_id} cannot be read ({code})") from None
+        raise PermissionDenied(f"{role}.credentials=secret:{secret_id} cannot be read ({code})", code) from None
     except botocore.exceptions.BotoCoreError as exc:
-        raise PermissionDenied(
-            f"{role}.credentials=secret:{secret_id} cannot be read ({type(exc).__name__})"
-        ) from None
+        raise _sdk_failure(f"secret:{secret_id}", role, "Secrets Manager", region, exc) from None
     try:
         doc = json.loads(value)
         return Credentials(doc["access_key_id"], doc["secret_access_key"], doc.get("session_token", ""))
@@ -156,23 +179,25 @@ def is_auth_error(exc: BaseException) -> bool:
 def _assume_role(role_arn: str, role: str, region: str) -> tuple[Credentials, float]:
     """STS AssumeRole with base keys from the default chain; returns (keys, expiry as a Unix time).
 
-    Raises PermissionDenied when the role cannot be assumed (the message names the code, never a key).
+    Raises PermissionDenied when the role cannot be assumed (the message names the code, never a key),
+    ConfigError when STS cannot be called (no base keys, no answer).
     """
     import boto3
     import botocore.exceptions
 
+    from dth_ray.awsenv import bounded_config, default_region
+
     quiet_sdk_logs()
-    sts_region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    sts_region = default_region(region)
     try:
-        client = boto3.session.Session().client("sts", region_name=sts_region)
+        client = boto3.session.Session().client("sts", region_name=sts_region, config=bounded_config())
         answer = client.assume_role(RoleArn=role_arn, RoleSessionName=f"dth-ray-{os.getpid()}",
                                     DurationSeconds=ROLE_DURATION_S)["Credentials"]
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         raise PermissionDenied(f"{role}.credentials=role:{role_arn} cannot be assumed ({code})", code) from None
     except botocore.exceptions.BotoCoreError as exc:
-        raise PermissionDenied(
-            f"{role}.credentials=role:{role_arn} cannot be assumed ({type(exc).__name__})") from None
+        raise _sdk_failure(f"role:{role_arn}", role, "STS", sts_region, exc) from None
     keys = Credentials(answer["AccessKeyId"], answer["SecretAccessKey"], answer.get("SessionToken", ""))
     return keys, answer["Expiration"].timestamp()
 

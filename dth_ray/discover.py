@@ -161,6 +161,17 @@ COMMANDS = {c.name: c for c in (
         ("manifest", "report"),
         ("dth-ray jobs",
          "dth-ray jobs manifest=dynamodb manifest.table=dth-ray-manifest manifest.region=us-west-2")),
+    Command(
+        "console", "a read-only web page of the manifest's jobs and runs, live",
+        "Serve a read-only web page of the manifest's jobs and runs: each job's latest run with its\n"
+        "numbers, and per job its runs, shards, throughput chart, failed keys (paged) and commands. Live\n"
+        "while a sync runs (refreshed every few seconds); prints the URL to open. Ctrl-C stops it.",
+        (("manifest.path=FILE", "the SQLite manifest (the default one if not given)"),
+         ("manifest=dynamodb manifest.table=T", "or a DynamoDB manifest (manifest.region, manifest.endpoint)"),
+         ("console.port=PORT", "where it listens on 127.0.0.1 (8266; 0: any free port)")),
+        ("manifest", "console"),
+        ("dth-ray console",
+         "dth-ray console manifest=dynamodb manifest.table=dth-ray-manifest manifest.region=us-west-2")),
     Command("version", "print the version", "Print the version.", (), (),
             ("dth-ray version", "dth-ray --version"), config=False),
 )}

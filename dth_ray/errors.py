@@ -7,6 +7,7 @@ class DthError(Exception):
     """Base of every dth_ray error. `retryable` tells the engine whether a bounded retry may help."""
 
     retryable = False
+    attempts = 0  # tries made before giving up, set by the layer that retried (the copier): for logs
 
     def __init__(self, message: str = "", code: str = ""):
         super().__init__(message)

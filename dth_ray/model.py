@@ -91,6 +91,7 @@ class PartInfo:
     part_number: int
     etag: str
     size: int = 0
+    checksum: str = ""  # 'crc64nvme:<hex>' where the upload carries full-object CRC64NVME checksums
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,8 @@ class Shard:
     """A slice of the source key space: keys under `prefix` with start_after < key <= end_at ('' = open).
 
     With a `delimiter`, the shard covers only the objects directly at that level (not common prefixes).
+    `listing`, when set, is the key of the shard's staged inventory rows (dth_ray/inventory/staged.py) in the
+    run's staging store: the worker reads its keys from there instead of listing the source.
     """
 
     shard_id: str
@@ -156,6 +159,7 @@ class Shard:
     start_after: str = ""
     end_at: str = ""
     delimiter: str = ""
+    listing: str = ""
 
     def contains(self, key: str) -> bool:
         return (
@@ -215,6 +219,10 @@ class Tally:
     dst_only_keys: list[str] = field(default_factory=list)  # capped at max_dst_only_keys; never checkpointed
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    # report_objects: rows written for the settled objects, and the parts holding them ([key, rows], in order);
+    # checkpointed with the tally, so a redone shard continues the same list
+    report_rows: int = 0
+    report_parts: list[list] = field(default_factory=list)
     # dry run: the would-copy and would-delete objects, up to max_changes of each (0 = none); the driver takes them
     # from each result, so they are never merged or checkpointed
     changes: list[Change] = field(default_factory=list)
@@ -265,12 +273,16 @@ class Tally:
         room = self.max_failures - len(self.failures)
         if room > 0:
             self.failures.extend(other.failures[:room])
+        self.report_rows += other.report_rows
+        self.report_parts.extend(other.report_parts)
 
     def to_dict(self, max_failures: int | None = None) -> dict:
         """A JSON-ready copy (failures capped at `max_failures`, the count stays exact), for checkpoints."""
         out = {name: getattr(self, name) for name in _TALLY_COUNTERS}
         out["skipped_reasons"] = dict(self.skipped_reasons)
         out["failures"] = [[f.key, f.error] for f in self.failures[:max_failures]]
+        if self.report_parts:
+            out["report_parts"] = [list(p) for p in self.report_parts]
         return out
 
     @classmethod
@@ -278,13 +290,14 @@ class Tally:
         tally = cls(**{name: int(data.get(name, 0)) for name in _TALLY_COUNTERS})
         tally.skipped_reasons = {k: int(v) for k, v in data.get("skipped_reasons", {}).items()}
         tally.failures = [Failure(k, e) for k, e in data.get("failures", [])]
+        tally.report_parts = [[str(k), int(n)] for k, n in data.get("report_parts", [])]
         return tally
 
 
 _TALLY_COUNTERS = ("listed", "copied", "skipped", "failed", "would_copy", "bytes_copied", "bytes_listed",
                    "would_copy_bytes", "would_copy_multipart", "would_copy_multipart_bytes", "part_size_bytes",
                    "server_side_copies", "spread_parts", "resumed_parts", "recovered", "recovered_bytes", "dst_seen",
-                   "dst_only")
+                   "dst_only", "report_rows")
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +339,7 @@ class VerifyTally:
     extra: int = 0
     read_objects: int = 0
     read_bytes: int = 0
+    checksum_objects: int = 0  # compared by the full-object checksums both stores checked and keep (no read)
     unreadable: int = 0  # at the source only, in a class nothing can read (archived, a local symlink): skipped
     missing_keys: list[str] = field(default_factory=list)
     differ_keys: list[str] = field(default_factory=list)
@@ -340,7 +354,8 @@ class VerifyTally:
             keys.append(key)
 
     def merge(self, other: VerifyTally) -> None:
-        for name in ("checked", "matched", "missing", "differ", "extra", "read_objects", "read_bytes", "unreadable"):
+        for name in ("checked", "matched", "missing", "differ", "extra", "read_objects", "read_bytes",
+                     "checksum_objects", "unreadable"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("missing_keys", "differ_keys", "extra_keys", "errors"):
             mine = getattr(self, name)

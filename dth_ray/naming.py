@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from dataclasses import fields
+from urllib.parse import urlsplit, urlunsplit
 
 from dth_ray.config import StoreConfig, StoreType, SyncConfig
 
@@ -46,3 +48,52 @@ def legacy_job_name(cfg: SyncConfig) -> str:
     if cfg.job:
         return ""
     return "job-" + hashlib.sha256(_pairing(cfg).encode()).hexdigest()[:12]
+
+
+_GROUPS = {"source": ("s3", "oss", "cos", "kodo", "local", "maxcompute"), "destination": ("s3", "local")}
+_SAFE_VALUE = re.compile(r"[\w.:/@+%~-]*")
+
+
+def _hydra_value(value: object) -> str:
+    """A Hydra override value: as is when plain, else single-quoted with escapes."""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    if _SAFE_VALUE.fullmatch(text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _override(name: str, value: object) -> str:
+    return f"{name}={_hydra_value(value)}"
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def store_overrides(cfg: SyncConfig) -> list[str]:
+    """The overrides that name a job's stores, filters and comparison (Hydra `key=value`, credentials as
+    their specs such as env:NAME or secret:ID, never a value; an endpoint without user info), so a console
+    can print the job's sync, verify and status commands."""
+    out = []
+    defaults = StoreConfig()
+    for role in ("source", "destination"):
+        store = getattr(cfg, role)
+        kind = store.type.value
+        out.append(f"{role}={kind}" if kind in _GROUPS[role] else f"{role}.type={kind}")
+        for f in fields(StoreConfig):
+            value = getattr(store, f.name)
+            if f.name == "type" or value == getattr(defaults, f.name):
+                continue
+            if f.name == "endpoint":
+                value = _without_userinfo(str(value))
+            out.append(_override(f"{role}.{f.name}", value))
+    for name in ("include", "exclude"):
+        patterns = list(getattr(cfg.filter, name) or ())
+        if patterns:
+            out.append(f"filter.{name}=[" + ",".join(_hydra_value(p) for p in patterns) + "]")
+    if cfg.compare != SyncConfig.compare:
+        out.append(f"compare={cfg.compare.value}")
+    return out

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from dth_ray.model import Change, Tally
 
 SUCCEEDED, FAILED, INTERRUPTED = "succeeded", "failed", "interrupted"
+PAUSED = "paused"  # stopped by schedule.window's end; the next invocation in a window continues the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +68,14 @@ class RunReport:
     startup: Startup = field(default_factory=Startup)
     deletes: DeleteSummary | None = None
     interrupted_by: str = ""  # the signal's name
+    paused_until: str = ""  # paused: when the next transfer window opens (ISO 8601, UTC)
     manifest: dict = field(default_factory=dict)
     autoscaler: dict | None = None
     sample: list[Change] = field(default_factory=list)  # dry run: the first would-copy and would-delete keys
     dry_run_list: str = ""  # dry run: where every change was written (dry_run_list=PATH)
     dry_run_listed: int = 0  # the lines written there
+    inventory: dict | None = None  # planned from inventories: which, of when (runtime/inventory.py)
+    objects_report: dict | None = None  # report_objects: where the rows are (runtime/objectreport.py)
 
     @property
     def ok(self) -> bool:
@@ -113,10 +117,16 @@ class RunReport:
             out["deletes"] = {k: v for k, v in vars(self.deletes).items() if k != "failures"}
         if self.interrupted_by:
             out["interrupted_by"] = self.interrupted_by
+        if self.paused_until:
+            out["paused_until"] = self.paused_until
         if self.manifest:
             out["manifest"] = dict(self.manifest)
         if self.autoscaler is not None:
             out["autoscaler"] = dict(self.autoscaler)
+        if self.inventory is not None:
+            out["inventory"] = dict(self.inventory)
+        if self.objects_report is not None:
+            out["report_objects"] = dict(self.objects_report)
         if self.dry_run:
             out["sample"] = [c.to_json() for c in self.sample]
             if self.dry_run_list:
@@ -145,6 +155,15 @@ class RunReport:
                     f"{(t.copied / d if d > 0 else 0):,.0f} objects/s)")
             if self.deletes is not None:
                 line += f"; {self.deletes.deleted:,} deleted"
+            if self.paused_until:
+                line += (f"\n  outside the transfer window (schedule.window): the next one opens at "
+                         f"{self.paused_until}; run the same command then to continue")
+        if self.inventory is not None:
+            source = self.inventory["source"]
+            line += (f"\n  planned from the inventory of {source['created']} ({source['objects']:,} objects); "
+                     "objects added since are left to the next scan")
+        if self.objects_report is not None:
+            line += f"\n  completion report: {self.objects_report['manifest']} ({self.objects_report['rows']:,} rows)"
         for failure in t.failures[:5]:
             line += f"\n  failed: {failure.key!r}: {failure.error}"
         for error in self.errors[:5]:

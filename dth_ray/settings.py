@@ -16,10 +16,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dth_ray.awsenv import s3_conventions
 from dth_ray.config import (
+    ChecksumMode,
     Compare,
+    ConsoleConfig,
     LogFormat,
     ManifestType,
     MaxComputeMode,
@@ -27,14 +30,19 @@ from dth_ray.config import (
     StoreType,
     SyncConfig,
     VerifyMode,
+    is_loopback,
     parse_duration,
     parse_max_delete,
     parse_size,
+    split_location,
     validate,
 )
 from dth_ray.errors import ConfigError
 from dth_ray.keyfilter import KeyFilter
+from dth_ray.locations import check_no_overlap
 from dth_ray.naming import job_name, legacy_job_name
+from dth_ray.stores.writeoptions import check_write_options
+from dth_ray.window import Window, parse_window
 
 DRY_RUN_SAMPLE = 10  # would-copy and would-delete objects a dry run's summary shows
 
@@ -61,6 +69,40 @@ class StoreSpec:
     sse_kms_key_id: str = ""
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0
+    checksum: ChecksumMode = ChecksumMode.auto
+
+
+@dataclass(frozen=True, slots=True)
+class InventorySpec:
+    """One side's inventory: the store holding its manifest.json (the side's service, with the inventory's
+    credentials) and the manifest's key in it; `url` as the user wrote it."""
+
+    store: StoreSpec
+    manifest_key: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class InventorySettings:
+    """`source.inventory` (and `destination.inventory`): plan from inventories, no source listing. Planning
+    writes one file of sorted rows per shard under `staging_prefix` of `staging` (`inventory_staging`; empty:
+    a `dth-ray/<job>/` folder beside the source's manifest.json), which every worker can read."""
+
+    source: InventorySpec
+    destination: InventorySpec | None
+    staging: StoreSpec
+    staging_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSpec:
+    """`report_objects`: where the per-object completion report's parts go (a folder, or a bucket prefix on
+    the destination's service with its credentials) and their format (csv or parquet)."""
+
+    store: StoreSpec
+    prefix: str
+    format: str
+    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +124,7 @@ class TransferSettings:
     spread_threshold_bytes: int = 1024**3
     get_range_bytes: int = 0  # 0: sized by the engine's ReadSizer
     copy_cutoff_bytes: int = 5 * 1024**3
+    resume_parts: bool = True  # reuse the recorded parts of an interrupted upload (off: a diagnostic switch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +140,8 @@ class WorkerSettings:
     dry_run: bool = False
     dry_run_changes: int = 0  # dry run: would-copy/delete objects a shard's result carries (its sample, or all)
     note_extras: bool = False  # sync.delete: shards report the destination-only keys they meet
+    staging: StoreSpec | None = None  # inventory planning: where the shards' staged rows are (Shard.listing)
+    report: ReportSpec | None = None  # report_objects
     log_level: str = "WARNING"  # `log_level` and `log.format`, so actors log like the driver (redacted)
     log_format: str = "text"
 
@@ -167,6 +212,7 @@ class PlanSettings:
     get_per_1000: float
     dynamodb_write_per_million: float
     instance_per_hour: float
+    egress_per_gb_night: float = 0.0  # inside schedule.window (0: as egress_per_gb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +223,7 @@ class ScheduleSettings:
     cron: str = ""
     max_defer_s: float = 600.0
     on_start: bool = False
+    window: Window | None = None  # batch transfer only inside it (sync and watch's scans)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +243,46 @@ class ExportSettings:
     file_bytes: int
     row_group_bytes: int
     part_size_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """`console.*`: where `dth-ray console` listens and the token it asks for ('' = none: loopback only)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8266
+    token: str = field(default="", repr=False)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+CONSOLE_TOKEN_MIN_CHARS = 16
+
+
+def resolve_console(cfg: ConsoleConfig) -> ConsoleSettings:
+    """`console.*` checked, the token read from the environment for env:NAME. Raises ConfigError (one line;
+    it never repeats a token)."""
+    host = str(cfg.host).strip()
+    if not host or any(c.isspace() or c in "/@?#" for c in host):
+        raise ConfigError(f"console.host={cfg.host!r} is not a host name or address")
+    if not 0 <= int(cfg.port) <= 65535:
+        raise ConfigError(f"console.port={cfg.port!r} must be between 0 (any free port) and 65535")
+    spec = str(cfg.token or "")
+    token = spec
+    if spec.startswith("env:"):
+        name = spec[4:]
+        token = os.environ.get(name, "") if name else ""
+        if not token:
+            raise ConfigError(f"console.token={spec}: the environment variable {name or '(none)'} is not set")
+    if token and len(token) < CONSOLE_TOKEN_MIN_CHARS:
+        raise ConfigError(f"console.token must have at least {CONSOLE_TOKEN_MIN_CHARS} characters "
+                          "(e.g. from `openssl rand -hex 16`)")
+    if not token and not is_loopback(host):
+        raise ConfigError(f"console.host={host} is not a loopback address: set console.token (or env:NAME) so "
+                          "only those who hold it can read the console, or use port forwarding to 127.0.0.1")
+    return ConsoleSettings(host, int(cfg.port), token)
 
 
 @dataclass(frozen=True)
@@ -222,6 +309,8 @@ class Settings:
     # The name earlier releases derived for this job (see naming.legacy_job_name): a job they created keeps
     # its runs and records under it (dth_ray/runtime/jobs.py adopt_legacy_job). '' once adopted or named.
     legacy_job: str = ""
+    console: ConsoleSettings = ConsoleSettings()
+    inventory: InventorySettings | None = None  # source.inventory: plan from it (dth_ray/runtime/inventory.py)
 
     @property
     def job(self) -> str:
@@ -242,6 +331,13 @@ class Settings:
     @property
     def dry_run(self) -> bool:
         return self.worker.dry_run
+
+    def with_stores(self, source: StoreSpec, destination: StoreSpec) -> Settings:
+        """These settings with other store specs (e.g. with the regions preflight found the buckets in)."""
+        if (source, destination) == (self.source, self.destination):
+            return self
+        return dataclasses.replace(self, worker=dataclasses.replace(self.worker, source=source,
+                                                                     destination=destination))
 
     def default_workers(self, cpus: int | None = None) -> int:
         """transfer.actors, else one worker per CPU of this machine (at least two)."""
@@ -272,14 +368,58 @@ def _transfer(cfg: SyncConfig) -> TransferSettings:
         spread_threshold_bytes=parse_size(t.spread_threshold, "transfer.spread_threshold"),
         get_range_bytes=0 if t.get_range_size == "auto" else parse_size(t.get_range_size, "transfer.get_range_size"),
         copy_cutoff_bytes=parse_size(t.copy_cutoff, "transfer.copy_cutoff"),
+        resume_parts=t.resume_parts,
     )
+
+
+def located(url: str, base: StoreSpec, credentials: str, name: str) -> tuple[StoreSpec, str]:
+    """The store and key (or prefix) `url` names: `scheme://bucket/key` on `base`'s service (its endpoint and
+    region) with `credentials` (empty: base's), or a local folder path. Raises ConfigError."""
+    bucket, key = split_location(url, name)
+    if not bucket:
+        return StoreSpec(type=StoreType.local, path=os.path.abspath(key)), ""
+    if base.type == StoreType.local:
+        raise ConfigError(f"{name}={url!r} names a bucket, but its store is local: give a folder path")
+    return dataclasses.replace(base, bucket=bucket, prefix="", prefix_list="", credentials=credentials or
+                               base.credentials), key
+
+
+def _inventory(cfg: SyncConfig, job: str, source: StoreSpec, destination: StoreSpec) -> InventorySettings | None:
+    if not cfg.source.inventory:
+        return None
+    sides = []
+    for role, spec, store in (("source", source, cfg.source), ("destination", destination, cfg.destination)):
+        if store.inventory:
+            where, key = located(store.inventory, spec, store.inventory_credentials, f"{role}.inventory")
+            sides.append(InventorySpec(where, key, store.inventory))
+        else:
+            sides.append(None)
+    if cfg.inventory_staging:
+        staging, prefix = located(cfg.inventory_staging, source, cfg.source.inventory_credentials,
+                                  "inventory_staging")
+    else:
+        staging, prefix = sides[0].store, sides[0].manifest_key.rpartition("/")[0]
+    prefix = "/".join(p for p in (prefix.strip("/"), "dth-ray", job) if p) + "/"
+    return InventorySettings(sides[0], sides[1], staging, prefix)
+
+
+def _report(cfg: SyncConfig, destination: StoreSpec) -> ReportSpec | None:
+    if not cfg.report_objects:
+        return None
+    store, prefix = located(cfg.report_objects, destination, "", "report_objects")
+    fmt = cfg.report_objects_format
+    if fmt == "auto":
+        fmt = "parquet" if cfg.report_objects.rstrip("/").lower().endswith(".parquet") else "csv"
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return ReportSpec(store, prefix, fmt, cfg.report_objects)
 
 
 def _plan(cfg: SyncConfig) -> PlanSettings:
     p = cfg.plan
     return PlanSettings(p.nodes, parse_size(p.node_throughput, "plan.node_throughput"), p.node_objects_per_s,
                         p.egress_per_gb, p.put_per_1000, p.get_per_1000, p.dynamodb_write_per_million,
-                        p.instance_per_hour)
+                        p.instance_per_hour, p.egress_per_gb_night)
 
 
 def _export(cfg: SyncConfig, transfer: TransferSettings) -> ExportSettings:
@@ -288,16 +428,26 @@ def _export(cfg: SyncConfig, transfer: TransferSettings) -> ExportSettings:
                           parse_size(mc.row_group_size, "maxcompute.row_group_size"), transfer.part_size_bytes)
 
 
-def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
-    """Validate `cfg` (`check`) and resolve it. Raises ConfigError naming the first bad value."""
+def resolve(cfg: SyncConfig, *, check: bool = True, console: bool = False) -> Settings:
+    """Validate `cfg` (`check`) and resolve it (`console`: `console.*` too, which only `dth-ray console`
+    reads). Raises ConfigError naming the first bad value."""
     if check:
         validate(cfg)
+    # S3 stores get the AWS SDKs' endpoint and region defaults here, once, so every actor agrees on them.
+    source = s3_conventions(store_spec(cfg.source), "source")
+    destination = s3_conventions(store_spec(cfg.destination), "destination")
+    if check:
+        check_write_options(destination, "destination")
+        check_no_overlap(source, destination, deletes=cfg.sync.delete)
     transfer = _transfer(cfg)
     count, percent = parse_max_delete(cfg.sync.max_delete)
+    job = job_name(cfg)
+    inventory = _inventory(cfg, job, source, destination)
     worker = WorkerSettings(
-        job=job_name(cfg), source=store_spec(cfg.source), destination=store_spec(cfg.destination),
+        job=job, source=source, destination=destination,
         transfer=transfer, key_filter=KeyFilter(list(cfg.filter.include or ()), list(cfg.filter.exclude or ())),
         compare=Compare(cfg.compare), dry_run=cfg.dry_run, note_extras=cfg.sync.delete,
+        staging=inventory.staging if inventory is not None else None, report=_report(cfg, destination),
         dry_run_changes=(sys.maxsize if cfg.dry_run_list else DRY_RUN_SAMPLE) if cfg.dry_run else 0,
         log_level=str(cfg.log_level).upper(), log_format=LogFormat(cfg.log.format).value)
     r = cfg.runtime
@@ -317,6 +467,8 @@ def resolve(cfg: SyncConfig, *, check: bool = True) -> Settings:
         progress_interval_s=parse_duration(cfg.progress_interval, "progress_interval"),
         event_deletes=EventDeleteLimit(cfg.events.max_delete, parse_duration(
             cfg.events.max_delete_window, "events.max_delete_window"), cfg.events.max_delete_window),
+        console=resolve_console(cfg.console) if console else ConsoleSettings(),
+        inventory=inventory,
     )
 
 
@@ -333,9 +485,14 @@ def parse_interval(text: str) -> float | None:
 def resolve_schedule(cfg: ScheduleConfig) -> ScheduleSettings:
     """`schedule.*` in seconds (the cron expression is compiled by dth_ray.sync.schedule). Raises ConfigError."""
     cron = cfg.cron.strip()
+    try:
+        window = parse_window(cfg.window, cfg.timezone)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return ScheduleSettings(None if cron else parse_interval(cfg.interval), cron,
-                            parse_duration(cfg.max_defer, "schedule.max_defer"), cfg.on_start)
+                            parse_duration(cfg.max_defer, "schedule.max_defer"), cfg.on_start, window)
 
 
-__all__ = ["EventDeleteLimit", "ExportSettings", "ManifestSpec", "MaxComputeMode", "RuntimeSettings",
-           "Settings", "StoreSpec", "TransferSettings", "WorkerSettings", "resolve", "store_spec"]
+__all__ = ["ConsoleSettings", "EventDeleteLimit", "ExportSettings", "InventorySettings", "InventorySpec",
+           "ManifestSpec", "MaxComputeMode", "ReportSpec", "RuntimeSettings", "Settings", "StoreSpec",
+           "TransferSettings", "WorkerSettings", "located", "resolve", "store_spec"]

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from dth_ray.engine.crcmode import CrcMode
 from dth_ray.engine.limits import Limits
 from dth_ray.engine.reads import RangedReads
 from dth_ray.errors import DthError
@@ -30,6 +31,7 @@ class CopySettings:
     spread_threshold_bytes: int = 0  # objects this large share their parts with peer actors (0: never)
     get_range_bytes: int = 0  # a part is read as concurrent ranged GETs of this size (0: sized by ReadSizer)
     copy_cutoff_bytes: int = 5 * 1024**3  # server-side: CopyObject up to this size, UploadPartCopy above it
+    resume_parts: bool = True  # False (a diagnostic switch): recorded uploads are aborted, every part sent again
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ class CopyOutcome:
     server_side: bool = False
     resumed_parts: int = 0  # parts of an interrupted upload that were reused, not sent again
     spread_parts: int = 0  # parts other actors sent
+    dst_checksum: str = ""  # what the destination's write answered, e.g. 'crc64ecma:<n>' ('' if nothing)
+    attempts: int = 1  # the copier's attempts for this object (engine/retry.py)
 
 
 class UploadJournal(Protocol):
@@ -90,6 +94,11 @@ class CopyContext:
     spread: PartSpreader | None = None
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the retry clock (tests pass a fake one)
     parts_in_flight: int = 0  # multipart parts being read or sent now (a metrics gauge)
+    crc: CrcMode | None = None  # the destination's CRC64NVME support (built from dst_features when None)
+
+    def __post_init__(self) -> None:
+        if self.crc is None:
+            self.crc = CrcMode(self.dst_features, repr(self.dst))
 
     @contextlib.asynccontextmanager
     async def part_in_flight(self):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 
 from dth_ray.engine.context import (
@@ -78,12 +79,20 @@ class Copier:
     async def copy(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:
         """Copy one object, retrying retryable errors and re-reading a source that changed mid-copy.
 
-        Raises the last DthError when attempts run out; Unreadable (archived source) is never retried.
+        Raises the last DthError when attempts run out (its `attempts` says how many were made); Unreadable
+        (archived source) is never retried. The outcome's `attempts` says how many the copy took.
         """
         source = _Source(meta)
-        return await retry(lambda: self._copy_once(source.meta, dst_key), self._settings.max_attempts,
-                           sleep=self._ctx.sleep, on_retry=partial(self._before_retry, source),
-                           at_once=(PreconditionFailed,))
+        attempts = 0
+
+        def attempt() -> Awaitable[CopyOutcome]:
+            nonlocal attempts
+            attempts += 1
+            return self._copy_once(source.meta, dst_key)
+
+        outcome = await retry(attempt, self._settings.max_attempts, sleep=self._ctx.sleep,
+                              on_retry=partial(self._before_retry, source), at_once=(PreconditionFailed,))
+        return replace(outcome, attempts=attempts)
 
     async def _copy_once(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:
         for strategy in self.strategies(meta):

@@ -9,11 +9,12 @@ import asyncio
 import hashlib
 import string
 
-from dth_ray.checksums import crc64ecma_value, new_crc64ecma
-from dth_ray.stores.base import StoreFeatures
+from dth_ray.checksums import crc64ecma_value, crc64nvme, crc64nvme_value, new_crc64ecma
+from dth_ray.stores.base import CRC_CHECKED, StoreFeatures
 
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 _OFFLOAD_BYTES = 1 << 20  # hash larger buffers in a thread: hashlib releases the GIL, the loop keeps moving
+_CRC_OFFLOAD_BYTES = 64 << 20  # CRC64NVME runs at GB/s: a thread hop pays only for the largest buffers
 
 
 async def digest_update(md5, data: bytes) -> None:
@@ -29,6 +30,19 @@ async def md5_digest(data: bytes) -> bytes:
     if len(data) < _OFFLOAD_BYTES:
         return hashlib.md5(data).digest()
     return await asyncio.to_thread(lambda: hashlib.md5(data).digest())
+
+
+async def crc64nvme_digest(data: bytes) -> int:
+    """CRC64NVME of `data` (awscrt, hardware accelerated; the largest buffers off the event loop thread)."""
+    if len(data) < _CRC_OFFLOAD_BYTES:
+        return crc64nvme(data)
+    return await asyncio.to_thread(crc64nvme, data)
+
+
+def source_crc64nvme(checksum: str, features: StoreFeatures) -> int | None:
+    """The source's full-object CRC64NVME in `checksum`, where its store checks and keeps it (else None: a
+    value a store merely kept from a client is not proof of the bytes)."""
+    return crc64nvme_value(checksum) if features.crc64nvme == CRC_CHECKED else None
 
 
 class InOrderDigest:
@@ -51,7 +65,7 @@ class InOrderDigest:
 
     def matches(self) -> bool:
         running = self._running
-        value = running.hexdigest() if isinstance(self._expected, str) else running.crcValue
+        value = running.hexdigest() if isinstance(self._expected, str) else running.value
         return value == self._expected
 
 
@@ -61,9 +75,9 @@ def is_md5_etag(etag: str, features: StoreFeatures) -> bool:
 
 
 def whole_digest(etag: str, checksum: str, features: StoreFeatures) -> InOrderDigest | None:
-    """The running digest that can check a whole object read in parts against the source: its MD5 ETag, else
-    a whole-object CRC-64 it published (OSS objects uploaded in parts); None when it published neither."""
-    if is_md5_etag(etag, features):
-        return InOrderDigest(hashlib.md5(), etag, "MD5 ETag")
+    """The running digest that can check a whole object read in parts against the source: the whole-object
+    CRC-64 it published (OSS, COS: 30 times cheaper than MD5), else its MD5 ETag; None when it has neither."""
     crc = crc64ecma_value(checksum) if "crc64ecma" in features.checksum_kinds else None
-    return InOrderDigest(new_crc64ecma(), crc, "CRC-64") if crc is not None else None
+    if crc is not None:
+        return InOrderDigest(new_crc64ecma(), crc, "CRC-64")
+    return InOrderDigest(hashlib.md5(), etag, "MD5 ETag") if is_md5_etag(etag, features) else None

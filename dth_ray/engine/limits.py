@@ -1,55 +1,43 @@
-"""Pacing for one actor's store requests: byte budget, AIMD concurrency, request rate and bandwidth.
+"""Pacing for one actor's store requests: byte budget and AIMD concurrency.
 
-One instance per actor, shared by all its copies and checks, so the caps hold for the actor as a whole.
+One instance per actor, shared by all its copies and checks, so the caps hold for the actor as a whole. The
+job-wide request-rate and bandwidth budgets pace the source store itself (engine/pacing.py).
 """
 
 from __future__ import annotations
 
 from dth_ray.engine.budget import ByteBudget
-from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
+from dth_ray.engine.ratelimit import AdaptiveLimit
 from dth_ray.errors import DthError, Throttled
 
 
 class Limits:
-    """Shared pacing for one actor: byte budget, AIMD request concurrency, request rate and bandwidth."""
+    """Shared pacing for one actor: byte budget and AIMD request concurrency."""
 
-    def __init__(self, budget: ByteBudget, concurrency: AdaptiveLimit, requests: TokenBucket,
-                 bandwidth: TokenBucket):
+    def __init__(self, budget: ByteBudget, concurrency: AdaptiveLimit):
         self.budget = budget
         self.concurrency = concurrency
-        self.requests = requests
-        self.bandwidth = bandwidth
         self.errors: dict[str, int] = {}  # failed requests by error class, for metrics (taken by the actor)
 
-    async def call(self, coro_fn, nbytes: int = 0):
-        """Run one store request under the caps; a throttle answer halves the concurrency cap."""
-        await self._pace(nbytes)
+    async def call(self, coro_fn):
+        """Run one store request under the cap; a throttle answer halves it."""
         await self.concurrency.acquire()
         return await self._run(coro_fn)
 
     async def call_sized(self, pick):
         """Like `call`, for a request sized only once it may go: `pick()` returns (nbytes, coro_fn), or None
-        for nothing left to send. A reader sizes its next piece then, from the rate learnt by that time. The
-        rate and bandwidth caps are taken after the pick (holding the slot: under those caps slots are not
-        the limit), so a stream that finds nothing left spends no request token."""
+        for nothing left to send. A reader sizes its next piece then, from the rate learnt by that time (after
+        waiting for a slot), so a stream that finds nothing left sends nothing."""
         await self.concurrency.acquire()
 
         async def sized():
             picked = pick()
             if picked is None:
                 return None
-            nbytes, coro_fn = picked
-            await self._pace(nbytes)
+            _, coro_fn = picked
             return await coro_fn()
 
         return await self._run(sized)
-
-    async def _pace(self, nbytes: int) -> None:
-        """The request-rate and bandwidth caps for one request of `nbytes`."""
-        if self.requests.rate_per_s > 0:
-            await self.requests.take()
-        if nbytes and self.bandwidth.rate_per_s > 0:
-            await self.bandwidth.take(nbytes)
 
     async def _run(self, coro_fn):
         throttled = False

@@ -1,8 +1,11 @@
 """The multipart strategy: pipelined ranged GETs and UploadParts, resumable, optionally spread over peers.
 
-Every part carries Content-MD5 and is recorded in the journal once sent, so an interrupted upload resumes from
-the parts both sides vouch for; the bytes read are checked against the source's whole-object MD5 or CRC-64
-before Complete where it has one, else the multipart ETags must match part for part.
+Every part carries Content-MD5 or, where the destination checks it, CRC64NVME instead (a FULL_OBJECT CRC64NVME
+upload: the Complete carries the whole object's, the source's own where its store keeps one, so S3 refuses
+an object that differs from the source), and is recorded in the journal once sent, so an interrupted upload
+resumes from the parts both sides vouch for; the bytes read are checked against the source's whole-object
+MD5 or CRC-64 before Complete where it has one and no source CRC64NVME does it, else the multipart ETags must
+match part for part.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ import asyncio
 from dataclasses import replace
 from functools import partial
 
+from dth_ray.checksums import crc64nvme_checksum
 from dth_ray.engine.context import CopyContext, CopyOutcome
-from dth_ray.engine.digests import InOrderDigest, md5_digest, whole_digest
+from dth_ray.engine.digests import InOrderDigest, crc64nvme_digest, md5_digest, source_crc64nvme, whole_digest
+from dth_ray.engine.partcrc import etag_md5, whole_crc
 from dth_ray.engine.resume import resumable
 from dth_ray.engine.retry import retry
-from dth_ray.errors import DthError, IntegrityError
+from dth_ray.errors import DthError, IntegrityError, PermissionDenied, PreconditionFailed
 from dth_ray.model import ByteRange, ObjectInfo, ObjectMeta, PartInfo, PartPlan, PutResult, UploadState
 from dth_ray.plan.parts import multipart_etag
+from dth_ray.stores.base import CRC_CHECKED
 
 
 class _Upload:
@@ -36,10 +42,14 @@ class _Upload:
         self.done = done  # parts of a resumed upload that are kept, not sent again
         self.groups = groups  # [parts sent here, parts for peer 0, peer 1, ...]
         self.gate = asyncio.Semaphore(parts_in_flight)
-        self.part_md5s: dict[int, bytes] = {n: bytes.fromhex(p.etag) for n, p in done.items()}
+        # Each part's MD5 as its ETag should be (ours; the server's where CRC64NVME replaced our MD5), or None.
+        self.part_md5s: dict[int, bytes | None] = {n: etag_md5(p.etag) for n, p in done.items()}
         self.whole: InOrderDigest | None = None  # the whole-object check, where it can see every byte
         self.source_etag = meta.etag  # as part 1's GET says it
         self.headers: asyncio.Future[ObjectInfo] = asyncio.get_running_loop().create_future()
+        self.crc = False  # a FULL_OBJECT CRC64NVME upload: parts and Complete carry CRC64NVME
+        self.md5_parts = True  # parts carry Content-MD5 (not where a CRC64NVME the destination checks does)
+        self.source_crc: int | None = None  # the source's own full-object CRC64NVME, sent on Complete
 
     def headers_seen(self, info: ObjectInfo) -> None:
         """Part 1's GET answered: its headers go to Create, its ETag is the source's."""
@@ -82,18 +92,38 @@ class Multipart:
     async def _start(self, upload: _Upload) -> str:
         """Open the upload (a resumed one is open already) with the headers part 1's GET brought."""
         ctx = self._ctx
+        # A resumed upload goes on as it was created: with CRC64NVME where its kept parts carry it.
+        upload.crc = ctx.crc.send if not upload.upload_id else \
+            ctx.crc.checked or any(p.checksum for p in upload.done.values())
+        upload.md5_parts = not (upload.crc and ctx.crc.checked)
+        if upload.crc and ctx.src_features.crc64nvme == CRC_CHECKED:  # HEAD while part 1's GET brings headers
+            upload.source_crc = await self._source_crc(upload)
         if upload.upload_id:
             return upload.upload_id
         info = await upload.headers
         meta, dst_key = upload.meta, upload.dst_key
-        if len(upload.groups) == 1:  # only a fresh upload read here in full sees every byte, in order
+        checked_end_to_end = upload.source_crc is not None and ctx.crc.checked
+        if len(upload.groups) == 1 and not checked_end_to_end:  # a fresh upload read here sees every byte
             upload.whole = whole_digest(info.meta.etag or meta.etag, info.meta.checksum, ctx.src_features)
         state = UploadState(dst_key, "", meta.etag, meta.size, upload.plan.part_size_bytes)
         # An intent first: a crash between Create and the record must not leave an untracked upload.
         await ctx.upload_opened(state)
-        upload.upload_id = await ctx.limits.call(lambda: ctx.dst.create_multipart(dst_key, info.headers))
+        extra = {"crc64nvme": True} if upload.crc else {}
+        upload.upload_id = await ctx.limits.call(lambda: ctx.dst.create_multipart(dst_key, info.headers, **extra))
         await ctx.upload_opened(replace(state, upload_id=upload.upload_id))
         return upload.upload_id
+
+    async def _source_crc(self, upload: _Upload) -> int | None:
+        """The source's full-object CRC64NVME from a HEAD with checksum mode (ranged GETs never carry it), where
+        its store checks and keeps one. Raises PreconditionFailed when the source changed since listing."""
+        ctx, meta = self._ctx, upload.meta
+        try:
+            info = await ctx.limits.call(lambda: ctx.src.head(meta.key, checksums=True))
+        except PermissionDenied:  # e.g. SSE-KMS without kms:Decrypt, which S3 asks for the checksum
+            return None
+        if meta.etag and info.meta.etag and info.meta.etag != meta.etag:
+            raise PreconditionFailed("source changed since listing")
+        return source_crc64nvme(info.meta.checksum, ctx.src_features)
 
     async def _local_part(self, upload: _Upload, number: int, byte_range: ByteRange) -> PartInfo:
         """GET one part here and send it once the upload is open; it feeds the whole-object check."""
@@ -103,7 +133,8 @@ class Multipart:
             if number == 1:
                 upload.headers_seen(got.info)
             upload_id = await asyncio.shield(upload.started)
-            part, digest = await self._put_part(upload.dst_key, upload_id, number, byte_range, got.data)
+            part, digest = await self._put_part(upload.dst_key, upload_id, number, byte_range, got.data,
+                                                upload.crc, upload.md5_parts)
             upload.part_md5s[number] = digest
             if upload.whole is not None:
                 await upload.whole.feed(number, got.data)
@@ -115,7 +146,7 @@ class Multipart:
         upload_id = await asyncio.shield(upload.started)
         sent = await self._ctx.spread.send_parts(peer, upload.meta, upload.dst_key, upload_id, parts)
         for part, md5_hex in sent:
-            upload.part_md5s[part.part_number] = bytes.fromhex(md5_hex)
+            upload.part_md5s[part.part_number] = etag_md5(md5_hex)
         return [part for part, _ in sent]
 
     async def _complete(self, upload: _Upload, tasks: list[asyncio.Future],
@@ -129,9 +160,16 @@ class Multipart:
         if upload.whole is not None and not upload.whole.matches():
             # Checked before Complete: bytes that differ from the source never become an object.
             raise IntegrityError(f"bytes read do not match the source's {upload.whole.name}")
-        parts = [sent.get(n) or PartInfo(n, upload.done[n].etag, r.length) for n, r in upload.ranges]
+        parts = [sent.get(n) or replace(upload.done[n], size=r.length) for n, r in upload.ranges]
         dst_key, upload_id = upload.dst_key, upload.upload_id
-        return await ctx.limits.call(lambda: ctx.dst.complete_multipart(dst_key, upload_id, parts))
+        whole = whole_crc(parts, upload.source_crc) if upload.crc else None
+        extra = {"crc64nvme": whole} if whole is not None else {}
+        if upload.crc and whole is None:  # a part without its CRC (a peer that knew the server ignores it)
+            parts = [replace(p, checksum="") for p in parts]
+        result = await ctx.limits.call(lambda: ctx.dst.complete_multipart(dst_key, upload_id, parts, **extra))
+        if whole is not None:
+            ctx.crc.answered(whole, result.checksum)
+        return result
 
     async def _failed(self, upload: _Upload, pending: list[asyncio.Future], error: BaseException) -> None:
         """Stop the rest of a failed copy, and abort its upload unless the next attempt can continue it."""
@@ -150,16 +188,18 @@ class Multipart:
         """Close the journal's record and check the multipart ETag against the parts sent."""
         ctx = self._ctx
         await ctx.upload_closed(upload.dst_key, upload.upload_id)
-        expected = multipart_etag([upload.part_md5s[n] for n, _ in upload.ranges])
-        if ctx.dst_features.multipart_etag_is_md5_of_md5s and result.etag and result.etag != expected:
+        md5s = [upload.part_md5s.get(n) for n, _ in upload.ranges]
+        expected = multipart_etag(md5s) if all(md5 is not None for md5 in md5s) else ""
+        if ctx.dst_features.multipart_etag_is_md5_of_md5s and result.etag and expected and result.etag != expected:
             raise IntegrityError("destination multipart ETag does not match the parts sent")
-        # The whole object matched before Complete, or its multipart ETag equals ours part for part.
-        verified = upload.whole is not None or (
-            upload.source_etag == expected and ctx.src_features.multipart_etag_is_md5_of_md5s)
+        # The whole object matched before Complete, or the destination checked it against the source's own
+        # CRC64NVME, or its multipart ETag equals ours part for part.
+        verified = upload.whole is not None or (upload.source_crc is not None and ctx.crc.checked) or (
+            bool(expected) and upload.source_etag == expected and ctx.src_features.multipart_etag_is_md5_of_md5s)
         return CopyOutcome(src=upload.meta, dst_key=upload.dst_key, dst_etag=result.etag,
                            part_size_bytes=upload.plan.part_size_bytes, verified_source=verified,
                            resumed_parts=len(upload.done),
-                           spread_parts=sum(len(g) for g in upload.groups[1:]))
+                           spread_parts=sum(len(g) for g in upload.groups[1:]), dst_checksum=result.checksum)
 
     def _spread_groups(self, meta: ObjectMeta, todo: list[tuple[int, ByteRange]]) -> list[list]:
         """Parts to send here (always part 1: its GET carries the headers) and per peer, round-robin.
@@ -176,18 +216,24 @@ class Multipart:
             groups[0 if item[0] == 1 else index % (peers + 1)].append(item)
         return groups
 
-    async def _put_part(self, dst_key: str, upload_id: str, number: int, byte_range: ByteRange,
-                        data: bytes) -> tuple[PartInfo, bytes]:
-        """Send one part with its Content-MD5, check the returned ETag, record it; (PartInfo, raw MD5)."""
+    async def _put_part(self, dst_key: str, upload_id: str, number: int, byte_range: ByteRange, data: bytes,
+                        crc: bool, md5: bool) -> tuple[PartInfo, bytes | None]:
+        """Send one part with its Content-MD5 and/or CRC64NVME, check the returned ETag, record it; (PartInfo
+        with its CRC, the MD5 its ETag should be: ours, else the server's where it is one)."""
         ctx = self._ctx
-        digest = await md5_digest(data)
-        etag = await ctx.limits.call(lambda: ctx.dst.upload_part(dst_key, upload_id, number, data, digest))
-        if ctx.dst_features.single_put_etag_is_md5 and etag and etag != digest.hex():
+        digest = await md5_digest(data) if md5 else None
+        part_crc = await crc64nvme_digest(data) if crc else None
+        extra = {"crc64nvme": part_crc} if part_crc is not None else {}
+        etag = await ctx.limits.call(lambda: ctx.dst.upload_part(dst_key, upload_id, number, data, digest, **extra))
+        if digest is not None and ctx.dst_features.single_put_etag_is_md5 and etag and etag != digest.hex():
             raise IntegrityError(f"part {number} ETag does not match the MD5 of the bytes sent")
+        if digest is None:
+            digest = etag_md5(etag)
         if ctx.journal is not None:
-            sent = [PartInfo(number, digest.hex(), byte_range.length)]
+            sent = [PartInfo(number, digest.hex() if digest is not None else etag, byte_range.length)]
             await ctx.journal.parts_sent(dst_key, upload_id, sent)
-        return PartInfo(number, etag, byte_range.length), digest
+        checksum = crc64nvme_checksum(part_crc) if part_crc is not None else ""
+        return PartInfo(number, etag, byte_range.length, checksum), digest
 
     async def send_parts(self, meta: ObjectMeta, dst_key: str, upload_id: str,
                          parts: list[tuple[int, ByteRange]]) -> list[tuple[PartInfo, str]]:
@@ -206,5 +252,6 @@ class Multipart:
         ctx = self._ctx
         async with gate, ctx.limits.budget.buffer(byte_range.length) as buf, ctx.part_in_flight():
             got = await ctx.reads.read(meta, byte_range, buf)
-            part, digest = await self._put_part(dst_key, upload_id, number, byte_range, got.data)
-            return part, digest.hex()
+            part, digest = await self._put_part(dst_key, upload_id, number, byte_range, got.data,
+                                                ctx.crc.send, not ctx.crc.checked)
+            return part, digest.hex() if digest is not None else part.etag

@@ -20,18 +20,33 @@ class TokenBucket:
         self._sleep = sleep
         self._last = clock()
         self._lock = asyncio.Lock()
+        self.taken = 0.0  # tokens taken so far
+        self.waited_s = 0.0  # time callers slept for tokens so far
+
+    def set_rate(self, rate_per_s: float, burst: float | None = None) -> None:
+        """A new rate (and burst) from now on; tokens earned at the old rate are kept up to the new burst."""
+        now = self._clock()
+        if self.rate_per_s > 0:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
+        self._last = now
+        self.rate_per_s = rate_per_s
+        self.burst = burst if burst is not None else max(rate_per_s, 1.0)
+        self._tokens = min(self._tokens, self.burst)
 
     async def take(self, amount: float = 1.0) -> None:
         """Take `amount` tokens, sleeping off any deficit (amounts above the burst are paid over time)."""
         if self.rate_per_s <= 0:
             return
+        self.taken += amount
         async with self._lock:  # FIFO: one waiter sleeps at a time, so big requests are not starved
             now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
             self._last = now
             self._tokens -= amount
             if self._tokens < 0:
-                await self._sleep(-self._tokens / self.rate_per_s)
+                wait_s = -self._tokens / self.rate_per_s
+                self.waited_s += wait_s
+                await self._sleep(wait_s)
 
 
 class AdaptiveLimit:
@@ -66,6 +81,10 @@ class AdaptiveLimit:
             else:
                 self._waiters.remove(waiter)
             raise
+
+    def back_off(self) -> None:
+        """Halve the cap as a throttle answer would (another worker of the job was throttled)."""
+        self.limit = max(float(self.minimum), self.limit / 2)
 
     async def release(self, throttled: bool = False) -> None:
         if throttled:

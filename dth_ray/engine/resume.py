@@ -6,6 +6,8 @@ upload is either recorded (resumed or aborted here) or found by listing the key'
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dth_ray.engine.context import CopyContext
 from dth_ray.errors import NotFound
 from dth_ray.model import ObjectMeta, PartInfo, PartPlan
@@ -28,11 +30,13 @@ async def resumable(ctx: CopyContext, meta: ObjectMeta, dst_key: str,
     """An interrupted upload of this very source version to continue, and the parts to keep from it.
 
     Only an upload recorded for exactly `dst_key` with the same source ETag, size and part size
-    qualifies, and only parts that the manifest recorded (our MD5) and the server's ListParts shows with
-    that ETag and the planned size are kept; any other part is sent again (a re-sent part replaces the
+    qualifies, and only parts that the manifest recorded (our MD5, or the server's ETag where CRC64NVME
+    replaced it) and the server's ListParts shows with that ETag and the planned size are kept (with the
+    CRC64NVME it lists); where the destination checks CRC64NVME, an upload whose parts carry none is aborted; any other part is sent again (a re-sent part replaces the
     server's), so an upload is never completed with bytes nobody checked. Other recorded uploads of the
-    key are for another source version and are aborted. Returns ("", {}) when there is none. Raises DthError
-    when the journal, listing the uploads or ListParts fails.
+    key are for another source version and are aborted (all of them with `resume_parts` off, a diagnostic
+    switch that tests use to show what a build without part reuse would send). Returns ("", {}) when there is
+    none. Raises DthError when the journal, listing the uploads or ListParts fails.
     """
     journal = ctx.journal
     if journal is None or not meta.etag:
@@ -45,8 +49,9 @@ async def resumable(ctx: CopyContext, meta: ObjectMeta, dst_key: str,
     for upload in recorded:
         if not upload.upload_id:
             continue
-        if keep_id or (upload.src_etag, upload.size, upload.part_size_bytes) != (
-                meta.etag, meta.size, plan.part_size_bytes):
+        same = (upload.src_etag, upload.size, upload.part_size_bytes) == (meta.etag, meta.size,
+                                                                           plan.part_size_bytes)
+        if keep_id or not same or not ctx.settings.resume_parts:
             await ctx.abort(dst_key, upload.upload_id)
             continue
         try:
@@ -54,11 +59,16 @@ async def resumable(ctx: CopyContext, meta: ObjectMeta, dst_key: str,
         except NotFound:  # completed or aborted behind our back: nothing to continue
             await journal.upload_closed(dst_key, upload.upload_id)
             continue
+        if ctx.crc.checked and not all(part.checksum for part in listed or [PartInfo(0, "")]):
+            # Not a FULL_OBJECT CRC64NVME upload (or none of its parts to tell): its Complete could not carry
+            # the object's CRC; start again.
+            await ctx.abort(dst_key, upload.upload_id)
+            continue
         lengths = {number: byte_range.length for number, byte_range in plan.ranges()}
         keep_id = upload.upload_id
         for part in listed:
             mine = upload.parts.get(part.part_number)
             if (mine is not None and part.etag.strip('"').lower() == mine.etag.lower()
                     and part.size == mine.size == lengths.get(part.part_number)):
-                keep_parts[part.part_number] = mine
+                keep_parts[part.part_number] = replace(mine, checksum=part.checksum)
     return keep_id, keep_parts

@@ -33,12 +33,14 @@ async def retry(fn: Callable[[], Awaitable[T]], attempts: int, *,
     raises ends the retries), then `sleep` waits: a Throttled error's own delay where it gives one, else
     full-jitter backoff. Errors of the `at_once` classes are retried too, though not retryable in general,
     and with no wait: the hook deals with them (the copier re-reads a source that changed). Any other error
-    that is not retryable (Unreadable, PermissionDenied, Fatal, ...) is raised at once.
+    that is not retryable (Unreadable, PermissionDenied, Fatal, ...) is raised at once, with `attempts` set
+    on it (the tries made).
     """
     for attempt in range(1, attempts + 1):
         try:
             return await fn()
         except DthError as exc:
+            exc.attempts = attempt  # the tries made, for the log line of a copy that failed
             now = isinstance(exc, at_once)
             if not (exc.retryable or now) or attempt == attempts:
                 raise

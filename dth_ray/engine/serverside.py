@@ -45,7 +45,7 @@ class ServerSideCopy:
         if verified and ctx.dst_features.single_put_etag_is_md5 and result.etag and result.etag != meta.etag:
             raise IntegrityError("server-side copy ETag does not match the source ETag")
         return CopyOutcome(src=meta, dst_key=dst_key, dst_etag=result.etag, part_size_bytes=0,
-                           verified_source=verified, server_side=True)
+                           verified_source=verified, server_side=True, dst_checksum=result.checksum)
 
 
 class ServerSideParts:
@@ -103,4 +103,5 @@ class ServerSideParts:
         # The same part layout on both sides gives the same multipart ETag: equal content, part by part.
         verified = bool(result.etag) and result.etag == meta.etag and "-" in meta.etag
         return CopyOutcome(src=meta, dst_key=dst_key, dst_etag=result.etag,
-                           part_size_bytes=plan.part_size_bytes, verified_source=verified, server_side=True)
+                           part_size_bytes=plan.part_size_bytes, verified_source=verified, server_side=True,
+                           dst_checksum=result.checksum)

@@ -29,6 +29,8 @@ def subject(report: dict) -> str:
     job = report.get("job", "")
     if report.get("status") == "succeeded":
         text = f"dth-ray succeeded: job {job}: {o.get('copied', 0)} copied, {o.get('skipped', 0)} skipped"
+    elif report.get("status") == "paused":
+        text = f"dth-ray paused: job {job}: {o.get('copied', 0)} copied so far (continues in the next window)"
     elif report.get("status") == "interrupted":
         text = f"dth-ray interrupted: job {job}: {o.get('copied', 0)} copied so far (resumable)"
     elif o.get("failed", 0):
@@ -93,8 +95,9 @@ def attributes(report: dict) -> dict:
 
 
 def wants_alert(report: dict, on_success: bool) -> bool:
-    """A failed run always alarms (failed objects or errors); a succeeded one only with on_success."""
-    failed = report.get("status") != "succeeded" or report.get("objects", {}).get("failed", 0) > 0
+    """A failed run always alarms (failed objects or errors); a succeeded one (or one paused by its transfer
+    window, as planned) only with on_success."""
+    failed = report.get("status") not in ("succeeded", "paused") or report.get("objects", {}).get("failed", 0) > 0
     return failed or on_success
 
 

@@ -3,26 +3,23 @@ current over a days-long run; a handful of calls per minute, so the SDK's per-re
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
+from dth_ray.awsenv import bounded_config
+from dth_ray.awsenv import default_region as aws_default_region
 from dth_ray.credentials import AUTH_ERROR_CODES, RefreshingCredentials, quiet_sdk_logs
-
-CONNECT_TIMEOUT_S = 5
-READ_TIMEOUT_S = 15
-SDK_ATTEMPTS = 3  # the SDK's own retry layer (standard mode); one more call after re-reading refused keys
 
 
 def default_region(region: str = "", arn: str = "") -> str:
     """`region`, else the region in an ARN (arn:aws:sns:REGION:...), else AWS_REGION/AWS_DEFAULT_REGION,
-    else us-east-1."""
+    else the profile's region, else us-east-1."""
     if region:
         return region
     match = re.match(r"arn:aws[\w-]*:\w+:([a-z0-9-]+):", arn)
     if match:
         return match.group(1)
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return aws_default_region()
 
 
 def error_code(exc: BaseException) -> str:
@@ -51,7 +48,6 @@ class AwsClient:
 
     def _current(self) -> tuple[Any, int]:
         import boto3
-        from botocore.config import Config
 
         generation = 0
         keys = None
@@ -60,9 +56,9 @@ class AwsClient:
             keys, generation = self._creds.current()
         if self._client is None or generation != self._generation:
             quiet_sdk_logs()
-            kwargs: dict[str, Any] = {"region_name": self.region, "config": Config(
-                retries={"max_attempts": SDK_ATTEMPTS, "mode": "standard"}, connect_timeout=CONNECT_TIMEOUT_S,
-                read_timeout=READ_TIMEOUT_S)}
+            # Bounded (about 15 s a call): `dashboard create` and `alerts setup` must not hang on a silent
+            # endpoint, and a run's metrics and alarms must not hold it up.
+            kwargs: dict[str, Any] = {"region_name": self.region, "config": bounded_config()}
             if self._endpoint:
                 kwargs["endpoint_url"] = self._endpoint
             if keys is not None:

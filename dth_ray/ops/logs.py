@@ -18,10 +18,11 @@ from typing import Any
 
 from dth_ray.config import LogFormat, SyncConfig
 from dth_ray.credentials import quiet_sdk_logs
+from dth_ray.errors import error_class
 
 # Fields an event may carry (others passed in `extra` are kept too); listed first, in this order.
-EVENT_FIELDS = ("event", "job", "run_id", "shard", "key", "attempt", "error_class", "error", "status", "node",
-                "objects", "bytes", "duration_s")
+EVENT_FIELDS = ("event", "job", "run_id", "shard", "key", "attempt", "error_class", "error_code", "error",
+                "status", "node", "objects", "bytes", "duration_s")
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime",
                                                                                    "taskName"}
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -50,6 +51,11 @@ def redact(text: str) -> str:
 def fields(**values: Any) -> dict[str, Any]:
     """An `extra` dict for one event, without the unset (None) values."""
     return {k: v for k, v in values.items() if v is not None}
+
+
+def error_fields(exc: BaseException) -> dict[str, Any]:
+    """`error_class` (the taxonomy's name) and `error_code` (the provider's code, when it gave one)."""
+    return fields(error_class=error_class(exc), error_code=getattr(exc, "code", "") or None)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -96,7 +102,23 @@ class TextFormatter(logging.Formatter):
 
 
 class _Handler(logging.StreamHandler):
-    """The stderr handler `setup_logging` installs (so a second call replaces it instead of adding one)."""
+    """The stderr handler `setup_logging` installs (so a second call replaces it instead of adding one).
+    Without an explicit stream it writes to whatever `sys.stderr` is at the time of the record, as Python's
+    last-resort handler does: a caller that redirects stderr later (a test's capture, a daemon's log file)
+    gets the lines instead of a closed file's error."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self._fixed = stream
+        super().__init__(stream or sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return self._fixed if self._fixed is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ and setStream assign it
+        if value is not sys.stderr:
+            self._fixed = value
 
 
 def formatter_for(fmt: LogFormat | str) -> logging.Formatter:
@@ -114,7 +136,7 @@ def _install(level: str, fmt: LogFormat | str, stream: Any = None) -> logging.Ha
     for handler in list(root.handlers):
         if isinstance(handler, _Handler):
             root.removeHandler(handler)
-    handler = _Handler(stream or sys.stderr)
+    handler = _Handler(stream)
     handler.setFormatter(formatter_for(fmt))
     root.addHandler(handler)
     root.setLevel(level.upper())

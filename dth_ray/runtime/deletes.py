@@ -93,7 +93,7 @@ async def uncovered_extras(settings: Settings, shards: list[Shard]) -> Tally:
     src_prefix, dst_prefix = settings.source.prefix, settings.destination.prefix
     key_filter = settings.worker.key_filter
     covers_key, covers_prefix, deeper = _covered_check(shards, src_prefix)
-    store = open_store(settings.destination)
+    store = open_store(settings.destination, "destination")
 
     def note(dst: ObjectMeta) -> None:
         src_key = src_key_for(dst.key, src_prefix, dst_prefix)

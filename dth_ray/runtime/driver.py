@@ -17,20 +17,34 @@ import logging
 import math
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from dth_ray.errors import DthError, NotFound
 from dth_ray.model import Shard, ShardResult, ShardTask, Tally
-from dth_ray.naming import describe
+from dth_ray.naming import describe, store_overrides
 from dth_ray.ops import Ops
+from dth_ray.ops.logs import error_fields, fields
 from dth_ray.plan.autoscale import Backlog, ScalePolicy, ray_pays, remaining_s
 from dth_ray.plan.parts import choose_part_size
-from dth_ray.report import FAILED, INTERRUPTED, SUCCEEDED, DeleteSummary, NodeShare, RunReport, Startup
+from dth_ray.report import (
+    FAILED,
+    INTERRUPTED,
+    PAUSED,
+    SUCCEEDED,
+    DeleteSummary,
+    NodeShare,
+    RunReport,
+    Startup,
+)
 from dth_ray.runtime import deletes
 from dth_ray.runtime.autoscaling import Elasticity
+from dth_ray.runtime.credcheck import CredentialGate
 from dth_ray.runtime.dryrun import DryRunChanges
 from dth_ray.runtime.interrupts import Interrupted, Interrupts
+from dth_ray.runtime.inventory import plan_from_inventory, planned_info, remove_staged
 from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.jobs import adopt_legacy_job
+from dth_ray.runtime.live import LivePublisher
 from dth_ray.runtime.manifest import (
     DONE,
     RUNNING,
@@ -40,7 +54,10 @@ from dth_ray.runtime.manifest import (
 )
 from dth_ray.runtime.manifest import FAILED as RUN_FAILED
 from dth_ray.runtime.manifest import INTERRUPTED as RUN_INTERRUPTED
+from dth_ray.runtime.manifest import PAUSED as RUN_PAUSED
 from dth_ray.runtime.metrics import DriverMetrics
+from dth_ray.runtime.objectreport import finish_report, remove_parts
+from dth_ray.runtime.pace import JobPace
 from dth_ray.runtime.planning import plan_shards
 from dth_ray.runtime.pool import Slot
 from dth_ray.runtime.preflight import check_stores
@@ -73,15 +90,19 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
     that ended failed (it lists everything again). `in_process=N` runs on N in-process workers and never
     starts Ray (tests of the runtime without servers or Ray).
 
-    Raises ConfigError before anything is written when a store is unreachable, missing or refuses us;
+    Raises ConfigError before anything is written when a store is unreachable, missing or refuses us (and,
+    on a cluster, before any shard is dispatched when a transfer actor cannot use the credentials);
     Interrupted when a signal stops it before it has a run to report.
     """
     changes = DryRunChanges.of(settings)
     try:
-        check_stores(settings.source, settings.destination)
+        settings = settings.with_stores(*check_stores(settings.source, settings.destination, settings.inventory))
         if progress is not None:
             progress.phase("planning")
         settings = adopt_legacy_job(settings)  # a job an earlier release named job-<hex> resumes under that name
+        closed = _window_closed(settings)
+        if closed is not None:
+            return closed
         ops = Ops(settings.config, settings.job, one_time=one_time)
         try:
             run = SyncRun(settings, ops, progress, interrupts or Interrupts(), one_time, in_process, changes)
@@ -96,6 +117,19 @@ def run_sync(settings: Settings, progress: ProgressModel | None = None, *, one_t
         if changes is not None:
             changes.close(keep=False)  # a no-op once the run published its list
     return report
+
+
+def _window_closed(settings: Settings) -> RunReport | None:
+    """A `paused` report, with nothing started, when schedule.window is closed now (dry runs list anyway)."""
+    window = settings.schedule.window
+    now = datetime.now(timezone.utc)
+    if window is None or settings.dry_run or window.is_open(now):
+        return None
+    opens = window.opens_at(now).isoformat(timespec="seconds")
+    log.warning("outside the transfer window %s: nothing started; the next one opens at %s", window.describe(),
+                opens)
+    return RunReport(status=PAUSED, job=settings.job, run_id=0, source=describe(settings.source),
+                     destination=describe(settings.destination), tally=Tally(), duration_s=0.0, paused_until=opens)
 
 
 class SyncRun:
@@ -133,6 +167,7 @@ class SyncRun:
         self.scheduler: Scheduler | None = None
         self.elastic: Elasticity | None = None
         self.metrics = DriverMetrics(settings.job)
+        self.pace = JobPace(settings.transfer.max_requests_per_s, settings.transfer.max_bandwidth_bytes_per_s)
         self.uncertain = False  # a lost worker's delete candidates are gone
         self.ray_on_demand = False
         self.ray_asked = False
@@ -140,6 +175,9 @@ class SyncRun:
         self.base = Tally()  # what earlier executions of a resumed run had settled (for the rates)
         self.done_before: set[str] = set()  # shards finished by earlier executions
         self.in_process = in_process
+        self.publisher: LivePublisher | None = None  # the run's live record for `dth-ray console`
+        self.inventory: dict | None = None  # the inventories the run was planned from (report)
+        self.stale_parts: list[str] = []  # report_objects parts of shards a resumed run redoes from scratch
 
     # ---- the run
 
@@ -147,6 +185,7 @@ class SyncRun:
         s = self.s
         lane = s.runtime.embedded and not ray_is_up()  # a laptop driving a remote cluster never moves bytes
         self.manifest = JobManifest(s.manifest, s.job)
+        self.publisher = LivePublisher(self.manifest.local)
         if self.in_process:
             workers = Workers(build_local=lambda: TransferWorker(s.worker, self.manifest.local),
                               local_workers=self.in_process, per_local=SHARDS_PER_ACTOR)
@@ -177,7 +216,11 @@ class SyncRun:
             else:
                 planned = concurrent.futures.Future()
                 planned.set_result(self._begin())
-            scheduler.start(self, planned)
+            client = self
+            if not lane and scheduler.workers.actor_class is not None:  # keys are read on the cluster's nodes
+                client = CredentialGate(self, scheduler)
+                planned = client.hold(planned)
+            scheduler.start(client, planned)
             if scheduler.workers.actor_class is None or self.ray_on_demand:
                 pass  # in-process workers only, or Ray once it pays (started by wait(), on the main thread)
             elif lane or not ray_is_up():
@@ -186,7 +229,8 @@ class SyncRun:
                 scheduler.attach_ray()
             outcome = scheduler.wait(s.runtime if self.ray_on_demand else None)
             if not self.shards and outcome.interrupted:
-                raise Interrupted(self.interrupts, "interrupted while planning; nothing was started")
+                raise Interrupted(self.interrupts, "the transfer window closed while planning; nothing was started"
+                                  if self.interrupts.paused else "interrupted while planning; nothing was started")
             for item, where in outcome.unfinished:
                 self._unfinished(item, where)
             summary = self._deletes(scheduler) if s.delete.enabled and self._complete() else None
@@ -207,8 +251,15 @@ class SyncRun:
         if latest is not None and self._resumable(latest.status):
             items = self._resume(latest, m)
             if items is not None:
+                self.inventory = await planned_info(self.s, list(self.shards.values()))
+                if self.stale_parts and self.s.worker.report is not None:
+                    await remove_parts(self.s.worker.report, self.stale_parts)
                 return items
-        shards = await plan_shards(self.s.source, self.s.default_workers(), progress=self.progress)
+        if self.s.inventory is not None:
+            planned = await plan_from_inventory(self.s, self.s.default_workers(), self.progress)
+            shards, self.inventory = planned.shards, planned.info
+        else:
+            shards = await plan_shards(self.s.source, self.s.default_workers(), progress=self.progress)
         started = time.time()
         self.run_id = 0 if self.s.dry_run else m.start_run(shards, *self._pairing())
         self.recount_since = math.floor(started)
@@ -216,14 +267,15 @@ class SyncRun:
         self.copy_started = time.monotonic()
         return [self._item(ShardTask(sh, run_id=self.run_id)) for sh in shards]
 
-    def _pairing(self) -> tuple[str, str]:
-        """The job's stores as the report names them, for the manifest's list of jobs (`dth-ray jobs`)."""
-        return describe(self.s.source), describe(self.s.destination)
+    def _pairing(self) -> tuple[str, str, list[str]]:
+        """The job's stores as the report names them and the overrides naming them, for the manifest's list
+        of jobs (`dth-ray console`)."""
+        return describe(self.s.source), describe(self.s.destination), store_overrides(self.s.config)
 
     def _resumable(self, status: str) -> bool:
         """A live or dead run (running) and an interrupted one resume; a failed one only on a one-time sync
         (a scan of `watch` lists everything again instead)."""
-        return status in (RUNNING, RUN_INTERRUPTED) or (status == RUN_FAILED and self.one_time)
+        return status in (RUNNING, RUN_INTERRUPTED, RUN_PAUSED) or (status == RUN_FAILED and self.one_time)
 
     def _resume(self, latest: RunInfo, manifest: Manifest) -> list[Item] | None:
         """Items for the shards of the latest run left to do: unfinished ones from their checkpoints, and
@@ -238,11 +290,12 @@ class SyncRun:
         self.run_id, self.resumed, self.executions = run_id, True, latest.executions + 1
         self.recount_since = math.floor(latest.started)
         self.shards = {cp.shard.shard_id: cp.shard for cp in checkpoints}
-        items = []
+        items, stale = [], []
         for cp in checkpoints:
             sid = cp.shard.shard_id
             self.lost_on[sid] = EARLIER
             if cp in redo and cp.status == DONE:
+                stale.extend(key for key, _ in cp.tally.report_parts)  # the redo writes its rows afresh
                 self.latest[sid] = Tally()
                 items.append(self._item(ShardTask(cp.shard, "", None, self.recount_since, run_id)))
                 continue
@@ -257,7 +310,9 @@ class SyncRun:
         for tally in self.latest.values():
             self.base.merge(tally)
         self.copy_started = time.monotonic()
-        log.info("resuming run %d of job %s: %d of %d shards to do", run_id, self.s.job, len(items), len(checkpoints))
+        self.stale_parts = stale
+        log.info("resuming run %d of job %s: %d of %d shards to do", run_id, self.s.job, len(items),
+                 len(checkpoints), extra=fields(job=self.s.job, run_id=run_id))
         return items
 
     def _item(self, task: ShardTask, attempt: int = 1) -> Item:
@@ -285,7 +340,11 @@ class SyncRun:
             return None  # left for the next invocation: the shard stays unfinished
         if result.error:
             self.last_error[sid] = result.error
-            log.warning("shard %r: %s; trying again from its watermark", task.shard.prefix, result.error)
+            log.warning("shard %r: attempt %d failed: %s; trying again from its watermark", task.shard.prefix,
+                        item.attempt, result.error,
+                        extra=fields(job=self.s.job, run_id=self.run_id or None, shard=sid,
+                                     attempt=item.attempt, error_class=result.error.partition(":")[0],
+                                     error=result.error))
             return self._item(ShardTask(task.shard, result.watermark, result.tally, 0.0, self.run_id),
                               item.attempt + 1)
         self.done.add(sid)
@@ -337,7 +396,15 @@ class SyncRun:
         self.attributed[sid] = (tally.copied, tally.bytes_copied, tally.recovered, tally.recovered_bytes)
 
     def on_tick(self, scheduler: Scheduler) -> None:
+        window = self.s.schedule.window
+        if window is not None and not self.s.dry_run and not self.interrupts.requested.is_set():
+            now = datetime.now(timezone.utc)
+            if not window.is_open(now):
+                log.warning("the transfer window %s closed: pausing at a safe point (the run continues in the next "
+                            "one)", window.describe())
+                self.interrupts.pause(window.opens_at(now))
         snap = self.snapshot()
+        self._pace_tick(snap)
         if self.ray_on_demand and self.copy_started is not None and not self.ray_asked:
             backlog = self._backlog(snap, scheduler)
             if ray_pays(backlog, self.s.runtime.ray_pays_after_s):
@@ -360,6 +427,21 @@ class SyncRun:
         self.ops.progress(snap, actors, elapsed)
         if self.progress is not None:
             self.progress.update(snap)
+        if self.publisher is not None and not self.s.dry_run:
+            self.publisher.tick(snap, self.run_id, self._running())
+
+    def _running(self) -> list[str]:
+        """The shards being copied now (those with a live tally, not ended)."""
+        return [sid for sid in self.live if sid not in self.done and sid not in self.failed]
+
+    def _pace_tick(self, snap: Snapshot) -> None:
+        """The job's budgets split anew among the workers (and a throttle's back-off spread to all)."""
+        reports: dict[str, tuple[float, ...]] = {}
+        for part in self.manifest.both("pace_reports"):
+            reports.update(part)
+        update = self.pace.tick(reports, snap.errors.get("Throttled", 0))
+        if update is not None:
+            self.manifest.both("set_shares", *update)
 
     def _backlog(self, snap: Snapshot, scheduler: Scheduler) -> Backlog:
         """This execution's work so far and an estimate of what is left: the shards not started yet, at the
@@ -449,7 +531,9 @@ class SyncRun:
             total.merge(self.latest.get(sid, Tally()))
         unfinished = [sid for sid in sorted(self.shards) if sid not in self.done and sid not in self.failed]
         interrupted = self.interrupts.requested.is_set()
-        status = INTERRUPTED if interrupted else FAILED if (unfinished or self.failed or self.errors or total.failed) else SUCCEEDED
+        paused = self.interrupts.paused
+        status = (PAUSED if paused else INTERRUPTED) if interrupted else FAILED if (
+            unfinished or self.failed or self.errors or total.failed) else SUCCEEDED
         if unfinished and not interrupted:
             self.errors.append(f"{len(unfinished)} shards did not finish (an internal error): run {self.run_id} "
                                f"is kept for the next invocation")
@@ -466,6 +550,7 @@ class SyncRun:
             unfinished=[f"{self.shards[sid].prefix!r} (shard {sid})" for sid in unfinished],
             nodes=[NodeShare(n, o, b) for n, (o, b) in sorted(self.nodes.items())], startup=self._startup(),
             deletes=deleted, interrupted_by=self.interrupts.name if interrupted else "",
+            paused_until=self.interrupts.paused_until.isoformat(timespec="seconds") if paused else "",
             autoscaler={"slot_requests": self.elastic.requests, "actors": self.scheduler.actors_started}
             if self.elastic is not None else None)
         if self.changes is not None:
@@ -473,10 +558,20 @@ class SyncRun:
             report.dry_run_list = self.changes.path
             report.dry_run_listed = self.changes.written
             self.changes.close(keep=not (unfinished or self.failed or interrupted))
+        report.inventory = self.inventory
+        if s.worker.report is not None and self.run_id and not s.dry_run:
+            report.objects_report = self._objects_report(total)
+        if status == SUCCEEDED or s.dry_run:  # a run left to resume keeps the shards' staged inventory rows
+            asyncio.run(remove_staged(s, list(self.shards.values())))
         if not s.dry_run and self.run_id:
-            run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED}[status]
+            run_state = {SUCCEEDED: "succeeded", FAILED: RUN_FAILED, INTERRUPTED: RUN_INTERRUPTED,
+                         PAUSED: RUN_PAUSED}[status]
             self.manifest.call("finish_run", run_state, report.to_json())
             self.manifest.call("flush")
+            if self.publisher is not None:  # the history's last point: what the report says
+                self.publisher.tick(Snapshot(total, shards_done=len(self.done), shards_total=len(self.shards),
+                                             total_objects=total.listed, total_bytes=total.bytes_listed),
+                                    self.run_id, phase=run_state, force=True)
         if self.progress is not None:  # the last frame shows what the report says
             self.progress.update(Snapshot(total, shards_done=len(self.done), shards_total=len(self.shards),
                                           total_objects=total.listed, total_bytes=total.bytes_listed),
@@ -486,6 +581,14 @@ class SyncRun:
                            "items_written": sum(c[1] for c in counts)}
         return report
 
+    def _objects_report(self, total: Tally) -> dict | None:
+        """report_objects: the parts' manifest.json written, and the JSON report's section (None: not written)."""
+        try:
+            return asyncio.run(finish_report(self.s.worker.report, self.run_id, total))
+        except DthError as exc:
+            self.errors.append(f"report_objects: its manifest.json could not be written ({type(exc).__name__}: {exc})")
+            return None
+
     def _accounting(self, total: Tally) -> list[str]:
         """The invariants of a finished run, as error lines ([] when they hold)."""
         problems = []
@@ -494,6 +597,8 @@ class SyncRun:
             problems.append(f"accounting: {total.listed} listed but {settled} settled")
         copied = sum(o for o, _ in self.nodes.values())
         nbytes = sum(b for _, b in self.nodes.values())
+        if self.s.worker.report is not None and not self.s.dry_run and total.report_rows != total.listed:
+            problems.append(f"accounting: report_objects has {total.report_rows} rows for {total.listed} objects")
         if (copied, nbytes) != (total.copied, total.bytes_copied):
             problems.append(f"accounting: nodes copied {copied} objects / {nbytes} bytes, the shards "
                             f"{total.copied} / {total.bytes_copied}")
@@ -509,7 +614,7 @@ class SyncRun:
                 problems.append(f"accounting: the manifest's finished shards hold {stored.listed} listed / "
                                 f"{stored.copied} copied, the run {mine.listed} / {mine.copied}")
         for problem in problems:
-            log.error("%s", problem)
+            log.error("%s", problem, extra=fields(job=self.s.job, run_id=self.run_id or None))
         return problems
 
     def _abort_leftovers(self) -> list[str]:
@@ -558,7 +663,8 @@ async def abort_uploads(settings: Settings, uploads: list[tuple[str, str]]) -> l
             except NotFound:
                 pass  # already gone
             except DthError as exc:
-                log.warning("could not abort upload key=%s error=%s", dst_key, type(exc).__name__)
+                log.warning("could not abort upload key=%s error=%s", dst_key, type(exc).__name__,
+                            extra=fields(job=settings.job, key=dst_key, **error_fields(exc)))
                 continue
             settled.append((dst_key, upload_id))
     finally:

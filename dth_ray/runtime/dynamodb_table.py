@@ -92,10 +92,14 @@ def _map_error(exc: BaseException, op: str) -> DthError:
     return Fatal(f"DynamoDB {op}: {name}", name)
 
 
-def _make_client(cfg):
-    """A DynamoDB client with keys from manifest.credentials. Raises ConfigError, PermissionDenied."""
+def _make_clients(cfg):
+    """Two DynamoDB clients with keys from manifest.credentials: one for the run, and one for the table check
+    at start, bounded (dth_ray.awsenv.bounded_config) so a silent endpoint fails the command in seconds rather
+    than after the run client's 4 attempts of 30 s. Raises ConfigError, PermissionDenied."""
     import boto3
     from botocore.config import Config
+
+    from dth_ray.awsenv import bounded_config
 
     if cfg.credentials == "anonymous":
         raise ConfigError("manifest.credentials=anonymous cannot sign DynamoDB requests")
@@ -111,7 +115,9 @@ def _make_client(cfg):
         raise ConfigError("manifest.region is required for manifest=dynamodb (or set AWS_REGION)")
     config = Config(retries={"max_attempts": _SDK_ATTEMPTS, "mode": "standard"}, connect_timeout=5,
                     read_timeout=30, max_pool_connections=4)
-    return session.client("dynamodb", region_name=region, endpoint_url=endpoint or None, config=config)
+    where = dict(region_name=region, endpoint_url=endpoint or None)
+    return (session.client("dynamodb", config=config, **where),
+            session.client("dynamodb", config=bounded_config(max_pool_connections=1), **where))
 
 
 def backoff_s(attempt: int) -> float:
@@ -161,7 +167,8 @@ class DynamoTable:
         self.writes = 0
         self.items_written = 0
         self._lock = threading.Lock()
-        self._client = _make_client(cfg)
+        self._client, self._check_client = _make_clients(cfg)
+        self._where = endpoint_url(cfg) or f"region {self._client.meta.region_name}"
 
     def call(self, op: str, **kwargs) -> dict:
         """One client call (`op` is the boto3 method name). Raises the mapped DthError, never the SDK's."""
@@ -246,17 +253,21 @@ class DynamoTable:
     def batch_get(self, keys: list[tuple[str, str]], attribute: str) -> dict[tuple[str, str], object]:
         """`attribute` of each stored item among `keys` (BatchGetItem, 100 keys a request, unprocessed keys
         retried with backoff). Raises Throttled if some stay unprocessed."""
-        found: dict[tuple[str, str], object] = {}
+        return {k: item.get(attribute) for k, item in self.batch_items(keys, (attribute,)).items()}
+
+    def batch_items(self, keys: list[tuple[str, str]], attributes: tuple[str, ...]) -> dict[tuple[str, str], dict]:
+        """`attributes` of each stored item among `keys`, as plain dicts (see batch_get). Raises Throttled."""
+        found: dict[tuple[str, str], dict] = {}
+        names = {"#p": "pk", "#s": "sk", **{f"#a{i}": name for i, name in enumerate(attributes)}}
         for start in range(0, len(keys), BATCH_GET_KEYS):
             request = {self.name: {"Keys": [key(pk, sk) for pk, sk in keys[start:start + BATCH_GET_KEYS]],
-                                   "ProjectionExpression": "#p, #s, #a",
-                                   "ExpressionAttributeNames": {"#p": "pk", "#s": "sk", "#a": attribute},
-                                   "ConsistentRead": True}}
+                                   "ProjectionExpression": ", ".join(names),
+                                   "ExpressionAttributeNames": names, "ConsistentRead": True}}
             for attempt in range(BATCH_ATTEMPTS):
                 resp = self.call("batch_get_item", RequestItems=request)
                 for item in resp.get("Responses", {}).get(self.name, []):
                     plain = dec(item)
-                    found[(plain["pk"], plain["sk"])] = plain.get(attribute)
+                    found[(plain["pk"], plain["sk"])] = plain
                 request = resp.get("UnprocessedKeys") or {}
                 if not request.get(self.name):
                     break
@@ -266,10 +277,21 @@ class DynamoTable:
                                 None, "UnprocessedKeys")
         return found
 
-    def ensure(self) -> None:
-        """Reuse the table or create it (pay per request); wait until ACTIVE. Raises ConfigError, DthError."""
+    def _describe_first(self) -> dict:
+        """The table's description through the bounded client. Raises NotFound, ConfigError (no answer)."""
         try:
-            desc = self.call("describe_table", TableName=self.name)["Table"]
+            return self._check_client.describe_table(TableName=self.name)["Table"]
+        except Exception as exc:
+            error = _map_error(exc, "describe_table")
+        if isinstance(error, Transient):
+            raise ConfigError(f"manifest=dynamodb: DynamoDB at {self._where} did not answer ({error.code})") from None
+        raise error
+
+    def ensure(self) -> None:
+        """Reuse the table or create it (pay per request); wait until ACTIVE. Raises ConfigError (also when
+        DynamoDB does not answer within about 15 s), DthError."""
+        try:
+            desc = self._describe_first()
         except NotFound:
             try:
                 self.call("create_table", TableName=self.name, BillingMode="PAY_PER_REQUEST",

@@ -14,26 +14,37 @@ import os
 import signal
 import sys
 import threading
+from datetime import datetime
 
 EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_PAUSED = 75  # EX_TEMPFAIL, "try again later": outside schedule.window; the next invocation continues
 
 
 class Interrupts:
-    """Installed by a command on the main thread; `requested` is set by the first SIGINT/SIGTERM."""
+    """Installed by a command on the main thread; `requested` is set by the first SIGINT/SIGTERM, or by
+    `pause` (the transfer window closed: the same safe stop, reported `paused`)."""
 
     def __init__(self) -> None:
         self.requested = threading.Event()
         self.signum: int | None = None
+        self.paused_until: datetime | None = None  # set by pause(): when the next window opens
         self._previous: dict[int, object] = {}
         self._installed = False
 
     @property
     def exit_status(self) -> int:
-        return EXIT_BY_SIGNAL.get(self.signum, 130) if self.signum is not None else 0
+        if self.signum is not None:
+            return EXIT_BY_SIGNAL.get(self.signum, 130)
+        return EXIT_PAUSED if self.paused_until is not None else 0
 
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def paused(self) -> bool:
+        """Stopped by the window (not by a signal)."""
+        return self.signum is None and self.paused_until is not None
 
     def install(self) -> Interrupts:
         """Take SIGINT and SIGTERM (main thread only; elsewhere a no-op, e.g. a scan inside `watch`).
@@ -55,16 +66,23 @@ class Interrupts:
         self._installed = False
 
     def _handle(self, signum, _frame) -> None:
-        if self.requested.is_set():
+        if self.requested.is_set() and self.signum is not None:  # (after a pause, a signal is the first)
             sys.stderr.write(f"\ndth-ray: {signal.Signals(signum).name} again: exiting now; rerun the same "
                              "command to resume\n")
             sys.stderr.flush()
             os._exit(EXIT_BY_SIGNAL.get(signum, 130))
         self.signum = signum
+        self.paused_until = None
         self.requested.set()
         sys.stderr.write(f"\ndth-ray: {signal.Signals(signum).name}: stopping at a safe point "
                          "(send it again to exit at once)\n")
         sys.stderr.flush()
+
+    def pause(self, until: datetime) -> None:
+        """Stop at a safe point because the transfer window closed; `until` is when the next one opens."""
+        if not self.requested.is_set():
+            self.paused_until = until
+            self.requested.set()
 
     def request(self, signum: int = signal.SIGINT) -> None:
         """Ask for a stop as a signal would (tests, and `watch` stopping its scan)."""

@@ -10,13 +10,17 @@ name is longer than 900 bytes, so every pk stays under DynamoDB's 2048-byte limi
                                                         run_id updated
     upload      J#upload           K \\0 U               dst_key upload_id src_etag size part_size run_id created
     part        J#part#<digest>    part number, 5 digits  etag size
-    job index   #jobs              J                      job source destination updated
+    failure     J#fail#<run id>    source key             error_class code attempts message run_id updated
+    live        J#live             run id, 12 digits      heartbeat record (LiveRecord JSON)
+    job index   #jobs              J                      job source destination args (JSON) updated
 
 A job's index item is written when one of its runs starts or resumes, so `jobs()` is one Query of `#jobs` plus
-one per job for its latest run (and one for the checkpoints of a run that has not succeeded), whatever the
-size of the table: a Scan for the run items would read every object record too (millions, for a large job).
-A job whose runs all predate the index is listed once it runs again. No job's pk is `#jobs`: theirs end in
-`#run`, `#obj`, `#upload`, `#shard#N` or `#part#D`.
+one per job for its latest run (and one for the checkpoints of a run that has not succeeded), whatever the size of
+the table: a Scan for the run items would read every object record too (millions, for a large job). A job
+whose runs all predate the index is listed once it runs again. No job's pk is `#jobs`: theirs end in `#run`,
+`#obj`, `#upload`, `#shard#N`, `#part#D`, `#fail#N` or `#live`. A failure item goes into the buffer with its
+object record (one more item per failed key, in the same BatchWriteItem requests); the live item is written
+through, one PutItem per PUBLISH_INTERVAL_S of a running driver.
 
 Source keys are UTF-8 of at most 1024 bytes (DynamoDB's sort-key limit, also S3's key limit); a longer key is
 refused with Fatal. In an upload's sk, K is the destination key when it has at most 768 bytes, else
@@ -46,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import threading
@@ -53,6 +58,7 @@ import time
 import zlib
 from collections.abc import Sequence
 
+from dth_ray.engine.pacing import Share
 from dth_ray.errors import ConfigError, DthError, Fatal, PreconditionFailed
 from dth_ray.model import PartInfo, Shard, Tally, UploadState
 from dth_ray.plan.diff import Record
@@ -63,14 +69,18 @@ from dth_ray.runtime.manifest import (
     PENDING,
     SUCCEEDED,
     Checkpoint,
+    FailureRow,
     JobInfo,
     LiveProgress,
+    LiveRecord,
     LiveReport,
     ObjectRecord,
     Progress,
     RunInfo,
     covering_in_recent_runs,
+    failure_row,
     job_info,
+    pairing_from_report,
     prefix_end,
 )
 
@@ -120,8 +130,14 @@ def _obj_from(item: dict) -> ObjectRecord:
 
 
 def _cp_from(item: dict, run_id: int) -> Checkpoint:
-    shard = Shard(item["sk"], item["prefix"], item["start_after"], item["end_at"], item["delimiter"])
+    shard = Shard(item["sk"], item["prefix"], item["start_after"], item["end_at"], item["delimiter"],
+                  item.get("listing", ""))
     return Checkpoint(shard, item["status"], item["watermark"], Tally.from_dict(json.loads(item["tally"])), run_id)
+
+
+def _failure_from(item: dict) -> FailureRow:
+    return FailureRow(item["sk"], item.get("error_class", ""), item.get("code", ""), int(item.get("attempts", 1)),
+                      item.get("message", ""), int(item.get("run_id", 0)), float(item.get("updated", 0)))
 
 
 def _run_from(item: dict) -> RunInfo:
@@ -147,7 +163,8 @@ def _report_value(report: dict) -> tuple[str, str | bytes]:
 class DynamoManifest:
     """DynamoDB-backed manifest for one job (see dth_ray.runtime.manifest for the logical schema)."""
 
-    def __init__(self, cfg, job: str, run_id: int = 0):
+    def __init__(self, cfg, job: str, run_id: int = 0, read_only: bool = False):
+        """`read_only`: use the table as it is (never create it, no flush thread), for `dth-ray console`."""
         if not float(cfg.flush_interval_s) > 0:
             raise ConfigError(f"manifest.flush_interval_s={cfg.flush_interval_s!r} must be positive")
         self.job = job
@@ -155,6 +172,7 @@ class DynamoManifest:
         jp = job if _nbytes(job) <= _JOB_BYTES else "sha256:" + _digest(job)
         self._jp = jp
         self._pk_run, self._pk_obj, self._pk_upload = f"{jp}#run", f"{jp}#obj", f"{jp}#upload"
+        self._pk_live = f"{jp}#live"
         self._live = LiveProgress()
         self._lock = threading.Lock()  # buffer, in-flight batch, pending error
         self._flush_lock = threading.Lock()  # one flush at a time; upload_closed waits for it
@@ -162,11 +180,12 @@ class DynamoManifest:
         self._inflight: dict[tuple[str, str], tuple[str, object]] = {}  # the batch being written
         self._error: DthError | None = None
         self._table = DynamoTable(cfg)
-        self._table.ensure()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._flush_loop, args=(float(cfg.flush_interval_s),),
                                         name="manifest-flush", daemon=True)
-        self._thread.start()
+        if not read_only:
+            self._table.ensure()
+            self._thread.start()
 
     @property
     def writes(self) -> int:
@@ -272,18 +291,24 @@ class DynamoManifest:
             return {"pk": pk, "sk": sk, "size": value.size, "src_etag": value.src_etag, "dst_key": value.dst_key,
                     "dst_etag": value.dst_etag, "status": value.status, "error": value.error,
                     "verified": bool(value.verified), "run_id": value.run_id, "updated": now}
+        if kind == "fail":
+            return {"pk": pk, "sk": sk, "error_class": value.error_class, "code": value.code,
+                    "attempts": value.attempts, "message": value.message, "run_id": value.run_id, "updated": now}
         if kind == "cp":
             shard = value.shard
             return {"pk": pk, "sk": sk, "prefix": shard.prefix, "start_after": shard.start_after,
                     "end_at": shard.end_at, "delimiter": shard.delimiter, "status": value.status,
                     "watermark": value.watermark, "tally": json.dumps(value.tally.to_dict(CHECKPOINT_FAILURES)),
-                    "run_id": value.run_id, "updated": now}
+                    "run_id": value.run_id, "updated": now, **({"listing": shard.listing} if shard.listing else {})}
         return {"pk": pk, "sk": sk, "etag": value.etag, "size": value.size}
 
     # ---- runs and shard checkpoints
 
     def _pk_shard(self, run_id: int) -> str:
         return f"{self._jp}#shard#{run_id:012d}"
+
+    def _pk_fail(self, run_id: int) -> str:
+        return f"{self._jp}#fail#{run_id:012d}"
 
     def latest_run(self) -> RunInfo | None:
         runs = self.runs(1)
@@ -299,9 +324,11 @@ class DynamoManifest:
                     break
         return out
 
-    def start_run(self, shards: Sequence[Shard], source: str = "", destination: str = "") -> int:
+    def start_run(self, shards: Sequence[Shard], source: str = "", destination: str = "",
+                  args: Sequence[str] = ()) -> int:
         """A new run with a pending checkpoint per shard (written through), and the job's index item with
-        `source`/`destination` (store locations, as the report names them) for `jobs()`. Raises DthError."""
+        `source`/`destination` (store locations, as the report names them) and `args` for `jobs()`. Raises
+        DthError."""
         latest = self.latest_run()
         run_id = latest.run_id + 1 if latest else 1
         for _ in range(_RUN_ID_ATTEMPTS):
@@ -315,7 +342,7 @@ class DynamoManifest:
         else:
             raise Fatal(f"manifest: no free run id for job {self.job!r} after {_RUN_ID_ATTEMPTS} attempts")
         self.run_id = run_id
-        self._index_job(source, destination)
+        self._index_job(source, destination, args)
         with self._lock:
             for shard in shards:
                 self._buffer[(self._pk_shard(run_id), shard.shard_id)] = (
@@ -325,13 +352,15 @@ class DynamoManifest:
         self._table.call("update_item", TableName=self._table.name, Key=item_key(self._pk_run, f"{run_id:012d}"),
                          UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "status"},
                          ExpressionAttributeValues=enc({":s": "running"}))
+        self._table.count_items(1)
         return run_id
 
-    def resume_run(self, run_id: int, source: str = "", destination: str = "") -> list[Checkpoint]:
+    def resume_run(self, run_id: int, source: str = "", destination: str = "",
+                   args: Sequence[str] = ()) -> list[Checkpoint]:
         """Take over run `run_id` (one more execution of it) and return its checkpoints; (re)writes the job's
         index item. Raises DthError."""
         self.run_id = run_id
-        self._index_job(source, destination)
+        self._index_job(source, destination, args)
         self._table.call("update_item", TableName=self._table.name, Key=item_key(self._pk_run, f"{run_id:012d}"),
                          UpdateExpression="SET #s = :s, #e = if_not_exists(#e, :one) + :one",
                          ExpressionAttributeNames={"#s": "status", "#e": "executions"},
@@ -339,13 +368,12 @@ class DynamoManifest:
         self._table.count_items(1)
         return self.checkpoints(run_id)
 
-    def _index_job(self, source: str, destination: str) -> None:
+    def _index_job(self, source: str, destination: str, args: Sequence[str]) -> None:
         self._table.put({"pk": _JOBS_PK, "sk": self._jp, "job": self.job, "source": source,
-                         "destination": destination, "updated": time.time()})
+                         "destination": destination, "args": json.dumps(list(args)), "updated": time.time()})
 
     def jobs(self) -> list[JobInfo]:
-        """Every job in the table's index with its latest run, the most recently active first. Raises
-        DthError."""
+        """Every job in the table's index with its latest run, the most recently active first. Raises DthError."""
         self._raise_pending()
         out = []
         for entry in self._table.query(_JOBS_PK):
@@ -354,10 +382,17 @@ class DynamoManifest:
             if latest is None:
                 continue  # its run items were removed (by hand): nothing to show
             run = _run_from(latest)
-            checkpoints = [] if run.status == SUCCEEDED else [
-                _cp_from(item, run.run_id) for item in self._table.query(f"{jp}#shard#{run.run_id:012d}")]
-            out.append(job_info(entry["job"], run, entry.get("source", ""), entry.get("destination", ""),
-                                checkpoints))
+            if run.status == SUCCEEDED:
+                checkpoints = []
+            elif jp == self._jp:
+                checkpoints = self.checkpoints(run.run_id)  # with this instance's buffered ones
+            else:
+                checkpoints = [_cp_from(item, run.run_id) for item in self._table.query(f"{jp}#shard#{run.run_id:012d}")]
+            source, destination = entry.get("source", ""), entry.get("destination", "")
+            if not (source or destination):
+                source, destination = pairing_from_report(run.report)
+            out.append(job_info(entry["job"], run, source, destination, checkpoints,
+                                tuple(json.loads(entry.get("args", "[]")))))
         return sorted(out, key=lambda info: (-(info.run.finished or info.run.started), info.job))
 
     def finish_run(self, status: str, report: dict) -> None:
@@ -404,8 +439,9 @@ class DynamoManifest:
     # ---- per-object records
 
     def record(self, records: Sequence[ObjectRecord], checkpoints: Sequence[Checkpoint] = (),
-               live: LiveReport | None = None) -> None:
-        """Buffer a batch of per-object results and shard checkpoints; keep the live progress.
+               live: LiveReport | None = None) -> Share | None:
+        """Buffer a batch of per-object results and shard checkpoints; keep the live progress; return the
+        worker's share of the job's budgets.
 
         Raises Fatal for a key longer than 1024 bytes, or the error of a failed earlier flush (the batch is
         then not taken).
@@ -423,12 +459,17 @@ class DynamoManifest:
                 if rec.status != COPIED and current is not None and current[1].status == COPIED:
                     continue  # a failure never overwrites what was copied
                 self._buffer[key] = ("obj", rec if rec.run_id else dataclasses.replace(rec, run_id=self.run_id))
+            now = time.time()
+            for rec in records:
+                if rec.status != COPIED:
+                    row = failure_row(rec, rec.run_id or self.run_id, now)
+                    self._buffer[(self._pk_fail(row.run_id), rec.key)] = ("fail", row)
             for cp in checkpoints:
                 # A copy as stored (failures capped): the caller may go on mutating its Tally.
                 cp = dataclasses.replace(cp, run_id=cp.run_id or self.run_id,
                                          tally=Tally.from_dict(cp.tally.to_dict(CHECKPOINT_FAILURES)))
                 self._buffer[(self._pk_shard(cp.run_id), cp.shard.shard_id)] = ("cp", cp)
-        self._live.add(live)
+        return self._live.add(live)  # the worker's share of the job's budgets
 
     def records_page(self, prefix: str, start_after: str, end_at: str, limit: int) -> list[Record]:
         """Records (copied or failed) for source keys under `prefix`, start_after < key <= end_at, key order."""
@@ -543,7 +584,59 @@ class DynamoManifest:
         self._raise_pending()
         return sorted((item["dst_key"], item["upload_id"]) for item in self._table.query(self._pk_upload))
 
+    def failures_page(self, run_id: int, start_after: str, limit: int) -> list[FailureRow]:
+        """Up to `limit` failed keys of run `run_id` after `start_after`, in key order, less those a later
+        execution of the run copied (a copy recorded after the failure). Raises DthError."""
+        self._raise_pending()
+        if limit <= 0:
+            return []
+        pk = self._pk_fail(run_id)
+        memory = self._memory()
+        buffered = {sk: value for (mpk, sk), (_, value) in memory.items() if mpk == pk and sk > start_after}
+        out: list[FailureRow] = []
+        after = start_after
+        while len(out) < limit:
+            cond, values = ("#sk > :lo", {":lo": {"S": after}}) if _usable_bound(after) else ("", None)
+            # islice: the query would go on through the whole partition; one request of `limit` is enough
+            page = [_failure_from(item) for item in itertools.islice(self._table.query(pk, cond, values, page=limit),
+                                                                     limit)]
+            ended = len(page) < limit
+            rows = {row.key: row for row in page}
+            bound = page[-1].key if page and not ended else None
+            rows.update({k: v for k, v in buffered.items() if k > after and (bound is None or k <= bound)})
+            out.extend(self._still_failed(sorted(rows.values(), key=lambda row: row.key), memory))
+            if ended or not page:
+                break
+            after = bound
+        return out[:limit]
+
+    def _still_failed(self, rows: list[FailureRow], memory: dict) -> list[FailureRow]:
+        """`rows` less the keys whose object record is a copy made after the failure."""
+        stored = self._table.batch_items([(self._pk_obj, row.key) for row in rows
+                                          if (self._pk_obj, row.key) not in memory], ("status", "updated"))
+        kept = []
+        for row in rows:
+            buffered = memory.get((self._pk_obj, row.key))
+            if buffered is not None:
+                copied_after = buffered[1].status == COPIED  # buffered now: newer than any stored failure
+            else:
+                item = stored.get((self._pk_obj, row.key)) or {}
+                copied_after = item.get("status") == COPIED and float(item.get("updated", 0)) >= row.updated
+            if not copied_after:
+                kept.append(row)
+        return kept
+
     # ---- live state
+
+    def publish(self, live: LiveRecord) -> None:
+        """Replace run `live.run_id`'s progress record (one PutItem, written through). Raises DthError."""
+        self._table.put({"pk": self._pk_live, "sk": f"{live.run_id:012d}", "heartbeat": live.heartbeat,
+                         "record": live.to_json()})
+
+    def live(self, run_id: int) -> LiveRecord | None:
+        """Run `run_id`'s newest progress record, if its driver published one. Raises DthError."""
+        item = self._table.get(self._pk_live, f"{run_id:012d}")
+        return LiveRecord.from_json(item["record"]) if item else None
 
     def write_counts(self) -> tuple[int, int]:
         """(write requests, items written) by this instance; buffered items count once flushed."""
@@ -552,6 +645,12 @@ class DynamoManifest:
     def progress(self) -> Progress:
         """Shard tallies changed since the last call, and the objects and bytes in flight now."""
         return self._live.take()
+
+    def pace_reports(self) -> dict[str, tuple[float, ...]]:
+        return self._live.pace_reports()
+
+    def set_shares(self, shares: dict[str, Share], newcomer: Share | None) -> None:
+        self._live.set_shares(shares, newcomer)
 
     def close(self) -> None:
         """Stop the flush thread and flush what is left. Raises DthError if that fails (call again to retry)."""

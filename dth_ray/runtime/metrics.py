@@ -6,7 +6,7 @@ failed}, ray_dth_request_errors_total{error=Throttled|Transient|...}, ray_dth_re
 ray_dth_parts_in_flight, ray_dth_backlog_objects, ray_dth_backlog_bytes, ray_dth_shards_pending,
 ray_dth_transfer_actors, ray_dth_requested_slots, ray_dth_event_latency_seconds (histogram, `dth-ray watch`:
 event time to landed), ray_dth_event_deletes_skipped_total (`dth-ray watch`: deletes over events.max_delete);
-every series is tagged with `job`.
+every series is tagged with `dth_job` (see JOB_TAG).
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from dth_ray.model import Tally
 from dth_ray.runtime.rayhost import ray_is_up
 
 log = logging.getLogger(__name__)
+
+# Not `job`: Prometheus sets `job` on every series it scrapes (Ray's prometheus.yml: job_name 'ray', no
+# honor_labels), so a `job` tag of ours would arrive renamed to `exported_job`, every series saying "ray".
+JOB_TAG = "dth_job"
 
 
 class _Off:
@@ -46,7 +50,7 @@ class ActorMetrics:
     """What one transfer worker adds at each flush: the growth of its cumulative tally since the last one."""
 
     def __init__(self, job: str):
-        self._tags = {"job": job}
+        self._tags = {JOB_TAG: job}
         self._published = Tally()
 
     def add(self, totals: Tally, errors: dict[str, int], requests_in_flight: int, parts_in_flight: int = 0) -> None:
@@ -54,20 +58,20 @@ class ActorMetrics:
         try:
             previous, self._published = self._published, Tally.from_dict(totals.to_dict(0))
             if totals.bytes_copied > previous.bytes_copied:
-                _metric("Counter", "dth_bytes_copied", "object bytes copied", ("job",)).inc(
+                _metric("Counter", "dth_bytes_copied", "object bytes copied", (JOB_TAG,)).inc(
                     totals.bytes_copied - previous.bytes_copied, tags=self._tags)
             for result in ("copied", "skipped", "failed"):
                 grown = getattr(totals, result) - getattr(previous, result)
                 if grown > 0:
-                    _metric("Counter", "dth_objects", "objects settled, by result", ("job", "result")).inc(
+                    _metric("Counter", "dth_objects", "objects settled, by result", (JOB_TAG, "result")).inc(
                         grown, tags={**self._tags, "result": result})
             for error, count in errors.items():
                 _metric("Counter", "dth_request_errors", "store requests that failed, by error class",
-                        ("job", "error")).inc(count, tags={**self._tags, "error": error})
-            _metric("Gauge", "dth_requests_in_flight", "store requests in flight in this actor", ("job",)).set(
-                requests_in_flight, tags=self._tags)
+                        (JOB_TAG, "error")).inc(count, tags={**self._tags, "error": error})
+            _metric("Gauge", "dth_requests_in_flight", "store requests in flight in this actor",
+                    (JOB_TAG,)).set(requests_in_flight, tags=self._tags)
             _metric("Gauge", "dth_parts_in_flight", "multipart parts being read or sent in this actor",
-                    ("job",)).set(parts_in_flight, tags=self._tags)
+                    (JOB_TAG,)).set(parts_in_flight, tags=self._tags)
         except Exception:  # metrics must never fail a transfer
             log.debug("metrics update failed", exc_info=True)
 
@@ -76,7 +80,7 @@ class DriverMetrics:
     """The run-wide gauges only the driver knows: backlog, actors, capacity requested."""
 
     def __init__(self, job: str):
-        self._tags = {"job": job}
+        self._tags = {JOB_TAG: job}
 
     def update(self, backlog_objects: int, backlog_bytes: int, shards_pending: int, actors: int,
                requested_slots: int) -> None:
@@ -85,7 +89,7 @@ class DriverMetrics:
                   "dth_requested_slots": requested_slots}
         try:
             for name, value in values.items():
-                _metric("Gauge", name, name.removeprefix("dth_").replace("_", " "), ("job",)).set(
+                _metric("Gauge", name, name.removeprefix("dth_").replace("_", " "), (JOB_TAG,)).set(
                     value, tags=self._tags)
         except Exception:  # metrics must never fail a run
             log.debug("metrics update failed", exc_info=True)
@@ -97,7 +101,7 @@ class EventLatency:
     BOUNDARIES_S = [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300]
 
     def __init__(self, job: str):
-        self._tags = {"job": job}
+        self._tags = {JOB_TAG: job}
 
     def event_landed(self, latency_s: float) -> None:
         try:
@@ -109,7 +113,7 @@ class EventLatency:
     def delete_skipped(self) -> None:
         try:
             _metric("Counter", "dth_event_deletes_skipped",
-                    "deletes from events skipped over events.max_delete", ("job",)).inc(1, tags=self._tags)
+                    "deletes from events skipped over events.max_delete", (JOB_TAG,)).inc(1, tags=self._tags)
         except Exception:  # metrics must never fail the service
             log.debug("metrics update failed", exc_info=True)
 
@@ -125,4 +129,4 @@ def _ray_histogram(boundaries: tuple[float, ...]):
     from ray.util import metrics
 
     return metrics.Histogram("dth_event_latency_seconds", description="event time to object landed",
-                             boundaries=list(boundaries), tag_keys=("job",))
+                             boundaries=list(boundaries), tag_keys=(JOB_TAG,))

@@ -35,7 +35,7 @@ async def plan_shards(source: StoreSpec, actors: int, store=None, progress=None)
     if source.prefix_list:
         return shards_for_prefixes(prefixes_under(source.prefix_list, source.prefix))
     own = store is None
-    store = open_store(source) if own else store
+    store = open_store(source, "source") if own else store
     try:
         shards = await list_level(store, source.prefix, 2 * actors, progress)
         if len(shards) < 4 * actors:

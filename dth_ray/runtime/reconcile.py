@@ -13,6 +13,7 @@ from typing import Any
 from dth_ray.engine.copier import Copier
 from dth_ray.engine.limits import Limits
 from dth_ray.errors import DthError, NotFound, Unreadable, error_class
+from dth_ray.ops.logs import error_fields, fields
 from dth_ray.plan.diff import SKIP, Record, decide
 from dth_ray.plan.keys import dest_key, src_key_for
 from dth_ray.runtime.calls import call_manifest
@@ -35,6 +36,7 @@ class Reconciler:
         self._slots = slots
         self._records = records  # the worker's batch: appended here, flushed by the worker
         self._manifest = manifest
+        self._job = {"job": settings.job}  # on every log line
 
     async def delete_keys(self, dst_keys: list[str]) -> dict:
         """Delete destination keys whose source key is (still) absent — each source key is HEADed first, so an
@@ -47,7 +49,7 @@ class Reconciler:
                 out["failures"].append((dst_key, "Fatal: outside the sync's scope (destination.prefix, "
                                                  "filter.*)"))
                 log.error("delete refused key=%s: outside destination.prefix or rejected by filter.*",
-                          dst_key)
+                          dst_key, extra={**self._job, "key": dst_key})
                 return
             async with self._slots:
                 try:
@@ -58,7 +60,8 @@ class Reconciler:
                     out["deleted"] += 1
                 except DthError as exc:
                     out["failures"].append((dst_key, f"{error_class(exc)}: {exc}"))
-                    log.warning("delete failed key=%s error=%s", dst_key, error_class(exc))
+                    log.warning("delete failed key=%s error=%s", dst_key, error_class(exc),
+                                extra={**self._job, "key": dst_key, **error_fields(exc)})
 
         await asyncio.gather(*(one(k) for k in dst_keys))
         return out
@@ -103,10 +106,12 @@ class Reconciler:
             except DthError as exc:
                 error = f"{error_class(exc)}: {exc}"
                 self._records.append(ObjectRecord(key, 0, "", dst_key, "", "failed", error))
-                log.warning("event copy failed key=%s error=%s", key, error_class(exc))
+                log.warning("event copy failed key=%s error=%s", key, error_class(exc),
+                            extra={**self._job, "key": key, **fields(attempt=exc.attempts or None),
+                                   **error_fields(exc)})
             except Exception as exc:  # a bug must fail one key, not the batch
                 error = f"Fatal: unexpected {type(exc).__name__}"
-                log.exception("unexpected error reconciling key=%s", key)
+                log.exception("unexpected error reconciling key=%s", key, extra={**self._job, "key": key})
         return {"key": key, "outcome": outcome, "bytes": nbytes, "error": error, "landed_at": time.time()}
 
     async def _reconcile_key(self, key: str, dst_key: str, deletes: bool) -> tuple[str, int]:

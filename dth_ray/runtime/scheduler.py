@@ -396,7 +396,8 @@ class Scheduler:
         try:
             slot.node_id = future.result()
         except Exception as exc:  # noqa: BLE001 - an actor that cannot start (or restart) is gone
-            log.warning("worker %s could not start: %s", slot.worker_id, type(exc).__name__)
+            log.warning("worker %s could not start: %s", slot.worker_id, type(exc).__name__,
+                        extra={"worker": slot.worker_id, "error_class": type(exc).__name__})
             slot.gone = True
             return
         slot.ready = True
@@ -427,7 +428,9 @@ class Scheduler:
 
     def _raised(self, client: Any, item: Item, slot: Slot, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        log.warning("item %s raised on %s: %s", item.key, slot.worker_id, error)
+        log.warning("item %s raised on %s: %s", item.key, slot.worker_id, error,
+                    extra={"item": item.key, "attempt": item.attempt, "worker": slot.worker_id,
+                           "error_class": type(exc).__name__})
         redo = client.redo(item, slot, False)
         if redo is not None:
             self._retry(client, replace(redo, attempt=item.attempt + 1, losses=item.losses), slot, error)
@@ -436,7 +439,9 @@ class Scheduler:
         """The worker died with the item: Ray restarts it (its next start future says when it is back); the
         item is redone from its checkpoint on any worker, at most `max_losses` times (a lost worker costs no
         attempt: the item did nothing wrong)."""
-        log.warning("worker %s lost while running %s: %s", slot.worker_id, item.key, type(exc).__name__)
+        log.warning("worker %s lost while running %s: %s", slot.worker_id, item.key, type(exc).__name__,
+                    extra={"item": item.key, "attempt": item.attempt, "worker": slot.worker_id,
+                           "error_class": type(exc).__name__})
         if slot.ready:
             slot.ready = False
             slot.deaths += 1
@@ -455,7 +460,10 @@ class Scheduler:
 
     def _begin_stop(self) -> float:
         """Stop dispatching; ask every busy worker to stop at a safe point; return the deadline."""
-        log.warning("stopping: %d items in flight, %d not started", len(self._in_flight), len(self._pending))
+        # routine when idle (a watch service told to stop); work cut short is worth a warning
+        busy = bool(self._in_flight or self._pending)
+        log.log(logging.WARNING if busy else logging.INFO, "stopping: %d items in flight, %d not started",
+                len(self._in_flight), len(self._pending))
         for slot in {slot for _, slot in self._in_flight.values()}:
             try:
                 slot.worker.submit("stop", ())

@@ -50,15 +50,20 @@ class ListingCursor:
 class SettledKeys:
     """The settled prefix of one shard's key order, and its live tally.
 
-    Decisions arrive in key order; copies finish out of order. Each queue entry is [key, done, outcomes]; runs
-    of finished entries behind an unfinished one merge into one entry, so the queue stays at most about twice
-    the copies in flight, whatever the number of skips. `live` counts every known result (settled or not),
-    `tally` only the settled ones (keys <= watermark).
+    Decisions arrive in key order; copies finish out of order. Each queue entry is [key, done, outcomes, rows];
+    runs of finished entries behind an unfinished one merge into one entry, so the queue stays at most about
+    twice the copies in flight, whatever the number of skips. `live` counts every known result (settled or
+    not), `tally` only the settled ones (keys <= watermark).
+
+    With `report` (report_objects), each result may carry a completion-report row; settled rows collect in
+    `rows` until `cut` hands them out as the part after `part_start` (runtime/objectreport.py).
     """
 
-    __slots__ = ("shard", "tally", "live", "watermark", "_queue", "dirty", "seq")
+    __slots__ = ("shard", "tally", "live", "watermark", "_queue", "dirty", "seq", "rows", "part_start", "first",
+                 "run_id")
 
-    def __init__(self, shard: Shard, base: Tally, watermark: str, seq: int = 0):
+    def __init__(self, shard: Shard, base: Tally, watermark: str, seq: int = 0, report: bool = False,
+                 run_id: int = 0):
         self.shard = shard
         self.tally = base
         self.live = Tally.from_dict(base.to_dict())
@@ -66,40 +71,70 @@ class SettledKeys:
         self.seq = seq
         self._queue: deque[list] = deque()
         self.dirty = False
+        self.rows: list[tuple] | None = [] if report else None
+        self.part_start = watermark  # the rows in `rows` are those of keys after it
+        self.first = watermark  # where this attempt started (a lost attempt's part may start there)
+        self.run_id = run_id
 
-    def now(self, key: str, outcome: Outcome) -> None:
+    def _settle(self, key: str, outcomes: list[Outcome], rows: list[tuple]) -> None:
+        for apply in outcomes:
+            apply(self.tally)
+        if self.rows is not None and rows:
+            self.rows.extend(rows)
+            self.tally.report_rows += len(rows)
+        self.watermark = key
+        self.dirty = True
+
+    def now(self, key: str, outcome: Outcome, row: tuple | None = None) -> None:
         """A decision settled at once (skip, dry-run count)."""
         outcome(self.live)
+        rows = [row] if row is not None else []
         if not self._queue:
-            outcome(self.tally)
-            self.watermark = key
-            self.dirty = True
+            self._settle(key, [outcome], rows)
         elif self._queue[-1][1]:
             tail = self._queue[-1]
             tail[0] = key
             tail[2].append(outcome)
+            tail[3].extend(rows)
         else:
-            self._queue.append([key, True, [outcome]])
+            self._queue.append([key, True, [outcome], rows])
 
     def open(self, key: str) -> list:
-        entry = [key, False, []]
+        entry = [key, False, [], []]
         self._queue.append(entry)
         return entry
 
-    def close(self, entry: list, outcome: Outcome) -> None:
+    def close(self, entry: list, outcome: Outcome, row: tuple | None = None) -> None:
         outcome(self.live)
         entry[1] = True
         entry[2].append(outcome)
+        if row is not None:
+            entry[3].append(row)
         while self._queue and self._queue[0][1]:
-            key, _, outcomes = self._queue.popleft()
-            for apply in outcomes:
-                apply(self.tally)
-            self.watermark = key
-            self.dirty = True
+            key, _, outcomes, rows = self._queue.popleft()
+            self._settle(key, outcomes, rows)
 
     def checkpoint(self, status: str) -> Checkpoint:
         self.dirty = False
         return Checkpoint(self.shard, status, self.watermark, Tally.from_dict(self.tally.to_dict()))
+
+    def cut(self, part_key: str) -> tuple[str, list[tuple]]:
+        """Hand out the settled rows not in a part yet (the part after `part_start`, named `part_key`), listed
+        in the tally; returns (start, rows) for `uncut` should the part not be written."""
+        start, rows = self.part_start, self.rows
+        self.rows = []
+        self.part_start = self.watermark
+        if rows:
+            self.tally.report_parts.append([part_key, len(rows)])
+        return start, rows
+
+    def uncut(self, start: str, rows: list[tuple]) -> None:
+        """Take back what `cut` handed out (its part could not be written): the next part starts at `start`."""
+        if rows:
+            self.tally.report_parts.pop()
+        self.rows = rows + self.rows
+        self.part_start = start
+        self.dirty = True
 
 
 def _listed(size: int, tally: Tally) -> None:

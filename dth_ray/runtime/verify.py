@@ -58,7 +58,7 @@ class VerifyRun:
 def run_verify(settings: Settings, interrupts: Interrupts | None = None) -> dict:
     """Verify the destination against the source; returns the report (JSON-ready). Raises ConfigError first
     if a store is unreachable or refuses us."""
-    check_stores(settings.source, settings.destination)
+    settings = settings.with_stores(*check_stores(settings.source, settings.destination))
     settings = adopt_legacy_job(settings)  # its copy-time records may be under the job's earlier name
     started = time.monotonic()
     interrupts = interrupts or Interrupts()
@@ -97,7 +97,7 @@ async def _plan_verify_shards(settings: Settings) -> list[Shard]:
     whole = [Shard("all", src_prefix)]
     if settings.source.prefix_list or any(p and not p.endswith("/") for p in (src_prefix, dst_prefix)):
         return whole
-    src, dst = open_store(settings.source), open_store(settings.destination)
+    src, dst = open_store(settings.source, "source"), open_store(settings.destination, "destination")
     try:
         src_level, dst_level = await list_level(src, src_prefix), await list_level(dst, dst_prefix)
     finally:
@@ -122,7 +122,8 @@ def build_verify_report(settings: Settings, found: VerifyTally, duration_s: floa
         "counts": {"checked": found.checked, "matched": found.matched,
                    "missing_on_destination": found.missing, "differ": found.differ,
                    "extra_on_destination": found.extra, "read_objects": found.read_objects,
-                   "read_bytes": found.read_bytes, "unreadable_at_source": found.unreadable,
+                   "read_bytes": found.read_bytes, "compared_by_stored_checksum": found.checksum_objects,
+                   "unreadable_at_source": found.unreadable,
                    "errors": len(found.errors)},
         "missing_on_destination": found.missing_keys,
         "differ": found.differ_keys,

@@ -18,8 +18,13 @@ _BACKENDS = {
 }
 
 
-def open_store(cfg: StoreConfig) -> Store:
-    """Build the backend for `cfg` (no network I/O yet; clients connect lazily inside the event loop)."""
+# Backends that resolve credentials, so their errors can name the side (`source.credentials=...`).
+_SIGNED = {"S3Store"}
+
+
+def open_store(cfg: StoreConfig, role: str = "") -> Store:
+    """Build the backend for `cfg` (no network I/O yet; clients connect lazily inside the event loop). `role`
+    (source, destination) names the side in its error messages."""
     try:
         module_name, class_name, sdk = _BACKENDS[StoreType(cfg.type)]
     except (KeyError, ValueError):
@@ -28,7 +33,8 @@ def open_store(cfg: StoreConfig) -> Store:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"store type {cfg.type.value} needs the {sdk or exc.name} package: pip install {sdk}") from exc
-    return getattr(module, class_name)(cfg)
+    backend = getattr(module, class_name)
+    return backend(cfg, role=role) if role and class_name in _SIGNED else backend(cfg)
 
 
 __all__ = ["Store", "StoreFeatures", "open_store"]

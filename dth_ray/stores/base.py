@@ -18,6 +18,8 @@ from dth_ray.model import (
 )
 
 MiB = 1024 * 1024
+CRC_CHECKED = "checked"  # StoreFeatures.crc64nvme: the store checks CRC64NVME on writes and keeps it
+CRC_DETECT = "detect"  # it may: the first write's answer tells (see engine/crcmode.py)
 GiB = 1024 * MiB
 TiB = 1024 * GiB
 
@@ -41,8 +43,17 @@ class StoreFeatures:
     put_checks_content_md5: bool = True
     # Checksums the store reports for whole objects, e.g. ("md5",) or ("crc64ecma",).
     checksum_kinds: tuple[str, ...] = ("md5",)
+    # Full-object CRC64NVME (S3, `checksum` setting): CRC_CHECKED: a PUT, an UploadPart and a Complete carrying
+    # a wrong one are refused, and HEAD (checksum mode) returns the stored value, trusted as the object's;
+    # CRC_DETECT: writes send it beside the MD5 until an answer shows whether the server checks it; "": never.
+    # Only where set does the engine pass the Writer's `crc64nvme` arguments and the Reader's `checksums`.
+    crc64nvme: str = ""
     # Storage classes that cannot be read without a restore.
     unreadable_storage_classes: tuple[str, ...] = ()
+    # What a write may ask for (stores/writeoptions.py; empty: the store has no such setting).
+    storage_classes: tuple[str, ...] = ()
+    canned_acls: tuple[str, ...] = ()
+    sse_modes: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -60,7 +71,8 @@ class Lister(Protocol):
 @runtime_checkable
 class Reader(Protocol):
     async def head(self, key: str) -> ObjectInfo:
-        """Metadata of one object. Raises NotFound."""
+        """Metadata of one object. Raises NotFound. (A store with `crc64nvme` features also takes
+        `checksums=True`: ask for the stored checksum, in `meta.checksum`.)"""
         ...
 
     async def get(self, key: str, byte_range: ByteRange | None = None, if_match: str = "") -> GetResult:
@@ -71,19 +83,23 @@ class Reader(Protocol):
 @runtime_checkable
 class Writer(Protocol):
     async def put(self, key: str, data: bytes, headers: ObjectHeaders, md5: bytes) -> PutResult:
-        """Write a whole object; `md5` (raw digest) is sent so the server rejects corrupted bodies."""
+        """Write a whole object; `md5` (raw digest) is sent so the server rejects corrupted bodies. (A store
+        with `crc64nvme` features also takes `crc64nvme=<int>`, sent the same way, and `md5=None`.)"""
         ...
 
     async def create_multipart(self, key: str, headers: ObjectHeaders) -> str:
-        """Open a multipart upload and return its upload id."""
+        """Open a multipart upload and return its upload id. (`crc64nvme=True` where the features have it:
+        a FULL_OBJECT CRC64NVME upload.)"""
         ...
 
     async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes, md5: bytes) -> str:
-        """Upload one part and return its ETag (unquoted). Raises NotFound if the upload is gone."""
+        """Upload one part and return its ETag (unquoted). Raises NotFound if the upload is gone. (`md5=None`
+        and `crc64nvme=<int>` where the features have it.)"""
         ...
 
     async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> PutResult:
-        """Assemble the parts (sorted by part number)."""
+        """Assemble the parts (sorted by part number). (`crc64nvme=<int>`, the whole object's, where the
+        features have it; each part's in PartInfo.checksum.)"""
         ...
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:

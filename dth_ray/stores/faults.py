@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ class Faults:
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
         self.calls: Counter[str] = Counter()
+        self.times: list[float] = []  # time.monotonic() of every call, in order (rates over time)
 
     def fail(self, op: str, error: DthError, *, times: int | None = 1, key_prefix: str = "",
              after: int = 0) -> None:
@@ -67,6 +69,7 @@ class Faults:
         """Count one call and return its delay and error, using up the rules that fire (the store's part)."""
         with self._lock:
             self.calls[op] += 1
+            self.times.append(time.monotonic())
             delay_s, error = 0.0, None
             for rule in self._rules:
                 if rule.op != op or not key.startswith(rule.key_prefix):

@@ -10,6 +10,9 @@ As on S3 (a refusal raises the class S3Store maps that S3 code to, with the code
 - keys sort by code point (= UTF-8 bytes); a page holds at most 1000 entries; `next_token` is its last entry.
 - ETags: single PUT MD5 of the body; multipart md5(part md5s)-N; CopyObject MD5 of the bytes (one part).
 - a body not matching its `md5` (when given): IntegrityError (BadDigest); an unknown upload: NotFound.
+- CRC64NVME as S3 keeps it: every object has one; with `checksum=crc64nvme` the store's features say it checks
+  them (a PUT, part or Complete whose `crc64nvme` is wrong: BadDigest), `head(checksums=True)` and a whole GET
+  return it, and uploads opened with `crc64nvme=True` list their parts' CRCs.
 - Complete with an unknown part or ETag (InvalidPart), repeated or no parts, or a part other than the last
   below 5 MiB (EntityTooSmall): Fatal, and the upload stays open.
 - If-Match against the current ETag: PreconditionFailed. A range starting at or past the end: Fatal
@@ -34,7 +37,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from dth_ray.config import StoreConfig
+from dth_ray.checksums import crc64nvme as crc64nvme_of
+from dth_ray.checksums import crc64nvme_checksum, crc64nvme_value
+from dth_ray.config import ChecksumMode, StoreConfig
 from dth_ray.errors import (
     ConfigError,
     DthError,
@@ -55,7 +60,7 @@ from dth_ray.model import (
     PutResult,
     UploadInfo,
 )
-from dth_ray.stores.base import StoreFeatures
+from dth_ray.stores.base import CRC_CHECKED, StoreFeatures
 from dth_ray.stores.faults import Faults
 
 _MAX_KEYS = 1000
@@ -76,6 +81,7 @@ def _map_error(code: str, subject: str) -> DthError:
 class _Object:
     data: bytes
     info: ObjectInfo  # as HEAD answers it
+    crc: int = 0  # its CRC64NVME
 
 
 @dataclass(slots=True)
@@ -83,6 +89,7 @@ class _Upload:
     key: str
     headers: ObjectHeaders
     parts: dict[int, tuple[bytes, str]] = field(default_factory=dict)  # part number -> (bytes, md5 hex)
+    crc: bool = False  # a FULL_OBJECT CRC64NVME upload
 
 
 @dataclass(slots=True)
@@ -111,6 +118,14 @@ def _md5_checked(subject: str, data: bytes, md5: bytes) -> str:
     if md5 and md5 != digest:
         raise _map_error("BadDigest", subject)
     return digest.hex()
+
+
+def _crc_checked(subject: str, data: bytes, crc: int | None) -> int:
+    """The CRC64NVME of `data`. Raises IntegrityError (BadDigest) when `crc` is given and differs."""
+    value = crc64nvme_of(data)
+    if crc is not None and crc != value:
+        raise _map_error("BadDigest", subject)
+    return value
 
 
 def _range_view(key: str, data: bytes, byte_range: ByteRange, expected: int) -> memoryview:
@@ -142,7 +157,8 @@ class MemoryStore:
             raise ConfigError("a memory store needs a bucket name (its namespace)")
         self._cfg = cfg
         self._name = cfg.bucket
-        self.features = FEATURES
+        checked = ChecksumMode(getattr(cfg, "checksum", ChecksumMode.auto)) is ChecksumMode.crc64nvme
+        self.features = replace(FEATURES, crc64nvme=CRC_CHECKED) if checked else FEATURES
 
     def __reduce__(self):
         return (MemoryStore, (self._cfg,))
@@ -203,12 +219,13 @@ class MemoryStore:
         """Store `key` (headers as S3 answers them later: see the module docstring)."""
         headers = replace(headers, content_type=headers.content_type or "binary/octet-stream", mtime_ns=0,
                           user_metadata=tuple(sorted((k.lower(), v) for k, v in headers.user_metadata)))
+        crc = crc64nvme_of(data)
         with _LOCK:
             bucket = _bucket(self._name)
             meta = ObjectMeta(key=key, size=len(data), etag=etag, mtime=float(int(bucket.clock())))
             if key not in bucket.objects:
                 bisect.insort(bucket.keys, key)
-            bucket.objects[key] = _Object(data, ObjectInfo(meta, headers))
+            bucket.objects[key] = _Object(data, ObjectInfo(meta, headers), crc)
 
     def _stage(self, key: str, upload_id: str, part_number: int, data: bytes, etag: str) -> None:
         """Record a part of an open upload. Raises NotFound (NoSuchUpload), Fatal (bad part number)."""
@@ -260,16 +277,21 @@ class MemoryStore:
 
     # -- Reader ---------------------------------------------------------------------------------------------
 
-    async def head(self, key: str) -> ObjectInfo:
+    async def head(self, key: str, *, checksums: bool = False) -> ObjectInfo:
         await self._enter("head", key)
-        return self._object(self._name, key).info
+        obj = self._object(self._name, key)
+        return self._with_crc(obj) if checksums else obj.info
+
+    @staticmethod
+    def _with_crc(obj: _Object) -> ObjectInfo:
+        return replace(obj.info, meta=replace(obj.info.meta, checksum=crc64nvme_checksum(obj.crc)))
 
     async def get(self, key: str, byte_range: ByteRange | None = None, if_match: str = "") -> GetResult:
         """Raises NotFound, PreconditionFailed, Fatal (InvalidRange), Transient (a range past the end)."""
         await self._enter("get", key)
         obj = self._object(self._name, key, if_match)
         if byte_range is None:
-            return GetResult(obj.data, obj.info)
+            return GetResult(obj.data, self._with_crc(obj) if self.features.crc64nvme else obj.info)
         return GetResult(bytes(_range_view(key, obj.data, byte_range, byte_range.length)), obj.info)
 
     # -- RangeReader ----------------------------------------------------------------------------------------
@@ -283,40 +305,54 @@ class MemoryStore:
 
     # -- Writer ---------------------------------------------------------------------------------------------
 
-    async def put(self, key: str, data: bytes, headers: ObjectHeaders, md5: bytes) -> PutResult:
+    async def put(self, key: str, data: bytes, headers: ObjectHeaders, md5: bytes | None, *,
+                  crc64nvme: int | None = None) -> PutResult:
         """Raises IntegrityError (BadDigest)."""
         await self._enter("put", key)
         body = bytes(data)  # the caller may reuse its buffer
         etag = _md5_checked(key, body, md5)
+        crc = _crc_checked(key, body, crc64nvme)
         self._publish(key, body, etag, headers)
-        return PutResult(etag=etag)
+        return PutResult(etag=etag, checksum=crc64nvme_checksum(crc) if crc64nvme is not None else "")
 
-    async def create_multipart(self, key: str, headers: ObjectHeaders) -> str:
+    async def create_multipart(self, key: str, headers: ObjectHeaders, *, crc64nvme: bool = False) -> str:
         await self._enter("create_multipart", key)
         upload_id = uuid.uuid4().hex
         with _LOCK:
-            _bucket(self._name).uploads[upload_id] = _Upload(key, headers)
+            _bucket(self._name).uploads[upload_id] = _Upload(key, headers, crc=crc64nvme)
         return upload_id
 
-    async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes, md5: bytes) -> str:
+    async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes, md5: bytes | None, *,
+                          crc64nvme: int | None = None) -> str:
         """Stage (or replace) a part. Raises NotFound, IntegrityError (BadDigest), Fatal (bad part number)."""
         await self._enter("upload_part", key)
         body = bytes(data)
         etag = _md5_checked(f"{key} part {part_number}", body, md5)
+        _crc_checked(f"{key} part {part_number}", body, crc64nvme)
         self._stage(key, upload_id, part_number, body, etag)
         return etag
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> PutResult:
-        """Raises NotFound, Fatal (InvalidPart, EntityTooSmall, no or repeated parts)."""
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartInfo], *,
+                                 crc64nvme: int | None = None) -> PutResult:
+        """Raises NotFound, Fatal (InvalidPart, EntityTooSmall, no or repeated parts), IntegrityError
+        (BadDigest: not the `crc64nvme` of the parts assembled; the upload stays open)."""
         await self._enter("complete_multipart", key)
         ordered = sorted(parts, key=lambda p: p.part_number)
         with _LOCK:
-            staged = self._chosen_parts(key, self._upload(key, upload_id), ordered)
-            upload = _bucket(self._name).uploads.pop(upload_id)  # claimed: a racing Complete finds none
+            upload = self._upload(key, upload_id)
+            staged = self._chosen_parts(key, upload, ordered)
+        if any(p.checksum and crc64nvme_value(p.checksum) != crc64nvme_of(data) for p, (data, _) in zip(
+                ordered, staged, strict=True)):
+            raise _map_error("InvalidPart", key)
+        body = b"".join(data for data, _ in staged)
+        crc = _crc_checked(key, body, crc64nvme)
+        with _LOCK:
+            if _bucket(self._name).uploads.pop(upload_id, None) is None:  # claimed: a racing Complete finds none
+                raise _map_error("NoSuchUpload", f"{key} upload {upload_id}")
         md5s = b"".join(bytes.fromhex(etag) for _, etag in staged)
         etag = f"{hashlib.md5(md5s).hexdigest()}-{len(staged)}"
-        self._publish(key, b"".join(data for data, _ in staged), etag, upload.headers)
-        return PutResult(etag=etag)
+        self._publish(key, body, etag, upload.headers)
+        return PutResult(etag=etag, checksum=crc64nvme_checksum(crc) if upload.crc else "")
 
     @staticmethod
     def _chosen_parts(key: str, upload: _Upload, ordered: Sequence[PartInfo]) -> list[tuple[bytes, str]]:
@@ -344,8 +380,10 @@ class MemoryStore:
     async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
         await self._enter("list_parts", key)
         with _LOCK:
-            parts = sorted(self._upload(key, upload_id).parts.items())
-        return [PartInfo(number, etag, len(data)) for number, (data, etag) in parts]
+            upload = self._upload(key, upload_id)
+            parts = sorted(upload.parts.items())
+        return [PartInfo(number, etag, len(data), crc64nvme_checksum(crc64nvme_of(data)) if upload.crc else "")
+                for number, (data, etag) in parts]
 
     async def list_uploads(self, prefix: str) -> list[UploadInfo]:
         """Open uploads under `prefix`, by key, then by creation."""

@@ -8,7 +8,6 @@ objects/s with obstore (which also treats prefixes as paths and rejects keys suc
 from __future__ import annotations
 
 import asyncio
-import base64
 import calendar
 import datetime
 import email.utils
@@ -22,6 +21,8 @@ from urllib.parse import unquote_plus, urlsplit
 import aiohttp
 import yarl
 
+from dth_ray.awsenv import aws_endpoint
+from dth_ray.checksums import crc64nvme_header
 from dth_ray.config import StoreConfig, StoreType, is_loopback
 from dth_ray.credentials import AUTH_ERROR_CODES, RefreshingCredentials, is_auth_error
 from dth_ray.errors import (
@@ -46,9 +47,21 @@ from dth_ray.model import (
     PutResult,
     UploadInfo,
 )
-from dth_ray.stores.base import GiB, MiB, StoreFeatures, TiB
+from dth_ray.stores.base import CRC_CHECKED, GiB, MiB, StoreFeatures, TiB
 from dth_ray.stores.httpbody import SLICE_BYTES, SlicedBody
+from dth_ray.stores.s3crc import (
+    CHECKSUM_MODE,
+    CRC_HEADER,
+    check_full_read,
+    crc64nvme_support,
+    crc_of,
+    digest_headers,
+    part_crc_xml,
+    stored_checksum,
+)
+from dth_ray.stores.s3region import announce_redirect, bucket_region, credentials_region
 from dth_ray.stores.sigv4 import SigV4Signer, uri_encode
+from dth_ray.stores.writeoptions import S3_CANNED_ACLS, S3_SSE, S3_STORAGE_CLASSES
 
 _START_AFTER = "start-after:"  # token prefix; real continuation tokens are base64 and never contain ':'
 _REQUEST_ATTEMPTS = 3  # this layer retries one request; the engine retries whole objects
@@ -62,15 +75,14 @@ _HEADER_FIELDS = (
 )
 
 
-def default_endpoint(cfg: StoreConfig) -> str:
-    """The provider's endpoint for `cfg.region` when none is given."""
-    region = cfg.region or "us-east-1"
+def default_endpoint(cfg: StoreConfig, region: str = "") -> str:
+    """The provider's endpoint for `region` (default `cfg.region`) when none is given."""
+    region = region or cfg.region or "us-east-1"
     if cfg.type == StoreType.cos:
         return f"https://cos.{region}.myqcloud.com"
     if cfg.type == StoreType.kodo:
         return f"https://s3-{region}.qiniucs.com"
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://s3.{region}.{suffix}"
+    return aws_endpoint(region)
 
 
 def same_service(src: StoreConfig, dst: StoreConfig) -> bool:
@@ -157,8 +169,10 @@ async def _read_into(resp: aiohttp.ClientResponse, out: memoryview) -> int:
 class S3Store:
     """An S3 bucket (and key prefix space) reached over HTTP(S) with SigV4."""
 
-    def __init__(self, cfg: StoreConfig):
+    def __init__(self, cfg: StoreConfig, role: str = ""):
+        """`role` (source, destination) names the side in error messages."""
         self._cfg = cfg
+        self._role = role or "store"
         endpoint = cfg.endpoint or default_endpoint(cfg)
         if "://" not in endpoint:
             endpoint = "https://" + endpoint
@@ -172,9 +186,10 @@ class S3Store:
                 else "path"
         self._virtual = style == "virtual"
         self._region = cfg.region or "us-east-1"
-        self.features = replace(FEATURES, name=cfg.type.value,
-                                single_put_etag_is_md5=cfg.sse != "aws:kms",
-                                multipart_etag_is_md5_of_md5s=cfg.sse != "aws:kms")
+        kms = cfg.sse.startswith("aws:kms")  # SSE-KMS (and DSSE-KMS) ETags are not MD5s
+        self.features = replace(FEATURES, name=cfg.type.value, single_put_etag_is_md5=not kms,
+                                multipart_etag_is_md5_of_md5s=not kms, crc64nvme=crc64nvme_support(cfg),
+                                checksum_kinds=("md5", "crc64ecma") if cfg.type == StoreType.cos else ("md5",))
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._creds: RefreshingCredentials | None = None  # keys, re-read when they rotate (never pickled)
@@ -182,7 +197,12 @@ class S3Store:
         self._signer_generation = -1
 
     def __reduce__(self):
-        return (S3Store, (self._cfg,))
+        return (S3Store, (self._cfg, self._role))
+
+    @property
+    def region(self) -> str:
+        """The region requests are signed for (the bucket's, once a redirect was followed)."""
+        return self._region
 
     def __repr__(self) -> str:
         return f"S3Store(bucket={self._cfg.bucket!r}, endpoint={self._scheme}://{self._host})"
@@ -192,7 +212,7 @@ class S3Store:
     def _get_signer(self) -> tuple[SigV4Signer | None, int]:
         """The signer for the keys in hand (rebuilt when they change) and their generation."""
         if self._creds is None:
-            self._creds = RefreshingCredentials(self._cfg.credentials, "source/destination", self._region)
+            self._creds = RefreshingCredentials(self._cfg.credentials, self._role, credentials_region(self._cfg))
         creds, generation = self._creds.current()
         if generation != self._signer_generation:
             self._signer = None if creds is None else SigV4Signer(
@@ -218,6 +238,17 @@ class S3Store:
             await self._session.close()
         self._session = None
 
+    def _follow_region(self, region: str) -> None:
+        """Sign for the bucket's `region` from now on; a derived endpoint moves to that region's, an endpoint
+        the user set is kept. Logged once per process and bucket."""
+        if region == self._region:
+            return  # another request already followed it
+        old, self._region = self._region, region
+        if not self._cfg.endpoint:
+            self._host = urlsplit(default_endpoint(self._cfg, region)).netloc
+        self._signer_generation = -1  # the next request builds a signer for the new region
+        announce_redirect(self._role, self._cfg.bucket, old, region, f"{self._scheme}://{self._host}")
+
     def _target(self, key: str | None) -> tuple[str, str]:
         """(host, encoded path) for a key (None = the bucket itself)."""
         bucket = self._cfg.bucket
@@ -232,24 +263,26 @@ class S3Store:
         into: memoryview | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """Send one signed request; retry transient failures a bounded number of times, and once more with
-        re-read keys when the keys were refused (rotated secret, expired token). With `into`, a successful
-        answer's body is written there (it must fill it exactly) and b"" is returned in its place."""
-        host, path = self._target(key)
+        re-read keys when the keys were refused (rotated secret, expired token), and once more for the bucket's
+        region when the answer names another one (see bucket_region). With `into`, a successful answer's body is
+        written there (it must fill it exactly) and b"" is returned in its place."""
         if data is not None and len(data) > SLICE_BYTES:
             data = SlicedBody(data)  # no join with the headers, no copy into the transport (httpbody.py)
         headers = dict(headers or {})
         if self._cfg.requester_pays:
             headers["x-amz-request-payer"] = "requester"
         query = "&".join(f"{uri_encode(k)}={uri_encode(v)}" if v != "" else uri_encode(k) for k, v in params)
-        url = yarl.URL(f"{self._scheme}://{host}{path}" + (f"?{query}" if query else ""), encoded=True)
         session = self._get_session()
         if self._creds is not None and self._creds.due():
             await asyncio.get_running_loop().run_in_executor(None, self._creds.refresh_if_due)
         last: DthError | None = None
-        refreshed = False
+        refreshed = redirected = False
         attempt = 0
-        for _ in range(_REQUEST_ATTEMPTS + 1):  # + one retry with re-read keys after an auth error
+        for _ in range(_REQUEST_ATTEMPTS + 2):  # + one retry with re-read keys, + one in the bucket's region
+            host, path = self._target(key)  # a followed redirect may have moved the endpoint
+            url = yarl.URL(f"{self._scheme}://{host}{path}" + (f"?{query}" if query else ""), encoded=True)
             signer, generation = self._get_signer()
+            signed_region = self._region
             signed = signer.sign(method, host, path, params, headers) if signer else headers
             try:
                 async with session.request(method, url, data=data, headers=signed) as resp:
@@ -266,6 +299,11 @@ class S3Store:
                     last = Transient(f"S3 {method} returned {filled} bytes, expected {len(into)}")
                 elif status < 300 or status in ok_statuses:
                     return status, resp_headers, body
+                elif (region := bucket_region(status, resp_headers, body)) and region != signed_region \
+                        and not redirected:
+                    redirected = True
+                    self._follow_region(region)
+                    continue
                 else:
                     last = _map_error(status, _error_code(body), resp_headers)
                     refused = is_auth_error(last) or (method == "HEAD" and status == 403)  # HEAD has no code
@@ -294,12 +332,11 @@ class S3Store:
             out["x-amz-acl"] = cfg.acl
         if cfg.sse:
             out["x-amz-server-side-encryption"] = cfg.sse
-            if cfg.sse == "aws:kms" and cfg.sse_kms_key_id:
+            if cfg.sse.startswith("aws:kms") and cfg.sse_kms_key_id:
                 out["x-amz-server-side-encryption-aws-kms-key-id"] = cfg.sse_kms_key_id
         return out
 
-    @staticmethod
-    def _info(key: str, headers: dict[str, str]) -> ObjectInfo:
+    def _info(self, key: str, headers: dict[str, str]) -> ObjectInfo:
         lower = headers  # _request lower-cases header names
         size = int(lower.get("content-length", "0") or 0)
         content_range = lower.get("content-range", "")
@@ -307,7 +344,8 @@ class S3Store:
             size = int(content_range.rsplit("/", 1)[1])
         meta = ObjectMeta(key=key, size=size, etag=_etag(lower.get("etag", "")),
                           mtime=_parse_time(lower.get("last-modified", "")),
-                          storage_class=lower.get("x-amz-storage-class", ""))
+                          storage_class=lower.get("x-amz-storage-class", ""),
+                          checksum=stored_checksum(lower, self._cfg.type))
         user = tuple(sorted((k[len("x-amz-meta-"):], v) for k, v in lower.items() if k.startswith("x-amz-meta-")))
         obj_headers = ObjectHeaders(
             **{attr: lower.get(name.lower(), "") for attr, name in _HEADER_FIELDS}, user_metadata=user)
@@ -351,14 +389,20 @@ class S3Store:
 
     # -- Reader ---------------------------------------------------------------------------------------------
 
-    async def head(self, key: str) -> ObjectInfo:
-        _, headers, _ = await self._request("HEAD", key)
+    async def head(self, key: str, *, checksums: bool = False) -> ObjectInfo:
+        """`checksums`: ask for the stored full-object CRC64NVME too (in `meta.checksum`; SSE-KMS objects need
+        kms:Decrypt for it)."""
+        _, headers, _ = await self._request("HEAD", key, headers=dict(CHECKSUM_MODE) if checksums else None)
         return self._info(key, headers)
 
     async def get(self, key: str, byte_range: ByteRange | None = None, if_match: str = "") -> GetResult:
+        """A whole object comes with its stored CRC64NVME where the store keeps one we trust (ranges never
+        carry it)."""
         headers: dict[str, str] = {}
         if byte_range is not None:
             headers["Range"] = f"bytes={byte_range.start}-{byte_range.end - 1}"
+        elif self.features.crc64nvme == CRC_CHECKED:
+            headers.update(CHECKSUM_MODE)
         if if_match:
             headers["If-Match"] = f'"{if_match}"'
         _, resp_headers, body = await self._request("GET", key, headers=headers)
@@ -369,6 +413,8 @@ class S3Store:
         expected = byte_range.length if byte_range is not None else info.meta.size
         if len(body) != expected:
             raise Transient(f"S3 GET returned {len(body)} bytes, expected {expected}")
+        if byte_range is None:
+            check_full_read(key, body, info.meta.checksum)
         return GetResult(data=body, info=info)
 
     async def get_into(self, key: str, byte_range: ByteRange, out: memoryview, if_match: str = "") -> ObjectInfo:
@@ -383,40 +429,56 @@ class S3Store:
 
     # -- Writer ---------------------------------------------------------------------------------------------
 
-    async def put(self, key: str, data: bytes, headers: ObjectHeaders, md5: bytes) -> PutResult:
+    async def put(self, key: str, data: bytes, headers: ObjectHeaders, md5: bytes | None, *,
+                  crc64nvme: int | None = None) -> PutResult:
+        """`crc64nvme`: the body's, sent for the server to check; the answer's echo is in PutResult.checksum.
+        Raises IntegrityError (BadDigest) when the server found the body does not match either digest."""
         out = self._write_headers(headers)
-        out["Content-MD5"] = base64.b64encode(md5).decode()
+        digest_headers(out, md5, crc64nvme)
         out.setdefault("Content-Type", "binary/octet-stream")
         _, resp_headers, _ = await self._request("PUT", key, headers=out, data=data)
-        return PutResult(etag=_etag(resp_headers.get("etag", "")))
+        return PutResult(etag=_etag(resp_headers.get("etag", "")), checksum=crc_of(resp_headers))
 
-    async def create_multipart(self, key: str, headers: ObjectHeaders) -> str:
+    async def create_multipart(self, key: str, headers: ObjectHeaders, *, crc64nvme: bool = False) -> str:
+        """`crc64nvme`: every part and the Complete carry CRC64NVME, the object's is FULL_OBJECT."""
         out = self._write_headers(headers)
         out.setdefault("Content-Type", "binary/octet-stream")
+        if crc64nvme:
+            out.update({"x-amz-checksum-algorithm": "CRC64NVME", "x-amz-checksum-type": "FULL_OBJECT"})
         _, _, body = await self._request("POST", key, params=[("uploads", "")], headers=out)
         upload_id = _text(ET.fromstring(body), "UploadId")
         if not upload_id:
             raise Fatal("S3 CreateMultipartUpload returned no UploadId")
         return upload_id
 
-    async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes, md5: bytes) -> str:
+    async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes, md5: bytes | None, *,
+                          crc64nvme: int | None = None) -> str:
         params = [("partNumber", str(part_number)), ("uploadId", upload_id)]
-        headers = {"Content-MD5": base64.b64encode(md5).decode()}
+        headers: dict[str, str] = {}
+        digest_headers(headers, md5, crc64nvme)
         _, resp_headers, _ = await self._request("PUT", key, params=params, headers=headers, data=data)
         return _etag(resp_headers.get("etag", ""))
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> PutResult:
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartInfo], *,
+                                 crc64nvme: int | None = None) -> PutResult:
+        """`crc64nvme`: the whole object's, which the server checks against the parts' (each part's is in
+        PartInfo.checksum); the answer's echo is in PutResult.checksum."""
         items = "".join(
-            f"<Part><PartNumber>{p.part_number}</PartNumber><ETag>\"{p.etag}\"</ETag></Part>"
+            f"<Part><PartNumber>{p.part_number}</PartNumber><ETag>\"{p.etag}\"</ETag>{part_crc_xml(p)}</Part>"
             for p in sorted(parts, key=lambda p: p.part_number)
         )
         body = f"<CompleteMultipartUpload>{items}</CompleteMultipartUpload>".encode()
+        headers = {"Content-Type": "application/xml"}
+        if crc64nvme is not None:
+            headers.update({CRC_HEADER: crc64nvme_header(crc64nvme), "x-amz-checksum-type": "FULL_OBJECT"})
         _, _, answer = await self._request("POST", key, params=[("uploadId", upload_id)], data=body,
-                                           headers={"Content-Type": "application/xml"})
+                                           headers=headers)
         root = ET.fromstring(answer)
         if _local(root.tag) == "Error":  # S3 may answer 200 and report the failure in the body
             raise _map_error(500 if _text(root, "Code") == "InternalError" else 400, _text(root, "Code"))
-        return PutResult(etag=_etag(_text(root, "ETag")))
+        echoed = {CRC_HEADER: _text(root, "ChecksumCRC64NVME"), "x-amz-checksum-type": _text(root, "ChecksumType")
+                  or "FULL_OBJECT"}
+        return PutResult(etag=_etag(_text(root, "ETag")), checksum=crc_of(echoed))
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         await self._request("DELETE", key, params=[("uploadId", upload_id)], ok_statuses=(404,))
@@ -431,7 +493,8 @@ class S3Store:
             _, _, body = await self._request("GET", key, params=params)
             root = ET.fromstring(body)
             parts.extend(
-                PartInfo(int(_text(p, "PartNumber")), _etag(_text(p, "ETag")), int(_text(p, "Size", "0")))
+                PartInfo(int(_text(p, "PartNumber")), _etag(_text(p, "ETag")), int(_text(p, "Size", "0")),
+                         crc_of({CRC_HEADER: _text(p, "ChecksumCRC64NVME")}))
                 for p in _children(root, "Part")
             )
             if _text(root, "IsTruncated").lower() != "true":
@@ -508,4 +571,7 @@ FEATURES = StoreFeatures(
     server_side_copy=True,
     checksum_kinds=("md5",),
     unreadable_storage_classes=("GLACIER", "DEEP_ARCHIVE"),
+    storage_classes=S3_STORAGE_CLASSES,
+    canned_acls=S3_CANNED_ACLS,
+    sse_modes=S3_SSE,
 )

@@ -31,15 +31,18 @@ def region_of(ev: EventsConfig) -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
-def client(ev: EventsConfig, service: str = "sqs"):
-    """A boto3 client for `service` (sqs, cloudwatch) with events.* endpoint, region and credentials.
-    Raises ConfigError for a bad credentials spec."""
+def client(ev: EventsConfig, service: str = "sqs", bounded: bool = False):
+    """A boto3 client for `service` (sqs, cloudwatch) with events.* endpoint, region and credentials;
+    `bounded`: for a check before work starts, giving up within about 15 s (dth_ray.awsenv.bounded_config;
+    the long-polling client waits events.wait_s + 10 s per try). Raises ConfigError for a bad credentials spec."""
     import boto3
     from botocore.config import Config
 
+    from dth_ray.awsenv import bounded_config
+
     region = region_of(ev)
     creds = resolve(ev.credentials, "events", region)
-    kwargs: dict = {"region_name": region, "config": Config(
+    kwargs: dict = {"region_name": region, "config": bounded_config() if bounded else Config(
         retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16, connect_timeout=10,
         read_timeout=max(30, ev.wait_s + 10))}
     if ev.endpoint:
@@ -77,9 +80,11 @@ class Queue:
         self.dead_letter_url = ev.dead_letter_queue_url
 
     def check(self) -> None:
-        """Fail fast with a one-line ConfigError when the queue is missing or refuses us."""
+        """Fail fast (within about 15 s) with a one-line ConfigError when the queue is missing, refuses us or
+        does not answer."""
+        checker = client(self.ev, bounded=True)
         try:
-            attrs = self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])["Attributes"]
+            attrs = checker.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])["Attributes"]
         except Exception as exc:  # botocore raises many types; all mean the queue is unusable
             raise ConfigError(f"events.queue_url={self.url!r} is not usable ({_code(exc)})") from None
         self.redrive = "RedrivePolicy" in attrs

@@ -19,6 +19,7 @@ stop receiving, give in-flight transfers events.shutdown_timeout_s to finish, re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import queue as queue_mod
@@ -27,16 +28,19 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from dth_ray.config import EventsType, StoreType, check_delete_scope
 from dth_ray.errors import ConfigError
 from dth_ray.files import write_private
 from dth_ray.ops.alerts import Alerter
+from dth_ray.ops.logs import fields
 from dth_ray.plan.prefix_list import prefixes_under
 from dth_ray.runtime.driver import run_sync
 from dth_ray.runtime.interrupts import Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.metrics import EventLatency
+from dth_ray.runtime.pace import JobPace
 from dth_ray.runtime.preflight import check_stores, probe
 from dth_ray.runtime.scheduler import Item, Scheduler, Workers
 from dth_ray.runtime.worker import TransferWorker
@@ -53,6 +57,7 @@ _MAX_RECHECK = 100_000  # keys events touched during a scan, checked again once 
 _HEARTBEAT_S = 1.0
 _FAIL_BACKOFF_S = 10  # a failed message becomes visible again after this × its receive count (max 300 s)
 _TICK_S = 0.05  # the scheduler's tick: the schedule and held messages are looked at this often
+_PACE_S = 1.0  # how often the event workers' budget shares are worked out
 
 
 @dataclass
@@ -147,6 +152,11 @@ class WatchService:
         self._scan_result: dict | None = None
         self._scan_interrupts: Interrupts | None = None
         self._touched: set[str] | None = None  # keys reconciled while a scan runs (None: no scan running)
+        self._paused_until: float | None = None  # a scan paused at the window's end continues then (epoch s)
+        t = settings.transfer
+        self._pace = JobPace(t.max_requests_per_s, t.max_bandwidth_bytes_per_s)  # the event workers' budgets
+        self._manifest: JobManifest | None = None
+        self._next_pace = 0.0
         self._threads: list[threading.Thread] = []
         self._next_heartbeat = self._next_report = time.monotonic()
         self.stop_reason = ""
@@ -156,7 +166,7 @@ class WatchService:
     def stop(self, reason: str = "stop requested") -> None:
         if not self._stop.is_set():
             self.stop_reason = reason
-            log.warning("watch: stopping (%s)", reason)
+            log.info("watch: stopping (%s)", reason, extra={"job": self.settings.job})
         self._stop.set()
         self.interrupts.request()
 
@@ -169,7 +179,7 @@ class WatchService:
             check_stores(settings.source, settings.destination)
         else:
             asyncio.run(probe(settings.destination, "destination"))
-        manifest = JobManifest(settings.manifest, settings.job)  # a bad manifest setting fails here
+        manifest = self._manifest = JobManifest(settings.manifest, settings.job)  # a bad setting fails here
         if self.events_on:
             self._queue = Queue(cfg.events)
             self._queue.check()
@@ -194,9 +204,10 @@ class WatchService:
                 self._start_thread(self._acker, "dth-watch-acker")
                 for n in range(cfg.events.receivers):
                     self._start_thread(self._receiver, f"dth-watch-receive-{n}")
-            log.warning("watch: job %s; events %s; schedule %s", settings.job,
-                        cfg.events.queue_url if self.events_on else "off",
-                        cfg.schedule.cron or (cfg.schedule.interval if self.schedule.enabled else "off"))
+            log.info("watch: job %s; events %s; schedule %s", settings.job,
+                     cfg.events.queue_url if self.events_on else "off",
+                     cfg.schedule.cron or (cfg.schedule.interval if self.schedule.enabled else "off"),
+                     extra={"job": settings.job})
             outcome = scheduler.wait()
             if not self._stop.is_set():
                 self.stop(self.interrupts.name or "stop requested")
@@ -241,6 +252,9 @@ class WatchService:
         while not self._stop.is_set():
             if len(self._held) + self._inbox.qsize() >= limit:
                 time.sleep(0.05)  # back-pressure: the held messages bound memory
+                continue
+            if not self.cfg.events.outside_window and not self._window_open():
+                self._stop.wait(1.0)  # events.outside_window=false: messages wait in the queue for the window
                 continue
             try:
                 batch = self._queue.receive()
@@ -310,12 +324,36 @@ class WatchService:
         self._dispatch()
         self._scheduler_tick()
         now = time.monotonic()
+        if self.events_on and now >= self._next_pace:
+            self._pace_tick()
+            self._next_pace = now + _PACE_S
         if now >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = now + _HEARTBEAT_S
         if now >= self._next_report:
             self._report_tick()
             self._next_report = now + min(self.cfg.events.report_interval_s, self.settings.progress_interval_s)
+
+    def _pace_tick(self) -> None:
+        """The job's budgets split among the event workers (half of them while a scan runs: it has the other
+        half, see _scan_settings), and a throttle's back-off spread to all."""
+        reports: dict[str, tuple[float, ...]] = {}
+        for part in self._manifest.both("pace_reports"):
+            reports.update(part)
+        throttled = sum(p.errors.get("Throttled", 0) for p in self._manifest.both("progress"))
+        self._pace.scale = 0.5 if self._scan is not None else 1.0
+        update = self._pace.tick(reports, throttled)
+        if update is not None:
+            self._manifest.both("set_shares", *update)
+
+    def _scan_settings(self) -> Settings:
+        """A scan's settings while events are served: half of each job budget (the events keep the other)."""
+        t = self.settings.transfer
+        if not self.events_on or not (t.max_requests_per_s or t.max_bandwidth_bytes_per_s):
+            return self.settings
+        halved = dataclasses.replace(t, max_requests_per_s=t.max_requests_per_s / 2,
+                                     max_bandwidth_bytes_per_s=t.max_bandwidth_bytes_per_s // 2)
+        return dataclasses.replace(self.settings, worker=dataclasses.replace(self.settings.worker, transfer=halved))
 
     def on_item_done(self, item: Item, results: list[dict], where) -> Item | None:
         for result in results:
@@ -429,7 +467,10 @@ class WatchService:
         ok = outcome != "failed"
         m.outcomes[outcome] += 1
         if not ok:
-            log.warning("watch: key %r failed: %s", result["key"], result.get("error", ""))
+            error = result.get("error", "")
+            log.warning("watch: key %r failed: %s", result["key"], error,
+                        extra=fields(job=self.settings.job, key=result["key"], error=error or None,
+                                     error_class=error.partition(":")[0] or None))
         done = self._coalescer.finish(result["key"])
         landed = result.get("landed_at") or time.time()
         for token, _event in done.tokens:
@@ -471,7 +512,7 @@ class WatchService:
         line = (f"watch: {self.metrics.messages['received']:,} messages, {self.metrics.events['received']:,} "
                 f"events, {self.metrics.events['reconciled']:,} reconciled {dict(self.metrics.outcomes)}, lag p95 "
                 f"{lat.get('p95', '-')}s, {len(self._held)} held, scans {dict(self.metrics.scans)}")
-        log.info("%s", line)
+        log.info("%s", line, extra={"job": self.settings.job})
         if self.settings.progress != "none":  # stats lines whatever log_level says (as for sync)
             event = {"event": "watch_stats", "messages": self.metrics.messages["received"],
                      "events": self.metrics.events["received"], "reconciled": self.metrics.events["reconciled"],
@@ -483,11 +524,25 @@ class WatchService:
 
     # ---- the scheduled batch sync
 
+    def _window_open(self) -> bool:
+        window = self.settings.schedule.window
+        return window is None or window.is_open(datetime.now(timezone.utc))
+
     def _scheduler_tick(self) -> None:
         if self._scan is not None and not self._scan.is_alive():
             self._scan_finished()
         running = self._scan is not None
+        if not running and self._paused_until is not None and time.time() >= self._paused_until:
+            self._paused_until = None  # a scan the window's end paused continues as the next one opens
+            if self._window_open():
+                self._start_scan("the transfer window opened: continuing the paused run")
+                return
         decision = self.schedule.decide(time.time(), running, self._coalescer.running + self._coalescer.pending)
+        if decision.action == RUN and not self._window_open():
+            self.metrics.scans["outside_window"] += 1
+            log.info("watch: scheduled scan not started: outside the transfer window %s",
+                     self.settings.schedule.window.describe())
+            return
         if decision.action == SKIP:
             self.metrics.scans["skipped"] += 1
             log.warning("watch: scheduled scan skipped: %s", decision.reason)
@@ -495,13 +550,16 @@ class WatchService:
             self.metrics.scans["deferred"] += 1
             log.info("watch: scheduled scan deferred: %s", decision.reason)
         elif decision.action == RUN:
-            log.warning("watch: scheduled scan starting%s", f" ({decision.reason})" if decision.reason else "")
-            # Keys whose reconcile runs now or starts during the scan race with it: checked again after it.
-            self._touched = set(self._coalescer.running_keys()[:_MAX_RECHECK]) if self.events_on else None
-            self._scan_result = None
-            self._scan_interrupts = Interrupts()
-            self._scan = threading.Thread(target=self._scan_main, name="dth-watch-scan", daemon=True)
-            self._scan.start()
+            self._start_scan(decision.reason)
+
+    def _start_scan(self, reason: str) -> None:
+        log.info("watch: scheduled scan starting%s", f" ({reason})" if reason else "", extra={"job": self.settings.job})
+        # Keys whose reconcile runs now or starts during the scan race with it: checked again after it.
+        self._touched = set(self._coalescer.running_keys()[:_MAX_RECHECK]) if self.events_on else None
+        self._scan_result = None
+        self._scan_interrupts = Interrupts()
+        self._scan = threading.Thread(target=self._scan_main, name="dth-watch-scan", daemon=True)
+        self._scan.start()
 
     def _scan_main(self) -> None:
         started = time.time()
@@ -514,12 +572,14 @@ class WatchService:
                           "errors": [f"{f['partition']}: {f['error']}" for f in report["failures"][:5]]}
             else:
                 # A scheduled scan: alerts only on failure; stopped with the service (resumed next time).
-                run = run_sync(self.settings, one_time=False, interrupts=self._scan_interrupts,
+                run = run_sync(self._scan_settings(), one_time=False, interrupts=self._scan_interrupts,
                                in_process=self.in_process)
                 t = run.tally
                 result = {"status": run.status, "run_id": run.run_id, "listed": t.listed, "copied": t.copied,
                           "skipped": t.skipped, "failed": t.failed,
                           "deleted": run.deletes.deleted if run.deletes else 0, "errors": run.errors[:5]}
+                if run.paused_until:
+                    result["paused_until"] = run.paused_until
         except Exception as exc:  # the service outlives a failed scan; the next tick tries again
             log.exception("watch: scheduled scan failed")
             result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
@@ -532,8 +592,14 @@ class WatchService:
         self.metrics.scans["runs"] += 1
         self.metrics.scans[result["status"]] += 1
         self.metrics.last_scan = result
-        log.warning("watch: scheduled scan %s in %.1fs: %s", result["status"], result.get("duration_s", 0.0),
-                    {k: v for k, v in result.items() if k in ("listed", "copied", "failed", "deleted", "error")})
+        if result.get("paused_until"):
+            self._paused_until = datetime.fromisoformat(result["paused_until"]).timestamp()
+        # a scan that succeeded (or paused at its window's end) is routine; any other end is a problem to look at
+        level = logging.INFO if result["status"] in ("succeeded", "paused") else logging.WARNING
+        log.log(level, "watch: scheduled scan %s in %.1fs: %s", result["status"],
+                result.get("duration_s", 0.0),
+                {k: v for k, v in result.items() if k in ("listed", "copied", "failed", "deleted", "error")},
+                extra=fields(job=self.settings.job, run_id=result.get("run_id"), status=result["status"]))
         touched, self._touched = self._touched, None
         # A scan may have copied an older version of a key after an event copied a newer one (each read the
         # source at a different moment): keys the events touched during the scan are reconciled once more.

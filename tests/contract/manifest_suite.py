@@ -8,6 +8,7 @@ a backend that buffers must answer every read from its buffer and its table toge
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import uuid
@@ -21,6 +22,7 @@ from dth_ray.runtime.manifest import (
     DONE,
     PENDING,
     Checkpoint,
+    LiveRecord,
     LiveReport,
     ObjectRecord,
     RunInfo,
@@ -391,3 +393,80 @@ class ManifestContract:
         assert found.part_size_bytes == 5 * 1024**3
         manifest.upload_closed("huge/object", "u-huge")
         assert manifest.find_uploads("huge/object") == [] and manifest.open_uploads() == []
+
+    # -- what dth-ray console reads: failures by page, live records, the jobs ------------------------------------
+
+    def test_failures_page_in_key_order_by_keyset(self, make, manifest):
+        run = manifest.start_run([])
+        failed = [ObjectRecord(f"f/{i:04d}", 10, "e", f"f/{i:04d}", "", "failed", f"Throttled: slow down {i}",
+                               code="SlowDown", attempts=5) for i in range(120)]
+        manifest.record(failed[60:])
+        manifest.flush()
+        manifest.record(failed[:60])  # buffered (DynamoDB): pages must see them too
+        for m in self.now_and_reopened(make, manifest):
+            seen, after = [], ""
+            while True:
+                page = m.failures_page(run, after, 50)
+                seen += page
+                if len(page) < 50:
+                    break
+                after = page[-1].key
+            assert [f.key for f in seen] == [f"f/{i:04d}" for i in range(120)]
+            first = seen[7]
+            assert (first.error_class, first.code, first.attempts, first.message, first.run_id) == (
+                "Throttled", "SlowDown", 5, "slow down 7", run)
+            assert m.failures_page(run, "f/0118", 50)[0].key == "f/0119"
+            assert m.failures_page(run, "f/0119", 50) == [] and m.failures_page(run + 1, "", 50) == []
+
+    def test_failures_page_drops_keys_copied_later_in_the_run(self, make, manifest):
+        run = manifest.start_run([])
+        manifest.record([rec("a/1", "failed", "x"), rec("a/2", "failed", "x"), rec("a/3", "failed", "x")])
+        manifest.flush()
+        manifest.record([rec("a/2", "copied", "good")])  # a later execution copied it
+        for m in self.now_and_reopened(make, manifest):
+            page = m.failures_page(run, "", 10)
+            assert [(f.key, f.error_class, f.attempts) for f in page] == [("a/1", "Boomx", 1), ("a/3", "Boomx", 1)]
+
+    def test_failures_page_keeps_a_failure_after_an_earlier_runs_copy(self, make, manifest):
+        manifest.start_run([])
+        manifest.record([rec("b/1", "copied", "good")])
+        manifest.flush()
+        again = self.reopen(make, manifest)
+        run = again.start_run([])
+        again.record([rec("b/1", "failed", "later")])
+        for m in self.now_and_reopened(make, again):
+            assert [f.key for f in m.failures_page(run, "", 10)] == ["b/1"]
+            assert m.lookup("b/1").status == "copied"
+
+    def test_live_record_is_replaced_and_read_back(self, make, manifest):
+        run = manifest.start_run([])
+        assert manifest.live(run) is None
+        first = LiveRecord(run, heartbeat=1000.0, objects=5, total_objects=50, running=("s1",),
+                           samples=((995.0, 0, 0), (1000.0, 500, 5)))
+        manifest.publish(first)
+        later = dataclasses.replace(first, heartbeat=1005.0, objects=9, eta_s=12.5, samples=first.samples + (
+            (1005.0, 900, 9),))
+        manifest.publish(later)
+        for m in self.now_and_reopened(make, manifest):
+            assert m.live(run) == later
+            assert m.live(run + 1) is None
+        assert later.stale(1005.0 + 3 * later.interval_s + 0.1) and not later.stale(1006.0)
+
+    def test_jobs_lists_each_jobs_latest_run_and_stores(self, make, manifest):
+        other = make(manifest.job + "-other")
+        first = manifest.start_run([Shard("s", "a/")], "s3://src/", "s3://dst/", ["source.bucket=src"])
+        manifest.finish_run("succeeded", {"status": "succeeded"})
+        second = manifest.start_run([Shard("s", "a/"), Shard("t", "b/")], "s3://src/", "s3://dst/",
+                                    ["source.bucket=src", "source.credentials=env:SRC"])
+        manifest.record([], [Checkpoint(Shard("s", "a/"), DONE, "a/z", Tally(listed=3, copied=2, failed=1))])
+        other.start_run([])  # stores not recorded (as a run of an earlier release)
+        other.finish_run("failed", {"status": "failed", "source": "oss://o/", "destination": "s3://d/"})
+        for m in self.now_and_reopened(make, manifest):
+            found = {info.job: info for info in m.jobs() if info.job.startswith(manifest.job)}
+            mine = found[manifest.job]
+            assert mine.run.run_id == second > first and mine.run.status == "running"
+            assert (mine.source, mine.destination) == ("s3://src/", "s3://dst/")
+            assert mine.args == ("source.bucket=src", "source.credentials=env:SRC")
+            assert mine.shards == (1, 2) and (mine.settled.listed, mine.settled.failed) == (3, 1)
+            theirs = found[manifest.job + "-other"]
+            assert theirs.run.status == "failed" and theirs.args == ()

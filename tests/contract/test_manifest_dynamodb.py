@@ -160,12 +160,14 @@ def test_batch_writes_hold_at_most_25_items_and_checkpoints_coalesce(make):
     manifest.parts_sent("p2/big", "u-1", parts(range(1, 71)))
     manifest.flush()
     spy.restore()
-    assert max(spy.sizes) <= BATCH_WRITE_ITEMS and sum(spy.sizes) == 260 + 2 + 70
-    assert len(spy.sizes) == -(-(260 + 2 + 70) // BATCH_WRITE_ITEMS)
+    items_flushed = 260 * 2 + 2 + 70  # each failed key: its object item and its failure item (the console's)
+    assert max(spy.sizes) <= BATCH_WRITE_ITEMS and sum(spy.sizes) == items_flushed
+    assert len(spy.sizes) == -(-items_flushed // BATCH_WRITE_ITEMS)
     kinds = [kind for batch in spy.kinds for kind in batch]
+    assert kinds.count("fail") == 260
     assert kinds.index("shard") > max(i for i, kind in enumerate(kinds) if kind != "shard")  # checkpoints last
     assert manifest.writes - writes == len(spy.sizes) + 1  # + the upload, written through
-    assert manifest.items_written - items == 260 + 2 + 70 + 2  # the upload put, its key's intent deleted
+    assert manifest.items_written - items == items_flushed + 2  # the upload put, its key's intent deleted
     assert manifest.checkpoints(run)[0].watermark == "p0/0049"
 
 
@@ -376,3 +378,14 @@ def test_writes_per_small_object_stay_below_five_percent(make, capsys):
     assert sum(cp.tally.copied for cp in checkpoints) == 99_000
     assert sum(cp.tally.failed for cp in checkpoints) == 1000
     assert manifest.lookup("data/0042/000099.bin").status == "failed"
+
+
+def test_read_only_never_creates_the_table(make, moto_server):
+    missing = open_manifest(dynamo_config(moto_server.endpoint, table="dth-console-absent"), "job", read_only=True)
+    try:
+        with pytest.raises(DthError):
+            missing.jobs()
+    finally:
+        missing.close()
+    tables = dynamodb_table.DynamoTable(dynamo_config(moto_server.endpoint)).call("list_tables")["TableNames"]
+    assert "dth-console-absent" not in tables

@@ -116,21 +116,6 @@ class TestOssStoreContract(StoreContract):
 
 # -- environment and configuration ----------------------------------------------------------------------
 
-def test_crc_c_extension_in_use():
-    import crcmod._crcfunext  # noqa: F401 - the C extension must be importable
-
-    from dth_ray import checksums
-
-    assert checksums.CRC_EXTENSION_IN_USE
-    assert crc64ecma(b"hello") == 11177612005948864433  # value oss2's own Crc64 gives
-    running = checksums.new_crc64ecma()
-    for piece in (b"he", b"", b"llo"):
-        running.update(piece)
-    assert running.crcValue == crc64ecma(b"hello"), "the running CRC equals the one-shot CRC"
-    assert checksums.crc64ecma_value("crc64ecma:11177612005948864433") == 11177612005948864433
-    assert checksums.crc64ecma_value("md5:abc") is None
-
-
 def test_features_are_data():
     assert FEATURES.name == "oss"
     assert FEATURES.min_part_size_bytes == 100 * 1024

@@ -8,7 +8,7 @@ from dth_ray.engine.budget import ByteBudget
 from dth_ray.engine.context import CopySettings
 from dth_ray.engine.copier import Copier
 from dth_ray.engine.limits import Limits
-from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
+from dth_ray.engine.ratelimit import AdaptiveLimit
 
 MiB = 1024 * 1024
 
@@ -38,7 +38,7 @@ def md5_of(client, bucket: str, key: str) -> str:
 def copier_for(src, dst, **settings) -> Copier:
     """A Copier between two real stores with test-sized limits (64 MiB of buffers, 16 requests, no rate caps)
     and 5 MiB parts from 5 MiB on; `settings` override any CopySettings field."""
-    limits = Limits(ByteBudget(64 * MiB), AdaptiveLimit(16), TokenBucket(0), TokenBucket(0))
+    limits = Limits(ByteBudget(64 * MiB), AdaptiveLimit(16))
     base = dict(multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB, parts_in_flight=1, max_attempts=4)
     return Copier(src, dst, src.features, dst.features, CopySettings(**{**base, **settings}), limits)
 

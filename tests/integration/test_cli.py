@@ -108,7 +108,8 @@ def test_missing_bucket_and_wrong_secret_write_nothing(rclone_pair, creds, tmp_p
 def test_unreachable_endpoint_fails_within_30s(silent_endpoint, tmp_path, creds):
     started = time.monotonic()
     result = run_cli(["sync", "source.bucket=bkt1", f"source.endpoint={silent_endpoint}", "source.read_timeout_s=5",
-                      "destination=local", f"destination.path={tmp_path / 'out'}"], cwd=tmp_path, env_extra=creds)
+                      "source.credentials=env:E2ESRC", "destination=local", f"destination.path={tmp_path / 'out'}"],
+                     cwd=tmp_path, env_extra=creds)
     elapsed = time.monotonic() - started
     assert result.returncode == 2
     assert "source.endpoint" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -112,7 +112,7 @@ def test_keys_with_a_prefix_keeps_those_keys_and_a_bad_prefix_gets_a_suggestion(
     assert main(["keys", "maxcompute.oss."]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
     assert names == [k.name for k in config_keys.all_keys() if k.name.startswith("maxcompute.oss.")]
-    assert len(names) == 18 and "maxcompute.oss.sse_kms_key_id" in names
+    assert {"maxcompute.oss.bucket", "maxcompute.oss.endpoint", "maxcompute.oss.sse_kms_key_id"} <= set(names)
     assert main(["keys", "transfer"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
     assert names and all(n.startswith("transfer.") for n in names) and "transfer.concurrency" in names

@@ -75,11 +75,11 @@ class CorruptFirstPut:
         self.features = store.features
         self.corrupted = 0
 
-    async def put(self, key, data, headers, md5):
+    async def put(self, key, data, headers, md5, **options):
         if not self.corrupted:
             self.corrupted += 1
             data = bytes([data[0] ^ 0xFF]) + data[1:]
-        return await self._store.put(key, data, headers, md5)
+        return await self._store.put(key, data, headers, md5, **options)
 
 
 def test_corrupted_put_is_rejected_and_retried(stores, unique_prefix):
@@ -123,9 +123,9 @@ class RecordRefusals:
     def __init__(self, store):
         self._store, self.features, self.refused = store, store.features, []
 
-    async def put(self, key, data, headers, md5):
+    async def put(self, key, data, headers, md5, **options):
         try:
-            return await self._store.put(key, data, headers, md5)
+            return await self._store.put(key, data, headers, md5, **options)
         except DthError as exc:
             self.refused.append(exc.code)
             raise

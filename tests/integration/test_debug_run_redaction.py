@@ -85,6 +85,7 @@ def test_debug_run_with_oss_session_token_leaves_no_secret_in_any_file(servers, 
             "destination.prefix=mirror/", "destination.credentials=env:DBGDST",
             "transfer.actors=2", "transfer.multipart_threshold=8MiB", "transfer.part_size=5MiB",
             "transfer.max_requests_per_s=4",  # paced, so work is left for the actors once Ray is up
+            "runtime.ray=always",  # Ray (and the actors) from the start, however short the run
             "manifest.path=state/m.sqlite", "report=report.json", "log_level=DEBUG", "progress=off",
         ], cwd=work, env_extra=env)
         (tmp_path / "stdout.txt").write_text(result.stdout)

@@ -45,7 +45,7 @@ def test_the_sample_shows_the_first_keys_of_each_and_the_list_has_every_one(tmp_
     report = run_sync(settings, in_process=2)
 
     assert report.status == "succeeded", report.errors
-    assert "shard 'p2/': Transient: listing broke; trying again from its watermark" in caplog.text
+    assert "shard 'p2/': attempt 1 failed: Transient: listing broke; trying again from its watermark" in caplog.text
     assert contents(buckets[1]) == before, "a dry run writes and deletes nothing"
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == len(copies) + len(deletes) == report.dry_run_listed

@@ -9,14 +9,17 @@ import os
 import random
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from dth_ray.compose import load_settings
+from dth_ray.console.data import run_state
 from dth_ray.errors import ConfigError
 from dth_ray.runtime.driver import EARLIER, run_sync
-from dth_ray.runtime.manifest_sqlite import SCHEMA_VERSION, SqliteManifest
+from dth_ray.runtime.manifest import ObjectRecord
+from dth_ray.runtime.manifest_sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteManifest
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "release-0.1.0"
 BASE_NS = 1_700_000_000_000_000_000
@@ -81,3 +84,50 @@ def test_a_manifest_from_a_newer_release_is_refused_with_one_line(tmp_path):
     message = str(info.value)
     assert "\n" not in message and f"schema {SCHEMA_VERSION + 1}" in message
     assert "another manifest.path" in message
+
+
+def _schema_3_copy(tmp_path: Path) -> Path:
+    """The 0.1.0 fixture brought to schema 3 (the release before the console's tables) by its own steps."""
+    path = tmp_path / "manifest-v3.sqlite"
+    shutil.copy(FIXTURE / "manifest.sqlite", path)
+    db = sqlite3.connect(path)
+    for statement in MIGRATIONS[2]:
+        db.execute(statement)
+    db.execute("PRAGMA user_version=3")
+    db.commit()
+    db.close()
+    return path
+
+
+def test_a_schema_3_manifest_opens_migrated_with_the_consoles_tables(tmp_path):
+    path = _schema_3_copy(tmp_path)
+    manifest = SqliteManifest(str(path), "upgrade-fixture")
+    try:
+        tables = {n for (n,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"failures", "live", "jobs"} <= tables
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        (info,) = manifest.jobs()
+        assert info.job == "upgrade-fixture" and info.run.run_id == 1 and info.args == ()
+        assert manifest.failures_page(1, "", 10) == [] and manifest.live(1) is None
+        manifest.record([ObjectRecord("part-9/x", 1, "e", "part-9/x", "", "failed", "Transient: reset", run_id=1)])
+        assert [f.key for f in manifest.failures_page(1, "", 10)] == ["part-9/x"]
+    finally:
+        manifest.close()
+
+
+def test_the_console_reads_an_old_manifest_without_changing_it(tmp_path):
+    path = tmp_path / "manifest.sqlite"
+    shutil.copy(FIXTURE / "manifest.sqlite", path)
+    before = path.read_bytes()
+    manifest = SqliteManifest(str(path), "upgrade-fixture", read_only=True)
+    try:
+        (info,) = manifest.jobs()
+        assert info.run.status == "running" and info.shards[1] > 0  # its driver was killed
+        assert run_state(info.run, None, time.time()) == ("interrupted", True), "no heartbeat: shown cut off"
+        assert manifest.failures_page(1, "", 10) == [] and manifest.live(1) is None
+        assert [r.run_id for r in manifest.runs(5)] == [1]
+    finally:
+        manifest.close()
+    assert path.read_bytes() == before and sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    with pytest.raises(ConfigError, match="does not exist"):
+        SqliteManifest(str(tmp_path / "absent.sqlite"), "job", read_only=True)

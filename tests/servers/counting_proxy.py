@@ -1,5 +1,6 @@
-"""A byte-counting HTTP reverse proxy for kill/resume tests: counts request-body bytes sent to the upstream
-and the PUTs in flight, so a test can bound what a resumed run sent again.
+"""A byte-counting HTTP reverse proxy for kill/resume tests: counts request-body bytes sent to the upstream,
+the PUTs in flight, their payload bytes and the PUT bodies that got no 2xx answer, so a test can bound what a
+resumed run sent again.
 
 Headers go through unchanged (Host included), so the client's SigV4 signature still verifies upstream.
 """
@@ -17,11 +18,15 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgra
 
 
 class CountingProxy:
-    """Forward every request to `upstream`; `body_bytes` counts request bodies as they arrive."""
+    """Forward every request to `upstream`; `body_bytes` counts request bodies as they arrive, `put_bytes` the
+    PUT bodies (object and part payloads), `failed_bytes` the PUT bodies answered other than 2xx or cut off (a
+    client sends those again)."""
 
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/")
         self.body_bytes = 0
+        self.put_bytes = 0
+        self.failed_bytes = 0
         self.puts_in_flight = 0
         self.max_put_bytes = 0
         self._lock = threading.Lock()
@@ -46,6 +51,11 @@ class CountingProxy:
         with self._lock:
             return self.body_bytes, self.puts_in_flight
 
+    def payload(self) -> tuple[int, int]:
+        """(PUT body bytes, of which answered other than 2xx or cut off)."""
+        with self._lock:
+            return self.put_bytes, self.failed_bytes
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application(client_max_size=0)
@@ -66,12 +76,15 @@ class CountingProxy:
         if is_put:
             with self._lock:
                 self.puts_in_flight += 1
+        received, answered = 0, False
         try:
             chunks = []
             async for chunk in request.content.iter_chunked(1 << 16):
                 chunks.append(chunk)
+                received += len(chunk)
                 with self._lock:
                     self.body_bytes += len(chunk)
+                    self.put_bytes += len(chunk) if is_put else 0
             body = b"".join(chunks)
             headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
             async with self._session.request(
@@ -80,8 +93,12 @@ class CountingProxy:
             ) as upstream:
                 payload = await upstream.read()
                 out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP | {"content-length"}}
+                answered = 200 <= upstream.status < 300
                 return web.Response(status=upstream.status, body=payload, headers=out)
         finally:
+            if is_put and not answered:
+                with self._lock:
+                    self.failed_bytes += received
             if is_put:
                 with self._lock:
                     self.puts_in_flight -= 1

@@ -35,7 +35,7 @@ import termios
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape
@@ -92,6 +92,13 @@ def truncate(fraction: float = 0.5) -> Action:
 def flip() -> Action:
     """Forward; xor 0xFF into one body byte at a seeded position, every header (ETag, length) unchanged."""
     return Action("flip")
+
+
+def flip_request() -> Action:
+    """Forward with one byte of the request body xor-ed with 0xFF at a seeded position, every header (Content-MD5,
+    x-amz-checksum-*, the signature) unchanged: a bit flipped on the way to the server. Bodies with a
+    Content-Length only (a chunked one goes through unchanged)."""
+    return Action("flip_request")
 
 
 def stall(seconds: float, close: bool = False) -> Action:
@@ -309,20 +316,24 @@ class FaultProxy:
     """Listens on 127.0.0.1:`port` (0: any free port) and forwards to `upstream` ('http://host:port').
 
     `counts_path`, if given, gets {seed, upstream, requests, rules: counts, events} as JSON after each
-    injected fault and at `stop()`.
+    injected fault and at `stop()`. `on_answer`, if given, is called as on_answer(method, target, status) in
+    the proxy's thread when an upstream's final answer head arrives (e.g. to time when a PUT landed).
 
     A background thread runs the asyncio loop; `add`, `clear`, `counts`, `events` are thread-safe. Each
     client connection gets its own upstream connection, kept alive as long as both sides allow.
     """
 
-    def __init__(self, upstream: str, seed: int = 1234, counts_path: str | None = None, port: int = 0):
+    def __init__(self, upstream: str, seed: int = 1234, counts_path: str | None = None, port: int = 0,
+                 on_answer: Callable[[str, str, int], None] | None = None):
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream must be http://host:port, got {upstream!r}")
         self.upstream = (parts.hostname, parts.port or 80)
         self.seed = seed
         self.counts_path = counts_path
+        self.on_answer = on_answer
         self.requests = 0  # every request header block received
+        self.request_times: list[float] = []  # time.monotonic() of each, in order
         self._rules: list[_Armed] = []
         self._events: list[dict] = []
         self._lock = threading.Lock()
@@ -401,6 +412,7 @@ class FaultProxy:
         ranged = "range" in request.headers
         with self._lock:
             self.requests += 1
+            self.request_times.append(time.monotonic())
             for armed in self._rules:
                 rule = armed.rule
                 if not rule.matches(method, path, query, ranged):
@@ -527,8 +539,12 @@ class FaultProxy:
         body_read = asyncio.Event()
         pump = None
         if kind != "none":
+            flip_at = -1
+            if fault is not None and fault.action.kind == "flip_request" and kind == "length" and length:
+                flip_at = min(int(fault.draw * length), length - 1)
+                self._note(fault.event, position=flip_at, body_length=length)
             # concurrently, so interim 100 Continue answers reach a client that waits for one
-            pump = asyncio.create_task(self._pump(_pieces(reader, kind, length), up_writer, body_read))
+            pump = asyncio.create_task(self._pump(_pieces(reader, kind, length), up_writer, body_read, flip_at))
         else:
             await up_writer.drain()
         try:
@@ -543,6 +559,8 @@ class FaultProxy:
                     await writer.drain()
                     continue
                 break
+            if self.on_answer is not None:
+                self.on_answer(method, request.start[1] if len(request.start) > 1 else "/", code)
             action = fault.action if fault is not None else None
             if action is not None and action.kind == "stall":
                 await asyncio.sleep(action.seconds)
@@ -566,9 +584,14 @@ class FaultProxy:
 
     @staticmethod
     async def _pump(pieces: AsyncIterator[tuple[bytes, bool]], writer: asyncio.StreamWriter,
-                    done: asyncio.Event) -> None:
+                    done: asyncio.Event, flip_at: int = -1) -> None:
         try:
-            async for data, _ in pieces:
+            offset = 0
+            async for data, payload in pieces:
+                if payload and offset <= flip_at < offset + len(data):
+                    data = bytearray(data)
+                    data[flip_at - offset] ^= 0xFF
+                offset += len(data) if payload else 0
                 writer.write(data)
                 await writer.drain()
             done.set()

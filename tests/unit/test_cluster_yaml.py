@@ -475,7 +475,7 @@ def test_initialization_enables_bbr_fq_buffers_and_nofile(raw, tmp_path, qdisc_n
 
 
 @needs_bash
-def test_setup_installs_pinned_ray_and_dth_ray_after_a_compiler(raw, tmp_path):
+def test_setup_installs_pinned_ray_and_dth_ray_without_a_compiler(raw, tmp_path):
     cmds = raw["setup_commands"]
     installs = [i for i, c in enumerate(cmds) if re.search(r"\bpip install\b.*\bray\[default\]", c)]
     assert len(installs) == 1, "one pip install of ray[default] + dth_ray"
@@ -488,9 +488,9 @@ def test_setup_installs_pinned_ray_and_dth_ray_after_a_compiler(raw, tmp_path):
     git = re.fullmatch(r"git\+https://\S+\.git@(?P<ref>[\w.+/-]+)", url)
     wheel = re.fullmatch(r"https://\S+/dth_ray-\d[\w.]*-py3-none-any\.whl", url)
     assert wheel or (git and git["ref"] not in {"main", "master", "HEAD"}), url
-    compiler = [i for i, c in enumerate(cmds) if "build-essential" in c and "python3-dev" in c]
-    assert compiler and compiler[0] < installs[0], "crcmod builds from source: compiler first"
-    assert any("_usingExtension" in c for c in cmds[installs[0]:]), "crcmod's C extension is not verified"
+    # dth_ray's CRC-64 (fastcrc) ships arm64 wheels; crcmod (oss2's) may fall back to pure Python unused
+    assert not any("build-essential" in c or "python3-dev" in c for c in cmds), "no compiler is needed"
+    assert not any("crcmod" in c for c in cmds)
     # everything after the venv exists is on PATH for later commands (start commands, `ray attach`)
     home, env = _node_after_setup(raw, tmp_path)
     result = _run("source ~/.bashrc; echo $PATH", env, home)

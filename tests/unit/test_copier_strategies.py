@@ -20,7 +20,7 @@ from dth_ray.engine.context import CopySettings
 from dth_ray.engine.copier import Copier
 from dth_ray.engine.limits import Limits
 from dth_ray.engine.multipart import Multipart
-from dth_ray.engine.ratelimit import AdaptiveLimit, TokenBucket
+from dth_ray.engine.ratelimit import AdaptiveLimit
 from dth_ray.engine.retry import retry
 from dth_ray.engine.serverside import ServerSideCopy, ServerSideParts
 from dth_ray.engine.single import SinglePut
@@ -154,7 +154,7 @@ def make_copier(src=None, dst=None, *, journal=None, spread=None, clock: FakeClo
     `settings` override CopySettings."""
     src = src or store(SRC)
     dst = dst or store(DST)
-    limits = Limits(ByteBudget(64 * PART), AdaptiveLimit(16), TokenBucket(0), TokenBucket(0))
+    limits = Limits(ByteBudget(64 * PART), AdaptiveLimit(16))
     base = dict(multipart_threshold_bytes=PART, part_size_bytes=PART, parts_in_flight=2, max_attempts=3,
                 get_range_bytes=PIECE)
     return Copier(src, dst, src.features, dst.features, CopySettings(**{**base, **settings}), limits, journal,

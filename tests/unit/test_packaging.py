@@ -70,3 +70,10 @@ def test_unpacked_wheel_composes_config_from_its_own_conf(wheel, tmp_path):
     where, composed = result.stdout.split("\n")[:2]
     assert Path(where) == site / "dth_ray" / "conf"
     assert composed == "local /o"
+
+
+def test_wheel_carries_the_consoles_script_and_style(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = _files(REPO / "dth_ray" / "console" / "static")
+    assert {"console.js", "console.css"} <= set(static)
+    assert [f for f in static if f"dth_ray/console/static/{f}" not in names] == []

@@ -10,6 +10,7 @@ import stat
 import pytest
 
 from dth_ray.cli import write_report
+from dth_ray.errors import Fatal
 from dth_ray.files import private_dir
 from dth_ray.maxcompute.state import ExportState
 from dth_ray.runtime.manifest_sqlite import SqliteManifest
@@ -121,7 +122,7 @@ def test_a_symlink_planted_at_the_reports_temp_name_is_not_written_through(tmp_p
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     (tmp_path / "report.json.tmp").symlink_to(victim)
-    with pytest.raises(OSError):
+    with pytest.raises(Fatal, match="could not be written"):
         write_report(str(tmp_path / "report.json"), {"status": "succeeded"})
     assert victim.read_text() == "keep me"
     assert not (tmp_path / "report.json").exists()

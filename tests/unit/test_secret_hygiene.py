@@ -80,3 +80,16 @@ def test_actor_logging_leaves_a_process_that_is_no_ray_actor_alone():
     before = list(root.handlers), root.level
     assert setup_actor_logging("DEBUG", "json") is False
     assert (list(root.handlers), root.level) == before
+
+
+@pytest.mark.parametrize("section", ["manifest", "events", "metrics", "alerts"])
+def test_service_endpoints_with_user_info_are_refused_too(section):
+    """Every endpoint a command calls, not only the stores'."""
+    from dth_ray.compose import load_config
+
+    with pytest.raises(ConfigError) as refused:
+        load_config(["source.bucket=src1", "destination.bucket=dst1",
+                     f"{section}.endpoint=https://alice:s3cr3t-pass@host.example.com"])
+    message = str(refused.value)
+    assert message.startswith(f"{section}.endpoint='https://***@host.example.com' must not carry user info")
+    assert "s3cr3t-pass" not in message and "alice" not in message
