@@ -73,10 +73,10 @@ PROFILES = {
         "scaling": "1x16,1x64,2x16,4x16,4x64", "scaling_scenarios": "small,large", "scaling_runs": 2,
         "background_s": 1.0,
         "wan_rtt": "50,150", "wan_loss": "0,0.01", "wan_cc": "bbr,cubic", "wan_runs": 3,
-        # A run past the timeout is rated by the link's byte counter, so 120 s gives its rate without waiting
-        # out CUBIC at 1% loss (~0.5 MB/s: 400 MB would take 13 min per run); the WAN target's pair only.
-        "wan_payload": "2x128,2000", "wan_timeout": 120.0,
-        "wan_tools": "dth-ray,rclone-default",
+        # dth-ray against the peers as a user would tune them for a long fat link (bench_wan.wan_tools); the
+        # timeout is long enough for each to finish (a killed run only bounds its rate: payload ÷ timeout).
+        "wan_payload": "2x128,2000", "wan_timeout": 1200.0, "wan_ceilings": 3,
+        "wan_tools": "dth-ray,rclone-mt,s5cmd-tuned",
     },
     "quick": {
         "small": 4000, "large": 4, "runs": 2, "overhead_runs": 1,
@@ -86,8 +86,8 @@ PROFILES = {
         "mixed": "400,10,1",
         "scaling": "2x64", "scaling_scenarios": "small", "scaling_runs": 1, "background_s": 0.3,
         "wan_rtt": "150", "wan_loss": "0.01", "wan_cc": "bbr,cubic", "wan_runs": 1,
-        "wan_payload": "1x64,300", "wan_timeout": 40.0,
-        "wan_tools": "dth-ray,rclone-default",
+        "wan_payload": "1x64,300", "wan_timeout": 40.0, "wan_ceilings": 3,
+        "wan_tools": "dth-ray,rclone-mt,s5cmd-tuned",
     },
 }
 
@@ -116,10 +116,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wan-loss", help="loss probabilities (full 0,0.01; quick 0.01)")
     parser.add_argument("--wan-cc", help="congestion controls (bbr,cubic)")
     parser.add_argument("--wan-runs", type=int, help="rounds per WAN condition (full 3; quick 1)")
-    parser.add_argument("--wan-payload", help="LARGExMIB,SMALL: large objects of MIB MiB plus SMALL 64 KiB "
-                                              "objects (full 2x128,2000; quick 1x64,300)")
-    parser.add_argument("--wan-timeout", type=float, help="per-run WAN timeout in s (full 120; quick 40)")
-    parser.add_argument("--wan-tools", help="tools across the WAN, subset of dth-ray,rclone-tuned,rclone-default (full and quick: dth-ray,rclone-default)")
+    parser.add_argument("--wan-payload", help="LARGExMIB,SMALL[xKIB]: large objects of MIB MiB plus SMALL objects "
+                                              "of KIB KiB, 64 by default (full 2x128,2000; quick 1x64,300)")
+    parser.add_argument("--wan-timeout", type=float, help="per-run WAN timeout in s (full 1200; quick 40)")
+    parser.add_argument("--wan-ceilings", type=int, help="link-ceiling measurements per WAN link, median used (3)")
+    parser.add_argument("--wan-tools", help="tools across the WAN, subset of dth-ray,rclone-default,rclone-tuned,"
+                                            "rclone-mt,s5cmd,s5cmd-tuned (full and quick: dth-ray,rclone-mt,"
+                                            "s5cmd-tuned)")
     parser.add_argument("--ref", default="HEAD", help="dth-ray code: a git ref (default HEAD) or 'worktree'")
     parser.add_argument("--workdir", help="parent of the temporary work directory")
     parser.add_argument("--results", default=str(RESULTS), help="where the JSON, Markdown and PNGs go")
@@ -331,10 +334,11 @@ def run_wan(args: argparse.Namespace, result: dict, work: Path) -> None:
         return
     large, small = args.wan_payload.split(",")
     count, mib = large.lower().split("x")
+    small, kib = (small.lower().split("x") + ["64"])[:2]
     wan_args = bench_wan.build_parser().parse_args([
         "--rtt", args.wan_rtt, "--loss", args.wan_loss, "--cc", args.wan_cc, "--runs", str(args.wan_runs),
-        "--large", count, "--large-mib", mib, "--small", small, "--tools", args.wan_tools,
-        "--timeout", str(args.wan_timeout), "--ref", args.ref])
+        "--large", count, "--large-mib", mib, "--small", small, "--small-kib", kib, "--tools", args.wan_tools,
+        "--timeout", str(args.wan_timeout), "--ceilings", str(args.wan_ceilings), "--ref", args.ref])
     try:
         result["wan"] = bench_wan.run(wan_args, work_parent=str(work), write=False,
                                       frozen=(work / "code", result["dth_ray_code"]))
