@@ -384,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rtt", default="50,150", help="comma-separated RTTs in ms (default 50,150)")
     parser.add_argument("--loss", default="0,0.01", help="comma-separated loss probabilities (default 0,0.01)")
     parser.add_argument("--cc", default="bbr,cubic", help="comma-separated congestion controls (default bbr,cubic)")
+    parser.add_argument("--conditions", help="explicit links instead of --rtt × --loss × --cc: comma-separated "
+                                             "RTT/LOSS/CC[+CC], e.g. 150/0.01/bbr+cubic,100/0.005/bbr,250/0.02/bbr")
     parser.add_argument("--runs", type=int, default=3, help="rounds per condition (default 3)")
     parser.add_argument("--large", type=int, default=2, help="large objects (default 2)")
     parser.add_argument("--large-mib", type=int, default=128, help="size of a large object in MiB (default 128)")
@@ -421,6 +423,19 @@ def main() -> int:
     return 0 if all(r["valid"] for r in result["runs"]) else 1
 
 
+def parse_conditions(args: argparse.Namespace) -> list[tuple[float, float, list[str]]]:
+    """The links to measure, each (RTT ms, loss, [congestion controls]): `--conditions` if given (e.g.
+    `150/0.01/bbr+cubic,100/0.005/bbr`), else every --rtt × --loss with every --cc."""
+    if getattr(args, "conditions", None):
+        out = []
+        for spec in args.conditions.split(","):
+            rtt, loss, ccs = spec.split("/")
+            out.append((float(rtt), float(loss), ccs.split("+")))
+        return out
+    ccs = args.cc.split(",")
+    return [(float(rtt), float(loss), ccs) for rtt in args.rtt.split(",") for loss in args.loss.split(",")]
+
+
 def run(args: argparse.Namespace, work_parent: str | None = None, write: bool = True,
         frozen: tuple[Path, dict] | None = None) -> dict:
     """Measure every condition in `args` (see build_parser) and return the result (also written to
@@ -434,9 +449,7 @@ def run(args: argparse.Namespace, work_parent: str | None = None, write: bool = 
     if unknown:
         raise SystemExit(f"unknown WAN tools {sorted(unknown)}; choose from {WAN_TOOL_NAMES}")
     tools = [t for t in wan_tools(payload) if t.name in wanted]
-    rtts = [float(x) for x in args.rtt.split(",")]
-    losses = [float(x) for x in args.loss.split(",")]
-    ccs = args.cc.split(",")
+    links = parse_conditions(args)
 
     def on_signal(signum, _frame):
         raise SystemExit(128 + signum)  # unwinds through the finally blocks below: link and servers go
@@ -462,7 +475,7 @@ def run(args: argparse.Namespace, work_parent: str | None = None, write: bool = 
                             "per direction in the middle namespace's FORWARD chain; congestion control = "
                             "`ip route ... congctl` on both ends' routes; offloads off on every veth"),
               "runs": [], "ceilings": []}
-    print(f"bench_wan: payload {payload.describe()}; RTT {rtts} ms, loss {losses}, cc {ccs}; {args.runs} round(s); "
+    print(f"bench_wan: payload {payload.describe()}; links (RTT ms, loss, [cc]) {links}; {args.runs} round(s); "
           f"tools {[t.name for t in tools]}; timeout {args.timeout:g} s; work dir {work}", flush=True)
     keys = {role: ("BENCH" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)) for role in ("src", "dst")}
     (work / "src").mkdir()
@@ -471,22 +484,21 @@ def run(args: argparse.Namespace, work_parent: str | None = None, write: bool = 
     try:
         dst = RcloneS3(*keys["dst"], root=str(work / "dst")).start()
         with_retry(lambda: dst.client().create_bucket(Bucket=payload.bucket))
-        for rtt in rtts:
-            for loss in losses:
-                with wan.Wan(rtt, loss, ccs[0]) as link:
-                    src = FarRcloneS3(*keys["src"], root=str(work / "src")).start()
-                    bench = None
-                    try:
-                        conf = work / "rclone.conf"
-                        rclone_config(conf, src, dst)
-                        bench = Bench(work, src, dst, conf, work / "code")
-                        result["servers"] = bench_core.SERVERS_NOTE
-                        result["ceilings"].append(link_ceiling(bench, payload, link, args.ceilings))
-                        run_condition(bench, payload, expected, link, ccs, args.runs, tools, result["runs"])
-                    finally:
-                        if bench is not None:
-                            bench.close()
-                        src.stop(remove_root=False)
+        for rtt, loss, ccs in links:  # one link per (RTT, loss); its congestion controls in turn
+            with wan.Wan(rtt, loss, ccs[0]) as link:
+                src = FarRcloneS3(*keys["src"], root=str(work / "src")).start()
+                bench = None
+                try:
+                    conf = work / "rclone.conf"
+                    rclone_config(conf, src, dst)
+                    bench = Bench(work, src, dst, conf, work / "code")
+                    result["servers"] = bench_core.SERVERS_NOTE
+                    result["ceilings"].append(link_ceiling(bench, payload, link, args.ceilings))
+                    run_condition(bench, payload, expected, link, ccs, args.runs, tools, result["runs"])
+                finally:
+                    if bench is not None:
+                        bench.close()
+                    src.stop(remove_root=False)
     finally:
         if dst is not None:
             dst.stop(remove_root=False)
