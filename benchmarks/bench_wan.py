@@ -216,6 +216,25 @@ def run_condition(bench: Bench, payload: Payload, expected: dict, link: wan.Wan,
                 out.append(r)
 
 
+def upgrade(result: dict) -> dict:
+    """A results file written before timed-out runs were rated at payload ÷ timeout (up to 2026-12-04): its
+    killed runs carry the link-byte rate in `mb_per_s`. Move that to `link_estimate_mb_per_s`, rate them at
+    payload ÷ wall (the payload from a finished run's check), and summarize and judge again. Idempotent."""
+    runs = result.get("runs") or []
+    payload = result.get("payload_bytes") or next(
+        (r["check"]["bytes"] for r in runs if r["valid"] and r.get("check", {}).get("ok")), None)
+    if payload is None:
+        return result
+    result["payload_bytes"] = payload
+    for r in runs:
+        if r["timed_out"] and "mb_per_s_at_most" not in r:
+            r["link_estimate_mb_per_s"] = r["mb_per_s"]
+            r["mb_per_s"] = r["mb_per_s_at_most"] = payload / max(r["wall_s"], 1e-9) / 1e6
+    result["summary"] = summarize(runs, [t["name"] for t in result["tools"]], result.get("ceilings", []))
+    result["verdicts"] = verdicts(result["summary"])
+    return result
+
+
 TARGET_RATIO = 3.0  # dth-ray ≥ 3× the best peer ...
 CEILING_SHARE = 0.9  # ... or ≥ 90% of the link's ceiling where 3× the best peer exceeds that ceiling
 
@@ -347,7 +366,7 @@ def markdown(result: dict) -> str:
             rate = f"{row['mb_per_s']:.2f}"
         share = f"{'≤ ' if row['mb_per_s_is_upper_bound'] else ''}{row['of_ceiling']:.0%}" \
             if row.get("of_ceiling") is not None else "–"
-        load = ", ".join(x or "?" for x in row.get("loadavg") or []) or "–"
+        load = ", ".join(x for x in row.get("loadavg") or [] if x) or "–"
         lines.append(f"| {row['rtt_ms']:g} ({row['measured_rtt_ms']}) | {row['loss']:.1%} | {row['cc']} | "
                      f"{row['tool']} | {flags.get(row['tool'], '')} | {row['valid']} | {wall} | {rate} | {share} | {load} |")
     lines += ["", f"Verdicts: dth-ray ≥ {TARGET_RATIO:g}× the best peer, or ≥ {CEILING_SHARE:.0%} of the link's "
@@ -359,7 +378,8 @@ def markdown(result: dict) -> str:
     for v in result.get("verdicts") or verdicts(result["summary"]):
         c = ceilings.get((v["rtt_ms"], v["loss"]))
         samples = ", ".join(f"{s['mb_per_s']:.2f}" for s in (c or {}).get("samples", [])) if c else ""
-        ceil = f"{v['ceiling_mb_per_s']:.2f} ({samples})" if v["ceiling_mb_per_s"] else "–"
+        ceil = (f"{v['ceiling_mb_per_s']:.2f}" + (f" ({samples})" if samples else " (1 sample)")
+                if v["ceiling_mb_per_s"] else "–")
         peer = "–" if not v["best_peer"] else (
             f"{v['best_peer']} ({'≤ ' if v['best_peer_is_upper_bound'] else ''}{v['best_peer_mb_per_s']:.2f})")
         share = f"{v['of_ceiling']:.0%}" if v["of_ceiling"] is not None else "–"
@@ -406,9 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = build_parser().parse_args()
     if args.render:
-        result = json.loads(Path(args.render).read_text())
-        result["summary"] = summarize(result["runs"], [t["name"] for t in result["tools"]], result.get("ceilings", []))
-        result["verdicts"] = verdicts(result["summary"])
+        result = upgrade(json.loads(Path(args.render).read_text()))
         Path(args.render).write_text(json.dumps(result, indent=1, default=str) + "\n")
         table = markdown(result)
         (Path(args.results) / "wan-latest.md").write_text(table)

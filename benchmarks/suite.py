@@ -361,9 +361,9 @@ def invalid_runs(result: dict) -> list[str]:
     return bad
 
 
-def write(result: dict, results: Path, stamp: str | None) -> Path | None:
+def write(result: dict, results: Path, stamp: str | None, source: str | None = None) -> Path | None:
     results.mkdir(parents=True, exist_ok=True)
-    json_path = None
+    json_path = Path(source) if source else None
     if stamp:
         json_path = results / f"suite-{stamp}.json"
         json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     if args.render:
         result = json.loads(Path(args.render).read_text())
-        write(result, results, None)
+        write(result, results, None, source=args.render)  # the table names the file it was rendered from
         return 0
 
     def on_signal(signum, _frame):

@@ -116,6 +116,7 @@ def targets(result: dict) -> list[dict]:
     elif wan.get("summary"):
         import bench_wan
 
+        bench_wan.upgrade(wan)
         # Judged against the best peer measured in each condition; a peer killed at the timeout counts at
         # payload ÷ timeout (the most it moved), so a ratio against it is a floor (≥), never a point.
         for v in wan.get("verdicts") or bench_wan.verdicts(wan["summary"]):
@@ -350,7 +351,7 @@ def wan_section(result: dict) -> list[str]:
         return ["## WAN emulation", "", "**Not run**: " + "; ".join(wan["skipped"]) + ".", ""]
     import bench_wan
 
-    body = bench_wan.markdown(wan).splitlines()[2:]  # without its title
+    body = bench_wan.markdown(bench_wan.upgrade(wan)).splitlines()[2:]  # without its title
     return ["## WAN emulation", "", *body,
             "Timed-out runs are not invalid: they are rated at payload ÷ timeout at most (a ratio against them is "
             "a floor); the bytes the link carried during the run are an estimate shown beside that bound.", ""]
@@ -548,7 +549,9 @@ def plots(result: dict, outdir: Path, base: str = "suite") -> list[Path]:
 
     wan = result.get("wan") or {}
     if wan.get("summary"):
-        rows = wan["summary"]
+        import bench_wan
+
+        rows = bench_wan.upgrade(wan)["summary"]
         conditions = sorted({(r["rtt_ms"], r["loss"], r["cc"]) for r in rows})
         tools = [t["name"] for t in wan["tools"]]
         fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(conditions) * len(tools) / 2), 4.6))
