@@ -235,6 +235,49 @@ def upgrade(result: dict) -> dict:
     return result
 
 
+def merge(results: list[dict], names: list[str]) -> dict:
+    """Several bench_wan results of the same payload as one: every run kept (rounds renumbered so they stay
+    distinct), ceiling samples pooled per link (median over all of them), tools in first-seen order. The
+    dth-ray code of each file is kept; the frozen trees must match (else the files measured different code)."""
+    if len({r["payload"] for r in results}) != 1:
+        raise SystemExit("cannot merge results of different payloads")
+    trees = {r["dth_ray_code"]["tree_sha256"] for r in results}
+    if len(trees) != 1:
+        raise SystemExit(f"cannot merge results of different dth-ray code (frozen trees {sorted(trees)})")
+    out = dict(results[0])
+    out["merged_from"] = [{"file": n, "date": r["date"], "dth_ray_code": r["dth_ray_code"],
+                           "loadavg_start": r["machine"]["loadavg_start"], "loadavg_end": r.get("loadavg_end"),
+                           "elapsed_s": r.get("elapsed_s")} for n, r in zip(names, results, strict=True)]
+    out["date"] = " + ".join(r["date"] for r in results)
+    out["loadavg_end"] = results[-1].get("loadavg_end")
+    out["runs"], offset = [], 0
+    for r in results:
+        for run in r["runs"]:
+            out["runs"].append(dict(run, round=run["round"] + offset, source_file_date=r["date"]))
+        offset += max((run["round"] for run in r["runs"]), default=0)
+    out["runs_per_condition"] = "pooled"
+    seen = {}
+    for r in results:
+        for t in r["tools"]:
+            seen.setdefault(t["name"], t)
+    out["tools"] = list(seen.values())
+    links: dict = {}
+    for r in results:
+        for c in r.get("ceilings", []):
+            link = links.setdefault((c["rtt_ms"], c["loss"]), dict(c, samples=[]))
+            link["samples"] += c.get("samples") or [c]
+    for c in links.values():
+        rates = [x["mb_per_s"] for x in c["samples"] if x.get("complete") and x.get("mb_per_s")]
+        c["mb_per_s"] = round(statistics.median(rates), 2) if rates else None
+        c["complete"] = all(x.get("complete") for x in c["samples"])
+    out["ceilings"] = list(links.values())
+    counts = sorted({len(c["samples"]) for c in links.values()})
+    out["ceiling_samples"] = " to ".join(str(n) for n in (counts[0], counts[-1]) if n) if len(counts) > 1 else counts[0]
+    out["summary"] = summarize(out["runs"], [t["name"] for t in out["tools"]], out["ceilings"])
+    out["verdicts"] = verdicts(out["summary"])
+    return out
+
+
 TARGET_RATIO = 3.0  # dth-ray ≥ 3× the best peer ...
 CEILING_SHARE = 0.9  # ... or ≥ 90% of the link's ceiling where 3× the best peer exceeds that ceiling
 
@@ -343,13 +386,23 @@ def verdict_word(met) -> str:
 def markdown(result: dict) -> str:
     m = result["machine"]
     code = result["dth_ray_code"]
-    lines = [f"# WAN benchmark, {result['date']} UTC", "",
-             f"Payload: {result['payload']}; {result['runs_per_condition']} run(s) per tool per condition, tools "
-             f"alternating; per-run timeout {result['timeout_s']:g} s. Machine: {m['nproc']} cores, kernel "
-             f"{m['kernel']}, rclone {m['versions'].get('rclone')}, ray {m['versions'].get('ray')}; load average "
-             f"{m['loadavg_start']} at start, {result.get('loadavg_end')} at end. dth-ray code: "
-             f"{code['commit'][:10]} ({code['source']}"
-             f"{', with uncommitted changes' if code.get('uncommitted_changes') else ''}).", "",
+    if result.get("merged_from"):
+        files = "; ".join(f"`{f['file']}` ({f['date']} UTC, dth-ray code {f['dth_ray_code']['commit'][:10]}, frozen "
+                          f"tree {f['dth_ray_code']['tree_sha256']}, load average {f['loadavg_start']} at start, "
+                          f"{f['loadavg_end']} at end)" for f in result["merged_from"])
+        head = (f"Payload: {result['payload']}; merged from {len(result['merged_from'])} runs of bench_wan.py, "
+                f"their runs pooled per condition (the 'valid' column counts them) and their ceiling samples pooled "
+                f"per link: {files}. Per-run timeout {result['timeout_s']:g} s. Machine: {m['nproc']} cores, kernel "
+                f"{m['kernel']}, rclone {m['versions'].get('rclone')}, ray {m['versions'].get('ray')}.")
+    else:
+        head = (f"Payload: {result['payload']}; {result['runs_per_condition']} run(s) per tool per condition, tools "
+                f"alternating; per-run timeout {result['timeout_s']:g} s. Machine: {m['nproc']} cores, kernel "
+                f"{m['kernel']}, rclone {m['versions'].get('rclone')}, ray {m['versions'].get('ray')}; load average "
+                f"{m['loadavg_start']} at start, {result.get('loadavg_end')} at end. dth-ray code: "
+                f"{code['commit'][:10]} ({code['source']}"
+                f"{', with uncommitted changes' if code.get('uncommitted_changes') else ''}; frozen tree "
+                f"{code.get('tree_sha256')}).")
+    lines = [f"# WAN benchmark, {result['date']} UTC", "", head, "",
              "| RTT ms (measured) | loss | cc | tool | flags | valid | wall s | MB/s | of link ceiling | load avg after run |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     flags = {t["name"]: t["flags_text"] for t in result["tools"]}
@@ -387,8 +440,8 @@ def markdown(result: dict) -> str:
                      f"{'yes' if v['ceiling_applies'] else 'no'} | {verdict_word(v['met'])}"
                      f"{' (' + v['how'] + ')' if v.get('how') else ''} |")
     lines += ["", "Link ceiling: the whole payload pulled across the link by s5cmd `" + CEILING_FLAGS_TEXT + "` under "
-              "bbr into a local directory (one hop), measured " + str(result.get("ceiling_samples", 1)) + " times per "
-              "link, median used; the same BBR ceiling serves the link's CUBIC rows. 'of link ceiling' is a "
+              "bbr into a local directory (one hop), measured " + str(result.get("ceiling_samples", 1)) + " time(s) per "
+              "link, median used (samples in brackets); the same BBR ceiling serves the link's CUBIC rows. 'of link ceiling' is a "
               "tool's MB/s over it.", "",
               "A run killed at the per-run timeout moved the payload at payload ÷ timeout AT MOST: that bound is "
               "its rate, and a ratio against it is a floor (≥). The bytes the emulated link delivered to this host "
@@ -420,13 +473,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref", default="HEAD", help="dth-ray code: a git ref (default HEAD) or 'worktree'")
     parser.add_argument("--results", default=str(RESULTS), help="where wan-<date>.json goes")
     parser.add_argument("--render", metavar="JSON", help="only re-summarize and re-render a results file")
+    parser.add_argument("--merge", metavar="JSON", nargs="+",
+                        help="with --render OUT: merge these results files (same payload; their runs and ceiling "
+                             "samples pooled per condition) into OUT, and render it")
     return parser
 
 
 def main() -> int:
     args = build_parser().parse_args()
     if args.render:
-        result = upgrade(json.loads(Path(args.render).read_text()))
+        if args.merge:
+            result = merge([upgrade(json.loads(Path(f).read_text())) for f in args.merge],
+                           [Path(f).name for f in args.merge])
+        else:
+            result = upgrade(json.loads(Path(args.render).read_text()))
         Path(args.render).write_text(json.dumps(result, indent=1, default=str) + "\n")
         table = markdown(result)
         (Path(args.results) / "wan-latest.md").write_text(table)
