@@ -58,6 +58,15 @@ class Item:
     losses: int = 0  # workers lost while holding it
 
 
+def actor_nodes(nodes: list[dict]) -> list[str]:
+    """The nodes (ids, sorted) that get transfer actors, from `ray.nodes()`: every alive node that advertises a
+    CPU. A node started with none (`ray start --num-cpus=0`, Ray's way to keep work off a head node that runs
+    the driver) gets none, unless no alive node advertises any (then all of them take actors)."""
+    alive = [n for n in nodes if n.get("Alive")]
+    working = [n for n in alive if (n.get("Resources") or {}).get("CPU", 0) > 0]
+    return sorted(n["NodeID"] for n in (working or alive))
+
+
 class Client(Protocol):
     def on_item_done(self, item: Item, result: Any, where: Slot) -> Item | None: ...
 
@@ -182,7 +191,7 @@ class Scheduler:
         count = self.workers.actors or self._cpus_for_actors()
         if self.workers.max_actors:
             count = min(count, self.workers.max_actors)
-        nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+        nodes = actor_nodes(ray.nodes())
         for i in range(count):
             self._add_actor(args, nodes[i % len(nodes)] if nodes else "")
         self._introduce()

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from dth_ray.runtime.interrupts import Interrupts
-from dth_ray.runtime.scheduler import ACTOR_RESTARTS, Item, Scheduler, Workers
+from dth_ray.runtime.scheduler import ACTOR_RESTARTS, Item, Scheduler, Workers, actor_nodes
 
 
 class Script:
@@ -318,3 +318,12 @@ def test_an_error_in_a_hook_reaches_the_caller():
 
     with pytest.raises(ValueError, match="hook bug"):
         run(Script(), items(2), Broken())
+
+
+def test_transfer_actors_skip_nodes_with_no_cpus_unless_every_node_has_none():
+    head = {"NodeID": "h", "Alive": True, "Resources": {"memory": 1.0}}  # ray start --num-cpus=0
+    workers = [{"NodeID": f"w{i}", "Alive": True, "Resources": {"CPU": 1.0}} for i in (2, 1)]
+    dead = {"NodeID": "d", "Alive": False, "Resources": {"CPU": 8.0}}
+    assert actor_nodes([head, *workers, dead]) == ["w1", "w2"]
+    assert actor_nodes([head, dead]) == ["h"]  # nothing advertises a CPU: every alive node works
+    assert actor_nodes([]) == []
