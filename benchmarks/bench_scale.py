@@ -45,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def summarize(runs: list[dict]) -> list[dict]:
             ok = [r for r in at if r["valid"]]
             med[n] = {"set": name, "nodes": n, "valid": f"{len(ok)}/{len(at)}"}
             for key in ("mb_per_s", "objects_per_s", "mb_per_s_after_actors", "wall_s", "machine_cores",
-                        "link_mb_per_s_per_node"):
+                        "own_cores", "link_mb_per_s_per_node"):
                 vals = [r[key] for r in ok if r.get(key) is not None]
                 med[n][key] = statistics.median(vals) if vals else None
             med[n]["load_avg_1m"] = [r["load_avg"][0] for r in at]
@@ -124,7 +125,7 @@ def markdown(result: dict) -> str:
              f"worker node; driver on the head (no lane, no actor). {result['machine']['cpus']} cores shared by "
              "everything (nodes, servers, delay daemon).", "",
              "| set | N | valid | MB/s | objects/s | efficiency | MB/s after actors up | efficiency (after) | "
-             "link MB/s per node | machine cores busy | load avg 1 min |",
+             "link MB/s per node | cores busy: machine (this benchmark) | load avg 1 min |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
 
     def f(value, spec=",.1f"):
@@ -135,7 +136,7 @@ def markdown(result: dict) -> str:
             f"| {result['sets'][row['set']]['describe']} | {row['nodes']} | {row['valid']} | {f(row['mb_per_s'])} "
             f"| {f(row['objects_per_s'])} | {f(row['efficiency'], '.2f')} | {f(row['mb_per_s_after_actors'])} | "
             f"{f(row['efficiency_after_actors'], '.2f')} | {f(row['link_mb_per_s_per_node'])} | "
-            f"{f(row['machine_cores'], '.2f')} | {', '.join(f'{x:.2f}' for x in row['load_avg_1m'])} |")
+            f"{f(row['machine_cores'], '.2f')} ({f(row['own_cores'], '.2f')}) | {', '.join(f'{x:.2f}' for x in row['load_avg_1m'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -318,6 +319,53 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+class OwnCpu(threading.Thread):
+    """CPU seconds of every process inside this module's namespaces (Ray nodes, driver, servers, delay daemon),
+    per namespace: each pid's utime + stime, kept as the largest value seen (sampled every `interval_s`, so a
+    process that exits is undercounted by at most one interval); what was spent before start() is excluded."""
+
+    def __init__(self, interval_s: float = 0.25):
+        super().__init__(daemon=True)
+        self.interval_s = interval_s
+        self.spaces = {os.stat(f"/run/netns/{ns}").st_ino: ns for ns in existing_namespaces()}
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self._halt = threading.Event()
+        self.sample(baseline=True)
+
+    def sample(self, baseline: bool = False) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            try:
+                inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+            except OSError:
+                continue
+            ns = self.spaces.get(inode)
+            if ns is None:
+                continue
+            cpu = proc_cpu_s(pid)
+            if baseline:
+                self.first[pid] = cpu
+            self.last[pid] = (ns, max(cpu, self.last.get(pid, ("", 0.0))[1]))
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval_s):
+            self.sample()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per namespace since start (node namespaces as n0, n1, ...; the hub as hub)."""
+        self._halt.set()
+        self.join()
+        self.sample()
+        out: dict[str, float] = {}
+        for pid, (ns, cpu) in self.last.items():
+            name = ns.removeprefix("dthscale-")
+            out[name] = out.get(name, 0.0) + cpu - self.first.get(pid, 0.0)
+        return {k: round(v, 2) for k, v in sorted(out.items())}
+
+
 # ---------------------------------------------------------------- data
 
 class DataSet:
@@ -434,6 +482,8 @@ def run_once(links: Links, data: DataSet, expected: dict, src: HubServer, work: 
     try:
         before = links.counters()
         load0 = os.getloadavg()
+        own = OwnCpu()
+        own.start()
         busy0, t0 = machine_busy_s(), time.monotonic()
         try:
             done = subprocess.run(["ip", "netns", "exec", node_ns(0), *cmd], env=env, capture_output=True,
@@ -443,6 +493,7 @@ def run_once(links: Links, data: DataSet, expected: dict, src: HubServer, work: 
             code, stderr, timed_out = -1, (exc.stderr or b"").decode(errors="replace"), True
         wall = time.monotonic() - t0
         busy = machine_busy_s() - busy0
+        own_cpu = own.stop()
         load1 = os.getloadavg()
         after = links.counters()
     finally:
@@ -468,6 +519,8 @@ def run_once(links: Links, data: DataSet, expected: dict, src: HubServer, work: 
         # What each worker node's link carried towards it (GETs), per second of the run: near the cap = link-bound.
         "link_mb_per_s_per_node": statistics.mean(worker_down) / wall / 1e6 if worker_down else None,
         "machine_busy_s": round(busy, 2), "machine_cores": busy / wall if wall > 0 else None,
+        # This benchmark's own processes (every namespace of it): the rest of machine_cores is other work.
+        "own_cpu_s": own_cpu, "own_cores": sum(own_cpu.values()) / wall if wall > 0 else None,
         "load_avg": [round(x, 2) for x in load0], "load_avg_end": [round(x, 2) for x in load1],
         "stderr_tail": "\n".join(stderr.splitlines()[-8:]) if code != 0 else "",
     }
@@ -534,6 +587,7 @@ def run(args: argparse.Namespace, work_parent: str | None = None, write: bool = 
                         print(f"   {d.name:5} N={n} r{round_no}: {r['mb_per_s']:7.2f} MB/s {r['objects_per_s']:7.1f} obj/s"
                               f" (after actors {r['mb_per_s_after_actors'] or 0:6.2f} MB/s) wall {r['wall_s']:6.1f}s "
                               f"link/node {r['link_mb_per_s_per_node'] or 0:5.2f} MB/s cores {r['machine_cores']:.2f} "
+                              f"(own {r['own_cores']:.2f}) "
                               f"load {r['load_avg'][0]:.2f} {'ok' if r['valid'] else 'INVALID'}", flush=True)
                         if not r["valid"]:
                             print("    " + r["stderr_tail"].replace("\n", "\n    ") + f"\n    check {r['check']}",
