@@ -241,19 +241,22 @@ class Scheduler:
         """Soft affinity may place an actor elsewhere when its node is slow to answer: if the node it was meant
         for is alive and has no actor, one is pinned to it, so every node takes part. The misplaced actor keeps
         working, unless it landed on a node kept free of transfer actors (actor_nodes: e.g. a --num-cpus=0
-        head that runs the driver); there it is stopped before it takes any work."""
+        head that runs the driver): there it is stopped before it takes any work, and replaced by one pinned to
+        its node in any case (so the pool keeps its size)."""
         import ray
 
         intended, slot.intended_node = slot.intended_node, ""
         if not intended or slot.node_id == intended:
             return
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        alive = {n["NodeID"] for n in nodes}
-        if intended in alive and not any(s.node_id == intended or s.intended_node == intended
-                                         for s in self.slots if not s.local and not s.gone):
+        if intended not in {n["NodeID"] for n in nodes}:
+            return
+        unwanted = slot.node_id not in actor_nodes(nodes)
+        if unwanted or not any(s.node_id == intended or s.intended_node == intended
+                               for s in self.slots if not s.local and not s.gone):
             self._add_actor(self.workers.actor_args(), intended, soft=False)
-            if slot.node_id not in actor_nodes(nodes):
-                log.info("worker %s landed on %s, a node kept free of transfer actors: stopped", slot.worker_id,
+            if unwanted:
+                log.info("worker %s landed on %s, a node kept free of transfer actors: replaced", slot.worker_id,
                          slot.node_id[:12])
                 slot.gone = True
                 self.kill_actor(slot.worker.handle)

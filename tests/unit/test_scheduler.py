@@ -327,3 +327,26 @@ def test_transfer_actors_skip_nodes_with_no_cpus_unless_every_node_has_none():
     assert actor_nodes([head, *workers, dead]) == ["w1", "w2"]
     assert actor_nodes([head, dead]) == ["h"]  # nothing advertises a CPU: every alive node works
     assert actor_nodes([]) == []
+
+
+def test_an_actor_soft_affinity_put_on_a_node_without_cpus_is_replaced_on_its_own_node(monkeypatch):
+    import types
+
+    import ray
+
+    from dth_ray.runtime.pool import Slot
+
+    nodes = [{"NodeID": "head", "Alive": True, "Resources": {"memory": 1.0}},
+             {"NodeID": "w1", "Alive": True, "Resources": {"CPU": 1.0}}]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    scheduler = Scheduler(Workers(actor_class=object))
+    added, killed = [], []
+    monkeypatch.setattr(scheduler, "_add_actor", lambda args, node_id, soft=True: added.append((node_id, soft)))
+    monkeypatch.setattr(scheduler, "kill_actor", killed.append)
+    already = Slot(types.SimpleNamespace(worker_id="a1", handle="h1"), 4, local=False, node_id="w1")
+    misplaced = Slot(types.SimpleNamespace(worker_id="a2", handle="h2"), 4, local=False, node_id="head",
+                     intended_node="w1")
+    scheduler.slots = [already, misplaced]
+    scheduler._misplaced(misplaced)
+    assert added == [("w1", False)]  # even though w1 has an actor already: the pool keeps its size
+    assert killed == ["h2"] and misplaced.gone and not already.gone
