@@ -380,12 +380,56 @@ def run(args: argparse.Namespace, work_parent: str | None = None, write: bool = 
     return result
 
 
+def plot(result: dict, path: Path) -> Path | None:
+    """Aggregate MB/s (report's and after the actors were up) against N per set, with linear scaling from N = 1
+    and the links' own ceiling; None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = list(result["sets"])
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        rows = [r for r in result["summary"] if r["set"] == name and r["mb_per_s"] is not None]
+        ns = [r["nodes"] for r in rows]
+        ax.plot(ns, [r["mb_per_s"] for r in rows], "o-", label="dth-ray (report: whole run)")
+        ax.plot(ns, [r["mb_per_s_after_actors"] for r in rows], "s--", label="dth-ray (after actors up)")
+        base = next((r["mb_per_s"] for r in rows if r["nodes"] == 1), None)
+        if base:
+            ax.plot(ns, [n * base for n in ns], ":", color="grey", label="linear from N = 1")
+        ceil = result.get("ceilings") or []
+        if ceil:
+            ax.plot([c["nodes"] for c in ceil], [c["mb_per_s"] for c in ceil], "^-", color="tab:green",
+                    label="link ceiling (curl GET per node)")
+        ax.plot(ns, [n * result["config"]["rate_mb"] for n in ns], "-", color="lightgrey", label="N × link cap")
+        for r in rows:
+            if r["efficiency"] is not None:
+                ax.annotate(f"{r['efficiency']:.2f}", (r["nodes"], r["mb_per_s"]), textcoords="offset points",
+                            xytext=(4, -12), fontsize=8)
+        ax.set_title(f"{result['sets'][name]['describe']} (efficiency at each point)")
+        ax.set_xlabel("Ray worker nodes N (one link each)")
+        ax.set_ylabel("aggregate MB/s")
+        ax.set_xticks(ns)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_result(result: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d-%H%M")
     path = RESULTS / f"scale-{result['code']['commit'][:10]}-{stamp}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / "scale-latest.md").write_text(markdown(result) + f"\nFrom `{path.name}`.\n")
+    png = plot(result, RESULTS / "scale-latest.png")
+    (RESULTS / "scale-latest.md").write_text(markdown(result) + f"\nFrom `{path.name}`"
+                                             + (f"; figure `{png.name}`" if png else "") + ".\n")
     print(markdown(result))
     print(f"wrote {path}")
     return path
@@ -410,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.render:
-        print(markdown(json.loads(Path(args.render).read_text())))
+        result = json.loads(Path(args.render).read_text())
+        print(markdown(result))
+        plot(result, RESULTS / "scale-latest.png")
         return 0
     if args.cmd == "down":
         down()
