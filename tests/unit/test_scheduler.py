@@ -329,24 +329,52 @@ def test_transfer_actors_skip_nodes_with_no_cpus_unless_every_node_has_none():
     assert actor_nodes([]) == []
 
 
-def test_an_actor_soft_affinity_put_on_a_node_without_cpus_is_replaced_on_its_own_node(monkeypatch):
+def _misplacement(monkeypatch, nodes):
     import types
 
     import ray
 
     from dth_ray.runtime.pool import Slot
 
-    nodes = [{"NodeID": "head", "Alive": True, "Resources": {"memory": 1.0}},
-             {"NodeID": "w1", "Alive": True, "Resources": {"CPU": 1.0}}]
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
     scheduler = Scheduler(Workers(actor_class=object))
     added, killed = [], []
     monkeypatch.setattr(scheduler, "_add_actor", lambda args, node_id, soft=True: added.append((node_id, soft)))
     monkeypatch.setattr(scheduler, "kill_actor", killed.append)
     already = Slot(types.SimpleNamespace(worker_id="a1", handle="h1"), 4, local=False, node_id="w1")
-    misplaced = Slot(types.SimpleNamespace(worker_id="a2", handle="h2"), 4, local=False, node_id="head",
-                     intended_node="w1")
-    scheduler.slots = [already, misplaced]
-    scheduler._misplaced(misplaced)
-    assert added == [("w1", False)]  # even though w1 has an actor already: the pool keeps its size
-    assert killed == ["h2"] and misplaced.gone and not already.gone
+    scheduler.slots = [already]
+    return scheduler, Slot, already, added, killed
+
+
+HEAD = {"NodeID": "head", "Alive": True, "Resources": {"memory": 1.0}}  # ray start --num-cpus=0
+
+
+def worker_node(name, alive=True):
+    return {"NodeID": name, "Alive": alive, "Resources": {"CPU": 1.0}}
+
+
+def test_an_actor_soft_affinity_put_elsewhere_is_replaced_by_one_pinned_to_its_node(monkeypatch):
+    import types
+
+    for landed in ("head", "w1"):  # a node kept free of actors, or one that has its own already
+        scheduler, Slot, already, added, killed = _misplacement(
+            monkeypatch, [HEAD, worker_node("w1"), worker_node("w2")])
+        misplaced = Slot(types.SimpleNamespace(worker_id="a2", handle="h2"), 4, local=False, node_id=landed,
+                         intended_node="w2")
+        scheduler.slots.append(misplaced)
+        scheduler._misplaced(misplaced)
+        assert added == [("w2", False)]  # the pool keeps its size, one actor per node
+        assert killed == ["h2"] and misplaced.gone and not already.gone
+
+
+def test_an_actor_whose_node_is_gone_stays_where_it_landed_unless_that_node_has_no_cpus(monkeypatch):
+    import types
+
+    for landed, kept in (("w1", True), ("head", False)):
+        scheduler, Slot, _, added, killed = _misplacement(
+            monkeypatch, [HEAD, worker_node("w1"), worker_node("w2", alive=False)])
+        misplaced = Slot(types.SimpleNamespace(worker_id="a2", handle="h2"), 4, local=False, node_id=landed,
+                         intended_node="w2")
+        scheduler._misplaced(misplaced)
+        assert added == []
+        assert misplaced.gone is not kept and killed == ([] if kept else ["h2"])
