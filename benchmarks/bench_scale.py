@@ -96,6 +96,9 @@ def summarize(runs: list[dict]) -> list[dict]:
                 vals = [r[key] for r in ok if r.get(key) is not None]
                 med[n][key] = statistics.median(vals) if vals else None
             med[n]["load_avg_1m"] = [r["load_avg"][0] for r in at]
+            # How the work spread: objects per node in each run, largest first (the report's `nodes`).
+            med[n]["objects_per_node"] = [sorted((x["objects"] for x in r.get("report_nodes") or []), reverse=True)
+                                          for r in at]
         for key, out in (("mb_per_s", "efficiency"), ("mb_per_s_after_actors", "efficiency_after_actors")):
             eff = efficiency({n: m[key] for n, m in med.items() if m[key] is not None})
             for n, m in med.items():
@@ -111,8 +114,8 @@ def markdown(result: dict) -> str:
              f"worker node; driver on the head (no lane, no actor). {result['machine']['cpus']} cores shared by "
              "everything (nodes, servers, delay daemon).", "",
              "| set | N | valid | MB/s | objects/s | efficiency | MB/s after actors up | efficiency (after) | "
-             "link MB/s per node | cores busy: machine (this benchmark) | load avg 1 min |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "link MB/s per node | cores busy: machine (this benchmark) | load avg 1 min | objects per node, each run |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
 
     def f(value, spec=",.1f"):
         return "–" if value is None else format(value, spec)
@@ -122,7 +125,9 @@ def markdown(result: dict) -> str:
             f"| {result['sets'][row['set']]['describe']} | {row['nodes']} | {row['valid']} | {f(row['mb_per_s'])} "
             f"| {f(row['objects_per_s'])} | {f(row['efficiency'], '.2f')} | {f(row['mb_per_s_after_actors'])} | "
             f"{f(row['efficiency_after_actors'], '.2f')} | {f(row['link_mb_per_s_per_node'])} | "
-            f"{f(row['machine_cores'], '.2f')} ({f(row['own_cores'], '.2f')}) | {', '.join(f'{x:.2f}' for x in row['load_avg_1m'])} |")
+            f"{f(row['machine_cores'], '.2f')} ({f(row['own_cores'], '.2f')}) | "
+            f"{', '.join(f'{x:.2f}' for x in row['load_avg_1m'])} | "
+            f"{'; '.join('/'.join(str(c) for c in counts) for counts in row.get('objects_per_node', []))} |")
     ceilings = result.get("ceilings") or []
     if ceilings:
         lines += ["", "Link ceiling, no dth-ray: every worker node GETs one object of the large set at once with curl "
@@ -455,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.render:
         result = json.loads(Path(args.render).read_text())
+        result["summary"] = summarize(result["runs"])  # the current summary's columns
         print(markdown(result))
         plot(result, RESULTS / "scale-latest.png")
         return 0
