@@ -25,7 +25,7 @@ the servers.
     .venv/bin/python benchmarks/bench_scale.py [--nodes 1,2,4] [--sets small,large] [--runs 2]
         [--small 4000] [--small-kib 64] [--large 16] [--large-mib 32] [--rate-mb 8] [--rtt-ms 50]
     .venv/bin/python benchmarks/bench_scale.py down            # remove leftovers of an interrupted run
-    .venv/bin/python benchmarks/bench_scale.py --render results/scale-<date>.json
+    .venv/bin/python benchmarks/bench_scale.py --render results/scale-<commit>-<date>.json   # rewrites scale-latest.*
 
 Writes benchmarks/results/scale-<commit>-<date>.json and scale-latest.md (the table).
 """
@@ -462,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(Path(args.render).read_text())
         result["summary"] = summarize(result["runs"])  # the current summary's columns
         print(markdown(result))
-        plot(result, RESULTS / "scale-latest.png")
+        png = plot(result, RESULTS / "scale-latest.png")
+        (RESULTS / "scale-latest.md").write_text(markdown(result) + f"\nFrom `{Path(args.render).name}`"
+                                                 + (f"; figure `{png.name}`" if png else "") + ".\n")
         return 0
     if args.cmd == "down":
         down()
