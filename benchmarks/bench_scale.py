@@ -308,7 +308,7 @@ def commit_info() -> dict:
 
 
 def run(args: argparse.Namespace, work_parent: str | None = None, write: bool = True,
-        frozen: tuple[Path, dict] | None = None) -> dict:
+        frozen: tuple[Path, dict] | None = None, results: Path = RESULTS) -> dict:
     """The whole curve; returns the result (also written to results/ when `write`). `frozen`: (directory, its
     description) of a frozen copy of dth_ray/ and conf/ (the suite's) to run instead of this checkout."""
     nodes_list = [int(n) for n in args.nodes.split(",")]
@@ -381,7 +381,7 @@ def run(args: argparse.Namespace, work_parent: str | None = None, write: bool = 
     result["summary"] = summarize(result["runs"])
     result["finished"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if write:
-        write_result(result)
+        write_result(result, results)
     return result
 
 
@@ -427,13 +427,13 @@ def plot(result: dict, path: Path) -> Path | None:
     return path
 
 
-def write_result(result: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+def write_result(result: dict, results: Path = RESULTS) -> Path:
+    results.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d-%H%M")
-    path = RESULTS / f"scale-{result['code']['commit'][:10]}-{stamp}.json"
+    path = results / f"scale-{result['code']['commit'][:10]}-{stamp}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
-    png = plot(result, RESULTS / "scale-latest.png")
-    (RESULTS / "scale-latest.md").write_text(markdown(result) + f"\nFrom `{path.name}`"
+    png = plot(result, results / "scale-latest.png")
+    (results / "scale-latest.md").write_text(markdown(result) + f"\nFrom `{path.name}`"
                                              + (f"; figure `{png.name}`" if png else "") + ".\n")
     print(markdown(result))
     print(f"wrote {path}")

@@ -369,7 +369,7 @@ def run_scale(args: argparse.Namespace, result: dict, work: Path) -> None:
         "--large", str(args.scale_large)])
     try:
         result["scale"] = bench_scale.run(scale_args, work_parent=str(work), write=True,
-                                          frozen=(work / "code", result["dth_ray_code"]))
+                                          frozen=(work / "code", result["dth_ray_code"]), results=Path(args.results))
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         result["scale"] = {"skipped": [f"scale-out curve failed: {exc!r}"]}
         print(f"\n*** scale-out part FAILED: {exc!r}; continuing ***\n", flush=True)
