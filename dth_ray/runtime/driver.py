@@ -78,6 +78,10 @@ MAX_LOSSES = 5
 # test before any node joined).
 SHARDS_PER_LANE = 8
 SHARDS_PER_ACTOR = 4
+# A driver joining a cluster plans before it knows the cluster's nodes (and an autoscaled one grows later): it
+# cuts the listing for at least this many workers. A shard costs a manifest row and a listing start; too few
+# leave actors idle for the whole run, since shards are not split once planned.
+CLUSTER_PLAN_WORKERS = 64
 # What the workers report about the objects in flight and those listed but not decided (Progress → Snapshot).
 _IN_FLIGHT = ("objects_in_flight", "bytes_in_flight", "bytes_landed", "objects_ahead", "bytes_ahead")
 EARLIER = "earlier-executions"  # the `nodes` entry for what earlier executions of a resumed run copied
@@ -163,6 +167,7 @@ class SyncRun:
         self.in_flight = (0,) * len(_IN_FLIGHT)
         self.seq = 0
         self.lane = Startup()
+        self.plan_workers = settings.default_workers()  # set by run() once it knows whether a lane runs
         self.manifest: JobManifest | None = None
         self.scheduler: Scheduler | None = None
         self.elastic: Elasticity | None = None
@@ -196,6 +201,7 @@ class SyncRun:
                 actor_args=lambda: (s.worker, self.manifest.actor_name(scheduler, self.run_id)),
                 actors=s.transfer.actors)
         lane = workers.build_local is not None
+        self.plan_workers = self._plan_workers(lane)
         # The embedded default starts Ray only when the backlog says it pays (see on_tick); a driver joining a
         # cluster, or runtime.ray=always, has it from the start.
         self.ray_on_demand = lane and not self.in_process and s.runtime.ray_on_demand
@@ -207,6 +213,18 @@ class SyncRun:
             return self._run(scheduler, lane)
         finally:
             self.manifest.close()
+
+    def _plan_workers(self, lane: bool) -> int:
+        """Workers the listing is cut for (about 4 shards each): this machine's (or `transfer.actors`), with
+        the driver lane counted by its shard slots (two actors' worth), so the lane cannot take every shard
+        while Ray starts and leave the actors nothing; a driver joining a cluster plans for at least
+        CLUSTER_PLAN_WORKERS."""
+        workers = self.s.default_workers()
+        if lane:
+            return workers + SHARDS_PER_LANE // SHARDS_PER_ACTOR
+        if not self.in_process and not self.s.runtime.embedded and not self.s.transfer.actors:
+            return max(workers, CLUSTER_PLAN_WORKERS)
+        return workers
 
     def _run(self, scheduler: Scheduler, lane: bool) -> RunReport:
         s = self.s
@@ -256,10 +274,10 @@ class SyncRun:
                     await remove_parts(self.s.worker.report, self.stale_parts)
                 return items
         if self.s.inventory is not None:
-            planned = await plan_from_inventory(self.s, self.s.default_workers(), self.progress)
+            planned = await plan_from_inventory(self.s, self.plan_workers, self.progress)
             shards, self.inventory = planned.shards, planned.info
         else:
-            shards = await plan_shards(self.s.source, self.s.default_workers(), progress=self.progress)
+            shards = await plan_shards(self.s.source, self.plan_workers, progress=self.progress)
         started = time.time()
         self.run_id = 0 if self.s.dry_run else m.start_run(shards, *self._pairing())
         self.recount_since = math.floor(started)
