@@ -78,10 +78,6 @@ MAX_LOSSES = 5
 # test before any node joined).
 SHARDS_PER_LANE = 8
 SHARDS_PER_ACTOR = 4
-# A driver joining a cluster plans before it knows the cluster's nodes (and an autoscaled one grows later): it
-# cuts the listing for at least this many workers. A shard costs a manifest row and a listing start; too few
-# leave actors idle for the whole run, since shards are not split once planned.
-CLUSTER_PLAN_WORKERS = 64
 # What the workers report about the objects in flight and those listed but not decided (Progress → Snapshot).
 _IN_FLIGHT = ("objects_in_flight", "bytes_in_flight", "bytes_landed", "objects_ahead", "bytes_ahead")
 EARLIER = "earlier-executions"  # the `nodes` entry for what earlier executions of a resumed run copied
@@ -217,14 +213,9 @@ class SyncRun:
     def _plan_workers(self, lane: bool) -> int:
         """Workers the listing is cut for (about 4 shards each): this machine's (or `transfer.actors`), with
         the driver lane counted by its shard slots (two actors' worth), so the lane cannot take every shard
-        while Ray starts and leave the actors nothing; a driver joining a cluster plans for at least
-        CLUSTER_PLAN_WORKERS."""
+        while Ray starts and leave the actors nothing."""
         workers = self.s.default_workers()
-        if lane:
-            return workers + SHARDS_PER_LANE // SHARDS_PER_ACTOR
-        if not self.in_process and not self.s.runtime.embedded and not self.s.transfer.actors:
-            return max(workers, CLUSTER_PLAN_WORKERS)
-        return workers
+        return workers + SHARDS_PER_LANE // SHARDS_PER_ACTOR if lane else workers
 
     def _run(self, scheduler: Scheduler, lane: bool) -> RunReport:
         s = self.s
