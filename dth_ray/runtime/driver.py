@@ -498,7 +498,10 @@ class SyncRun:
     # ---- finishing (the main thread, the loop ended)
 
     def _unfinished(self, item: Item, where: Slot | None) -> None:
-        """An item the loop stopped with (an interrupt): what its checkpoint settled is its worker's."""
+        """An item the loop stopped with (an interrupt): what its checkpoint settled is its worker's. Only
+        shards have one: the nodes' credentials check (CredentialGate), stopped before it ran, has nothing."""
+        if item.method != "run_shard":
+            return
         task: ShardTask = item.args[0]
         cp = self._checkpoint(task.shard.shard_id)
         if cp is not None and where is not None and cp.tally.listed >= (task.base.listed if task.base else 0):

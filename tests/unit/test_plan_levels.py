@@ -87,3 +87,13 @@ def test_a_flat_folder_is_cut_for_the_lanes_slots_too_so_actors_get_shards():
     # Before: 4 shards for the one actor, all of them taken by the lane (8 slots) while Ray started.
     assert len(shards) > SHARDS_PER_LANE, [s.start_after for s in shards]
     assert _run(["transfer.actors=1"])._plan_workers(lane=False) == 1  # no lane: the workers as they are
+
+
+def test_an_interrupt_before_the_credentials_check_ran_leaves_nothing_to_settle():
+    """Seen in a watch stopped as its next scan began: the check (an item with no shard) was among the items
+    the loop stopped with, and settling it raised IndexError, so the scan ended 'error' instead of stopping."""
+    from dth_ray.runtime.credcheck import CHECK
+
+    run = _run([])
+    run._unfinished(CHECK, None)  # raised IndexError: tuple index out of range
+    assert run.latest == {}  # nothing settled
