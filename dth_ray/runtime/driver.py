@@ -215,7 +215,9 @@ class SyncRun:
         the driver lane counted by its shard slots (two actors' worth), so the lane cannot take every shard
         while Ray starts and leave the actors nothing."""
         workers = self.s.default_workers()
-        return workers + SHARDS_PER_LANE // SHARDS_PER_ACTOR if lane else workers
+        if lane and not self.in_process:  # in-process workers (tests) hold SHARDS_PER_ACTOR each, like actors
+            return workers + SHARDS_PER_LANE // SHARDS_PER_ACTOR
+        return workers
 
     def _run(self, scheduler: Scheduler, lane: bool) -> RunReport:
         s = self.s
