@@ -16,7 +16,6 @@ Exit status 1 if a run failed or its counts are wrong.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import BIN, describe_code, freeze_code, machine_busy_s, machine_info  # noqa: E402
-from procstats import GROUPS, TAG_VAR, ProcessSampler, proc_stat  # noqa: E402
+from procstats import GROUPS, TAG_VAR, proc_stat, run_sampled  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -92,33 +91,9 @@ def measure(cmd: list[str], env: dict[str, str], tag: str, run_dir: Path, marker
     """Run the client to completion with the sampler on; wall, per-group CPU and PSS, the server's CPU."""
     load_before = os.getloadavg()
     server0, busy0, t0 = server.cpu_s(), machine_busy_s(), time.monotonic()
-    with open(run_dir / "stdout.txt", "wb") as out, open(run_dir / "stderr.txt", "wb") as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True, cwd=run_dir)
-        sampler = ProcessSampler(tag, proc.pid, SAMPLE_S, marker)
-        sampler.start()
-        timed_out = False
-        # WNOWAIT: the exited client stays a zombie whose /proc stat still shows its CPU time.
-        while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
-            if time.monotonic() - t0 > timeout_s:
-                timed_out = True
-                os.killpg(proc.pid, 9)
-                break
-            time.sleep(0.05)
-        wall_s = time.monotonic() - t0
-        final = proc_stat(proc.pid)
-        if final is not None:
-            sampler.cpu_s[proc.pid] = max(sampler.cpu_s.get(proc.pid, 0.0), final[2])
-        code = proc.wait()
-    sampler.stop()
-    deadline = time.monotonic() + LINGER_S
-    sampler.sample()
-    while sampler.alive and time.monotonic() < deadline:
-        time.sleep(SAMPLE_S)
-        sampler.sample()
-    lingering = sorted(sampler.alive)
-    for pid in lingering:
-        with contextlib.suppress(OSError):
-            os.kill(pid, 9)
+    run = run_sampled(cmd, env, run_dir, tag, timeout_s=timeout_s, interval_s=SAMPLE_S, linger_s=LINGER_S,
+                      marker=marker, poll_s=0.05)
+    sampler, lingering, code, timed_out, wall_s = run.sampler, run.lingering, run.exit_code, run.timed_out, run.wall_s
     server1 = server.cpu_s()
     server_cpu = {pid: server1[pid] - server0.get(pid, 0.0) for pid in server1}
     return {"exit_code": code, "timed_out": timed_out, "wall_s": round(wall_s, 2),

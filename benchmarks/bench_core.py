@@ -11,7 +11,6 @@ prefix and is checked by listing (count, bytes and per-key ETag). Results go to 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from procstats import CLK_TCK, TAG_VAR, ProcessSampler, groups_markdown, proc_stat
+from procstats import CLK_TCK, TAG_VAR, groups_markdown, proc_stat, run_sampled
 
 from dth_ray.locals3 import RcloneS3, rclone_binary
 
@@ -464,41 +463,12 @@ class Bench:
                       - (own_cpu_s() - own0)) / BACKGROUND_S
         busy0, servers0, own0 = machine_busy_s(), self.server_cpu_s(), own_cpu_s()
         t0 = time.monotonic()
-        with open(run_dir / "stdout.txt", "wb") as out, open(run_dir / "stderr.txt", "wb") as err:
-            # cwd: Ray puts the driver's working directory first on its workers' sys.path; run from the
-            # repository, the actors would import the live dth_ray/ instead of the frozen copy.
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True, cwd=run_dir)
-            sampler = ProcessSampler(tag, proc.pid, SAMPLE_S)
-            sampler.start()
-            timed_out = False
-            # WNOWAIT: the exited client stays an un-reaped zombie, whose /proc stat still shows its CPU time.
-            while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
-                if time.monotonic() - t0 > RUN_TIMEOUT_S:
-                    timed_out = True
-                    os.killpg(proc.pid, 9)
-                    break
-                time.sleep(0.02)
-            wall = time.monotonic() - t0
-            final = proc_stat(proc.pid)
-            code = proc.wait()
-        # Ray's daemonized processes outlive the driver briefly: account until they are gone (max 20 s).
-        sampler.stop()
-        deadline = time.monotonic() + 20
-        sampler.sample()
-        while sampler.alive and time.monotonic() < deadline:
-            time.sleep(SAMPLE_S)
-            sampler.sample()
-        lingering = sorted(sampler.alive)
-        for pid in lingering:  # still alive after 20 s: ours (checked again by the tag); not left behind
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as handle:
-                if sampler.needle in handle.read().split(b"\0"):
-                    os.kill(pid, 9)
+        run = run_sampled(cmd, env, run_dir, tag, timeout_s=RUN_TIMEOUT_S, interval_s=SAMPLE_S, linger_s=20)
+        sampler, lingering = run.sampler, run.lingering
         window = time.monotonic() - t0
         machine, servers = machine_busy_s() - busy0, self.server_cpu_s() - servers0
         cpu = machine - servers - (own_cpu_s() - own0)
-        if final is not None:
-            sampler.cpu_s[proc.pid] = max(sampler.cpu_s.get(proc.pid, 0.0), final[2])
-        return {"exit_code": code, "timed_out": timed_out, "wall_s": wall, "cpu_window_s": window,
+        return {"exit_code": run.exit_code, "timed_out": run.timed_out, "wall_s": run.wall_s, "cpu_window_s": window,
                 "client_cpu_s": cpu, "client_cpu_tagged_s": sum(sampler.cpu_s.values()),
                 "client_processes": len(sampler.cpu_s), "peak_rss_mb": sampler.peak_rss / 1e6,
                 "peak_pss_mb": sampler.peak_pss / 1e6, "samples": sampler.samples,

@@ -14,10 +14,14 @@ and runtime-env agents, log monitor, autoscaler monitor: any other process runni
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
+import subprocess
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -181,6 +185,57 @@ class ProcessSampler(threading.Thread):
         return [{"pid": p, "group": self.group.get(p, "other"), "found_by": self.found_by.get(p, "root"),
                  "cpu_s": round(self.cpu_s.get(p, 0.0), 2), "peak_pss_mb": round(self.peak_pss_by_pid.get(p, 0) / 1e6, 1),
                  "cmd": self.argv.get(p, "")} for p in sorted(self.cpu_s)]
+
+
+@dataclass
+class SampledRun:
+    """One client run under the sampler: exit code, whether it was killed at the timeout, wall time to the
+    client's exit, the sampler (stopped) and the tagged processes still alive after the linger, killed."""
+
+    exit_code: int
+    timed_out: bool
+    wall_s: float
+    sampler: ProcessSampler
+    lingering: list[int]
+
+
+def run_sampled(cmd: list[str], env: dict[str, str], run_dir: Path, tag: str, *, timeout_s: float,
+                interval_s: float, linger_s: float, marker: str = "", poll_s: float = 0.02) -> SampledRun:
+    """Run `cmd` (its own session, cwd `run_dir`, output in run_dir/stdout.txt and stderr.txt) with a
+    ProcessSampler on its tagged processes; after the client exits keep sampling until Ray's daemonized
+    processes are gone (at most `linger_s`), then kill what is left of the run's own processes."""
+    t0 = time.monotonic()
+    with open(run_dir / "stdout.txt", "wb") as out, open(run_dir / "stderr.txt", "wb") as err:
+        # cwd: Ray puts the driver's working directory first on its workers' sys.path; run from the
+        # repository, the actors would import the live dth_ray/ instead of a frozen copy.
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True, cwd=run_dir)
+        sampler = ProcessSampler(tag, proc.pid, interval_s, marker)
+        sampler.start()
+        timed_out = False
+        # WNOWAIT: the exited client stays an un-reaped zombie, whose /proc stat still shows its CPU time.
+        while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+            if time.monotonic() - t0 > timeout_s:
+                timed_out = True
+                os.killpg(proc.pid, 9)
+                break
+            time.sleep(poll_s)
+        wall_s = time.monotonic() - t0
+        final = proc_stat(proc.pid)
+        if final is not None:
+            sampler.cpu_s[proc.pid] = max(sampler.cpu_s.get(proc.pid, 0.0), final[2])
+        code = proc.wait()
+    sampler.stop()
+    deadline = time.monotonic() + linger_s
+    sampler.sample()
+    while sampler.alive and time.monotonic() < deadline:
+        time.sleep(interval_s)
+        sampler.sample()
+    lingering = sorted(sampler.alive)
+    for pid in lingering:  # still alive after the linger: ours (checked again by the tag); not left behind
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as handle:
+            if sampler.needle in handle.read().split(b"\0"):
+                os.kill(pid, 9)
+    return SampledRun(code, timed_out, wall_s, sampler, lingering)
 
 
 def group_medians(runs: list[dict]) -> dict[str, tuple[float, float]]:

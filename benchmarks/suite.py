@@ -1,5 +1,6 @@
 """The benchmark suite (issue 6): dth-ray against rclone, s5cmd, the AWS CLI and a naive boto3 pool, with the
-servers' ceilings, an incremental run, dth-ray's scaling curve and the emulated WAN, in one run.
+servers' ceilings, an incremental run, dth-ray's scaling curve, the emulated WAN and (full suite) the scale-out
+curve over N Ray nodes behind their own links (bench_scale.py), in one run.
 
     make bench               # full suite (see benchmarks/README.md for what it runs and how long it takes)
     make bench QUICK=1       # reduced suite, under five minutes: every target's scenario, fewer and smaller runs
@@ -77,6 +78,8 @@ PROFILES = {
         # timeout is long enough for each to finish (a killed run only bounds its rate: payload ÷ timeout).
         "wan_payload": "2x128,2000", "wan_timeout": 1200.0, "wan_ceilings": 3,
         "wan_tools": "dth-ray,rclone-mt,s5cmd-tuned",
+        # Scale-out curve (bench_scale.py): N Ray worker nodes, each behind its own capped link; full suite only.
+        "scale_nodes": "1,2,4", "scale_runs": 2, "scale_small": 4000, "scale_large": 16,
     },
     "quick": {
         "small": 4000, "large": 4, "runs": 2, "overhead_runs": 1,
@@ -90,6 +93,9 @@ PROFILES = {
         # the quick suite near five minutes (a peer cut at 40 s is rated at payload ÷ 40 s at most: a floor).
         "wan_payload": "1x64,300", "wan_timeout": 40.0, "wan_ceilings": 3,
         "wan_tools": "dth-ray,rclone-mt",
+        # Not in the quick suite: a cluster per N and a 50 ms, 8 MB/s link per node take ~15 min for N = 1, 2, 4;
+        # even N = 1, 2 with one round (~5 min with cluster start-up) would double the quick suite.
+        "scale_nodes": "", "scale_runs": 1, "scale_small": 1000, "scale_large": 4,
     },
 }
 
@@ -125,6 +131,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wan-tools", help="tools across the WAN, subset of dth-ray,rclone-default,rclone-tuned,"
                                             "rclone-mt,s5cmd,s5cmd-tuned (full: dth-ray,rclone-mt,s5cmd-tuned; "
                                             "quick: dth-ray,rclone-mt)")
+    parser.add_argument("--scale-nodes", help="scale-out curve: worker node counts (full 1,2,4; quick: not run; "
+                                              "'' to skip)")
+    parser.add_argument("--scale-runs", type=int, help="rounds per node count (full 2)")
+    parser.add_argument("--scale-small", type=int, help="64 KiB objects in the scale-out small set (full 4,000)")
+    parser.add_argument("--scale-large", type=int, help="32 MiB objects in the scale-out large set (full 16)")
     parser.add_argument("--ref", default="HEAD", help="dth-ray code: a git ref (default HEAD) or 'worktree'")
     parser.add_argument("--workdir", help="parent of the temporary work directory")
     parser.add_argument("--results", default=str(RESULTS), help="where the JSON, Markdown and PNGs go")
@@ -349,6 +360,27 @@ def run_wan(args: argparse.Namespace, result: dict, work: Path) -> None:
         print(f"\n*** WAN part FAILED: {exc!r}; continuing ***\n", flush=True)
 
 
+def run_scale(args: argparse.Namespace, result: dict, work: Path) -> None:
+    """The scale-out curve (bench_scale.py) on the suite's frozen code; skipped, saying why, where it cannot run."""
+    import bench_scale
+    import wan
+
+    problems = wan.preflight()  # the same needs: root, iptables, NetfilterQueue (its delay daemon)
+    if problems:
+        result["scale"] = {"skipped": problems}
+        print("\n*** scale-out curve SKIPPED: " + "; ".join(problems) + " ***\n", flush=True)
+        return
+    scale_args = bench_scale.build_parser().parse_args([
+        "--nodes", args.scale_nodes, "--runs", str(args.scale_runs), "--small", str(args.scale_small),
+        "--large", str(args.scale_large)])
+    try:
+        result["scale"] = bench_scale.run(scale_args, work_parent=str(work), write=True,
+                                          frozen=(work / "code", result["dth_ray_code"]), results=Path(args.results))
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        result["scale"] = {"skipped": [f"scale-out curve failed: {exc!r}"]}
+        print(f"\n*** scale-out part FAILED: {exc!r}; continuing ***\n", flush=True)
+
+
 def invalid_runs(result: dict) -> list[str]:
     """Runs that finished but were wrong (exit status, listing check, or the live code imported), plus core
     runs that timed out. A WAN run that hit its timeout is a bound, not an invalid run."""
@@ -360,6 +392,9 @@ def invalid_runs(result: dict) -> list[str]:
     for r in (result.get("wan") or {}).get("runs", []):
         if not r["valid"] and not r["timed_out"]:
             bad.append(f"wan {r['rtt_ms']:g}ms/{r['loss']:.0%}/{r['cc']} r{r['round']} {r['tool']}")
+    for r in (result.get("scale") or {}).get("runs", []):
+        if not r["valid"]:
+            bad.append(f"scale {r['set']} N={r['nodes']} r{r['round']}")
     return bad
 
 
@@ -422,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
             result["phase_s"]["wan"] = time.monotonic() - t1
         else:
             result["wan"] = {"skipped": ["--no-wan"]}
+        if args.scale_nodes:
+            t1 = time.monotonic()
+            run_scale(args, result, work)
+            result["phase_s"]["scale"] = time.monotonic() - t1
     finally:
         shutil.rmtree(work, ignore_errors=True)
         result["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -357,6 +357,17 @@ def wan_section(result: dict) -> list[str]:
             "a floor); the bytes the link carried during the run are an estimate shown beside that bound.", ""]
 
 
+def scale_section(result: dict) -> list[str]:
+    scale = result.get("scale")
+    if not scale:
+        return []
+    if scale.get("skipped"):
+        return ["## Scale-out over Ray nodes", "", "**Not run**: " + "; ".join(scale["skipped"]) + ".", ""]
+    import bench_scale
+
+    return ["## Scale-out over Ray nodes", "", *bench_scale.markdown(scale).splitlines(), ""]
+
+
 def markdown(result: dict, json_name: str | None = None) -> str:
     m = result["machine"]
     v = m["versions"]
@@ -394,6 +405,7 @@ def markdown(result: dict, json_name: str | None = None) -> str:
             lines += scaling_table(result, name)
     lines += groups_section(result)
     lines += wan_section(result)
+    lines += scale_section(result)
     if result.get("overhead"):
         ov = result["overhead"]
         lines += ["## dth-ray fixed cost (empty source bucket)", "",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 
@@ -193,7 +192,9 @@ def cmd_watch(overrides: list[str]) -> int:
     settings = load_settings(overrides)
     _setup_logging(settings)
     settings = adopt_legacy_job(settings)  # before the service takes the job's name anywhere
-    logging.getLogger("dth_ray.sync.watch").setLevel(min(logging.INFO, logging.getLogger().level))
+    from dth_ray.ops.logs import service_lines
+
+    service_lines("dth_ray.sync.watch")
     _check_report_dir(settings)
     service = WatchService(settings)
     try:

@@ -115,7 +115,9 @@ MEANINGS = {
                             "rclone servers with no Ray: 64 → 477 objects/s, 128 → 909-954, 256 → 696 (the "
                             "servers saturate)",
     "transfer.actors": "transfer actors; 0 = one per CPU in the Ray cluster (at least 2), or one per CPU "
-                       "minus one on the embedded Ray, where the driver lane counts as one (at least 1)",
+                       "minus one on the embedded Ray, where the driver lane counts as one (at least 1); "
+                       "planning cuts the listing into about 4 shards per worker (0: this machine's CPUs; set "
+                       "it for a large cluster)",
     "transfer.buffer_size": "payload bytes one worker (the driver lane, each actor) may hold (see Memory "
                             "bound)",
     "transfer.max_bandwidth": "bytes/s read from the source by the whole job (every worker on every node, "

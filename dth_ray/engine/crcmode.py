@@ -53,6 +53,6 @@ class CrcMode:
             first = self._where not in _said
             _said.add(self._where)
         if first:
-            log.warning("destination %s does not check CRC64NVME checksums (a write that sent one was answered "
-                        "without it): copies keep the MD5 path (destination.checksum=md5 says so up front)",
-                        self._where)
+            log.warning("destination %s does not check CRC64NVME checksums (its answer to a write that sent one "
+                        "did not echo it): copies are checked with MD5 instead (destination.checksum=md5 skips "
+                        "this probe)", self._where)

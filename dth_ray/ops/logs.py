@@ -131,8 +131,22 @@ def setup_logging(cfg: SyncConfig, stream: Any = None) -> logging.Handler:
     return _install(str(cfg.log_level), cfg.log.format, stream)
 
 
+_SERVICE_LOGGERS: set[str] = set()  # loggers `service_lines` raised to INFO; the next install resets them
+
+
+def service_lines(name: str) -> None:
+    """A long-running service's lifecycle lines (logger `name`) at INFO while `log_level` is WARNING or more
+    verbose, as a service's log is expected to read; a stricter `log_level` (ERROR, CRITICAL) is kept."""
+    if logging.getLogger().level <= logging.WARNING:
+        logging.getLogger(name).setLevel(min(logging.INFO, logging.getLogger().level))
+        _SERVICE_LOGGERS.add(name)
+
+
 def _install(level: str, fmt: LogFormat | str, stream: Any = None) -> logging.Handler:
     root = logging.getLogger()
+    for name in _SERVICE_LOGGERS:  # a second setup (a later command in the same process) starts from none
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    _SERVICE_LOGGERS.clear()
     for handler in list(root.handlers):
         if isinstance(handler, _Handler):
             root.removeHandler(handler)

@@ -163,6 +163,7 @@ class SyncRun:
         self.in_flight = (0,) * len(_IN_FLIGHT)
         self.seq = 0
         self.lane = Startup()
+        self.plan_workers = settings.default_workers()  # set by run() once it knows whether a lane runs
         self.manifest: JobManifest | None = None
         self.scheduler: Scheduler | None = None
         self.elastic: Elasticity | None = None
@@ -196,6 +197,7 @@ class SyncRun:
                 actor_args=lambda: (s.worker, self.manifest.actor_name(scheduler, self.run_id)),
                 actors=s.transfer.actors)
         lane = workers.build_local is not None
+        self.plan_workers = self._plan_workers(lane)
         # The embedded default starts Ray only when the backlog says it pays (see on_tick); a driver joining a
         # cluster, or runtime.ray=always, has it from the start.
         self.ray_on_demand = lane and not self.in_process and s.runtime.ray_on_demand
@@ -207,6 +209,15 @@ class SyncRun:
             return self._run(scheduler, lane)
         finally:
             self.manifest.close()
+
+    def _plan_workers(self, lane: bool) -> int:
+        """Workers the listing is cut for (about 4 shards each): this machine's (or `transfer.actors`), with
+        the driver lane counted by its shard slots (two actors' worth), so the lane cannot take every shard
+        while Ray starts and leave the actors nothing."""
+        workers = self.s.default_workers()
+        if lane and not self.in_process:  # in-process workers (tests) hold SHARDS_PER_ACTOR each, like actors
+            return workers + SHARDS_PER_LANE // SHARDS_PER_ACTOR
+        return workers
 
     def _run(self, scheduler: Scheduler, lane: bool) -> RunReport:
         s = self.s
@@ -256,10 +267,10 @@ class SyncRun:
                     await remove_parts(self.s.worker.report, self.stale_parts)
                 return items
         if self.s.inventory is not None:
-            planned = await plan_from_inventory(self.s, self.s.default_workers(), self.progress)
+            planned = await plan_from_inventory(self.s, self.plan_workers, self.progress)
             shards, self.inventory = planned.shards, planned.info
         else:
-            shards = await plan_shards(self.s.source, self.s.default_workers(), progress=self.progress)
+            shards = await plan_shards(self.s.source, self.plan_workers, progress=self.progress)
         started = time.time()
         self.run_id = 0 if self.s.dry_run else m.start_run(shards, *self._pairing())
         self.recount_since = math.floor(started)
@@ -489,7 +500,10 @@ class SyncRun:
     # ---- finishing (the main thread, the loop ended)
 
     def _unfinished(self, item: Item, where: Slot | None) -> None:
-        """An item the loop stopped with (an interrupt): what its checkpoint settled is its worker's."""
+        """An item the loop stopped with (an interrupt): what its checkpoint settled is its worker's. Only
+        shards have one: the nodes' credentials check (CredentialGate), stopped before it ran, has nothing."""
+        if item.method != "run_shard":
+            return
         task: ShardTask = item.args[0]
         cp = self._checkpoint(task.shard.shard_id)
         if cp is not None and where is not None and cp.tally.listed >= (task.base.listed if task.base else 0):

@@ -37,7 +37,7 @@ from dth_ray.ops.alerts import Alerter
 from dth_ray.ops.logs import fields
 from dth_ray.plan.prefix_list import prefixes_under
 from dth_ray.runtime.driver import run_sync
-from dth_ray.runtime.interrupts import Interrupts
+from dth_ray.runtime.interrupts import Interrupted, Interrupts
 from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.metrics import EventLatency
 from dth_ray.runtime.pace import JobPace
@@ -580,6 +580,8 @@ class WatchService:
                           "deleted": run.deletes.deleted if run.deletes else 0, "errors": run.errors[:5]}
                 if run.paused_until:
                     result["paused_until"] = run.paused_until
+        except Interrupted as exc:  # stopped with the service before the scan had a run (while planning)
+            result = {"status": "interrupted", "error": str(exc)}
         except Exception as exc:  # the service outlives a failed scan; the next tick tries again
             log.exception("watch: scheduled scan failed")
             result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
@@ -594,8 +596,9 @@ class WatchService:
         self.metrics.last_scan = result
         if result.get("paused_until"):
             self._paused_until = datetime.fromisoformat(result["paused_until"]).timestamp()
-        # a scan that succeeded (or paused at its window's end) is routine; any other end is a problem to look at
-        level = logging.INFO if result["status"] in ("succeeded", "paused") else logging.WARNING
+        # a scan that succeeded, paused at its window's end or stopped with the service is routine; any other
+        # end is a problem to look at
+        level = logging.INFO if result["status"] in ("succeeded", "paused", "interrupted") else logging.WARNING
         log.log(level, "watch: scheduled scan %s in %.1fs: %s", result["status"],
                 result.get("duration_s", 0.0),
                 {k: v for k, v in result.items() if k in ("listed", "copied", "failed", "deleted", "error")},

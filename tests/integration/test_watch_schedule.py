@@ -28,7 +28,10 @@ def test_tick_during_running_scan_is_skipped(e2e_env, ray_local, unique_prefix, 
         final = w.stop()
     skipped = [r.getMessage() for r in caplog.records if "scheduled scan skipped" in r.getMessage()]
     assert skipped and "the previous scan is still running" in skipped[0]
-    assert final["scans"]["last"]["status"] == "succeeded"
+    # The first scan succeeded; the next tick's scan may have begun just before the stop and then ends
+    # 'interrupted' (resumed by the next start), never 'error'.
+    assert final["scans"]["succeeded"] >= 1 and not final["scans"].get("error")
+    assert final["scans"]["last"]["status"] in ("succeeded", "interrupted"), final["scans"]["last"]
     assert final["scans"]["runs"] >= 1 and final["scans"]["skipped"] >= 1
     got = listing(pair.destination.client(), pair.destination.bucket, dst_prefix)
     assert len(got) == len(items)

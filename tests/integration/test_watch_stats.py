@@ -5,6 +5,7 @@ log.format=json; none with progress=none."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -14,6 +15,21 @@ from dth_ray.compose import load_settings
 from dth_ray.ops.logs import setup_logging
 from dth_ray.sync.watch import WatchService
 from tests.integration.test_runtime_in_memory import dataset, seed
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """These tests set logging up as the CLI does; the tests after them get the root logger back as it was."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 def _serve(tmp_path, buckets, *extra: str) -> None:

@@ -7,6 +7,7 @@ import datetime
 import io
 import json
 import logging
+import sys
 
 import pytest
 
@@ -24,7 +25,7 @@ from dth_ray.ops.cloudwatch import (
     dashboard_name,
     datums,
 )
-from dth_ray.ops.logs import JsonFormatter, TextFormatter, fields, redact, setup_logging
+from dth_ray.ops.logs import JsonFormatter, TextFormatter, fields, redact, service_lines, setup_logging
 from dth_ray.report import RunReport
 from dth_ray.runtime.progress import Snapshot
 
@@ -166,6 +167,42 @@ def test_setup_logging_is_idempotent_and_quiets_the_sdk():
     finally:
         root.removeHandler(handler)
         root.setLevel(before[1])
+
+
+def test_a_services_lines_are_at_info_unless_log_level_is_stricter_and_a_new_setup_resets_them():
+    root, watch = logging.getLogger(), logging.getLogger("dth_ray.sync.watch")
+    before = list(root.handlers), root.level
+    try:
+        for level, shown in (("WARNING", True), ("DEBUG", True), ("ERROR", False)):
+            stream = io.StringIO()
+            handler = setup_logging(SyncConfig(log_level=level), stream)
+            assert watch.level == logging.NOTSET  # what an earlier command raised is gone
+            service_lines("dth_ray.sync.watch")
+            watch.info("watch: scheduled scan starting")
+            logging.getLogger("dth_ray.other").info("not a service line")
+            assert ("scheduled scan starting" in stream.getvalue()) is shown, level
+            assert ("not a service line" in stream.getvalue()) is (level == "DEBUG")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(before[1])
+        watch.setLevel(logging.NOTSET)
+
+
+def test_the_handler_writes_to_the_stderr_of_the_moment(monkeypatch):
+    root = logging.getLogger()
+    before = root.level
+    handler = setup_logging(SyncConfig(log_level="WARNING"))
+    try:
+        first, second = io.StringIO(), io.StringIO()
+        monkeypatch.setattr(sys, "stderr", first)
+        logging.getLogger("dth_ray.test").warning("one")
+        first.close()  # a capture that has ended, as a test's or a daemon's stderr may
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("dth_ray.test").warning("two")
+        assert "two" in second.getvalue() and "one" not in second.getvalue()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(before)
 
 
 # -- credentials refresh schedule -------------------------------------------------------------------

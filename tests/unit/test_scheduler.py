@@ -12,7 +12,7 @@ import time
 import pytest
 
 from dth_ray.runtime.interrupts import Interrupts
-from dth_ray.runtime.scheduler import ACTOR_RESTARTS, Item, Scheduler, Workers
+from dth_ray.runtime.scheduler import ACTOR_RESTARTS, Item, Scheduler, Workers, actor_nodes
 
 
 class Script:
@@ -318,3 +318,63 @@ def test_an_error_in_a_hook_reaches_the_caller():
 
     with pytest.raises(ValueError, match="hook bug"):
         run(Script(), items(2), Broken())
+
+
+def test_transfer_actors_skip_nodes_with_no_cpus_unless_every_node_has_none():
+    head = {"NodeID": "h", "Alive": True, "Resources": {"memory": 1.0}}  # ray start --num-cpus=0
+    workers = [{"NodeID": f"w{i}", "Alive": True, "Resources": {"CPU": 1.0}} for i in (2, 1)]
+    dead = {"NodeID": "d", "Alive": False, "Resources": {"CPU": 8.0}}
+    assert actor_nodes([head, *workers, dead]) == ["w1", "w2"]
+    assert actor_nodes([head, dead]) == ["h"]  # nothing advertises a CPU: every alive node works
+    assert actor_nodes([]) == []
+
+
+def _misplacement(monkeypatch, nodes):
+    import types
+
+    import ray
+
+    from dth_ray.runtime.pool import Slot
+
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    scheduler = Scheduler(Workers(actor_class=object))
+    added, killed = [], []
+    monkeypatch.setattr(scheduler, "_add_actor", lambda args, node_id, soft=True: added.append((node_id, soft)))
+    monkeypatch.setattr(scheduler, "kill_actor", killed.append)
+    already = Slot(types.SimpleNamespace(worker_id="a1", handle="h1"), 4, local=False, node_id="w1")
+    scheduler.slots = [already]
+    return scheduler, Slot, already, added, killed
+
+
+HEAD = {"NodeID": "head", "Alive": True, "Resources": {"memory": 1.0}}  # ray start --num-cpus=0
+
+
+def worker_node(name, alive=True):
+    return {"NodeID": name, "Alive": alive, "Resources": {"CPU": 1.0}}
+
+
+def test_an_actor_soft_affinity_put_elsewhere_is_replaced_by_one_pinned_to_its_node(monkeypatch):
+    import types
+
+    for landed in ("head", "w1"):  # a node kept free of actors, or one that has its own already
+        scheduler, Slot, already, added, killed = _misplacement(
+            monkeypatch, [HEAD, worker_node("w1"), worker_node("w2")])
+        misplaced = Slot(types.SimpleNamespace(worker_id="a2", handle="h2"), 4, local=False, node_id=landed,
+                         intended_node="w2")
+        scheduler.slots.append(misplaced)
+        scheduler._misplaced(misplaced)
+        assert added == [("w2", False)]  # the pool keeps its size, one actor per node
+        assert killed == ["h2"] and misplaced.gone and not already.gone
+
+
+def test_an_actor_whose_node_is_gone_stays_where_it_landed_unless_that_node_has_no_cpus(monkeypatch):
+    import types
+
+    for landed, kept in (("w1", True), ("head", False)):
+        scheduler, Slot, _, added, killed = _misplacement(
+            monkeypatch, [HEAD, worker_node("w1"), worker_node("w2", alive=False)])
+        misplaced = Slot(types.SimpleNamespace(worker_id="a2", handle="h2"), 4, local=False, node_id=landed,
+                         intended_node="w2")
+        scheduler._misplaced(misplaced)
+        assert added == []
+        assert misplaced.gone is not kept and killed == ([] if kept else ["h2"])
