@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from procstats import CLK_TCK, TAG_VAR, groups_markdown, proc_stat, run_sampled
+from procstats import TAG_VAR, groups_markdown, machine_busy_s, proc_stat, run_sampled
 
 from dth_ray.locals3 import RcloneS3, rclone_binary
 
@@ -49,14 +49,6 @@ SERVERS_NOTE = ("fresh per run: the source server restarted over its data and li
 
 
 # ---------------------------------------------------------------- /proc accounting
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine spent busy (all cores; idle and iowait excluded) since boot."""
-    with open("/proc/stat") as handle:
-        fields = [int(x) for x in handle.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
 
 def own_cpu_s() -> float:
     times = os.times()

@@ -50,13 +50,13 @@ from bench_core import (  # noqa: E402
     BIN,
     RESULTS,
     TAG_VAR,
-    ClientSampler,
     freeze_code,
     machine_busy_s,
     machine_info,
     own_cpu_s,
     proc_stat,
 )
+from procstats import ProcessSampler  # noqa: E402
 
 from dth_ray.locals3 import RcloneS3, free_port, rclone_binary  # noqa: E402
 from tests.servers.fault_proxy import FaultProxy  # noqa: E402
@@ -275,7 +275,7 @@ class Level:
             with open(self.dir / "watch.out", "wb") as out:
                 watcher = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir,
                                            start_new_session=True)
-            sampler = ClientSampler(tag, watcher.pid)
+            sampler = ProcessSampler(tag, watcher.pid)
             warm = self._warm_up(src, sqs, queue_url, watcher)
             result = self._measure(src, sqs, queue_url, {"moto": moto.pid, "source": src._proc.pid,  # noqa: SLF001
                                                          "destination": dst._proc.pid}, sampler)  # noqa: SLF001
@@ -306,7 +306,7 @@ class Level:
         time.sleep(1.0)
         return time.monotonic() - started
 
-    def _measure(self, src, sqs, queue_url: str, pids: dict[str, int], sampler: ClientSampler) -> dict:
+    def _measure(self, src, sqs, queue_url: str, pids: dict[str, int], sampler: ProcessSampler) -> dict:
         seconds, rate = self.args.seconds, self.rate
         plan = event_plan(int(rate * seconds), int(rate), f"r{int(rate)}")
         gen = Generator(src.endpoint, sqs, queue_url, self.args.records, self.args.flush_ms / 1000)

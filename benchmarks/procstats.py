@@ -40,6 +40,20 @@ def proc_stat(pid: int) -> tuple[str, int, float, int] | None:
     return rest[0], int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK, int(rest[19])
 
 
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of `pid` in seconds; 0.0 once it is gone."""
+    stat = proc_stat(pid)
+    return stat[2] if stat else 0.0
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores; idle and iowait excluded) since boot."""
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 def proc_memory(pid: int) -> tuple[int, int]:
     """(RSS, PSS) in bytes, (0, 0) once it is gone."""
     rss_bytes = pss_bytes = 0

@@ -15,6 +15,11 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procstats import machine_busy_s, proc_cpu_s  # noqa: E402, F401 - re-exported to bench_scale
+
+from dth_ray.locals3 import stop_process  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
 HUB = "dthscale-hub"
@@ -195,32 +200,11 @@ class HubServer:
         raise RuntimeError("rclone serve s3 did not answer in the hub")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.proc = None
 
     def cpu_s(self) -> float:
         return proc_cpu_s(self.proc.pid) if self.proc else 0.0
-
-
-def proc_cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_s() -> float:
-    with open("/proc/stat") as handle:
-        v = [int(x) for x in handle.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 class OwnCpu(threading.Thread):

@@ -241,13 +241,9 @@ class Wan:
         return self.measured_rtt_ms
 
     def down(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.terminate()
-            try:
-                self.daemon.wait(5)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
+        from dth_ray.locals3 import stop_process  # here: the delay daemon runs this file without dth_ray
+
+        stop_process(self.daemon, 5)
         self.daemon = None
         down()
 

@@ -30,6 +30,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen | None, timeout_s: float) -> None:
+    """SIGTERM `proc` if it still runs, SIGKILL after `timeout_s`; reaped either way."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class RcloneS3:
     """One `rclone serve s3` process over a directory (or ':memory:'); `.endpoint` once started."""
 
@@ -75,12 +87,7 @@ class RcloneS3:
         return False
 
     def stop(self, remove_root: bool = True) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        stop_process(self._proc, 5)
         self._proc = None
         if remove_root and self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
