@@ -117,8 +117,7 @@ class _Handler(logging.StreamHandler):
 
     @stream.setter
     def stream(self, value: Any) -> None:  # StreamHandler.__init__ and setStream assign it
-        if value is not sys.stderr:
-            self._fixed = value
+        self._fixed = None if value is sys.stderr else value
 
 
 def formatter_for(fmt: LogFormat | str) -> logging.Formatter:
