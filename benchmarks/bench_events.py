@@ -38,7 +38,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,6 +55,7 @@ from bench_core import (  # noqa: E402
     own_cpu_s,
     proc_stat,
 )
+from bench_manifest import start_moto  # noqa: E402 - the same moto server the manifest benchmark uses
 from procstats import ProcessSampler  # noqa: E402
 
 from dth_ray.locals3 import RcloneS3, free_port, rclone_binary  # noqa: E402
@@ -82,22 +82,6 @@ class OpenRcloneS3(RcloneS3):
             self.stop(remove_root=False)
             raise RuntimeError("rclone serve s3 did not start")
         return self
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)  # noqa: S310 - loopback only
-            return proc, endpoint
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("moto server did not start")
 
 
 def iso(t: float) -> str:
