@@ -91,7 +91,8 @@ def plan(endpoint: str, manifest_key: str) -> dict:
     import asyncio
 
     from dth_ray.compose import load_settings
-    from dth_ray.runtime.inventory import plan_from_inventory, remove_staged
+    from dth_ray.runtime.inventory import plan_from_inventory
+    from dth_ray.runtime.staging import remove_staged
 
     os.environ.update({"BENCH_ACCESS_KEY_ID": KEYS[0], "BENCH_SECRET_ACCESS_KEY": KEYS[1]})
     settings = load_settings([

@@ -6,15 +6,18 @@ from __future__ import annotations
 import base64
 import binascii
 
-from awscrt.checksums import combine_crc64nvme as _combine_crc64nvme
-from awscrt.checksums import crc64nvme as _crc64nvme
-from fastcrc import crc64
+# The CRC libraries are imported on first use: a run that computes no CRC (most copies between S3-compatible
+# stores send the source's own MD5) does not pay awscrt's ~26 ms import.
 
-# CRC-64/XZ: the ECMA-182 polynomial, reflected, init and xor-out all ones; what OSS and COS publish as
-# x-oss-hash-crc64ecma / x-cos-hash-crc64ecma (in decimal). fastcrc ships wheels for x86_64 and aarch64 (no
-# compiler on the nodes, unlike crcmod's C extension) and releases the GIL on large buffers, so the copier's
-# off-loop hashing threads really run in parallel. benchmarks/bench_checksums.py measures it.
-_xz = crc64.xz
+
+def _xz(data: bytes | bytearray | memoryview, previous: int = 0) -> int:
+    # CRC-64/XZ: the ECMA-182 polynomial, reflected, init and xor-out all ones; what OSS and COS publish as
+    # x-oss-hash-crc64ecma / x-cos-hash-crc64ecma (in decimal). fastcrc ships wheels for x86_64 and aarch64 (no
+    # compiler on the nodes, unlike crcmod's C extension) and releases the GIL on large buffers, so the
+    # copier's off-loop hashing threads really run in parallel. benchmarks/bench_checksums.py measures it.
+    from fastcrc import crc64
+
+    return crc64.xz(data, previous)
 
 
 def crc64ecma(data: bytes | bytearray | memoryview) -> int:
@@ -54,12 +57,16 @@ CRC64NVME = "crc64nvme"
 
 def crc64nvme(data: bytes | bytearray | memoryview, previous: int = 0) -> int:
     """The CRC64NVME of `data` (continuing `previous`, the CRC of the bytes before it)."""
-    return _crc64nvme(data, previous)
+    from awscrt.checksums import crc64nvme as crc
+
+    return crc(data, previous)
 
 
 def crc64nvme_combine(first: int, second: int, second_length_bytes: int) -> int:
     """The CRC64NVME of A+B from the CRC of A, the CRC of B and B's length (no bytes read again)."""
-    return _combine_crc64nvme(first, second, second_length_bytes)
+    from awscrt.checksums import combine_crc64nvme
+
+    return combine_crc64nvme(first, second, second_length_bytes)
 
 
 def crc64nvme_checksum(value: int) -> str:

@@ -41,7 +41,6 @@ from dth_ray.runtime.autoscaling import Elasticity
 from dth_ray.runtime.credcheck import CredentialGate
 from dth_ray.runtime.dryrun import DryRunChanges
 from dth_ray.runtime.interrupts import Interrupted, Interrupts
-from dth_ray.runtime.inventory import plan_from_inventory, planned_info, remove_staged
 from dth_ray.runtime.jobmanifest import JobManifest
 from dth_ray.runtime.jobs import adopt_legacy_job
 from dth_ray.runtime.live import LivePublisher
@@ -64,6 +63,7 @@ from dth_ray.runtime.preflight import check_stores
 from dth_ray.runtime.progress import ProgressModel, Snapshot
 from dth_ray.runtime.rayhost import ray_is_up
 from dth_ray.runtime.scheduler import Item, Scheduler, Workers
+from dth_ray.runtime.staging import planned_info, remove_staged
 from dth_ray.runtime.worker import TransferWorker
 from dth_ray.settings import Settings
 from dth_ray.stores import open_store
@@ -267,6 +267,10 @@ class SyncRun:
                     await remove_parts(self.s.worker.report, self.stale_parts)
                 return items
         if self.s.inventory is not None:
+            from dth_ray.runtime.inventory import (
+                plan_from_inventory,  # pyarrow: only runs that read inventories
+            )
+
             planned = await plan_from_inventory(self.s, self.plan_workers, self.progress)
             shards, self.inventory = planned.shards, planned.info
         else:

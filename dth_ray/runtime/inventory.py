@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from dth_ray.config import StoreType
 from dth_ray.engine.retry import retry
-from dth_ray.errors import ConfigError, DthError, Fatal, NotFound, PermissionDenied
+from dth_ray.errors import ConfigError, Fatal, NotFound, PermissionDenied
 from dth_ray.inventory.formats import read_batches
 from dth_ray.inventory.manifest import InventoryManifest, parse_manifest
 from dth_ray.inventory.partition import Partitioner
@@ -34,6 +34,7 @@ from dth_ray.model import ByteRange, ObjectHeaders, Shard
 from dth_ray.naming import describe
 from dth_ray.plan.keys import dest_key
 from dth_ray.plan.shard import order_largest_first, shard_id
+from dth_ray.runtime.staging import PLAN_FILE
 from dth_ray.settings import InventorySpec, Settings, StoreSpec
 from dth_ray.stores import open_store
 
@@ -44,7 +45,6 @@ MAX_SHARDS = 20_000
 PIECE_BYTES = 16 * 1024 * 1024  # ranged GETs of an inventory file
 _ATTEMPTS = 4
 _WRITERS = 2  # staged files assembled and uploaded at once (each holds one shard's rows)
-PLAN_FILE = "plan.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,41 +218,3 @@ async def _put(store, key: str, data: bytes) -> None:
     except PermissionDenied as exc:
         raise ConfigError(f"the inventory's staging store refused to write {key!r} ({exc}): set inventory_staging "
                           "to a location the workers can read and the driver can write") from None
-
-
-async def planned_info(settings: Settings, shards: list[Shard]) -> dict | None:
-    """What plan.json says about the inventories a resumed run was planned from (None: not from one, or the
-    file is gone)."""
-    listing = next((s.listing for s in shards if s.listing), "")
-    if not listing or settings.worker.staging is None:
-        return None
-    store = open_store(settings.worker.staging)
-    try:
-        got = await store.get(listing.rpartition("/")[0] + "/" + PLAN_FILE)
-        return json.loads(got.data)
-    except (DthError, ValueError):
-        return None
-    finally:
-        await store.aclose()
-
-
-async def remove_staged(settings: Settings, shards: list[Shard]) -> None:
-    """Delete the staged files of a finished run (best effort: a leftover is logged, never an error)."""
-    listings = [s.listing for s in shards if s.listing]
-    if not listings or settings.worker.staging is None:
-        return
-    store = open_store(settings.worker.staging)
-    keys = listings + [listings[0].rpartition("/")[0] + "/" + PLAN_FILE]
-    gate = asyncio.Semaphore(16)
-
-    async def drop(key: str) -> None:
-        async with gate:
-            try:
-                await store.delete(key)
-            except DthError as exc:
-                log.warning("could not delete staged inventory rows key=%s error=%s", key, type(exc).__name__)
-
-    try:
-        await asyncio.gather(*(drop(k) for k in keys))
-    finally:
-        await store.aclose()

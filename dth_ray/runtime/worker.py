@@ -27,7 +27,6 @@ from dth_ray.engine.ratelimit import AdaptiveLimit
 from dth_ray.engine.verify import same_content, same_stored_checksum
 from dth_ray.errors import ConfigError, DthError, Fatal, NotFound, Unreadable, error_class
 from dth_ray.gctune import tune as tune_gc
-from dth_ray.inventory.staged import DESTINATION, SOURCE, StagedRows, async_pages, check_source_key
 from dth_ray.model import (
     ByteRange,
     ObjectMeta,
@@ -187,6 +186,8 @@ class TransferWorker:
                 except DthError as exc:
                     raise ConfigError(f"the staged inventory rows {listing!r} could not be read ({error_class(exc)})"
                                       ) from None
+                from dth_ray.inventory.staged import check_source_key
+
                 await check_source_key(self._src, staged, self.settings.source.credentials)
             for spec, role in ((self.settings.source, "source"), (self.settings.destination, "destination")):
                 if role == "destination" or not listing:
@@ -236,8 +237,11 @@ class TransferWorker:
                 return
             token = page.next_token
 
-    async def _staged(self, shard: Shard) -> StagedRows:
-        """The shard's staged inventory rows (Shard.listing). Raises Fatal without the staging settings."""
+    async def _staged(self, shard: Shard):
+        """The shard's staged inventory rows (Shard.listing, a StagedRows). Raises Fatal without the staging
+        settings. pyarrow is imported here, by workers of runs planned from an inventory only."""
+        from dth_ray.inventory.staged import StagedRows
+
         if self._staging is None:
             raise Fatal(f"shard {shard.shard_id} was planned from an inventory: run it with source.inventory set")
         got = await self._limits.call(lambda: self._staging.get(shard.listing))
@@ -264,6 +268,8 @@ class TransferWorker:
             return to_dst(key) if key else ""  # '' is an open bound, not a key
 
         staged = await self._staged(shard) if shard.listing else None
+        if staged is not None:
+            from dth_ray.inventory.staged import DESTINATION, SOURCE, async_pages
         if staged is not None and staged.has_destination:
             dst_pages = async_pages(staged.pages(DESTINATION, bound_to_dst(shard.start_after), bound_to_dst(shard.end_at),
                                                _PAGE_KEYS))

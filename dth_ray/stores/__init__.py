@@ -9,9 +9,9 @@ from dth_ray.errors import ConfigError
 from dth_ray.stores.base import Store, StoreFeatures
 
 _BACKENDS = {
-    StoreType.s3: ("dth_ray.stores.s3", "S3Store", "aiohttp"),
-    StoreType.cos: ("dth_ray.stores.s3", "S3Store", "aiohttp"),
-    StoreType.kodo: ("dth_ray.stores.s3", "S3Store", "aiohttp"),
+    StoreType.s3: ("dth_ray.stores.s3", "S3Store", ""),
+    StoreType.cos: ("dth_ray.stores.s3", "S3Store", ""),
+    StoreType.kodo: ("dth_ray.stores.s3", "S3Store", ""),
     StoreType.oss: ("dth_ray.stores.oss", "OssStore", "oss2"),
     StoreType.local: ("dth_ray.stores.local", "LocalStore", ""),
     StoreType.memory: ("dth_ray.stores.memory", "MemoryStore", ""),

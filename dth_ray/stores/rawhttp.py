@@ -1,0 +1,348 @@
+"""A lean HTTP/1.1 client for the S3 data plane: bodies go from and into the caller's buffers.
+
+aiohttp hands a response body over as a stream of new bytes objects (one per socket read, at most 256 KiB),
+each then copied into the buffer, and builds every request through several layers of objects. Measured against
+a local server (S3Store, signed, 16 concurrent): 0.24 ms of CPU per 64 KiB GET with aiohttp, 0.16 here; per
+8 MiB ranged GET 2.6 ms against 1.65. Here each socket read lands in the caller's buffer at the next offset
+(asyncio.BufferedProtocol: one recv_into per readiness event, as large as the socket has), and a request body
+is written in slices of the caller's buffer, waiting for the transport to drain between them, so it is not
+copied into the transport either. Signing, retries and error mapping stay with the store (S3Store._request).
+
+Keep-alive connections are pooled per host. A request that fails on a pooled connection before any byte of
+the answer arrived (the server may have closed it while idle) is sent once more on a new connection; every
+other failure is a RawHttpError (an OSError) or asyncio.TimeoutError for the caller's retry loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+HEAD_BYTES = 64 << 10  # status line and headers must fit; S3 answers use ~1 KiB
+IDLE_PER_HOST = 64
+SLICE_BYTES = 1 << 20  # a body is written this much at a time, each slice once the transport has room
+_BODYLESS = ("GET", "HEAD", "DELETE")
+
+
+class RawHttpError(OSError):
+    """The connection failed or the answer was not HTTP/1.1 as expected."""
+
+
+@dataclass
+class Answer:
+    """One response. `filled`: body bytes written into the caller's buffer (2xx with `into`), else -1 and the
+    body is in `body`. A 2xx body whose length is not the buffer's is not read (filled = its length)."""
+
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    filled: int
+
+
+class _Exchange(asyncio.BufferedProtocol):
+    """One connection, carrying one request at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout_s: float):
+        self._loop = loop
+        self._read_timeout_s = read_timeout_s
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._head = bytearray(HEAD_BYTES)
+        self._can_write: asyncio.Future | None = None  # set while the transport asked us to pause writing
+        self._reset()
+
+    def _reset(self) -> None:
+        self._head_len = 0
+        self._phase = "idle"  # idle, head, body (into), collect (into self._body), drain
+        self._into: memoryview | None = None
+        self._filled = 0
+        self._length = -1  # body length when known
+        self._chunked = False
+        self._body = bytearray()
+        self._status = 0
+        self._headers: dict[str, str] = {}
+        self._waiter: asyncio.Future | None = None
+        self._got_bytes = False
+        self._keep = False
+        self._head_only = False
+        self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- protocol callbacks ---------------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._phase == "collect" and self._length < 0 and not self._chunked:
+            self._finish()  # a body delimited by the end of the connection
+        else:
+            self._fail(RawHttpError(f"connection closed{' mid-answer' if self._got_bytes else ''}"
+                                    f"{': ' + type(exc).__name__ if exc else ''}"))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._phase == "body":
+            return self._into[self._filled:]
+        if self._phase == "head":
+            return memoryview(self._head)[self._head_len:]
+        return memoryview(self._head)  # collect / drain / idle: a scratch area, copied out in buffer_updated
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._got_bytes = True
+        self._last = self._loop.time()
+        phase = self._phase
+        if phase == "body":
+            self._filled += nbytes
+            if self._filled == len(self._into):
+                self._finish()
+        elif phase == "head":
+            self._head_len += nbytes
+            self._parse_head()
+        elif phase == "collect":
+            self._collect(memoryview(self._head)[:nbytes])
+        else:  # bytes nobody asked for: the connection is not reusable
+            self._fail(RawHttpError("unexpected bytes from the server"))
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost decides
+
+    def pause_writing(self) -> None:
+        if self._can_write is None:
+            self._can_write = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        waiter, self._can_write = self._can_write, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- one exchange -----------------------------------------------------------------------------------
+
+    async def exchange(self, head: bytes, body, into: memoryview | None, head_only: bool = False) -> Answer:
+        """Send `head` and `body` (bytes-like, may be empty) and wait for the answer (see Answer)."""
+        self._reset()
+        self._into = into
+        self._head_only = head_only
+        self._phase = "head"
+        waiter = self._waiter = self._loop.create_future()
+        self._last = self._loop.time()
+        self._arm()
+        try:
+            transport = self.transport
+            transport.write(head)
+            view = memoryview(body).cast("B") if body else None
+            for start in range(0, len(view) if view is not None else 0, SLICE_BYTES):
+                if self._can_write is not None:  # the transport's buffer is full: wait, do not copy into it
+                    await asyncio.wait([self._can_write, waiter], return_when=asyncio.FIRST_COMPLETED)
+                if waiter.done():  # answered (or failed) before the body was all sent: not reusable
+                    self.closed = True
+                    transport.close()
+                    break
+                transport.write(view[start:start + SLICE_BYTES])
+                self._last = self._loop.time()
+            return await waiter
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _arm(self) -> None:
+        self._timer = self._loop.call_at(self._last + self._read_timeout_s, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self._loop.time() - self._last >= self._read_timeout_s:
+            self._fail(asyncio.TimeoutError())
+        else:
+            self._arm()
+
+    def _parse_head(self) -> None:
+        end = self._head.find(b"\r\n\r\n", 0, self._head_len)
+        if end < 0:
+            if self._head_len == len(self._head):
+                self._fail(RawHttpError("response headers too large"))
+            return
+        lines = bytes(self._head[:end]).decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            self._fail(RawHttpError("not an HTTP/1.x answer"))
+            return
+        status = int(parts[1])
+        rest = memoryview(self._head)[end + 4:self._head_len]
+        if 100 <= status < 200:  # an interim answer (we never ask for one): skip it
+            self._head[:len(rest)] = rest
+            self._head_len = len(rest)
+            self._parse_head()
+            return
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                name = name.strip().lower()
+                value = value.strip()
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self._status, self._headers = status, headers
+        self._keep = parts[0] == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        length = headers.get("content-length", "")
+        self._length = int(length) if length.isdigit() and not self._chunked else -1
+        if self._head_only or status in (204, 304):
+            self._length = 0
+        into = self._into
+        if into is not None and status < 300 and not self._chunked and self._length >= 0:
+            if self._length != len(into):
+                self._keep = False  # not read: the caller treats a wrong length as a dropped connection
+                self._filled = self._length
+                self._finish()
+                return
+            self._phase = "body"
+            take = min(len(rest), len(into))
+            into[:take] = rest[:take]
+            self._filled = take
+            if take < len(rest):
+                self._keep = False
+            if self._filled == len(into):
+                self._finish()
+            return
+        self._phase = "collect"
+        self._into = None
+        if self._length == 0 and not self._chunked:
+            self._finish()
+            return
+        data = bytes(rest)  # the scratch area is reused by the next read
+        self._collect(memoryview(data))
+
+    def _collect(self, data: memoryview) -> None:
+        self._body += data
+        if self._chunked:
+            body = _dechunk(self._body)
+            if body is not None:
+                self._body = bytearray(body)
+                self._finish()
+        elif 0 <= self._length <= len(self._body):
+            if len(self._body) > self._length:
+                self._keep = False
+                del self._body[self._length:]
+            self._finish()
+
+    def _finish(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        filled = self._filled if self._phase in ("body", "head") and self._into is not None else -1
+        self._phase = "idle"
+        if not self._keep and self.transport is not None:
+            self.transport.close()
+            self.closed = True
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Answer(self._status, self._headers, bytes(self._body), filled))
+
+    def abandon(self) -> None:
+        """Drop the connection mid-exchange (the caller gave up): nothing more lands in its buffer."""
+        self._into = None
+        self._fail(RawHttpError("abandoned"))
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter, self._waiter = self._waiter, None
+        self._phase = "idle"
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+
+def _dechunk(raw: bytearray) -> bytes | None:
+    """The body of a complete chunked message, None while incomplete (error answers only: small)."""
+    out, pos = bytearray(), 0
+    while True:
+        eol = raw.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        size_text = bytes(raw[pos:eol]).split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError as exc:
+            raise RawHttpError("malformed chunked body") from exc
+        if size == 0:
+            return bytes(out) if raw.find(b"\r\n\r\n", eol) >= 0 or raw.endswith(b"0\r\n\r\n") else None
+        start = eol + 2
+        if len(raw) < start + size + 2:
+            return None
+        out += raw[start:start + size]
+        pos = start + size + 2
+
+
+class RawHttp:
+    """A pool of keep-alive connections for GETs into caller buffers; one per store and event loop."""
+
+    def __init__(self, scheme: str, connect_timeout_s: float, read_timeout_s: float,
+                 ssl_context: ssl.SSLContext | None = None):
+        self._scheme = scheme
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._ssl = ssl_context if scheme == "https" else None
+        if scheme == "https" and self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        self._idle: dict[str, list[_Exchange]] = {}
+
+    async def request(self, method: str, host: str, target: str, headers: dict[str, str], body=b"",
+                      into: memoryview | None = None) -> Answer:
+        """Send `method target` (path and query, already encoded) to `host` with `headers` (signed; Host and
+        Content-Length are added) and `body` (bytes-like). `into`: where a 2xx answer's body goes (see Answer).
+        Raises RawHttpError or asyncio.TimeoutError."""
+        lines = [f"{method} {target} HTTP/1.1"]
+        if not any(k.lower() == "host" for k in headers):
+            lines.append(f"Host: {host}")
+        lines.extend(f"{k}: {v}" for k, v in headers.items())
+        size = memoryview(body).nbytes if body else 0
+        if size or method not in _BODYLESS:
+            lines.append(f"Content-Length: {size}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        for _ in range(2):
+            conn, reused = await self._acquire(host)
+            try:
+                answer = await conn.exchange(head, body, into, head_only=method == "HEAD")
+            except RawHttpError:
+                if reused and not conn._got_bytes:  # noqa: SLF001 - a stale pooled connection: once more
+                    continue
+                raise
+            except BaseException:  # cancelled or timed out: the buffer goes back to its owner, never written again
+                conn.abandon()
+                raise
+            if not conn.closed:
+                self._release(host, conn)
+            return answer
+        raise RawHttpError("connection closed")
+
+    async def _acquire(self, host: str) -> tuple[_Exchange, bool]:
+        idle = self._idle.get(host)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and not conn.transport.is_closing():
+                return conn, True
+        loop = asyncio.get_running_loop()
+        where = urlsplit(f"//{host}")
+        name = where.hostname or host
+        port = where.port or (443 if self._scheme == "https" else 80)
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Exchange(loop, self._read_timeout_s), name, port,
+                                       ssl=self._ssl, server_hostname=name if self._ssl else None),
+                self._connect_timeout_s)
+        except OSError as exc:  # refused, unreachable, a certificate that does not verify, ...
+            raise RawHttpError(f"connect failed: {type(exc).__name__}") from None
+        return conn, False
+
+    def _release(self, host: str, conn: _Exchange) -> None:
+        idle = self._idle.setdefault(host, [])
+        if len(idle) < IDLE_PER_HOST:
+            idle.append(conn)
+        else:
+            conn.transport.close()
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                if conn.transport is not None:
+                    conn.transport.close()
+        self._idle.clear()
