@@ -729,6 +729,10 @@ def freeze_code(dest: Path, ref: str) -> dict:
     digest = hashlib.sha256()
     for path in sorted(p for p in dest.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+    # Bytecode, as `pip install` writes it: else, where PYTHONDONTWRITEBYTECODE is set, every process of every
+    # run would compile the modules again (~0.1 s of CPU each), which no installed copy does.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(dest / "dth_ray")], check=True,
+                   stdout=subprocess.DEVNULL)
     return {"source": ref, "commit": commit, "commit_subject": git("log", "-1", "--format=%s", commit),
             "uncommitted_changes": dirty, "tree_sha256": digest.hexdigest()[:16]}
 
@@ -774,25 +778,29 @@ def print_run(r: dict) -> None:
 
 
 def overhead_runs(bench: Bench, count: int) -> dict:
-    """dth-ray over an empty source bucket: its fixed cost (process start, Ray start-up, shutdown)."""
+    """dth-ray, and each rclone configuration, over an empty source bucket: their fixed cost (process start,
+    Ray start-up where it starts, shutdown), alternating per round; steady-state CPU is a run minus it."""
     empty = Scenario("empty", 0, 0, prefixes=1)
     with_retry(lambda: bench.src.client().create_bucket(Bucket=empty.bucket))
     with_retry(lambda: bench.dst.client().create_bucket(Bucket=empty.bucket))
     runs = []
     for i in range(1, count + 1):
-        run_dir = Path(tempfile.mkdtemp(prefix=f"empty-{i}-", dir=bench.work))
-        tag = uuid.uuid4().hex
-        cmd = bench.command(TOOLS[0], empty, f"dth-ray-r{i}", run_dir)
-        r = bench.measure(cmd, bench.env(tag), tag, run_dir)
-        report_path = run_dir / "report.json"
-        r["report_duration_s"] = json.loads(report_path.read_text())["duration_s"] if report_path.exists() else None
-        r["stderr_tail"] = (run_dir / "stderr.txt").read_text(errors="replace")[-3000:]
-        print(f"  empty r{i} dth-ray wall {r['wall_s']:.1f}s report duration_s {r['report_duration_s']} "
-              f"cpu {r['client_cpu_s']:.1f}s (tagged {r['client_cpu_tagged_s']:.1f}s) exit {r['exit_code']}",
-              flush=True)
-        runs.append(r)
-        shutil.rmtree(run_dir, ignore_errors=True)
-    ok = [r for r in runs if r["exit_code"] == 0]
+        for tool in (t for t in TOOLS if t.family in ("dth-ray", "rclone")):
+            run_dir = Path(tempfile.mkdtemp(prefix=f"empty-{tool.name}-{i}-", dir=bench.work))
+            tag = uuid.uuid4().hex
+            cmd = bench.command(tool, empty, f"{tool.name}-r{i}", run_dir)
+            r = bench.measure(cmd, bench.env(tag), tag, run_dir)
+            r["tool"], r["round"] = tool.name, i
+            report_path = run_dir / "report.json"
+            r["report_duration_s"] = (json.loads(report_path.read_text())["duration_s"] if report_path.exists()
+                                      else None)
+            r["stderr_tail"] = (run_dir / "stderr.txt").read_text(errors="replace")[-3000:]
+            print(f"  empty r{i} {tool.name:14} wall {r['wall_s']:.2f}s report duration_s {r['report_duration_s']} "
+                  f"cpu {r['client_cpu_s']:.2f}s (tagged {r['client_cpu_tagged_s']:.2f}s) exit {r['exit_code']}",
+                  flush=True)
+            runs.append(r)
+            shutil.rmtree(run_dir, ignore_errors=True)
+    ok = [r for r in runs if r["exit_code"] == 0 and r["tool"] == "dth-ray"]
 
     def med(key: str):
         values = [r[key] for r in ok if r.get(key) is not None]

@@ -20,7 +20,10 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-HEAD_BYTES = 64 << 10  # status line and headers must fit; S3 answers use ~1 KiB
+from dth_ray.stores.growing import GrowingBody
+
+HEAD_BYTES = 16 << 10  # where status line and headers are read (S3 answers use ~1 KiB); grows to MAX_HEAD_BYTES
+MAX_HEAD_BYTES = 256 << 10
 IDLE_PER_HOST = 64
 SLICE_BYTES = 1 << 20  # a body is written this much at a time, each slice once the transport has room
 _BODYLESS = ("GET", "HEAD", "DELETE")
@@ -37,7 +40,7 @@ class Answer:
 
     status: int
     headers: dict[str, str]  # lower-case names
-    body: bytes
+    body: bytearray  # read in place (a new one per answer: the caller may keep it)
     filled: int
 
 
@@ -55,7 +58,8 @@ class _Exchange(asyncio.BufferedProtocol):
 
     def _reset(self) -> None:
         self._head_len = 0
-        self._phase = "idle"  # idle, head, body (into), collect (into self._body), drain
+        self._phase = "idle"  # idle, head, body (into the caller's buffer), fill (into self._body), collect
+        self._body_filled = 0
         self._into: memoryview | None = None
         self._filled = 0
         self._length = -1  # body length when known
@@ -86,6 +90,8 @@ class _Exchange(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._phase == "body":
             return self._into[self._filled:]
+        if self._phase == "fill":
+            return memoryview(self._body)[self._body_filled:]
         if self._phase == "head":
             return memoryview(self._head)[self._head_len:]
         return memoryview(self._head)  # collect / drain / idle: a scratch area, copied out in buffer_updated
@@ -97,6 +103,10 @@ class _Exchange(asyncio.BufferedProtocol):
         if phase == "body":
             self._filled += nbytes
             if self._filled == len(self._into):
+                self._finish()
+        elif phase == "fill":
+            self._body_filled += nbytes
+            if self._body_filled == len(self._body):
                 self._finish()
         elif phase == "head":
             self._head_len += nbytes
@@ -121,7 +131,8 @@ class _Exchange(asyncio.BufferedProtocol):
     # -- one exchange -----------------------------------------------------------------------------------
 
     async def exchange(self, head: bytes, body, into: memoryview | None, head_only: bool = False) -> Answer:
-        """Send `head` and `body` (bytes-like, may be empty) and wait for the answer (see Answer)."""
+        """Send `head` and `body` (bytes-like, may be empty, or a GrowingBody: each slice is sent once it is
+        in) and wait for the answer (see Answer)."""
         self._reset()
         self._into = into
         self._head_only = head_only
@@ -132,8 +143,13 @@ class _Exchange(asyncio.BufferedProtocol):
         try:
             transport = self.transport
             transport.write(head)
-            view = memoryview(body).cast("B") if body else None
-            for start in range(0, len(view) if view is not None else 0, SLICE_BYTES):
+            growing = body if isinstance(body, GrowingBody) else None
+            view = growing.view if growing is not None else memoryview(body).cast("B") if body else None
+            size = len(view) if view is not None else 0
+            for start in range(0, size, SLICE_BYTES):
+                if growing is not None and growing.complete_bytes < min(start + SLICE_BYTES, size):
+                    await growing.ready(min(start + SLICE_BYTES, size))  # the slice is still being read
+                    self._last = self._loop.time()
                 if self._can_write is not None:  # the transport's buffer is full: wait, do not copy into it
                     await asyncio.wait([self._can_write, waiter], return_when=asyncio.FIRST_COMPLETED)
                 if waiter.done():  # answered (or failed) before the body was all sent: not reusable
@@ -161,7 +177,10 @@ class _Exchange(asyncio.BufferedProtocol):
         end = self._head.find(b"\r\n\r\n", 0, self._head_len)
         if end < 0:
             if self._head_len == len(self._head):
-                self._fail(RawHttpError("response headers too large"))
+                if len(self._head) >= MAX_HEAD_BYTES:
+                    self._fail(RawHttpError("response headers too large"))
+                else:  # a new, larger one: the transport still holds a view of this one
+                    self._head = self._head + bytes(len(self._head))
             return
         lines = bytes(self._head[:end]).decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
@@ -171,6 +190,7 @@ class _Exchange(asyncio.BufferedProtocol):
         status = int(parts[1])
         rest = memoryview(self._head)[end + 4:self._head_len]
         if 100 <= status < 200:  # an interim answer (we never ask for one): skip it
+            rest = bytes(rest)
             self._head[:len(rest)] = rest
             self._head_len = len(rest)
             self._parse_head()
@@ -205,11 +225,19 @@ class _Exchange(asyncio.BufferedProtocol):
             if self._filled == len(into):
                 self._finish()
             return
-        self._phase = "collect"
         self._into = None
-        if self._length == 0 and not self._chunked:
-            self._finish()
+        if self._length >= 0:  # a known length: read into a buffer of that size, no growing and copying
+            self._body = bytearray(self._length)
+            take = min(len(rest), self._length)
+            self._body[:take] = rest[:take]
+            self._body_filled = take
+            if take < len(rest):
+                self._keep = False
+            self._phase = "fill"
+            if self._body_filled == self._length:
+                self._finish()
             return
+        self._phase = "collect"
         data = bytes(rest)  # the scratch area is reused by the next read
         self._collect(memoryview(data))
 
@@ -220,11 +248,6 @@ class _Exchange(asyncio.BufferedProtocol):
             if body is not None:
                 self._body = bytearray(body)
                 self._finish()
-        elif 0 <= self._length <= len(self._body):
-            if len(self._body) > self._length:
-                self._keep = False
-                del self._body[self._length:]
-            self._finish()
 
     def _finish(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -233,8 +256,16 @@ class _Exchange(asyncio.BufferedProtocol):
         if not self._keep and self.transport is not None:
             self.transport.close()
             self.closed = True
+        answer = Answer(self._status, self._headers, self._body, filled)
+        self._release_buffers()
         if waiter is not None and not waiter.done():
-            waiter.set_result(Answer(self._status, self._headers, bytes(self._body), filled))
+            waiter.set_result(answer)
+
+    def _release_buffers(self) -> None:
+        """Keep no reference to the caller's buffer or the answer's body: a pooled connection must not hold
+        memory the byte budget counts as given back."""
+        self._into = None
+        self._body = bytearray()
 
     def abandon(self) -> None:
         """Drop the connection mid-exchange (the caller gave up): nothing more lands in its buffer."""
@@ -244,6 +275,7 @@ class _Exchange(asyncio.BufferedProtocol):
     def _fail(self, exc: BaseException) -> None:
         waiter, self._waiter = self._waiter, None
         self._phase = "idle"
+        self._release_buffers()
         self.closed = True
         if self.transport is not None:
             self.transport.close()
@@ -294,7 +326,7 @@ class RawHttp:
         if not any(k.lower() == "host" for k in headers):
             lines.append(f"Host: {host}")
         lines.extend(f"{k}: {v}" for k, v in headers.items())
-        size = memoryview(body).nbytes if body else 0
+        size = len(body) if isinstance(body, GrowingBody) else memoryview(body).nbytes if body else 0
         if size or method not in _BODYLESS:
             lines.append(f"Content-Length: {size}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -1,5 +1,5 @@
 """The byte budget's buffers: reused object after object (no allocation each time), by size class, exact
-length, and the pool (in use and idle) never above the budget's 9/8 × capacity."""
+length, and the bytes held plus the idle buffers never above the budget's 9/8 × capacity."""
 
 from __future__ import annotations
 
@@ -60,3 +60,22 @@ def test_small_sizes_round_to_64_kib_not_to_a_mebibyte():
             return budget.pooled_bytes
 
     assert run(body()) == 320 * 1024
+
+
+def test_idle_buffers_count_against_the_bound_with_the_bytes_held():
+    from dth_ray.engine.budget import ByteBudget
+
+    async def body():
+        budget = ByteBudget(32 * MiB)
+        for size in (6 * MiB, 7 * MiB, 9 * MiB):  # three size classes, all idle afterwards
+            async with budget.buffer(size):
+                pass
+        idle_before = budget.pooled_bytes
+        async with budget.hold(20 * MiB):  # a body read outside the pool: 20 + 22 idle > 36 MiB
+            during = budget.pooled_bytes
+            assert budget.in_use_bytes + during <= 32 * MiB * 9 // 8
+        return idle_before, during
+
+    idle_before, during = run(body())
+    assert idle_before == 22 * MiB
+    assert during == 13 * MiB, "the largest idle buffer (9 MiB) was dropped to make room, no more"

@@ -1,0 +1,243 @@
+"""The lean HTTP/1.1 client (stores/rawhttp.py) against real sockets: a scripted server on loopback answers each
+request the way a test needs (framing, early answers, stalls, closed keep-alive connections)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from dth_ray.stores.rawhttp import RawHttp, RawHttpError
+
+
+class Script:
+    """A loopback HTTP server; `answer(request_head, body)` returns the bytes to send (or None: close)."""
+
+    def __init__(self, answer, read_body: bool = True):
+        self.answer = answer
+        self.read_body = read_body
+        self.requests: list[tuple[bytes, bytes]] = []
+        self.connections = 0
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.host = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc):
+        for writer in self._writers:  # the handlers see the end of their connection and return
+            writer.close()
+        await asyncio.sleep(0.01)
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length) if self.read_body else b""
+                self.requests.append((head, body))
+                out = self.answer(head, body)
+                if out is None:
+                    break
+                if callable(out):
+                    await out(writer)
+                else:
+                    writer.write(out)
+                    await writer.drain()
+                    if b"connection: close" in out.lower():
+                        break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def ok(body: bytes, extra: str = "") -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_body_lands_in_the_buffer_and_the_connection_is_kept():
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    async def main():
+        async with Script(lambda head, body: ok(payload, "ETag: \"abc\"\r\n")) as server:
+            client = RawHttp("http", 5, 5)
+            out = bytearray(len(payload))
+            first = await client.request("GET", server.host, "/b/k", {"Range": "bytes=0-1048575"}, into=memoryview(out))
+            second = await client.request("GET", server.host, "/b/k", {}, into=memoryview(out))
+            (pooled,) = client._idle[server.host]  # noqa: SLF001
+            # A pooled connection keeps no reference to the caller's buffer (the budget may drop it).
+            assert pooled._into is None and len(pooled._body) == 0  # noqa: SLF001
+            client.close()
+            return first, second, out, server
+
+    first, second, out, server = run(main())
+    assert (first.status, first.filled, first.body) == (200, len(payload), b"")
+    assert first.headers["etag"] == '"abc"' and second.filled == len(payload)
+    assert out == payload
+    assert server.connections == 1  # the second request reused the first connection
+    assert server.requests[0][0].startswith(b"GET /b/k HTTP/1.1\r\n") and b"Range: bytes=0-1048575" in server.requests[0][0]
+
+
+def test_a_put_body_is_sent_whole_from_a_view_with_its_length():
+    payload = bytes(range(251)) * 20_000  # ~5 MiB: several slices, the transport pauses between them
+
+    async def main():
+        async with Script(lambda head, body: ok(b"", "ETag: \"e\"\r\n")) as server:
+            client = RawHttp("http", 5, 5)
+            answer = await client.request("PUT", server.host, "/b/k", {"Content-MD5": "x"}, memoryview(payload))
+            empty = await client.request("POST", server.host, "/b/k?uploads", {})
+            client.close()
+            return answer, empty, server
+
+    answer, empty, server = run(main())
+    assert answer.status == 200 and answer.filled == -1
+    head, body = server.requests[0]
+    assert f"Content-Length: {len(payload)}".encode() in head and body == payload
+    assert b"Content-Length: 0" in server.requests[1][0]  # S3 wants a length on a POST without a body
+
+
+def test_an_error_answer_is_read_into_body_whatever_its_framing():
+    xml = b"<Error><Code>AccessDenied</Code></Error>"
+    chunked = (b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"%x\r\n" % 10 + xml[:10] + b"\r\n" + b"%x\r\n" % (len(xml) - 10) + xml[10:] + b"\r\n0\r\n\r\n")
+    answers = iter([chunked, b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n" + xml])
+
+    async def main():
+        async with Script(lambda head, body: next(answers)) as server:
+            client = RawHttp("http", 5, 5)
+            out = bytearray(100)
+            first = await client.request("GET", server.host, "/b/k", {}, into=memoryview(out))
+            second = await client.request("GET", server.host, "/b/k", {}, into=memoryview(out))
+            client.close()
+            return first, second, out
+
+    first, second, out = run(main())
+    assert (first.status, first.body, first.filled) == (403, xml, -1)
+    assert (second.status, second.body) == (404, xml)  # delimited by the end of the connection
+    assert out == bytearray(100)  # an error body never lands in the caller's buffer
+
+
+def test_a_2xx_body_of_another_length_is_not_read_and_the_connection_is_dropped():
+    async def main():
+        async with Script(lambda head, body: ok(b"x" * 50)) as server:
+            client = RawHttp("http", 5, 5)
+            out = bytearray(100)
+            answer = await client.request("GET", server.host, "/b/k", {}, into=memoryview(out))
+            again = await client.request("GET", server.host, "/b/k", {}, into=memoryview(bytearray(50)))
+            client.close()
+            return answer, again, server
+
+    answer, again, server = run(main())
+    assert answer.filled == 50  # the store retries this like a dropped connection
+    assert again.filled == 50 and server.connections == 2
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_once_silently():
+    async def close_after(writer):  # answers as if it kept the connection, then closes it
+        writer.write(ok(b"hi"))
+        await writer.drain()
+        raise ConnectionError
+
+    async def main():
+        async with Script(lambda head, body: close_after) as server:
+            client = RawHttp("http", 5, 5)
+            first = await client.request("GET", server.host, "/a", {})
+            second = await client.request("GET", server.host, "/b", {})  # on the pooled, closed connection
+            await asyncio.sleep(0.05)
+            third = await client.request("GET", server.host, "/c", {})
+            client.close()
+            return first, second, third, server
+
+    first, second, third, server = run(main())
+    assert first.body == second.body == third.body == b"hi"
+    assert [head.split(b" ")[1] for head, _ in server.requests] == [b"/a", b"/b", b"/c"]
+    assert server.connections == 3
+
+
+def test_an_answer_that_stalls_times_out_and_a_refused_connect_is_an_oserror():
+    async def stall(writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async def main():
+        async with Script(lambda head, body: stall) as server:
+            client = RawHttp("http", 5, 0.3)
+            out = bytearray(100)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(asyncio.TimeoutError):
+                await client.request("GET", server.host, "/b/k", {}, into=memoryview(out))
+            took = loop.time() - started
+            port = int(server.host.split(":")[1])
+        with pytest.raises(RawHttpError):  # the server is gone: connection refused
+            await client.request("GET", f"127.0.0.1:{port}", "/b/k", {})
+        client.close()
+        return took, out
+
+    took, out = run(main())
+    assert 0.3 <= took < 2.0
+    assert out[:10] == b"0123456789"
+
+
+def test_an_early_answer_stops_the_body_and_a_cancelled_read_never_writes_the_buffer_again():
+    big = bytes(32 << 20)
+    denied = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied"
+
+    async def slow(writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.write(b"b" * 990)
+        await writer.drain()
+
+    async def main():
+        async with Script(lambda head, body: denied, read_body=False) as server:
+            client = RawHttp("http", 5, 5)
+            answer = await client.request("PUT", server.host, "/b/k", {}, memoryview(big))
+            client.close()
+        async with Script(lambda head, body: slow) as server:
+            client = RawHttp("http", 5, 5)
+            out = bytearray(1000)
+            task = asyncio.ensure_future(client.request("GET", server.host, "/b/k", {}, into=memoryview(out)))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.5)  # the server sends the rest meanwhile
+            client.close()
+        return answer, out
+
+    answer, out = run(main())
+    assert (answer.status, answer.body) == (403, b"denied")
+    assert out[:10] == b"a" * 10 and out[10:] == bytes(990)
+
+
+def test_large_headers_and_a_body_without_a_buffer_are_read_whole():
+    meta = "".join(f"x-amz-meta-k{i}: {'v' * 100}\r\n" for i in range(400))  # ~45 KiB of headers
+    payload = os.urandom(3 << 20)
+
+    async def main():
+        async with Script(lambda head, body: ok(payload, meta)) as server:
+            client = RawHttp("http", 5, 5)
+            answer = await client.request("GET", server.host, "/b/k", {})
+            client.close()
+            return answer
+
+    answer = run(main())
+    assert answer.status == 200 and answer.body == payload and answer.filled == -1
+    assert len([k for k in answer.headers if k.startswith("x-amz-meta-")]) == 400
