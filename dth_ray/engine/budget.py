@@ -47,12 +47,18 @@ class ByteBudget:
 
     @asynccontextmanager
     async def hold(self, nbytes: int):
+        """Hold `nbytes` of the budget (for bytes read outside the pool: idle buffers make room for them)."""
+        async with self._held(nbytes):
+            self._trim(0)
+            yield
+
+    @asynccontextmanager
+    async def _held(self, nbytes: int):
         need = min(max(nbytes, 1), self.capacity_bytes)
         floor = -self.overdraft_bytes if need <= self.small_bytes else 0
         async with self._cond:
             await self._cond.wait_for(lambda: self._free - need >= floor)
             self._free -= need
-        self._trim(0)
         try:
             yield
         finally:
@@ -63,8 +69,8 @@ class ByteBudget:
     @asynccontextmanager
     async def buffer(self, nbytes: int):
         """Hold `nbytes` and lend a writable memoryview of exactly that many bytes, valid inside the block."""
-        async with self.hold(nbytes):
-            buf = self._take(nbytes)
+        async with self._held(nbytes):
+            buf = self._take(nbytes)  # an idle buffer of its class first: trimming before would drop it
             try:
                 yield memoryview(buf)[:nbytes]
             finally:
@@ -78,6 +84,7 @@ class ByteBudget:
         same = self._idle.get(size)
         if same:
             self._idle_bytes -= size
+            self._trim(0)
             return same.pop()
         self._trim(size - nbytes)  # the new buffer's rounding is memory too
         self.pooled_bytes += size

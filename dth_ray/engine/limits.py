@@ -39,21 +39,6 @@ class Limits:
 
         return await self._run(sized)
 
-    async def call_paired(self, coro_fn):
-        """Run a request paired with reads that hold slots of their own: a PUT sending the bytes those reads
-        are landing. It takes no slot, because it waits on them (PUTs holding every slot would starve the
-        reads they wait for); how many run at once is bounded by the byte budget (one per object buffer).
-        A throttle answer still halves the cap."""
-        try:
-            return await coro_fn()
-        except DthError as exc:
-            name = type(exc).__name__
-            self.errors[name] = self.errors.get(name, 0) + 1
-            if isinstance(exc, Throttled):
-                self.concurrency.throttle_events += 1
-                self.concurrency.back_off()
-            raise
-
     async def _run(self, coro_fn):
         throttled = False
         try:

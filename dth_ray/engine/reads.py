@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 from dth_ray.engine.landing import landed
 from dth_ray.engine.limits import Limits
@@ -34,8 +33,7 @@ class RangedReads:
         return self._sizer.piece_bytes()
 
     async def read(self, meta: ObjectMeta, byte_range: ByteRange, out: memoryview,
-                   max_streams: int = MAX_GETS_PER_PART,
-                   on_piece: Callable[[ByteRange, ObjectInfo], None] | None = None) -> GetResult:
+                   max_streams: int = MAX_GETS_PER_PART) -> GetResult:
         """Read one range with up to `max_streams` concurrent ranged GETs, when it is larger than one read
         should be (see ReadSizer): across a long lossy link one TCP stream's rate is capped by RTT and loss,
         so parallel streams multiply it. Each stream takes the next piece when it is free, sized at that
@@ -43,8 +41,7 @@ class RangedReads:
         a fast path is learnt the rest goes in a few large reads. The pieces land in `out` (a buffer the
         caller holds, exactly the range's length): written in place by a store that reads into a buffer
         (RangeReader), copied there otherwise. Raises PreconditionFailed when the source changed (If-Match,
-        or another size), and the DthError of a failed GET. `on_piece(piece, info)`, when given, hears of each
-        piece once it is all in `out` (offsets relative to `out`) with what its GET said about the object."""
+        or another size), and the DthError of a failed GET."""
         pieces = PieceCursor(byte_range)
         src = self.src
         into = isinstance(src, RangeReader)
@@ -61,8 +58,6 @@ class RangedReads:
                 info = piece.info
             self._sizer.observe(r.length, time.monotonic() - started)
             landed(r.length)
-            if on_piece is not None:
-                on_piece(ByteRange(r.start - byte_range.start, r.end - byte_range.start), info)
             return r.start, info
 
         def pick():

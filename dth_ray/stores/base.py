@@ -41,8 +41,6 @@ class StoreFeatures:
     server_side_copy: bool = False
     # A PUT whose body does not hash to its Content-MD5 is refused (S3 and OSS APIs; the local store checks it).
     put_checks_content_md5: bool = True
-    # A PUT body may be a GrowingBody (stores/growing.py): sending starts before all its bytes are in.
-    put_streams_body: bool = False
     # Checksums the store reports for whole objects, e.g. ("md5",) or ("crc64ecma",).
     checksum_kinds: tuple[str, ...] = ("md5",)
     # Full-object CRC64NVME (S3, `checksum` setting): CRC_CHECKED: a PUT, an UploadPart and a Complete carrying

@@ -62,7 +62,6 @@ from dth_ray.model import (
 )
 from dth_ray.stores.base import CRC_CHECKED, StoreFeatures
 from dth_ray.stores.faults import Faults
-from dth_ray.stores.growing import GrowingBody
 
 _MAX_KEYS = 1000
 _MAX_PART_NUMBER = 10_000
@@ -310,9 +309,6 @@ class MemoryStore:
                   crc64nvme: int | None = None) -> PutResult:
         """Raises IntegrityError (BadDigest)."""
         await self._enter("put", key)
-        if isinstance(data, GrowingBody):  # taken as it arrives, like a server reading a request body
-            await data.ready(len(data))
-            data = data.view
         body = bytes(data)  # the caller may reuse its buffer
         etag = _md5_checked(key, body, md5)
         crc = _crc_checked(key, body, crc64nvme)
@@ -430,4 +426,4 @@ class MemoryStore:
 
 
 # S3's limits and ETag rules are the StoreFeatures defaults.
-FEATURES = StoreFeatures(name="memory", server_side_copy=True, put_streams_body=True)
+FEATURES = StoreFeatures(name="memory", server_side_copy=True)

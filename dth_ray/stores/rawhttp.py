@@ -5,8 +5,9 @@ each then copied into the buffer, and builds every request through several layer
 a local server (S3Store, signed, 16 concurrent): 0.24 ms of CPU per 64 KiB GET with aiohttp, 0.16 here; per
 8 MiB ranged GET 2.6 ms against 1.65. Here each socket read lands in the caller's buffer at the next offset
 (asyncio.BufferedProtocol: one recv_into per readiness event, as large as the socket has), and a request body
-is written in slices of the caller's buffer, waiting for the transport to drain between them, so it is not
-copied into the transport either. Signing, retries and error mapping stay with the store (S3Store._request).
+is written in slices of the caller's buffer, waiting for the transport to drain between them: what the socket
+takes at once goes from the caller's buffer to the kernel, and only the rest of one slice is copied into the
+transport (never a whole body). Signing, retries and error mapping stay with the store (S3Store._request).
 
 Keep-alive connections are pooled per host. A request that fails on a pooled connection before any byte of
 the answer arrived (the server may have closed it while idle) is sent once more on a new connection; every
@@ -19,8 +20,6 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-
-from dth_ray.stores.growing import GrowingBody
 
 HEAD_BYTES = 16 << 10  # where status line and headers are read (S3 answers use ~1 KiB); grows to MAX_HEAD_BYTES
 MAX_HEAD_BYTES = 256 << 10
@@ -131,8 +130,7 @@ class _Exchange(asyncio.BufferedProtocol):
     # -- one exchange -----------------------------------------------------------------------------------
 
     async def exchange(self, head: bytes, body, into: memoryview | None, head_only: bool = False) -> Answer:
-        """Send `head` and `body` (bytes-like, may be empty, or a GrowingBody: each slice is sent once it is
-        in) and wait for the answer (see Answer)."""
+        """Send `head` and `body` (bytes-like, may be empty) and wait for the answer (see Answer)."""
         self._reset()
         self._into = into
         self._head_only = head_only
@@ -143,13 +141,8 @@ class _Exchange(asyncio.BufferedProtocol):
         try:
             transport = self.transport
             transport.write(head)
-            growing = body if isinstance(body, GrowingBody) else None
-            view = growing.view if growing is not None else memoryview(body).cast("B") if body else None
-            size = len(view) if view is not None else 0
-            for start in range(0, size, SLICE_BYTES):
-                if growing is not None and growing.complete_bytes < min(start + SLICE_BYTES, size):
-                    await growing.ready(min(start + SLICE_BYTES, size))  # the slice is still being read
-                    self._last = self._loop.time()
+            view = memoryview(body).cast("B") if body else None
+            for start in range(0, len(view) if view is not None else 0, SLICE_BYTES):
                 if self._can_write is not None:  # the transport's buffer is full: wait, do not copy into it
                     await asyncio.wait([self._can_write, waiter], return_when=asyncio.FIRST_COMPLETED)
                 if waiter.done():  # answered (or failed) before the body was all sent: not reusable
@@ -326,7 +319,7 @@ class RawHttp:
         if not any(k.lower() == "host" for k in headers):
             lines.append(f"Host: {host}")
         lines.extend(f"{k}: {v}" for k, v in headers.items())
-        size = len(body) if isinstance(body, GrowingBody) else memoryview(body).nbytes if body else 0
+        size = memoryview(body).nbytes if body else 0
         if size or method not in _BODYLESS:
             lines.append(f"Content-Length: {size}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -547,7 +547,6 @@ FEATURES = StoreFeatures(
     single_put_etag_is_md5=True,
     multipart_etag_is_md5_of_md5s=True,
     server_side_copy=True,
-    put_streams_body=True,
     checksum_kinds=("md5",),
     unreadable_storage_classes=("GLACIER", "DEEP_ARCHIVE"),
     storage_classes=S3_STORAGE_CLASSES,

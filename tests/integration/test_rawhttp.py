@@ -241,3 +241,57 @@ def test_large_headers_and_a_body_without_a_buffer_are_read_whole():
     answer = run(main())
     assert answer.status == 200 and answer.body == payload and answer.filled == -1
     assert len([k for k in answer.headers if k.startswith("x-amz-meta-")]) == 400
+
+
+def self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_over_tls_a_body_lands_in_the_buffer_and_an_untrusted_certificate_is_refused(tmp_path):
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    payload = os.urandom(4 << 20)
+
+    async def main():
+        handler = Script(lambda head, body: ok(payload))
+        server = await asyncio.start_server(handler._serve, "127.0.0.1", 0, ssl=server_ctx)
+        host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            out = bytearray(len(payload))
+            answer = await RawHttp("https", 5, 5, trusting).request("GET", host, "/b/k", {}, into=memoryview(out))
+            with pytest.raises(RawHttpError, match="SSLCertVerificationError"):  # TLS verifies by default
+                await RawHttp("https", 5, 5).request("GET", host, "/b/k", {})
+        finally:
+            for writer in handler._writers:  # noqa: SLF001
+                writer.close()
+            server.close()
+        return answer, out
+
+    answer, out = run(main())
+    assert answer.status == 200 and answer.filled == len(payload) and out == payload

@@ -79,3 +79,16 @@ def test_idle_buffers_count_against_the_bound_with_the_bytes_held():
     idle_before, during = run(body())
     assert idle_before == 22 * MiB
     assert during == 13 * MiB, "the largest idle buffer (9 MiB) was dropped to make room, no more"
+
+
+def test_a_buffer_as_large_as_most_of_the_budget_is_reused_not_dropped_and_allocated_again():
+    from dth_ray.engine.budget import ByteBudget
+
+    async def body():
+        budget = ByteBudget(192 * MiB)
+        for _ in range(4):  # 128 MiB held + 128 MiB idle would pass 9/8 × 192 MiB: the idle one is the one taken
+            async with budget.buffer(128 * MiB):
+                pass
+        return budget.allocations
+
+    assert run(body()) == 1

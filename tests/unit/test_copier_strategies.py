@@ -37,7 +37,6 @@ from dth_ray.errors import (
 from dth_ray.model import ByteRange, ObjectHeaders, ObjectMeta, PartInfo, UploadState
 from dth_ray.plan.parts import multipart_etag
 from dth_ray.stores import memory
-from dth_ray.stores.growing import GrowingBody
 from dth_ray.stores.memory import MemoryStore
 
 KiB = 1024
@@ -233,86 +232,6 @@ def test_single_put_of_a_flipped_read_is_refused_by_the_destination(size):
     outcome = run(copier.copy(meta, DST_KEY))
     assert dst.refused == ["BadDigest"] and copier.retries == 1 and len(clock.slept) == 1
     assert outcome.verified_source and run(destination_body()) == body
-
-
-class Timeline:
-    """Wraps a source and a destination memory store: notes when each ranged read ends and each PUT begins."""
-
-    def __init__(self, src: MemoryStore, dst: MemoryStore) -> None:
-        self.events: list[str] = []
-        timeline = self
-
-        class Src:
-            features = src.features
-
-            async def head(self, key):
-                return await src.head(key)
-
-            async def get(self, key, byte_range=None, if_match=""):
-                return await src.get(key, byte_range, if_match)
-
-            async def get_into(self, key, byte_range, out, if_match=""):
-                await asyncio.sleep(0.01 * (1 + byte_range.start // PIECE))  # later pieces end later
-                info = await src.get_into(key, byte_range, out, if_match)
-                timeline.events.append("read")
-                return info
-
-        class Dst:
-            features = dst.features
-
-            async def put(self, key, data, headers, md5):
-                timeline.events.append("put")
-                return await dst.put(key, data, headers, md5)
-
-        self.src, self.dst = Src(), Dst()
-
-
-def test_a_ranged_single_put_is_sent_while_the_object_is_still_being_read():
-    body = os.urandom(3 * PIECE + 5)
-    meta = run(put_source(body))
-    timeline = Timeline(store(SRC), store(DST))
-
-    outcome = run(make_copier(timeline.src, timeline.dst).copy(meta, DST_KEY))
-
-    assert outcome.verified_source and run(destination_body()) == body
-    assert timeline.events.count("read") == 3 and timeline.events.count("put") == 1
-    assert timeline.events.index("put") < len(timeline.events) - 1, "the PUT began before the last read ended"
-
-
-def test_a_read_that_fails_after_the_put_began_cancels_it_and_nothing_is_written():
-    body = os.urandom(3 * PIECE + 5)
-    meta = run(put_source(body))
-    timeline = Timeline(store(SRC), store(DST))
-    MemoryStore.faults(SRC).fail("get_into", Fatal("the source broke"), after=1)
-
-    with pytest.raises(Fatal):
-        run(make_copier(timeline.src, timeline.dst, max_attempts=1).copy(meta, DST_KEY))
-
-    assert "put" in timeline.events, "the PUT had begun"
-    with pytest.raises(NotFound):
-        run(store(DST).head(DST_KEY))
-
-
-def test_a_growing_body_is_ready_once_its_prefix_is_in_and_a_failure_reaches_every_waiter():
-    async def main():
-        body = GrowingBody(memoryview(bytearray(100)))
-        waiting = asyncio.ensure_future(body.ready(60))
-        body.add(30, 60)  # out of order: the prefix is still empty
-        await asyncio.sleep(0)
-        assert not waiting.done() and body.complete_bytes == 0
-        body.add(0, 30)
-        await asyncio.sleep(0)
-        assert waiting.done() and body.complete_bytes == 60
-        later = asyncio.ensure_future(body.ready(100))
-        await asyncio.sleep(0)
-        body.fail(Transient("read failed"))
-        with pytest.raises(Transient):
-            await later
-        with pytest.raises(Transient):
-            await body.ready(61)
-        await body.ready(60)  # what is in stays in
-
-    run(main())
 
 
 # -- multipart -----------------------------------------------------------------------------------------------
