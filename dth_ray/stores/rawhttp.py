@@ -9,6 +9,10 @@ is written in slices of the caller's buffer, waiting for the transport to drain 
 takes at once goes from the caller's buffer to the kernel, and only the rest of one slice is copied into the
 transport (never a whole body). Signing, retries and error mapping stay with the store (S3Store._request).
 
+While a body is read, the socket's SO_RCVLOWAT asks the kernel to wake the event loop only once 1 MiB of it
+(or all that is left) has arrived, instead of for every ~64 KiB: per 8 MiB ranged GET from a local server,
+1.3 ms of CPU against 2.0 without it (same run, 4 concurrent).
+
 Keep-alive connections are pooled per host. A request that fails on a pooled connection before any byte of
 the answer arrived (the server may have closed it while idle) is sent once more on a new connection; every
 other failure is a RawHttpError (an OSError) or asyncio.TimeoutError for the caller's retry loop.
@@ -17,6 +21,7 @@ other failure is a RawHttpError (an OSError) or asyncio.TimeoutError for the cal
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -24,6 +29,8 @@ from urllib.parse import urlsplit
 HEAD_BYTES = 16 << 10  # where status line and headers are read (S3 answers use ~1 KiB); grows to MAX_HEAD_BYTES
 MAX_HEAD_BYTES = 256 << 10
 IDLE_PER_HOST = 64
+LOWAT_BYTES = 1 << 20  # a body being read wakes the event loop once this much has arrived (SO_RCVLOWAT)
+_TLS_RECORD_BYTES = (16 << 10) + 512  # a TLS record's plaintext, with room for its header and tag
 SLICE_BYTES = 1 << 20  # a body is written this much at a time, each slice once the transport has room
 _BODYLESS = ("GET", "HEAD", "DELETE")
 
@@ -52,6 +59,9 @@ class _Exchange(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._head = bytearray(HEAD_BYTES)
+        self._sock = None
+        self._lowat = 1
+        self._unseen_bytes = 0
         self._can_write: asyncio.Future | None = None  # set while the transport asked us to pause writing
         self._reset()
 
@@ -77,6 +87,26 @@ class _Exchange(asyncio.BufferedProtocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self._sock = sock if sock is not None and hasattr(socket, "SO_RCVLOWAT") else None
+        self._lowat = 1
+        # Over TLS up to one record's worth of the body may already sit in the TLS layer, read but not yet
+        # decrypted: the socket then never holds the whole rest, so ask for that much less.
+        self._unseen_bytes = _TLS_RECORD_BYTES if transport.get_extra_info("ssl_object") is not None else 0
+
+    def _wake_at(self, remaining_bytes: int) -> None:
+        """Be woken only once `remaining_bytes` of a body (at most LOWAT_BYTES) are waiting in the socket.
+
+        Each wake-up is one pass of the event loop (~10-20 µs of Python): woken for every ~64 KiB that
+        arrived, a GiB costs ~16,000 of them. Never more than what is left of the body (else the last bytes
+        would not wake us), and back to 1 for the next answer's headers. Measured: see the module's notes."""
+        want = max(1, min(LOWAT_BYTES, remaining_bytes - self._unseen_bytes))
+        if want != self._lowat and self._sock is not None:
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
+                self._lowat = want
+            except OSError:
+                self._sock = None  # not supported here: one wake-up per read, as before
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -103,10 +133,14 @@ class _Exchange(asyncio.BufferedProtocol):
             self._filled += nbytes
             if self._filled == len(self._into):
                 self._finish()
+            elif len(self._into) - self._filled < self._lowat:
+                self._wake_at(len(self._into) - self._filled)
         elif phase == "fill":
             self._body_filled += nbytes
             if self._body_filled == len(self._body):
                 self._finish()
+            elif len(self._body) - self._body_filled < self._lowat:
+                self._wake_at(len(self._body) - self._body_filled)
         elif phase == "head":
             self._head_len += nbytes
             self._parse_head()
@@ -217,6 +251,8 @@ class _Exchange(asyncio.BufferedProtocol):
                 self._keep = False
             if self._filled == len(into):
                 self._finish()
+            else:
+                self._wake_at(len(into) - take)
             return
         self._into = None
         if self._length >= 0:  # a known length: read into a buffer of that size, no growing and copying
@@ -229,6 +265,8 @@ class _Exchange(asyncio.BufferedProtocol):
             self._phase = "fill"
             if self._body_filled == self._length:
                 self._finish()
+            else:
+                self._wake_at(self._length - take)
             return
         self._phase = "collect"
         data = bytes(rest)  # the scratch area is reused by the next read
@@ -244,6 +282,8 @@ class _Exchange(asyncio.BufferedProtocol):
 
     def _finish(self) -> None:
         waiter, self._waiter = self._waiter, None
+        if self._lowat != 1:
+            self._wake_at(1)
         filled = self._filled if self._phase in ("body", "head") and self._into is not None else -1
         self._phase = "idle"
         if not self._keep and self.transport is not None:
