@@ -140,3 +140,22 @@ def test_cli_sync_report_and_no_secret_anywhere(rclone_pair, creds, tmp_path, un
     for secret in secrets:
         assert all(secret not in blob for blob in blobs)
     assert sorted(os.listdir(tmp_path)) == ["report.json", "state"]
+
+
+def test_a_plain_s3_sync_imports_only_what_it_uses(rclone_pair, creds, tmp_path, unique_prefix):
+    """A copy between S3-compatible stores that Ray need not help imports no Ray, pyarrow (inventories only),
+    aiohttp (the S3 client is our own), oss2, pyodps or boto3: each would cost start-up CPU and memory."""
+    pair = rclone_pair
+    seed_objects(pair.source.client(), pair.source.bucket, {unique_prefix + f"k{i}": os.urandom(1000) for i in range(5)})
+    args = ["sync", *s3_overrides(pair, unique_prefix, unique_prefix, str(tmp_path / "m.sqlite")),
+            "destination.checksum=md5"]  # no CRC probe: awscrt is for destinations that check CRC64NVME
+    probe = ("import json, sys\nfrom dth_ray.cli import main\ncode = main(json.loads(sys.argv[1]))\n"
+             "heavy = [m for m in ('ray', 'pyarrow', 'numpy', 'aiohttp', 'oss2', 'odps', 'boto3', 'botocore',\n"
+             "                     'awscrt') if m in sys.modules]\n"
+             "print(json.dumps({'code': code, 'heavy': heavy}))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2E")}
+    result = subprocess.run([sys.executable, "-c", probe, json.dumps(args)], cwd=tmp_path, env={**env, **creds},
+                            capture_output=True, text=True, timeout=240)
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found == {"code": 0, "heavy": []}, result.stderr[-2000:]
+    assert len(listing(pair.destination.client(), pair.destination.bucket, unique_prefix)) == 5
