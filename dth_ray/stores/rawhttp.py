@@ -31,6 +31,7 @@ MAX_HEAD_BYTES = 256 << 10
 IDLE_PER_HOST = 64
 LOWAT_BYTES = 1 << 20  # a body being read wakes the event loop once this much has arrived (SO_RCVLOWAT)
 _TLS_RECORD_BYTES = (16 << 10) + 512  # a TLS record's plaintext, with room for its header and tag
+_TLS_LOWAT_BYTES = 192 << 10
 SLICE_BYTES = 1 << 20  # a body is written this much at a time, each slice once the transport has room
 _BODYLESS = ("GET", "HEAD", "DELETE")
 
@@ -62,6 +63,7 @@ class _Exchange(asyncio.BufferedProtocol):
         self._sock = None
         self._lowat = 1
         self._unseen_bytes = 0
+        self._max_lowat = LOWAT_BYTES
         self._can_write: asyncio.Future | None = None  # set while the transport asked us to pause writing
         self._reset()
 
@@ -91,16 +93,19 @@ class _Exchange(asyncio.BufferedProtocol):
         self._sock = sock if sock is not None and hasattr(socket, "SO_RCVLOWAT") else None
         self._lowat = 1
         # Over TLS up to one record's worth of the body may already sit in the TLS layer, read but not yet
-        # decrypted: the socket then never holds the whole rest, so ask for that much less.
-        self._unseen_bytes = _TLS_RECORD_BYTES if transport.get_extra_info("ssl_object") is not None else 0
+        # decrypted: the socket then never holds the whole rest, so ask for that much less. And asyncio's TLS
+        # layer takes at most 256 KiB from the socket per wake-up: ask for less, so one read drains it.
+        tls = transport.get_extra_info("ssl_object") is not None
+        self._unseen_bytes = _TLS_RECORD_BYTES if tls else 0
+        self._max_lowat = _TLS_LOWAT_BYTES if tls else LOWAT_BYTES
 
     def _wake_at(self, remaining_bytes: int) -> None:
-        """Be woken only once `remaining_bytes` of a body (at most LOWAT_BYTES) are waiting in the socket.
+        """Be woken only once `remaining_bytes` of a body (at most LOWAT_BYTES; over TLS less) are waiting.
 
         Each wake-up is one pass of the event loop (~10-20 µs of Python): woken for every ~64 KiB that
         arrived, a GiB costs ~16,000 of them. Never more than what is left of the body (else the last bytes
         would not wake us), and back to 1 for the next answer's headers. Measured: see the module's notes."""
-        want = max(1, min(LOWAT_BYTES, remaining_bytes - self._unseen_bytes))
+        want = max(1, min(self._max_lowat, remaining_bytes - self._unseen_bytes))
         if want != self._lowat and self._sock is not None:
             try:
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)

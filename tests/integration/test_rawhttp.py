@@ -276,15 +276,20 @@ def test_over_tls_a_body_lands_in_the_buffer_and_an_untrusted_certificate_is_ref
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     trusting = ssl.create_default_context(cafile=str(cert))
-    payload = os.urandom(4 << 20)
+    payload, small = os.urandom(16 << 20), os.urandom((1 << 20) + 3)
+    answers = iter([ok(payload), ok(small)])
 
     async def main():
-        handler = Script(lambda head, body: ok(payload))
+        handler = Script(lambda head, body: next(answers))
         server = await asyncio.start_server(handler._serve, "127.0.0.1", 0, ssl=server_ctx)
         host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
         try:
             out = bytearray(len(payload))
-            answer = await RawHttp("https", 5, 5, trusting).request("GET", host, "/b/k", {}, into=memoryview(out))
+            client = RawHttp("https", 5, 5, trusting)
+            answer = await client.request("GET", host, "/b/k", {}, into=memoryview(out))
+            # the same connection again: its headers are read at once (the wake-up threshold was reset)
+            again = await client.request("GET", host, "/b/k2", {})
+            assert again.body == small and handler.connections == 1
             with pytest.raises(RawHttpError, match="SSLCertVerificationError"):  # TLS verifies by default
                 await RawHttp("https", 5, 5).request("GET", host, "/b/k", {})
         finally:
