@@ -88,7 +88,7 @@ class TransferConfig:
     parts_in_flight: int = 8
     concurrency: int = 128
     actors: int = 0
-    buffer_size: str = "192MiB"
+    buffer_size: str = "160MiB"
     max_bandwidth: str = "0"
     max_requests_per_s: float = 0.0
     max_attempts: int = 5

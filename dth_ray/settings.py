@@ -115,7 +115,7 @@ class TransferSettings:
     parts_in_flight: int = 8
     concurrency: int = 128
     actors: int = 0
-    buffer_bytes: int = 192 * 1024**2
+    buffer_bytes: int = 160 * 1024**2
     max_bandwidth_bytes_per_s: int = 0
     max_requests_per_s: float = 0.0
     max_attempts: int = 5

@@ -27,7 +27,8 @@ class ByteBudget:
     bytes, such as a small object's GET, makes room too). So payload memory — buffers in use, idle ones and
     bodies read outside the pool — stays within 9/8 × capacity plus each lent buffer's rounding (under 1 MiB,
     or 64 KiB below 4 MiB). Measured before idle buffers counted: a mix of 1–16 MiB objects left the pool
-    full of idle buffers of odd sizes beside the held bodies, 330–350 MB PSS for a 192 MiB budget.
+    full of idle buffers of odd sizes beside the held bodies, 330–350 MB PSS for a 192 MiB budget (then the
+    default; it is 160 MiB since, see README "Memory bound").
     """
 
     def __init__(self, capacity_bytes: int):

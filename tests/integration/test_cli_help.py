@@ -101,7 +101,7 @@ def test_keys_lists_every_key_with_default_type_and_meaning(capsys):
     assert lines[0].split() == ["KEY", "DEFAULT", "TYPE", "MEANING"]
     assert len(lines) == 1 + len(config_keys.all_keys())
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert re.match(r"transfer\.buffer_size\s+192MiB\s+size\s+payload bytes one worker",
+    assert re.match(r"transfer\.buffer_size\s+160MiB\s+size\s+payload bytes one worker",
                     rows["transfer.buffer_size"])
     assert re.match(r"source\s+s3\s+preset: s3\|", rows["source"])
     assert re.match(r'maxcompute\.oss\.bucket\s+""\s+str\s+maxcompute\.mode=unload staging store: '

@@ -98,5 +98,5 @@ def test_values_are_shown_as_they_are_written_on_the_command_line():
     shown = {k.name: k.default_text for k in config_keys.all_keys()}
     assert shown["dry_run"] == "false" and shown["resume"] == "true"
     assert shown["report"] == '""' and shown["filter.include"] == "[]"
-    assert shown["compare"] == "size_etag" and shown["transfer.buffer_size"] == "192MiB"
+    assert shown["compare"] == "size_etag" and shown["transfer.buffer_size"] == "160MiB"
     assert shown["source"] == "s3" and shown["manifest"] == "sqlite"
