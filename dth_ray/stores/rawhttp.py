@@ -69,9 +69,9 @@ class _Exchange(asyncio.BufferedProtocol):
 
     def _reset(self) -> None:
         self._head_len = 0
-        self._phase = "idle"  # idle, head, body (into the caller's buffer), fill (into self._body), collect
-        self._body_filled = 0
+        self._phase = "idle"  # idle, head, body (into self._target: the caller's buffer or self._body), collect
         self._into: memoryview | None = None
+        self._target: memoryview | None = None
         self._filled = 0
         self._length = -1  # body length when known
         self._chunked = False
@@ -123,9 +123,7 @@ class _Exchange(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._phase == "body":
-            return self._into[self._filled:]
-        if self._phase == "fill":
-            return memoryview(self._body)[self._body_filled:]
+            return self._target[self._filled:]
         if self._phase == "head":
             return memoryview(self._head)[self._head_len:]
         return memoryview(self._head)  # collect / drain / idle: a scratch area, copied out in buffer_updated
@@ -136,16 +134,11 @@ class _Exchange(asyncio.BufferedProtocol):
         phase = self._phase
         if phase == "body":
             self._filled += nbytes
-            if self._filled == len(self._into):
+            left = len(self._target) - self._filled
+            if not left:
                 self._finish()
-            elif len(self._into) - self._filled < self._lowat:
-                self._wake_at(len(self._into) - self._filled)
-        elif phase == "fill":
-            self._body_filled += nbytes
-            if self._body_filled == len(self._body):
-                self._finish()
-            elif len(self._body) - self._body_filled < self._lowat:
-                self._wake_at(len(self._body) - self._body_filled)
+            elif left < self._lowat:
+                self._wake_at(left)
         elif phase == "head":
             self._head_len += nbytes
             self._parse_head()
@@ -242,33 +235,24 @@ class _Exchange(asyncio.BufferedProtocol):
         if self._head_only or status in (204, 304):
             self._length = 0
         into = self._into
-        if into is not None and status < 300 and not self._chunked and self._length >= 0:
-            if self._length != len(into):
-                self._keep = False  # not read: the caller treats a wrong length as a dropped connection
-                self._filled = self._length
-                self._finish()
-                return
-            self._phase = "body"
-            take = min(len(rest), len(into))
-            into[:take] = rest[:take]
+        if into is not None and (status >= 300 or self._chunked or self._length < 0):
+            into = self._into = None  # an error answer or an unframed body: never into the caller's buffer
+        if into is not None and self._length != len(into):
+            self._keep = False  # not read: the caller treats a wrong length as a dropped connection
+            self._filled = self._length
+            self._finish()
+            return
+        if self._length >= 0:  # a known length: read in place, into the caller's buffer or one of that size
+            if into is None:
+                self._body = bytearray(self._length)
+            self._target = into if into is not None else memoryview(self._body)
+            take = min(len(rest), self._length)
+            self._target[:take] = rest[:take]
             self._filled = take
             if take < len(rest):
                 self._keep = False
-            if self._filled == len(into):
-                self._finish()
-            else:
-                self._wake_at(len(into) - take)
-            return
-        self._into = None
-        if self._length >= 0:  # a known length: read into a buffer of that size, no growing and copying
-            self._body = bytearray(self._length)
-            take = min(len(rest), self._length)
-            self._body[:take] = rest[:take]
-            self._body_filled = take
-            if take < len(rest):
-                self._keep = False
-            self._phase = "fill"
-            if self._body_filled == self._length:
+            self._phase = "body"
+            if take == self._length:
                 self._finish()
             else:
                 self._wake_at(self._length - take)
@@ -289,7 +273,7 @@ class _Exchange(asyncio.BufferedProtocol):
         waiter, self._waiter = self._waiter, None
         if self._lowat != 1:
             self._wake_at(1)
-        filled = self._filled if self._phase in ("body", "head") and self._into is not None else -1
+        filled = self._filled if self._into is not None else -1
         self._phase = "idle"
         if not self._keep and self.transport is not None:
             self.transport.close()
@@ -302,7 +286,7 @@ class _Exchange(asyncio.BufferedProtocol):
     def _release_buffers(self) -> None:
         """Keep no reference to the caller's buffer or the answer's body: a pooled connection must not hold
         memory the byte budget counts as given back."""
-        self._into = None
+        self._into = self._target = None
         self._body = bytearray()
 
     def abandon(self) -> None:
