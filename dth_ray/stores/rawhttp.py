@@ -26,6 +26,8 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from dth_ray.errors import Fatal
+
 HEAD_BYTES = 16 << 10  # where status line and headers are read (S3 answers use ~1 KiB); grows to MAX_HEAD_BYTES
 MAX_HEAD_BYTES = 256 << 10
 IDLE_PER_HOST = 64
@@ -348,6 +350,8 @@ class RawHttp:
         if not any(k.lower() == "host" for k in headers):
             lines.append(f"Host: {host}")
         lines.extend(f"{k}: {v}" for k, v in headers.items())
+        if any("\r" in line or "\n" in line for line in lines):  # would end the header early: never sent
+            raise Fatal("a request header holds a line break")
         size = memoryview(body).nbytes if body else 0
         if size or method not in _BODYLESS:
             lines.append(f"Content-Length: {size}")

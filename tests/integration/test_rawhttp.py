@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from dth_ray.errors import Fatal
 from dth_ray.stores.rawhttp import RawHttp, RawHttpError
 
 
@@ -300,3 +301,15 @@ def test_over_tls_a_body_lands_in_the_buffer_and_an_untrusted_certificate_is_ref
 
     answer, out = run(main())
     assert answer.status == 200 and answer.filled == len(payload) and out == payload
+
+
+def test_a_header_with_a_line_break_is_never_sent():
+    async def main():
+        async with Script(lambda head, body: ok(b"")) as server:
+            client = RawHttp("http", 5, 5)
+            with pytest.raises(Fatal, match="line break"):
+                await client.request("PUT", server.host, "/b/k", {"x-amz-meta-a": "v\r\nx-amz-acl: public-read"})
+            client.close()
+            return server
+
+    assert run(main()).requests == []
