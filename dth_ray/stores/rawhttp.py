@@ -139,7 +139,7 @@ class _Exchange(asyncio.BufferedProtocol):
             left = len(self._target) - self._filled
             if not left:
                 self._finish()
-            elif left < self._lowat:
+            elif left - self._unseen_bytes < self._lowat:  # the threshold must stay within reach
                 self._wake_at(left)
         elif phase == "head":
             self._head_len += nbytes
@@ -340,6 +340,7 @@ class RawHttp:
         if scheme == "https" and self._ssl is None:
             self._ssl = ssl.create_default_context()
         self._idle: dict[str, list[_Exchange]] = {}
+        self._closed = False
 
     async def request(self, method: str, host: str, target: str, headers: dict[str, str], body=b"",
                       into: memoryview | None = None) -> Answer:
@@ -393,12 +394,14 @@ class RawHttp:
 
     def _release(self, host: str, conn: _Exchange) -> None:
         idle = self._idle.setdefault(host, [])
-        if len(idle) < IDLE_PER_HOST:
+        if len(idle) < IDLE_PER_HOST and not self._closed:
             idle.append(conn)
         else:
             conn.transport.close()
 
     def close(self) -> None:
+        """Close the idle connections; one still in use is closed when its answer is in."""
+        self._closed = True
         for idle in self._idle.values():
             for conn in idle:
                 if conn.transport is not None:

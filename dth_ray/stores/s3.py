@@ -176,7 +176,7 @@ class S3Store:
         self.features = replace(FEATURES, name=cfg.type.value, single_put_etag_is_md5=not kms,
                                 multipart_etag_is_md5_of_md5s=not kms, crc64nvme=crc64nvme_support(cfg),
                                 checksum_kinds=("md5", "crc64ecma") if cfg.type == StoreType.cos else ("md5",))
-        self._raw: RawHttp | None = None  # GETs into caller buffers (rawhttp.py), per event loop
+        self._raw: RawHttp | None = None  # the HTTP/1.1 client (rawhttp.py), one per event loop
         self._raw_loop: asyncio.AbstractEventLoop | None = None
         self._creds: RefreshingCredentials | None = None  # keys, re-read when they rotate (never pickled)
         self._signer: SigV4Signer | None = None

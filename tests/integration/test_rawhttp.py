@@ -278,7 +278,9 @@ def test_over_tls_a_body_lands_in_the_buffer_and_an_untrusted_certificate_is_ref
     server_ctx.load_cert_chain(cert, key)
     trusting = ssl.create_default_context(cafile=str(cert))
     payload, small = os.urandom(16 << 20), os.urandom((1 << 20) + 3)
-    answers = iter([ok(payload), ok(small)])
+    # Sizes about the wake-up threshold (192 KiB over TLS, one record less than what is left): none may stall.
+    edges = [os.urandom(n) for n in (200 * 1024 + 7, 190 * 1024, 17 * 1024, 400 * 1024 + 1)]
+    answers = iter([ok(payload), ok(small), *(ok(e) for e in edges)])
 
     async def main():
         handler = Script(lambda head, body: next(answers))
@@ -291,6 +293,10 @@ def test_over_tls_a_body_lands_in_the_buffer_and_an_untrusted_certificate_is_ref
             # the same connection again: its headers are read at once (the wake-up threshold was reset)
             again = await client.request("GET", host, "/b/k2", {})
             assert again.body == small and handler.connections == 1
+            for edge in edges:
+                buf = bytearray(len(edge))
+                got = await client.request("GET", host, "/b/e", {}, into=memoryview(buf))
+                assert got.filled == len(edge) and buf == edge
             with pytest.raises(RawHttpError, match="SSLCertVerificationError"):  # TLS verifies by default
                 await RawHttp("https", 5, 5).request("GET", host, "/b/k", {})
         finally:
