@@ -292,9 +292,14 @@ class _Exchange(asyncio.BufferedProtocol):
         self._body = bytearray()
 
     def abandon(self) -> None:
-        """Drop the connection mid-exchange (the caller gave up): nothing more lands in its buffer."""
+        """Drop the connection mid-exchange (the caller gave up): nothing more lands in its buffer, and what
+        the transport still holds of the request is not sent (abort, not close: a close would flush it, and
+        a request body completed that way would still be stored)."""
         self._into = None
+        transport = self.transport
         self._fail(RawHttpError("abandoned"))
+        if transport is not None:
+            transport.abort()
 
     def _fail(self, exc: BaseException) -> None:
         waiter, self._waiter = self._waiter, None
@@ -340,6 +345,7 @@ class RawHttp:
         if scheme == "https" and self._ssl is None:
             self._ssl = ssl.create_default_context()
         self._idle: dict[str, list[_Exchange]] = {}
+        self._active: set[_Exchange] = set()  # connections with a request on them
         self._closed = False
 
     async def request(self, method: str, host: str, target: str, headers: dict[str, str], body=b"",
@@ -359,6 +365,7 @@ class RawHttp:
         head = ("\r\n".join(lines) + "\r\n\r\n").encode()
         for _ in range(2):
             conn, reused = await self._acquire(host)
+            self._active.add(conn)
             try:
                 answer = await conn.exchange(head, body, into, head_only=method == "HEAD")
             except RawHttpError:
@@ -368,6 +375,8 @@ class RawHttp:
             except BaseException:  # cancelled or timed out: the buffer goes back to its owner, never written again
                 conn.abandon()
                 raise
+            finally:
+                self._active.discard(conn)
             if not conn.closed:
                 self._release(host, conn)
             return answer
@@ -400,10 +409,13 @@ class RawHttp:
             conn.transport.close()
 
     def close(self) -> None:
-        """Close the idle connections; one still in use is closed when its answer is in."""
+        """Close every connection: the idle ones, and those still in use (their requests fail, as with an
+        HTTP session closed under them)."""
         self._closed = True
         for idle in self._idle.values():
             for conn in idle:
                 if conn.transport is not None:
                     conn.transport.close()
         self._idle.clear()
+        for conn in list(self._active):
+            conn.abandon()

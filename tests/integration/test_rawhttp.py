@@ -319,3 +319,23 @@ def test_a_header_with_a_line_break_is_never_sent():
             return server
 
     assert run(main()).requests == []
+
+
+def test_closing_the_client_fails_a_request_still_in_flight():
+    async def stall(writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async def main():
+        async with Script(lambda head, body: stall) as server:
+            client = RawHttp("http", 5, 30)
+            task = asyncio.ensure_future(client.request("GET", server.host, "/b/k", {}))
+            await asyncio.sleep(0.2)
+            started = asyncio.get_running_loop().time()
+            client.close()
+            with pytest.raises(RawHttpError):
+                await task
+            return asyncio.get_running_loop().time() - started
+
+    assert run(main()) < 1.0

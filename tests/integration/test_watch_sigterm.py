@@ -50,7 +50,7 @@ def test_sigterm_mid_transfer_loses_nothing(e2e_env, ray_local, moto_server, pro
               for o in overrides]
     report = tmp_path / "watch.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dth_ray", "watch", *slowed, "transfer.max_bandwidth=12MB",
+        [sys.executable, "-m", "dth_ray", "watch", *slowed, "transfer.max_bandwidth=6MB",
          "transfer.multipart_threshold=16MiB", "events.shutdown_timeout_s=1", f"report={report}", "runtime.num_cpus=2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
