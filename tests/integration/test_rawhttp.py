@@ -169,12 +169,14 @@ def test_a_pooled_connection_the_server_closed_is_replaced_once_silently():
     assert server.connections == 3
 
 
-def test_an_answer_that_stalls_times_out_and_a_refused_connect_is_an_oserror():
-    async def stall(writer):
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
-        await writer.drain()
-        await asyncio.sleep(5)
+async def stall(writer):
+    """An answer that sends its headers and 10 of its 100 bytes, then nothing."""
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+    await writer.drain()
+    await asyncio.sleep(5)
 
+
+def test_an_answer_that_stalls_times_out_and_a_refused_connect_is_an_oserror():
     async def main():
         async with Script(lambda head, body: stall) as server:
             client = RawHttp("http", 5, 0.3)
@@ -322,11 +324,6 @@ def test_a_header_with_a_line_break_is_never_sent():
 
 
 def test_closing_the_client_fails_a_request_still_in_flight():
-    async def stall(writer):
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123")
-        await writer.drain()
-        await asyncio.sleep(5)
-
     async def main():
         async with Script(lambda head, body: stall) as server:
             client = RawHttp("http", 5, 30)
