@@ -11,11 +11,13 @@ transport (never a whole body). Signing, retries and error mapping stay with the
 
 While a body is read, the socket's SO_RCVLOWAT asks the kernel to wake the event loop only once 1 MiB of it
 (or all that is left) has arrived, instead of for every ~64 KiB: per 8 MiB ranged GET from a local server,
-1.3 ms of CPU against 2.0 without it (same run, 4 concurrent).
+1.3 ms of CPU against 2.0 without it (same run, 4 concurrent; benchmarks/bench_http.py measures both).
 
 Keep-alive connections are pooled per host. A request that fails on a pooled connection before any byte of
 the answer arrived (the server may have closed it while idle) is sent once more on a new connection; every
-other failure is a RawHttpError (an OSError) or asyncio.TimeoutError for the caller's retry loop.
+other failure is a RawHttpError (an OSError) or asyncio.TimeoutError for the caller's retry loop, and a header
+that would break the request (a line break in a value) is a Fatal. A request given up (cancelled, timed out,
+the client closed) has its connection aborted: nothing more of it is sent, nothing more lands in its buffer.
 """
 
 from __future__ import annotations
