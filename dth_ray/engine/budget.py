@@ -83,9 +83,8 @@ class ByteBudget:
         align = _ALIGN_LARGE if nbytes >= _LARGE else _ALIGN_SMALL
         size = -(-max(nbytes, 1) // align) * align
         same = self._idle.get(size)
-        if same:
+        if same:  # held + idle does not grow: the bytes held now are at most the idle buffer's
             self._idle_bytes -= size
-            self._trim(0)
             return same.pop()
         self._trim(size - nbytes)  # the new buffer's rounding is memory too
         self.pooled_bytes += size

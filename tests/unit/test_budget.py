@@ -92,3 +92,33 @@ def test_a_buffer_as_large_as_most_of_the_budget_is_reused_not_dropped_and_alloc
         return budget.allocations
 
     assert run(body()) == 1
+
+
+def test_held_plus_idle_stays_within_the_bound_through_any_mix_of_holds_and_buffers():
+    import random
+
+    from dth_ray.engine.budget import ByteBudget
+
+    rng = random.Random(7)
+    limit, rounding = 32 * MiB * 9 // 8, MiB
+
+    async def body():
+        budget = ByteBudget(32 * MiB)
+        worst = 0
+
+        async def one(kind: str, size: int) -> None:
+            nonlocal worst
+            use = budget.buffer(size) if kind == "buffer" else budget.hold(size)
+            async with use:
+                idle = sum(len(b) for bufs in budget._idle.values() for b in bufs)  # noqa: SLF001
+                assert idle == budget._idle_bytes  # noqa: SLF001
+                worst = max(worst, budget.in_use_bytes + idle)
+                await asyncio.sleep(rng.random() / 1000)
+
+        for _ in range(40):
+            batch = [(rng.choice(["buffer", "hold"]), rng.choice([300 * 1024, 3 * MiB, 9 * MiB + 5, 17 * MiB]))
+                     for _ in range(rng.randint(1, 6))]
+            await asyncio.gather(*(one(kind, size) for kind, size in batch))
+        return worst
+
+    assert run(body()) <= limit + rounding
