@@ -43,7 +43,9 @@ EVIDENCE = Path(tempfile.gettempdir()) / "dth-bench-evidence"
 SAMPLE_S = 0.2
 RUN_TIMEOUT_S = 1800.0
 BACKGROUND_S = 1.0  # idle window before each run, to record what else the machine is doing
-TARGETS = {"small": ("objects_per_s", 1.5), "large": ("mb_per_s", 0.9)}  # dth-ray / rclone-tuned
+# The lean-data-plane issue's speed targets, dth-ray ÷ rclone (suite_report.py judges them against rclone's
+# better configuration; this script alone, against rclone-tuned).
+TARGETS = {"small": ("objects_per_s", 1.2), "large": ("mb_per_s", 1.0)}
 SERVERS_NOTE = ("fresh per run: the source server restarted over its data and listed once untimed, a new "
                 "destination server over an empty directory (an incremental run meets its own base run's)")
 

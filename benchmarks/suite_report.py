@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from bench_core import TARGETS as SPEED_TARGETS
 from procstats import groups_markdown
 
 MIXED_TEXT = ("fixed seed; small objects log-uniform 1–256 KiB, medium log-uniform 1–16 MiB, large uniform "
@@ -15,7 +16,6 @@ RCLONES = ("rclone-tuned", "rclone-default")
 BASE_NAMES = ("dth-ray", "rclone-tuned", "rclone-default", "s5cmd", "awscli", "boto3-pool")
 METRIC = {"small": "objects_per_s", "large": "mb_per_s", "mixed": "mb_per_s", "incremental": "objects_per_s"}
 LABEL = {"objects_per_s": "objects/s", "mb_per_s": "MB/s"}
-TARGETS = {"small_vs_rclone": 1.2, "large_vs_rclone": 1.0, "wan_vs_best_peer": 3.0}
 
 
 # ---------------------------------------------------------------- numbers
@@ -121,7 +121,7 @@ def targets(result: dict) -> list[dict]:
     def add(target: str, got, met, how: str, text: str | None = None) -> None:
         out.append({"target": target, "value": got, "text": text or ratio(got), "met": met, "how": how})
 
-    for name, metric, bound in (("small", "objects_per_s", 1.2), ("large", "mb_per_s", 1.0)):
+    for name, (metric, bound) in SPEED_TARGETS.items():
         sc = result["scenarios"].get(name)
         meds = {t: med(valid(sc["runs"], t), metric) for t in RCLONES} if sc else {}
         meds = {t: v for t, v in meds.items() if v is not None}
@@ -210,7 +210,7 @@ def budget(result: dict, name: str, sc: dict) -> str | None:
     unit, label = ("MB", "MB/s") if per_mb else ("object", "objects/s")
     server_s = statistics.median(r["servers_cpu_s"] for r in refs) / units
     best = max(med(valid(sc["runs"], t), metric) or 0 for t in RCLONES)
-    bound = TARGETS["large_vs_rclone" if per_mb else "small_vs_rclone"]
+    bound = SPEED_TARGETS[name][1]
     target, what = bound * best, f"{bound:g}× rclone's best"
     if not target:
         return None

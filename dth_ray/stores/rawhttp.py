@@ -2,16 +2,17 @@
 
 aiohttp hands a response body over as a stream of new bytes objects (one per socket read, at most 256 KiB),
 each then copied into the buffer, and builds every request through several layers of objects. Measured against
-a local server (S3Store, signed, 16 concurrent): 0.24 ms of CPU per 64 KiB GET with aiohttp, 0.16 here; per
-8 MiB ranged GET 2.6 ms against 1.65. Here each socket read lands in the caller's buffer at the next offset
-(asyncio.BufferedProtocol: one recv_into per readiness event, as large as the socket has), and a request body
+a local server when this replaced it (S3Store, signed; two runs each, the test suite loading the machine):
+0.24 ms of CPU per 64 KiB GET with aiohttp, 0.16 here; per 8 MiB ranged GET 2.6 ms against 1.65. Here each
+socket read lands in the caller's buffer at the next offset (asyncio.BufferedProtocol: one recv_into per
+readiness event, as large as the socket has), and a request body
 is written in slices of the caller's buffer, waiting for the transport to drain between them: what the socket
 takes at once goes from the caller's buffer to the kernel, and only the rest of one slice is copied into the
 transport (never a whole body). Signing, retries and error mapping stay with the store (S3Store._request).
 
 While a body is read, the socket's SO_RCVLOWAT asks the kernel to wake the event loop only once 1 MiB of it
 (or all that is left) has arrived, instead of for every ~64 KiB: per 8 MiB ranged GET from a local server,
-1.3 ms of CPU against 2.0 without it (same run, 4 concurrent; benchmarks/bench_http.py measures both).
+1.25 ms of CPU against 1.75 without it (benchmarks/bench_http.py, both alternating, median of 3 rounds).
 
 Keep-alive connections are pooled per host. A request that fails on a pooled connection before any byte of
 the answer arrived (the server may have closed it while idle) is sent once more on a new connection; every
@@ -327,7 +328,7 @@ def _dechunk(raw: bytearray) -> bytes | None:
         except ValueError as exc:
             raise RawHttpError("malformed chunked body") from exc
         if size == 0:
-            return bytes(out) if raw.find(b"\r\n\r\n", eol) >= 0 or raw.endswith(b"0\r\n\r\n") else None
+            return bytes(out) if raw.find(b"\r\n\r\n", eol) >= 0 else None  # the last chunk, then the end
         start = eol + 2
         if len(raw) < start + size + 2:
             return None
@@ -336,7 +337,7 @@ def _dechunk(raw: bytearray) -> bytes | None:
 
 
 class RawHttp:
-    """A pool of keep-alive connections for GETs into caller buffers; one per store and event loop."""
+    """Keep-alive connections per host and the requests sent on them; one per store and event loop."""
 
     def __init__(self, scheme: str, connect_timeout_s: float, read_timeout_s: float,
                  ssl_context: ssl.SSLContext | None = None):

@@ -46,7 +46,7 @@ from dth_ray.model import (
     UploadInfo,
 )
 from dth_ray.stores.base import CRC_CHECKED, GiB, MiB, StoreFeatures, TiB
-from dth_ray.stores.rawhttp import RawHttp
+from dth_ray.stores.rawhttp import RawHttp, RawHttpError
 from dth_ray.stores.s3crc import (
     CHECKSUM_MODE,
     CRC_HEADER,
@@ -264,8 +264,9 @@ class S3Store:
             try:
                 answer = await raw.request(method, host, f"{path}?{query}" if query else path, signed, data or b"",
                                            into)
-            except (asyncio.TimeoutError, OSError) as exc:
-                last = Transient(f"S3 {method} failed: {type(exc).__name__}")
+            except (asyncio.TimeoutError, OSError) as exc:  # our client's own words name the cause (no secrets)
+                cause = str(exc) if isinstance(exc, RawHttpError) else type(exc).__name__
+                last = Transient(f"S3 {method} failed: {cause}")
             else:
                 status, resp_headers, body, filled = answer.status, answer.headers, answer.body, answer.filled
                 if into is not None and status < 300 and filled < 0:  # a chunked or unframed body, whole

@@ -336,3 +336,47 @@ def test_closing_the_client_fails_a_request_still_in_flight():
             return asyncio.get_running_loop().time() - started
 
     assert run(main()) < 1.0
+
+
+def test_a_chunked_2xx_body_comes_back_whole_and_the_store_puts_it_in_the_buffer():
+    payload = os.urandom(5000)
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"%x\r\n" % 3000 + payload[:3000] + b"\r\n" + b"%x\r\n" % 2000 + payload[3000:] + b"\r\n0\r\n\r\n")
+
+    async def main():
+        async with Script(lambda head, body: chunked) as server:
+            client = RawHttp("http", 5, 5)
+            out = bytearray(len(payload))
+            answer = await client.request("GET", server.host, "/b/k", {}, into=memoryview(out))
+            client.close()
+            return answer, out
+
+    answer, out = run(main())
+    # Not framed by a length, so not read into the buffer here: the body comes back whole and S3Store copies
+    # it into the buffer when its length is the buffer's (stores/s3.py, _request).
+    assert (answer.status, answer.filled, bytes(answer.body)) == (200, -1, payload)
+    assert out == bytearray(len(payload))
+
+
+def test_a_store_request_that_cannot_connect_says_why():
+    import socket as socket_mod
+
+    from dth_ray.config import StoreConfig, StoreType
+    from dth_ray.errors import Transient
+    from dth_ray.stores.s3 import S3Store
+
+    probe = socket_mod.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    store = S3Store(StoreConfig(type=StoreType.s3, bucket="bkt", endpoint=f"http://127.0.0.1:{port}",
+                                credentials="anonymous"), "source")
+
+    async def main():
+        try:
+            await store.head("k")
+        finally:
+            await store.aclose()
+
+    with pytest.raises(Transient, match=r"S3 HEAD failed: connect failed: ConnectionRefusedError"):
+        run(main())
