@@ -54,23 +54,34 @@ class ByteBudget:
             yield
 
     @asynccontextmanager
-    async def _held(self, nbytes: int):
+    async def _held(self, nbytes: int, unless=None):
+        """Hold `nbytes`; yields True, or False (nothing held) when `unless()` said so while waiting."""
         need = min(max(nbytes, 1), self.capacity_bytes)
         floor = -self.overdraft_bytes if need <= self.small_bytes else 0
         async with self._cond:
-            await self._cond.wait_for(lambda: self._free - need >= floor)
-            self._free -= need
+            await self._cond.wait_for(lambda: (unless is not None and unless()) or self._free - need >= floor)
+            held = not (unless is not None and unless()) and self._free - need >= floor
+            if held:
+                self._free -= need
+        if not held:
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             async with self._cond:
                 self._free += need
                 self._cond.notify_all()
 
     @asynccontextmanager
-    async def buffer(self, nbytes: int):
-        """Hold `nbytes` and lend a writable memoryview of exactly that many bytes, valid inside the block."""
-        async with self._held(nbytes):
+    async def buffer(self, nbytes: int, unless=None):
+        """Hold `nbytes` and lend a writable memoryview of exactly that many bytes, valid inside the block.
+        `unless`: asked whenever the budget changes while this waits (and first); once it says True the wait
+        ends and None is lent (nothing held): the caller has another way that needs less."""
+        async with self._held(nbytes, unless) as held:
+            if not held:
+                yield None
+                return
             buf = self._take(nbytes)  # an idle buffer of its class first: trimming before would drop it
             try:
                 yield memoryview(buf)[:nbytes]

@@ -31,6 +31,7 @@ class CopySettings:
     spread_threshold_bytes: int = 0  # objects this large share their parts with peer actors (0: never)
     get_range_bytes: int = 0  # a part is read as concurrent ranged GETs of this size (0: sized by ReadSizer)
     copy_cutoff_bytes: int = 5 * 1024**3  # server-side: CopyObject up to this size, UploadPartCopy above it
+    stream_slot_bytes: int = 8 * 1024**2  # a streamed single PUT reads this much per slot (engine/streamput.py)
     resume_parts: bool = True  # False (a diagnostic switch): recorded uploads are aborted, every part sent again
 
 

@@ -39,6 +39,19 @@ class Limits:
 
         return await self._run(sized)
 
+    async def call_beside(self, coro_fn):
+        """Run one request that the requests it waits on run beside (a PUT fed by its own GETs): outside the
+        cap, which it could otherwise fill while they wait for it (the byte budget bounds how many there
+        are); a throttle answer still halves the cap."""
+        try:
+            return await coro_fn()
+        except DthError as exc:
+            name = type(exc).__name__
+            self.errors[name] = self.errors.get(name, 0) + 1
+            if isinstance(exc, Throttled):
+                self.concurrency.back_off()
+            raise
+
     async def _run(self, coro_fn):
         throttled = False
         try:

@@ -32,6 +32,10 @@ class RangedReads:
         """How large one ranged GET should be now (see ReadSizer)."""
         return self._sizer.piece_bytes()
 
+    def stream_rate_bytes_per_s(self) -> float:
+        """What one GET stream has moved per second lately (0 until a read of at least the floor finished)."""
+        return self._sizer.rate_bytes_per_s or 0.0
+
     async def read(self, meta: ObjectMeta, byte_range: ByteRange, out: memoryview,
                    max_streams: int = MAX_GETS_PER_PART) -> GetResult:
         """Read one range with up to `max_streams` concurrent ranged GETs, when it is larger than one read

@@ -39,8 +39,8 @@ class ReadSizer:
     def observe(self, nbytes: int, seconds: float) -> None:
         """One finished GET of `nbytes` that took `seconds` (request to last byte). Short reads say more
         about latency than rate, so only reads of at least the floor size count."""
-        if self._fixed or nbytes < self._min or seconds <= 0:
-            return
+        if nbytes < self._min or seconds <= 0:
+            return  # (learnt with a fixed size too: it also says whether a read keeps up with a sender)
         rate = nbytes / seconds
         previous = self.rate_bytes_per_s
         self.rate_bytes_per_s = rate if previous is None else previous + self._weight * (rate - previous)

@@ -14,6 +14,7 @@ from dth_ray.checksums import crc64nvme_value
 from dth_ray.engine.context import CopyContext, CopyOutcome
 from dth_ray.engine.digests import crc64nvme_digest, is_md5_etag, md5_digest, source_crc64nvme
 from dth_ray.engine.reads import MAX_GETS_PER_PART
+from dth_ray.engine.streamput import StreamedPut
 from dth_ray.errors import IntegrityError, PreconditionFailed
 from dth_ray.model import ByteRange, GetResult, ObjectMeta
 from dth_ray.plan.parts import choose_part_size
@@ -24,20 +25,26 @@ class SinglePut:
 
     def __init__(self, ctx: CopyContext):
         self._ctx = ctx
+        self._streamed = StreamedPut(ctx)
 
     async def copy(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:
         """Raises IntegrityError (bytes that do not match the source, or a short read), PreconditionFailed
         (the source changed), and any DthError of the GET or PUT."""
         ctx = self._ctx
-        if meta.size > ctx.reads.piece_bytes() and is_md5_etag(meta.etag, ctx.src_features):
+        if is_md5_etag(meta.etag, ctx.src_features) and (meta.size > ctx.reads.piece_bytes()
+                                                         or self._streamed.applies(meta)):
             # Read in parallel ranges (a long link), as many as its parts would have had: one PUT must not
             # read slower than parts do; into a reused buffer. The whole object is still checked against its
-            # MD5.
+            # MD5. Or streamed through a small ring where that applies, also once it does while this waits
+            # for a whole buffer (the first reads of a run tell how fast the source is).
             part_bytes = choose_part_size(meta.size, ctx.dst_features, ctx.settings.part_size_bytes)
             streams = MAX_GETS_PER_PART * -(-meta.size // part_bytes)
-            async with ctx.limits.budget.buffer(meta.size) as buf:
-                got = await ctx.reads.read(meta, ByteRange(0, meta.size), buf, streams)
-                return await self._put(meta, dst_key, got)
+            while not self._streamed.applies(meta):
+                async with ctx.limits.budget.buffer(meta.size, unless=lambda: self._streamed.applies(meta)) as buf:
+                    if buf is not None:
+                        got = await ctx.reads.read(meta, ByteRange(0, meta.size), buf, streams)
+                        return await self._put(meta, dst_key, got)
+            return await self._streamed.copy(meta, dst_key)
         async with ctx.limits.budget.hold(meta.size):
             # One GET: a small object, or a backend that checks a whole-object CRC (OSS) on a full read.
             got = await ctx.limits.call(lambda: ctx.src.get(meta.key, if_match=meta.etag))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -124,6 +124,24 @@ class RangeReader(Protocol):
     async def get_into(self, key: str, byte_range: ByteRange, out: memoryview, if_match: str = "") -> ObjectInfo:
         """Read exactly `byte_range` into `out` (its length), with no intermediate copy of the body.
         Raises NotFound, PreconditionFailed when `if_match` fails, Transient on a short or long body."""
+        ...
+
+
+@dataclass(frozen=True)
+class StreamedBody:
+    """A request body that arrives while it is sent: `nbytes` in all, from `chunks` in order. A chunk may be
+    written over by its producer once the next one is asked for (the sender holds no reference by then)."""
+
+    nbytes: int
+    chunks: AsyncIterator[memoryview]
+
+
+@runtime_checkable
+class StreamWriter(Protocol):
+    async def put_streamed(self, key: str, body: StreamedBody, headers: ObjectHeaders, md5: bytes) -> PutResult:
+        """Write a whole object from a body that arrives while it is sent; `md5` (the whole body's, known
+        beforehand) is sent so the server refuses a body that does not match it. Sent once: any failure
+        raises (a Transient for what a new attempt may fix), for the caller to read the body again."""
         ...
 
 

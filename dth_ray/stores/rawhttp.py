@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from dth_ray.errors import Fatal
+from dth_ray.stores.base import StreamedBody
 
 HEAD_BYTES = 16 << 10  # where status line and headers are read (S3 answers use ~1 KiB); grows to MAX_HEAD_BYTES
 MAX_HEAD_BYTES = 256 << 10
@@ -167,7 +168,8 @@ class _Exchange(asyncio.BufferedProtocol):
     # -- one exchange -----------------------------------------------------------------------------------
 
     async def exchange(self, head: bytes, body, into: memoryview | None, head_only: bool = False) -> Answer:
-        """Send `head` and `body` (bytes-like, may be empty) and wait for the answer (see Answer)."""
+        """Send `head` and `body` (bytes-like, may be empty, or a StreamedBody) and wait for the answer (see
+        Answer)."""
         self._reset()
         self._into = into
         self._head_only = head_only
@@ -176,23 +178,69 @@ class _Exchange(asyncio.BufferedProtocol):
         self._last = self._loop.time()
         self._arm()
         try:
-            transport = self.transport
-            transport.write(head)
-            view = memoryview(body).cast("B") if body else None
-            for start in range(0, len(view) if view is not None else 0, SLICE_BYTES):
-                if self._can_write is not None:  # the transport's buffer is full: wait, do not copy into it
-                    await asyncio.wait([self._can_write, waiter], return_when=asyncio.FIRST_COMPLETED)
-                if waiter.done():  # answered (or failed) before the body was all sent: not reusable
-                    self.closed = True
-                    transport.close()
-                    break
-                transport.write(view[start:start + SLICE_BYTES])
-                self._last = self._loop.time()
+            self.transport.write(head)
+            if isinstance(body, StreamedBody):
+                await self._send_stream(body, waiter)
+            elif body:
+                await self._send(memoryview(body).cast("B"), waiter)
             return await waiter
         finally:
+            if not waiter.done():  # given up before the answer: nothing is to wait for it any more
+                waiter.cancel()
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+
+    async def _send(self, view: memoryview, waiter: asyncio.Future) -> bool:
+        """Write `view` a slice at a time, each once the transport has room; False when the answer came (or
+        the connection failed) before all was sent: the connection is then closed, not reusable."""
+        transport = self.transport
+        for start in range(0, len(view), SLICE_BYTES):
+            if self._can_write is not None:  # the transport's buffer is full: wait, do not copy into it
+                await asyncio.wait([self._can_write, waiter], return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                self.closed = True
+                transport.close()
+                return False
+            transport.write(view[start:start + SLICE_BYTES])
+            self._last = self._loop.time()
+        return True
+
+    async def _send_stream(self, body: StreamedBody, waiter: asyncio.Future) -> None:
+        """Send a body chunk by chunk as its producer hands them over. A chunk is given back (the next one
+        asked for) only once the transport holds no byte of it (see _drained)."""
+        transport = self.transport
+        # Paused while anything waits in the transport (a TLS transport pauses at >= high, a plain one at
+        # > high), resumed once nothing does: the wait for a chunk to leave is woken, not polled.
+        transport.set_write_buffer_limits(high=1, low=0)
+        sent = 0
+        try:
+            async for chunk in body.chunks:
+                view = memoryview(chunk).cast("B")
+                if not await self._send(view, waiter) or not await self._drained(waiter):
+                    return
+                sent += len(view)
+            if sent != body.nbytes:  # the producer's fault (not retried): the request is abandoned
+                raise Fatal(f"streamed body gave {sent} bytes of {body.nbytes}")
+        finally:
+            if not self.closed:
+                transport.set_write_buffer_limits()
+
+    async def _drained(self, waiter: asyncio.Future) -> bool:
+        """Wait until the transport holds no byte written to it (a plain socket's leftover may be kept as a
+        view of the caller's buffer, TLS keeps its backlog so); False when the answer came (or the connection
+        failed) first: the connection is then closed."""
+        transport = self.transport
+        while transport.get_write_buffer_size():
+            if waiter.done():
+                self.closed = True
+                transport.close()
+                return False
+            if self._can_write is not None:
+                await asyncio.wait([self._can_write, waiter], return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(0.001)  # one byte left, under a plain transport's mark: no event comes
+        return True
 
     def _arm(self) -> None:
         self._timer = self._loop.call_at(self._last + self._read_timeout_s, self._check_idle)
@@ -354,7 +402,7 @@ class RawHttp:
     async def request(self, method: str, host: str, target: str, headers: dict[str, str], body=b"",
                       into: memoryview | None = None) -> Answer:
         """Send `method target` (path and query, already encoded) to `host` with `headers` (signed; Host and
-        Content-Length are added) and `body` (bytes-like). `into`: where a 2xx answer's body goes (see Answer).
+        Content-Length are added) and `body` (bytes-like, or a StreamedBody: sent once, never again on a new connection). `into`: where a 2xx answer's body goes (see Answer).
         Raises RawHttpError or asyncio.TimeoutError."""
         lines = [f"{method} {target} HTTP/1.1"]
         if not any(k.lower() == "host" for k in headers):
@@ -362,7 +410,8 @@ class RawHttp:
         lines.extend(f"{k}: {v}" for k, v in headers.items())
         if any("\r" in line or "\n" in line for line in lines):  # would end the header early: never sent
             raise Fatal("a request header holds a line break")
-        size = memoryview(body).nbytes if body else 0
+        streamed = isinstance(body, StreamedBody)
+        size = body.nbytes if streamed else memoryview(body).nbytes if body else 0
         if size or method not in _BODYLESS:
             lines.append(f"Content-Length: {size}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -372,8 +421,8 @@ class RawHttp:
             try:
                 answer = await conn.exchange(head, body, into, head_only=method == "HEAD")
             except RawHttpError:
-                if reused and not conn._got_bytes:  # noqa: SLF001 - a stale pooled connection: once more
-                    continue
+                if reused and not conn._got_bytes and not streamed:  # noqa: SLF001 - a stale pooled connection
+                    continue  # once more (a streamed body cannot be sent twice: its chunks are given back)
                 raise
             except BaseException:  # cancelled or timed out: the buffer goes back to its owner, never written again
                 conn.abandon()

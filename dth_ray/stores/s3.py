@@ -45,7 +45,7 @@ from dth_ray.model import (
     PutResult,
     UploadInfo,
 )
-from dth_ray.stores.base import CRC_CHECKED, GiB, MiB, StoreFeatures, TiB
+from dth_ray.stores.base import CRC_CHECKED, GiB, MiB, StoreFeatures, StreamedBody, TiB
 from dth_ray.stores.rawhttp import RawHttp, RawHttpError
 from dth_ray.stores.s3crc import (
     CHECKSUM_MODE,
@@ -239,12 +239,13 @@ class S3Store:
 
     async def _request(
         self, method: str, key: str | None, *, params: Sequence[tuple[str, str]] = (),
-        headers: dict[str, str] | None = None, data: bytes | None = None, ok_statuses: tuple[int, ...] = (),
+        headers: dict[str, str] | None = None, data: bytes | StreamedBody | None = None, ok_statuses: tuple[int, ...] = (),
         into: memoryview | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """Send one signed request; retry transient failures a bounded number of times, and once more with
         re-read keys when the keys were refused (rotated secret, expired token), and once more for the bucket's
-        region when the answer names another one (see bucket_region). With `into`, a successful answer's body is
+        region when the answer names another one (see bucket_region); a StreamedBody is sent once (a failure that
+        a new attempt may fix is a Transient for the caller's retry). With `into`, a successful answer's body is
         written there (it must fill it exactly) and b"" is returned in its place."""
         headers = dict(headers or {})
         if self._cfg.requester_pays:
@@ -254,6 +255,7 @@ class S3Store:
         if self._creds is not None and self._creds.due():
             await asyncio.get_running_loop().run_in_executor(None, self._creds.refresh_if_due)
         last: DthError | None = None
+        once = isinstance(data, StreamedBody)  # its chunks are given back as sent: the caller reads it again
         refreshed = redirected = False
         attempt = 0
         for _ in range(_REQUEST_ATTEMPTS + 2):  # + one retry with re-read keys, + one in the bucket's region
@@ -282,6 +284,8 @@ class S3Store:
                         and not redirected:
                     redirected = True
                     self._follow_region(region)
+                    if once:
+                        raise Transient(f"S3 {method} redirected to {region}: to be sent again")
                     continue
                 else:
                     last = _map_error(status, _error_code(body), resp_headers)
@@ -289,11 +293,13 @@ class S3Store:
                     if refused and signer is not None and not refreshed and self._creds is not None:
                         refreshed = True
                         await asyncio.get_running_loop().run_in_executor(None, self._creds.refresh, generation)
+                        if once:
+                            raise Transient(f"S3 {method} refused: keys re-read, to be sent again")
                         continue
                     if not last.retryable or isinstance(last, IntegrityError):
                         raise last
             attempt += 1
-            if attempt >= _REQUEST_ATTEMPTS:
+            if attempt >= _REQUEST_ATTEMPTS or once:
                 break
             delay = getattr(last, "delay_s", None) or 0.05 * 2 ** (attempt - 1)
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -416,6 +422,15 @@ class S3Store:
         digest_headers(out, md5, crc64nvme)
         out.setdefault("Content-Type", "binary/octet-stream")
         _, resp_headers, _ = await self._request("PUT", key, headers=out, data=data)
+        return PutResult(etag=_etag(resp_headers.get("etag", "")), checksum=crc_of(resp_headers))
+
+    async def put_streamed(self, key: str, body: StreamedBody, headers: ObjectHeaders, md5: bytes) -> PutResult:
+        """Like `put`, from a body that arrives while it is sent (see StreamWriter): the server checks it
+        against `md5`; one attempt."""
+        out = self._write_headers(headers)
+        digest_headers(out, md5, None)
+        out.setdefault("Content-Type", "binary/octet-stream")
+        _, resp_headers, _ = await self._request("PUT", key, headers=out, data=body)
         return PutResult(etag=_etag(resp_headers.get("etag", "")), checksum=crc_of(resp_headers))
 
     async def create_multipart(self, key: str, headers: ObjectHeaders, *, crc64nvme: bool = False) -> str:

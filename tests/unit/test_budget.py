@@ -122,3 +122,32 @@ def test_held_plus_idle_stays_within_the_bound_through_any_mix_of_holds_and_buff
         return worst
 
     assert run(body()) <= limit + rounding
+
+
+def test_a_wait_for_a_buffer_ends_with_none_once_the_caller_has_a_leaner_way():
+    from dth_ray.engine.budget import ByteBudget
+
+    """`unless` is asked first and whenever the budget changes: a waiter whose other way became possible gets
+    None and holds nothing, even when the release that woke it left room; without it, it gets its buffer."""
+    budget = ByteBudget(100 * MiB)
+    leaner = {"now": False}
+
+    async def main():
+        async with budget.buffer(70 * MiB):
+            async with budget.buffer(1, unless=lambda: True) as at_once:
+                assert at_once is None and budget.in_use_bytes == 70 * MiB
+            waiting = asyncio.ensure_future(_lend(budget, 60 * MiB, lambda: leaner["now"]))
+            plain = asyncio.ensure_future(_lend(budget, 60 * MiB, None))
+            await asyncio.sleep(0.01)
+            assert not waiting.done() and not plain.done()
+            leaner["now"] = True  # e.g. the source's rate became known
+        return await waiting, await plain
+
+    got_waiting, got_plain = asyncio.run(main())
+    assert got_waiting is None and got_plain == 60 * MiB
+    assert budget.in_use_bytes == 0
+
+
+async def _lend(budget, nbytes: int, unless):
+    async with budget.buffer(nbytes, unless=unless) as buf:
+        return None if buf is None else len(buf)
