@@ -26,7 +26,7 @@ import json, sys
 from dth_ray.runtime.rayhost import start_ray, stop_ray
 from dth_ray.settings import RuntimeSettings
 
-start_ray(RuntimeSettings())
+start_ray(RuntimeSettings(autoscale=sys.argv[1] if len(sys.argv) > 1 else "auto"))
 import ray
 
 node = ray.nodes()[0]
@@ -103,16 +103,18 @@ def _listeners(root_pid: int) -> list[tuple[str, int]]:
 
 
 @pytest.fixture
-def embedded_ray(tmp_path):
+def embedded_ray(tmp_path, request):
     """The embedded Ray in a subprocess, with a fresh HOME (its token) and Ray temp folder, and RAY_AUTH_MODE
-    set to `disabled` in its environment (the embedded cluster must require its token anyway)."""
+    set to `disabled` in its environment (the embedded cluster must require its token anyway). Indirect
+    parameter: runtime.autoscale (default auto)."""
     home = tmp_path / "home"
     ray_tmp = tempfile.mkdtemp(prefix="dthra-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(HOME=str(home), RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled", PYTHONPATH=REPO)
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as err:  # a file, not a pipe: Ray's start-up output must never block the host
-        proc = subprocess.Popen([sys.executable, "-c", HOST], cwd=REPO, env=env, stdin=subprocess.PIPE,
+        autoscale = getattr(request, "param", "auto")
+        proc = subprocess.Popen([sys.executable, "-c", HOST, autoscale], cwd=REPO, env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         line = proc.stdout.readline()
@@ -170,3 +172,103 @@ def test_embedded_ray_refuses_unauthenticated_callers_and_listens_on_loopback_on
     private_root = os.path.join(ray_tmp, f"dth-ray-{os.geteuid()}")
     assert stat.S_IMODE(os.stat(private_root).st_mode) == 0o700
     assert info["session_dir"].startswith(private_root + os.sep)
+
+
+def _cmdlines(root_pid: int) -> list[str]:
+    out = []
+    for pid in _descendants(root_pid):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as handle:
+            out.append(handle.read().replace(b"\0", b" ").decode(errors="replace"))
+    return out
+
+
+@pytest.mark.parametrize(("embedded_ray", "monitors"), [("auto", 0), ("on", 1)], indirect=["embedded_ray"])
+def test_the_embedded_cluster_starts_no_autoscaler_monitor_unless_autoscaling_is_asked_for(embedded_ray,
+                                                                                          monitors):
+    proc, _, _, _ = embedded_ray
+    cmdlines = _cmdlines(proc.pid)
+    assert any("gcs_server" in c for c in cmdlines) and any("log_monitor.py" in c for c in cmdlines), cmdlines
+    assert sum("autoscaler/_private/monitor.py" in c for c in cmdlines) == monitors, cmdlines
+
+
+def _holding(folder: str) -> set[int]:
+    """Processes (alive, not zombies) with a file open under `folder`."""
+    found = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError):
+            with open(f"/proc/{entry}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{entry}/fd/{fd}").startswith(folder + "/"):
+                        found.add(int(entry))
+                        break
+    return found
+
+
+def _wait_for(predicate, timeout_s: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def test_what_a_killed_run_left_of_its_embedded_ray_is_stopped_by_the_next_start(tmp_path):
+    """A run killed outright (SIGKILL) leaves Ray's agents running with no raylet (ray#52385, ray#59162); the
+    next embedded start in the same folder stops them, and leaves its own cluster alone."""
+    ray_tmp = tempfile.mkdtemp(prefix="dthro-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(tmp_path / "home"), RAY_TMPDIR=ray_tmp, PYTHONPATH=REPO)
+
+    def start(name: str) -> tuple[subprocess.Popen, dict]:
+        with open(tmp_path / f"{name}.txt", "w") as err:
+            proc = subprocess.Popen([sys.executable, "-c", HOST], cwd=REPO, env=env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=err, text=True)
+        line = proc.stdout.readline()
+        assert line, (tmp_path / f"{name}.txt").read_text()[-3000:]
+        return proc, json.loads(line)
+
+    procs = []
+    try:
+        first, info = start("first")
+        procs.append(first)
+        session = info["session_dir"]
+        first.kill()
+        first.wait()
+        left: set[int] = set()
+
+        def only_orphans_left() -> bool:
+            nonlocal left
+            left = _holding(session)
+            return bool(left) and not any(_comm(pid) in ("raylet", "gcs_server") for pid in left)
+
+        assert _wait_for(only_orphans_left, 20), "Ray's agents outlive a killed run (else nothing to clean up)"
+        second, info2 = start("second")
+        procs.append(second)
+        assert _wait_for(lambda: not (_holding(session) & left), 5), "the orphans were stopped"
+        assert any(_comm(pid) == "raylet" for pid in _holding(info2["session_dir"])), "its own cluster runs"
+        second.stdin.write("\n")
+        second.stdin.flush()
+        assert second.wait(timeout=60) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for pid in _holding(ray_tmp):  # whatever a failed assertion left behind
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""

@@ -62,3 +62,15 @@ def test_memory_is_judged_apart_for_runs_with_and_without_ray_and_the_fixed_cost
     assert (with_ray["value"], with_ray["met"]) == (650, False)
     empty = by_name(targets, "empty bucket")
     assert empty["met"] is True and empty["text"] == "0.35 s CPU, 0.40 s wall"
+
+
+def test_runs_with_runtime_ray_always_count_for_the_memory_of_runs_that_start_ray():
+    data = result()
+    gb = 1_000_000_000
+    data["scenarios"]["large"]["runs"].append(
+        run("dth-ray-ray-always", 1, wall=6.0, cpu=4.0, objects=8, total_bytes=gb, pss=720, ray=True))
+    with_ray = by_name(suite_report.targets(data), "peak memory, runs that start Ray")
+    assert (with_ray["value"], with_ray["met"]) == (720, False)
+    assert "dth-ray-ray-always" in with_ray["text"]
+    speed = by_name(suite_report.targets(data), "large: dth-ray MB/s")
+    assert speed["value"] == pytest.approx((4.4 / 4.0 + 4.2 / 4.2) / 2)  # the variant is not the default
