@@ -3,7 +3,8 @@ the destination takes one, CRC64NVME.
 
 The source's own MD5 ETag goes out as the Content-MD5 where it has one, and its own CRC64NVME where its store
 keeps one (S3: a full GET with checksum mode returns it), so the destination checks every byte against the
-source without this process hashing it.
+source without this process hashing it. An object too large for four to fit the byte budget may go as a
+streamed PUT instead (engine/streamput.py), fed by a small ring rather than a buffer of its size.
 """
 
 from __future__ import annotations
