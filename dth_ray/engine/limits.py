@@ -46,9 +46,7 @@ class Limits:
         try:
             return await coro_fn()
         except DthError as exc:
-            name = type(exc).__name__
-            self.errors[name] = self.errors.get(name, 0) + 1
-            if isinstance(exc, Throttled):
+            if self._counted(exc):
                 self.concurrency.back_off()
             raise
 
@@ -57,12 +55,16 @@ class Limits:
         try:
             return await coro_fn()
         except DthError as exc:
-            throttled = isinstance(exc, Throttled)
-            name = type(exc).__name__
-            self.errors[name] = self.errors.get(name, 0) + 1
+            throttled = self._counted(exc)
             raise
         finally:
             await self.concurrency.release(throttled)
+
+    def _counted(self, exc: DthError) -> bool:
+        """Count a failed request by its error class; True for a throttle answer."""
+        name = type(exc).__name__
+        self.errors[name] = self.errors.get(name, 0) + 1
+        return isinstance(exc, Throttled)
 
     def take_errors(self) -> dict[str, int]:
         errors, self.errors = self.errors, {}

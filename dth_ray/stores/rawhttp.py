@@ -199,9 +199,7 @@ class _Exchange(asyncio.BufferedProtocol):
             if self._can_write is not None:  # the transport's buffer is full: wait, do not copy into it
                 await asyncio.wait([self._can_write, waiter], return_when=asyncio.FIRST_COMPLETED)
             if waiter.done():
-                self.closed = True
-                transport.close()
-                return False
+                return self._answered_early()
             transport.write(view[start:start + SLICE_BYTES])
             self._last = self._loop.time()
         return True
@@ -233,14 +231,18 @@ class _Exchange(asyncio.BufferedProtocol):
         transport = self.transport
         while transport.get_write_buffer_size():
             if waiter.done():
-                self.closed = True
-                transport.close()
-                return False
+                return self._answered_early()
             if self._can_write is not None:
                 await asyncio.wait([self._can_write, waiter], return_when=asyncio.FIRST_COMPLETED)
             else:
                 await asyncio.sleep(0.001)  # one byte left, under a plain transport's mark: no event comes
         return True
+
+    def _answered_early(self) -> bool:
+        """The answer came (or the connection failed) before the body was all sent: not reusable."""
+        self.closed = True
+        self.transport.close()
+        return False
 
     def _arm(self) -> None:
         self._timer = self._loop.call_at(self._last + self._read_timeout_s, self._check_idle)
@@ -402,8 +404,9 @@ class RawHttp:
     async def request(self, method: str, host: str, target: str, headers: dict[str, str], body=b"",
                       into: memoryview | None = None) -> Answer:
         """Send `method target` (path and query, already encoded) to `host` with `headers` (signed; Host and
-        Content-Length are added) and `body` (bytes-like, or a StreamedBody: sent once, never again on a new connection). `into`: where a 2xx answer's body goes (see Answer).
-        Raises RawHttpError or asyncio.TimeoutError."""
+        Content-Length are added) and `body` (bytes-like, or a StreamedBody: sent once, never again on a new
+        connection). `into`: where a 2xx answer's body goes (see Answer). Raises RawHttpError or
+        asyncio.TimeoutError."""
         lines = [f"{method} {target} HTTP/1.1"]
         if not any(k.lower() == "host" for k in headers):
             lines.append(f"Host: {host}")

@@ -239,13 +239,13 @@ class S3Store:
 
     async def _request(
         self, method: str, key: str | None, *, params: Sequence[tuple[str, str]] = (),
-        headers: dict[str, str] | None = None, data: bytes | StreamedBody | None = None, ok_statuses: tuple[int, ...] = (),
-        into: memoryview | None = None,
+        headers: dict[str, str] | None = None, data: bytes | StreamedBody | None = None,
+        ok_statuses: tuple[int, ...] = (), into: memoryview | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """Send one signed request; retry transient failures a bounded number of times, and once more with
         re-read keys when the keys were refused (rotated secret, expired token), and once more for the bucket's
-        region when the answer names another one (see bucket_region); a StreamedBody is sent once (a failure that
-        a new attempt may fix is a Transient for the caller's retry). With `into`, a successful answer's body is
+        region when the answer names another one (see bucket_region); a StreamedBody is sent once (a failure
+        that a new attempt may fix is a Transient for the caller's retry). With `into`, a successful answer's body is
         written there (it must fill it exactly) and b"" is returned in its place."""
         headers = dict(headers or {})
         if self._cfg.requester_pays:
@@ -425,13 +425,8 @@ class S3Store:
         return PutResult(etag=_etag(resp_headers.get("etag", "")), checksum=crc_of(resp_headers))
 
     async def put_streamed(self, key: str, body: StreamedBody, headers: ObjectHeaders, md5: bytes) -> PutResult:
-        """Like `put`, from a body that arrives while it is sent (see StreamWriter): the server checks it
-        against `md5`; one attempt."""
-        out = self._write_headers(headers)
-        digest_headers(out, md5, None)
-        out.setdefault("Content-Type", "binary/octet-stream")
-        _, resp_headers, _ = await self._request("PUT", key, headers=out, data=body)
-        return PutResult(etag=_etag(resp_headers.get("etag", "")), checksum=crc_of(resp_headers))
+        """`put` from a body that arrives while it is sent (see StreamWriter): one attempt (_request)."""
+        return await self.put(key, body, headers, md5)
 
     async def create_multipart(self, key: str, headers: ObjectHeaders, *, crc64nvme: bool = False) -> str:
         """`crc64nvme`: every part and the Complete carry CRC64NVME, the object's is FULL_OBJECT."""

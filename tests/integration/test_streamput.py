@@ -201,3 +201,59 @@ def test_a_source_changed_mid_stream_is_copied_again_whole_never_torn(rclone_pai
     assert dst.streamed[0] == (out + "big.bin", "PreconditionFailed") and dst.streamed[-1][1] == "ok"
     assert outcome.src.size == new_size and outcome.dst_etag == hashlib.md5(new).hexdigest()
     assert _landed(pair, out + "big.bin") == new, "the new version, whole"
+
+
+class SignalAfterReads:
+    """A real source store that reads into buffers: sets `reached` once the big object's `after`-th slot read
+    has landed (its PUT is well under way by then)."""
+
+    def __init__(self, store, after: int):
+        self._store, self.features, self._after = store, store.features, after
+        self.reads = 0
+        self.reached = asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def get_into(self, key, byte_range, out, if_match=""):
+        info = await self._store.get_into(key, byte_range, out, if_match)
+        if key.endswith("big.bin"):
+            self.reads += 1
+            if self.reads == self._after:
+                self.reached.set()
+        return info
+
+
+def test_a_streamed_copy_cancelled_mid_put_gives_its_ring_back_and_stores_nothing(rclone_pair, unique_prefix,
+                                                                                 monkeypatch):
+    """A copy given up mid-stream (the actor stopping, Ctrl-C): its reads stop, the ring goes back to the
+    budget, and the PUT is aborted, so the destination never gets an object."""
+    pair = rclone_pair
+    _seed(pair, unique_prefix)
+    src = _store(pair.source, "SPSRC", monkeypatch)
+    signalling = SignalAfterReads(src, after=6)
+    dst = Spy(_store(pair.destination, "SPDST", monkeypatch))
+    copier, budget = _copier(signalling, dst)
+    out = unique_prefix + "out/"
+
+    async def main():
+        try:
+            warm = (await src.list_page(unique_prefix + "warm.bin")).objects[0]
+            await copier.copy(warm, out + "warm.bin")
+            big = (await src.list_page(unique_prefix + "big.bin")).objects[0]
+            task = asyncio.ensure_future(copier.copy(big, out + "big.bin"))
+            await asyncio.wait_for(signalling.reached.wait(), 30)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.5)  # anything still sent would reach the server meanwhile
+            return budget.in_use_bytes
+        finally:
+            await src.aclose()
+            await dst.aclose()
+
+    assert asyncio.run(main()) == 0
+    # Six slot reads through a ring of four: the PUT had sent at least two slots when the copy was cancelled.
+    assert signalling.reads < BIG // SLOT, "cancelled before every slot was read"
+    listed = pair.destination.client().list_objects_v2(Bucket=pair.destination.bucket, Prefix=out)
+    assert [o["Key"] for o in listed.get("Contents", [])] == [out + "warm.bin"], "no big object was stored"
