@@ -11,7 +11,7 @@ from dth_ray.errors import DthError, IntegrityError, error_class
 from dth_ray.maxcompute.client import MaxComputeClient
 from dth_ray.maxcompute.parquet_sink import LoopThread, ParquetFiles, WriterSettings
 from dth_ray.maxcompute.plan import ShardOutcome, ShardTask, data_file_name, spec_text
-from dth_ray.ops.logs import setup_actor_logging
+from dth_ray.ops.logs import relayed_lines, setup_actor_logging
 from dth_ray.plan.parts import choose_part_size
 from dth_ray.runtime.pool import local_node_id
 from dth_ray.settings import Settings
@@ -47,6 +47,10 @@ class ExportWorker:
 
     def node_id(self) -> str:
         return local_node_id()
+
+    def log_lines(self) -> list[str]:
+        """Log lines for the driver to print, where no log monitor copies them (ops/logs.relay_to_driver)."""
+        return relayed_lines()
 
     def stop(self) -> None:
         """An interrupt: the shard in hand is abandoned at the scheduler's deadline (its files are rewritten

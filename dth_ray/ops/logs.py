@@ -9,6 +9,7 @@ Log an event with its fields as `extra`, e.g.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import logging
@@ -157,16 +158,90 @@ def _install(level: str, fmt: LogFormat | str, stream: Any = None) -> logging.Ha
     return handler
 
 
+class _Relay(logging.Handler):
+    """An actor's formatted lines kept for the driver, which asks for them (`relayed_lines`) every tick. Bounded:
+    when the driver falls behind, the oldest lines go (they stay in the worker's log file) and are counted."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.lines: collections.deque[str] = collections.deque(maxlen=limit)
+        self.dropped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - logging must not raise; as logging.Handler.handleError would
+            return
+        with self.lock:
+            if len(self.lines) == self.lines.maxlen:
+                self.dropped += 1
+            self.lines.append(line)
+
+    def take(self) -> list[str]:
+        with self.lock:
+            out = list(self.lines)
+            self.lines.clear()
+            dropped, self.dropped = self.dropped, 0
+        if dropped:
+            notice = logging.makeLogRecord({"name": __name__, "levelno": logging.WARNING, "levelname": "WARNING",
+                                            "msg": f"{dropped:,} earlier lines were not relayed (this worker's log "
+                                                   "file has them)"})
+            out.insert(0, self.format(notice))
+        return out
+
+
+RELAY_LIMIT = 2000  # lines an actor keeps between two asks of the driver (one a second)
+_relay: _Relay | None = None
+_relay_wanted = False
+
+
+def relay_to_driver() -> None:
+    """In a worker process of a node without Ray's log monitor (the lean embedded cluster): the actor's log
+    lines are kept for the driver, which fetches them, instead of Ray's monitor copying them over."""
+    global _relay_wanted
+    _relay_wanted = True
+
+
+def relayed_lines() -> list[str]:
+    """The lines this actor logged since the last call (none when it does not relay)."""
+    return _relay.take() if _relay is not None else []
+
+
+def write_relayed(worker: str, lines: list[str]) -> None:
+    """An actor's relayed lines on the driver's stderr, through its handler's stream (a live progress bar
+    prints them above itself), text lines tagged with the worker as Ray's log monitor tags them."""
+    handler = next((h for h in logging.getLogger().handlers if isinstance(h, _Handler)), None)
+    stream = handler.stream if handler is not None else sys.stderr
+    text = "".join((line if line.startswith("{") else f"({worker}) {line}") + "\n" for line in lines)
+    if not text:
+        return
+    try:
+        stream.write(redact(text))
+        stream.flush()
+    except (OSError, ValueError):
+        pass  # stderr closed: the lines stay in the worker's log file
+
+
 def setup_actor_logging(level: str, fmt: LogFormat | str) -> bool:
     """In a Ray actor's process, what `setup_logging` does in the driver: the root logger at `level` with one
-    redacting stderr handler in `fmt` (Ray copies the actor's stderr to its session's worker-*.err files and
-    to the driver's terminal), the SDK loggers at WARNING at most. Ray leaves an actor's root logger without a
-    handler, so its lines would go out unredacted. Elsewhere (the driver lane's in-process workers, unit
+    redacting stderr handler in `fmt` (Ray keeps the actor's stderr in its session's worker-*.err files; its
+    log monitor, where the node runs one, copies them to the driver's terminal, else the driver fetches the
+    lines: `relay_to_driver`), the SDK loggers at WARNING at most. Ray leaves an actor's root logger without
+    a handler, so its lines would go out unredacted. Elsewhere (the driver lane's in-process workers, unit
     tests) the driver's logging stays as it is. Returns whether it configured this process."""
+    global _relay
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
         return False
     _install(level, fmt)
+    root = logging.getLogger()
+    if _relay is not None:
+        root.removeHandler(_relay)
+        _relay = None
+    if _relay_wanted:
+        _relay = _Relay(RELAY_LIMIT)
+        _relay.setFormatter(formatter_for(fmt))
+        root.addHandler(_relay)
     logging.getLogger(__name__).debug("actor logging: level=%s format=%s", level.upper(), LogFormat(fmt).value)
     return True
 

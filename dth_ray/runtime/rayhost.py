@@ -24,6 +24,7 @@ from dth_ray.settings import RuntimeSettings
 log = logging.getLogger(__name__)
 
 _owned = False  # this process started the embedded cluster (stop_ray ends only that one)
+_relaying = False  # ... and without a log monitor: the scheduler relays the actors' log lines
 _OBJECT_STORE_BYTES = 80 * 1024 * 1024  # Ray's floor is 75 MiB
 LOOPBACK = "127.0.0.1"
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
@@ -71,9 +72,13 @@ def start_ray(runtime: RuntimeSettings) -> bool:
         kwargs["address"] = runtime.address
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     lean = runtime.embedded and runtime.autoscale != "on"  # on: a test of the autoscaler on this machine
+    if lean:
+        kwargs["runtime_env"] = {"worker_process_setup_hook": f"{__name__}.lean_worker"}
     with _loopback_node() if runtime.embedded else contextlib.nullcontext(), \
-            _without_autoscaler_monitor() if lean else contextlib.nullcontext():
+            _lean_node() if lean else contextlib.nullcontext():
         ray.init(**kwargs)
+    if lean:
+        _serialization_without_arrow()
     _owned = runtime.embedded
     return True
 
@@ -205,36 +210,85 @@ def _loopback_node():
 
 
 @contextlib.contextmanager
-def _without_autoscaler_monitor():
-    """Start the embedded node without Ray's autoscaler monitor: a one-machine cluster has nothing to scale
-    (the run asks it for nothing: runtime.autoscale is off there), yet the monitor is a Python daemon of ~50 MB
-    PSS and ~0.3 s of CPU at start, and the slowest process to stop. `ray.init` has no option for it; its
-    RayParams field `no_monitor` is what `ray start --no-monitor` (Ray's own, used by KubeRay) sets, so it is
-    defaulted to True for this start-up only. A Ray without that field starts its full head, as before.
-    Measured with Ray 2.60 (driver, Ray and two idle actors): 558 MiB PSS instead of 606."""
+def _without_arrow_serializers():
+    """Ray registers serializers for Arrow tables in every process it connects, importing pyarrow (and numpy)
+    when installed: ~20 MB PSS per process, measured with Ray 2.60. No Arrow data crosses actors here (only
+    metadata does), so the import is refused while Ray sets up serialization, and allowed again after it (the
+    MaxCompute export imports pyarrow itself). Ray skips those serializers when the import fails."""
+    if "pyarrow" in sys.modules:
+        yield
+        return
+    sys.modules["pyarrow"] = None  # makes `import pyarrow` raise ModuleNotFoundError
+    try:
+        yield
+    finally:
+        if "pyarrow" in sys.modules and sys.modules["pyarrow"] is None:
+            del sys.modules["pyarrow"]
+
+
+def lean_worker() -> None:
+    """Every worker process of the lean embedded cluster runs this first (Ray's `worker_process_setup_hook`):
+    its actor's log lines go to the driver through the scheduler (the node has no log monitor), and its
+    serialization is set up without Arrow."""
+    from dth_ray.ops.logs import relay_to_driver
+
+    relay_to_driver()
+    _serialization_without_arrow()
+
+
+def _serialization_without_arrow() -> None:
+    """This process's Ray serialization set up now, while pyarrow cannot be imported (Ray makes it on first
+    use and keeps it: in the driver, at the first actor it starts)."""
+    try:
+        import ray._private.worker as ray_worker
+
+        with _without_arrow_serializers():
+            ray_worker.global_worker.get_serialization_context()
+    except (ImportError, AttributeError) as exc:  # another Ray: it imports pyarrow as it always did
+        log.debug("serialization left to Ray: %s", type(exc).__name__)
+
+
+@contextlib.contextmanager
+def _lean_node():
+    """Start the embedded node without Ray's autoscaler monitor and log monitor, two Python daemons of ~50 MB
+    PSS each. A one-machine cluster has nothing to scale (the run asks it for nothing: runtime.autoscale is
+    off there); the actors' log lines reach the driver through the scheduler instead (`lean_worker`,
+    ops/logs.relay_to_driver). `ray.init` has no options for either; its RayParams fields `no_monitor` and
+    `include_log_monitor` are what `ray start --no-monitor --include-log-monitor=False` set (Ray's own
+    flags), so they are defaulted for this start-up only. A Ray without those fields starts its full head,
+    and its log monitor copies the actors' lines as before. Measured with Ray 2.60 (driver, Ray and two idle
+    actors): 558 MiB PSS without the autoscaler monitor instead of 606, 516 without both."""
+    global _relaying
     try:
         import inspect
 
         import ray._private.parameter as parameter
 
-        known = "no_monitor" in inspect.signature(parameter.RayParams.__init__).parameters
+        known = {"no_monitor", "include_log_monitor"} <= set(inspect.signature(parameter.RayParams.__init__).parameters)
     except (ImportError, AttributeError, TypeError, ValueError):
         known = False
     if not known:
-        log.info("this Ray cannot leave out its autoscaler monitor: the embedded cluster starts one")
+        log.info("this Ray cannot leave out its monitors: the embedded cluster starts them")
         yield
         return
     original = parameter.RayParams.__init__
 
     def lean_init(self, *args, **kwargs):
         kwargs.setdefault("no_monitor", True)
+        kwargs.setdefault("include_log_monitor", False)
         original(self, *args, **kwargs)
 
     parameter.RayParams.__init__ = lean_init
     try:
         yield
+        _relaying = True
     finally:
         parameter.RayParams.__init__ = original
+
+
+def relays_logs() -> bool:
+    """Whether the actors' log lines come through the scheduler (the embedded node runs no log monitor)."""
+    return _relaying and ray_is_up()
 
 
 def owns_ray() -> bool:
@@ -248,12 +302,12 @@ def stop_ray() -> None:
     Ray's own exit hook sleeps 0.5 s and gives the autoscaler monitor (idle on an embedded cluster, and slow
     to honour SIGTERM) a full second: 1.5 s of every short run.
     """
-    global _owned
+    global _owned, _relaying
     if not _owned or not ray_is_up():
         return
     import ray
 
-    _owned = False
+    _owned = _relaying = False
     node = getattr(ray._private.worker, "_global_node", None)
     for info in (node.all_processes.get("monitor", []) if node is not None else []):
         info.process.kill()

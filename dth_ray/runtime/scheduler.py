@@ -36,9 +36,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from dth_ray.ops.logs import write_relayed
 from dth_ray.runtime.interrupts import Interrupts
 from dth_ray.runtime.pool import ActorWorker, LocalWorker, Slot, WorkerLost
-from dth_ray.runtime.rayhost import owns_ray, ray_is_up, start_ray
+from dth_ray.runtime.rayhost import owns_ray, ray_is_up, relays_logs, start_ray
 from dth_ray.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ class Scheduler:
         self._items: Any = None
         self._lock = threading.Lock()
         self._wake = concurrent.futures.Future()
+        self._log_asks: dict[concurrent.futures.Future, Slot] = {}  # actors asked for their log lines
 
     # ---- workers
 
@@ -343,6 +345,7 @@ class Scheduler:
             self._wait_some(client, next_tick)
             if time.monotonic() >= next_tick:
                 client.on_tick(self)
+                self._relay_logs()
                 next_tick = time.monotonic() + self.tick_s
         unfinished = [(item, None) for item in self._pending] + list(self._in_flight.values())
         for slot in {slot for _, slot in self._in_flight.values()}:
@@ -382,6 +385,25 @@ class Scheduler:
             future = slot.worker.submit(item.method, item.args)
             self._in_flight[future] = (item, slot)
             slot.load += 1
+
+    def _relay_logs(self, ask: bool = True) -> None:
+        """Print the lines the actors logged since they were last asked, and ask again (one call in flight per
+        actor), where the embedded node runs no log monitor to copy them (rayhost.relays_logs). A lost actor's
+        lines stay in its log file."""
+        for future, slot in list(self._log_asks.items()):
+            if future.done():
+                del self._log_asks[future]
+                if not future.cancelled() and future.exception() is None:
+                    write_relayed(slot.worker_id, future.result())
+        if not ask or not relays_logs():
+            return
+        asked = set(self._log_asks.values())
+        for slot in self.slots:
+            if not slot.local and slot.ready and not slot.gone and slot not in asked:
+                try:
+                    self._log_asks[slot.worker.submit("log_lines", ())] = slot
+                except Exception:  # noqa: BLE001 - a worker that cannot be asked now is asked next tick
+                    continue
 
     def _can_ever_run(self) -> bool:
         """Some worker is up or starting, or actors will start (Ray is, or was asked for, and they are not made
@@ -523,7 +545,7 @@ class Scheduler:
 
         return ray.get(remote(*args), timeout=timeout_s)
 
-    def named_actor(self, cls: type, args: tuple, name: str, node_id: str, max_concurrency: int = 1000):
+    def named_actor(self, cls: type, args: tuple, name: str, node_id: str, max_concurrency: int = 16):
         """A named actor pinned to `node_id` (e.g. the manifest on the driver's node)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -551,6 +573,11 @@ class Scheduler:
                 except Exception:  # noqa: BLE001 - nothing left to flush
                     continue
         concurrent.futures.wait(closing, timeout=timeout_s)
+        if relays_logs():  # what they logged up to their close
+            concurrent.futures.wait(list(self._log_asks), timeout=timeout_s)
+            self._relay_logs()
+            concurrent.futures.wait(list(self._log_asks), timeout=timeout_s)
+            self._relay_logs(ask=False)
         if not owns_ray():
             for slot in actors:
                 slot.worker.kill()

@@ -38,7 +38,7 @@ from dth_ray.model import (
     UploadState,
     VerifyTally,
 )
-from dth_ray.ops.logs import error_fields, fields, setup_actor_logging
+from dth_ray.ops.logs import error_fields, fields, relayed_lines, setup_actor_logging
 from dth_ray.plan.diff import COPY, SKIP, Record, merge_join, needs_record
 from dth_ray.plan.keys import dest_key, src_key_for
 from dth_ray.plan.verify import DIFFER, MATCH, READ, classify
@@ -171,6 +171,10 @@ class TransferWorker:
 
     def node_id(self) -> str:
         return self._node_id
+
+    def log_lines(self) -> list[str]:
+        """Log lines for the driver to print, where no log monitor copies them (ops/logs.relay_to_driver)."""
+        return relayed_lines()
 
     async def check_credentials(self, listing: str = "") -> str:
         """Resolve both stores' credentials here, where the copies run, and list one key of each: '' when

@@ -106,6 +106,10 @@ def test_debug_run_with_oss_session_token_leaves_no_secret_in_any_file(servers, 
                       and re.search(rb" DEBUG dth_ray\.ops\.logs actor logging: level=DEBUG format=text",
                                     read(p))]
         assert len(configured) >= 2, "both transfer actors log through dth_ray's redacting formatter"
+        # The embedded node runs no log monitor: the scheduler relayed each actor's lines, tagged with it.
+        relayed = set(re.findall(r"^\((actor-[0-9a-f]{8})\) \S+ \S+ DEBUG dth_ray\.ops\.logs actor logging: "
+                                 r"level=DEBUG format=text$", result.stderr, re.MULTILINE))
+        assert len(relayed) >= 2, result.stderr[-3000:]
 
         written = files_under(work, home, ray_tmp) + [str(tmp_path / "stdout.txt"), str(tmp_path / "stderr.txt")]
         assert any(p.endswith("m.sqlite") for p in written) and len(written) > 20

@@ -183,12 +183,70 @@ def _cmdlines(root_pid: int) -> list[str]:
 
 
 @pytest.mark.parametrize(("embedded_ray", "monitors"), [("auto", 0), ("on", 1)], indirect=["embedded_ray"])
-def test_the_embedded_cluster_starts_no_autoscaler_monitor_unless_autoscaling_is_asked_for(embedded_ray,
-                                                                                          monitors):
+def test_the_embedded_cluster_starts_no_monitors_unless_autoscaling_is_asked_for(embedded_ray, monitors):
     proc, _, _, _ = embedded_ray
     cmdlines = _cmdlines(proc.pid)
-    assert any("gcs_server" in c for c in cmdlines) and any("log_monitor.py" in c for c in cmdlines), cmdlines
+    assert any("gcs_server" in c for c in cmdlines) and any("raylet" in c for c in cmdlines), cmdlines
     assert sum("autoscaler/_private/monitor.py" in c for c in cmdlines) == monitors, cmdlines
+    assert sum("log_monitor.py" in c for c in cmdlines) == monitors, cmdlines
+
+
+# A lean embedded cluster with one actor: the actor's lines wait for the driver (no log monitor copies them),
+# and neither process imported pyarrow for Ray's Arrow serializers (an actor may still import it itself).
+LEAN = r"""
+import json, logging, os, sys
+from dth_ray.runtime.rayhost import relays_logs, start_ray, stop_ray
+from dth_ray.settings import RuntimeSettings
+
+start_ray(RuntimeSettings())
+import ray
+
+
+class Probe:
+    def __init__(self):
+        from dth_ray.ops.logs import setup_actor_logging
+        setup_actor_logging("INFO", "text")
+        self.arrow_at_start = "pyarrow" in sys.modules
+
+    def log_lines(self):
+        from dth_ray.ops.logs import relayed_lines
+        return relayed_lines()
+
+    def look(self):
+        logging.getLogger("dth_ray.probe").warning("probe line from pid %d", os.getpid())
+        import pyarrow  # noqa: F401 - what the MaxCompute export does
+        return {"pid": os.getpid(), "arrow_at_start": self.arrow_at_start}
+
+
+probe = ray.remote(num_cpus=0)(Probe).remote()
+seen = ray.get(probe.look.remote())
+lines = ray.get(probe.log_lines.remote())
+again = ray.get(probe.log_lines.remote())
+with open(f"/proc/{seen['pid']}/maps") as handle:
+    seen["arrow_mapped_in_actor"] = "libarrow" in handle.read()
+seen.update(relays=relays_logs(), lines=lines, again=again, arrow_in_driver="pyarrow" in sys.modules)
+print(json.dumps(seen), flush=True)
+stop_ray()
+"""
+
+
+def test_the_lean_embedded_cluster_relays_actor_lines_and_loads_no_arrow_for_ray(tmp_path):
+    home, ray_tmp = tmp_path / "home", tempfile.mkdtemp(prefix="dthlean-", dir="/tmp")
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), RAY_TMPDIR=ray_tmp, PYTHONPATH=REPO)
+    try:
+        out = subprocess.run([sys.executable, "-c", LEAN], env=env, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-3000:]
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert seen["relays"] is True
+    assert [line for line in seen["lines"] if f"WARNING dth_ray.probe probe line from pid {seen['pid']}" in line]
+    assert seen["again"] == [], "each line is handed over once"
+    assert seen["arrow_at_start"] is False and seen["arrow_in_driver"] is False
+    assert seen["arrow_mapped_in_actor"] is True, "the actor could still import pyarrow itself"
+    assert "probe line" not in out.stderr, "no log monitor copied the actor's stderr to the driver"
 
 
 def _holding(folder: str) -> set[int]:

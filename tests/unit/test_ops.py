@@ -25,7 +25,16 @@ from dth_ray.ops.cloudwatch import (
     dashboard_name,
     datums,
 )
-from dth_ray.ops.logs import JsonFormatter, TextFormatter, fields, redact, service_lines, setup_logging
+from dth_ray.ops.logs import (
+    JsonFormatter,
+    TextFormatter,
+    _Relay,
+    fields,
+    redact,
+    service_lines,
+    setup_logging,
+    write_relayed,
+)
 from dth_ray.report import RunReport
 from dth_ray.runtime.progress import Snapshot
 
@@ -203,6 +212,41 @@ def test_the_handler_writes_to_the_stderr_of_the_moment(monkeypatch):
     finally:
         root.removeHandler(handler)
         root.setLevel(before)
+
+
+def test_an_actors_relayed_lines_are_bounded_handed_over_once_and_count_what_was_dropped():
+    relay = _Relay(limit=3)
+    relay.setFormatter(TextFormatter())
+    log = logging.getLogger("dth_ray.relaytest")
+    log.addHandler(relay)
+    log.propagate = False
+    try:
+        for n in range(5):
+            log.warning("line %d", n)
+    finally:
+        log.removeHandler(relay)
+        log.propagate = True
+    lines = relay.take()
+    assert len(lines) == 4 and "2 earlier lines were not relayed" in lines[0]
+    assert [line.rsplit(" ", 1)[1] for line in lines[1:]] == ["2", "3", "4"]
+    assert relay.take() == []
+
+
+def test_relayed_lines_reach_the_drivers_stderr_tagged_with_their_worker_and_scrubbed(monkeypatch):
+    root = logging.getLogger()
+    before = root.level
+    handler = setup_logging(SyncConfig(log_level="WARNING"))
+    try:
+        err = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        write_relayed("actor-0a1b2c3d", ["2026-12-05 WARNING dth_ray.x slow Signature=abcdef",
+                                         '{"level": "WARNING", "msg": "json line"}'])
+        write_relayed("actor-0a1b2c3d", [])
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(before)
+    assert err.getvalue().splitlines() == ["(actor-0a1b2c3d) 2026-12-05 WARNING dth_ray.x slow Signature=***",
+                                           '{"level": "WARNING", "msg": "json line"}']
 
 
 # -- credentials refresh schedule -------------------------------------------------------------------
