@@ -183,8 +183,10 @@ def run_direct(settings: Settings, interrupts: Interrupts | None = None) -> dict
             tasks.extend(run.tasks(plan))
             run.settle(plan)  # an empty partition, or one whose shards all finished before an interruption
         if tasks:
+            # A threaded actor: one shard at a time, beside the scheduler's stop, log and close calls (Ray makes
+            # the whole thread pool up front, so not the transfer actors' 256).
             workers = Workers(actor_class=ExportWorker, actor_args=lambda: (settings,),
-                              actors=settings.transfer.actors, max_actors=len(tasks), per_actor=1)
+                              actors=settings.transfer.actors, max_actors=len(tasks), per_actor=1, max_concurrency=8)
             scheduler = Scheduler(workers, interrupts or Interrupts(), max_attempts=SHARD_ATTEMPTS,
                                   max_losses=ACTOR_LOSSES)
             try:

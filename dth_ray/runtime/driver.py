@@ -185,7 +185,7 @@ class SyncRun:
     def run(self) -> RunReport:
         s = self.s
         lane = s.runtime.embedded and not ray_is_up()  # a laptop driving a remote cluster never moves bytes
-        self.manifest = JobManifest(s.manifest, s.job)
+        self.manifest = JobManifest(s.manifest, s.job, (s.worker.log_level, s.worker.log_format))
         self.publisher = LivePublisher(self.manifest.local)
         if self.in_process:
             workers = Workers(build_local=lambda: TransferWorker(s.worker, self.manifest.local),

@@ -7,17 +7,37 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from dth_ray.ops.logs import relayed_lines, setup_actor_logging, write_relayed
 from dth_ray.runtime.manifest import Manifest
 from dth_ray.runtime.manifests import manifest_factory, open_manifest
+from dth_ray.runtime.rayhost import relays_logs
 from dth_ray.settings import ManifestSpec
+
+
+def hosted(cls: type) -> type:
+    """The manifest backend as an actor: it logs like a transfer actor (redacted, at the run's level and
+    format) and hands its lines to the driver where no log monitor copies them."""
+
+    class Hosted(cls):
+        def __init__(self, log_level: str, log_format: str, *args):
+            setup_actor_logging(log_level, log_format)  # first: opening the backend may log
+            super().__init__(*args)
+
+        def log_lines(self) -> list[str]:
+            return relayed_lines()
+
+    Hosted.__name__ = Hosted.__qualname__ = f"{cls.__name__}Actor"
+    return Hosted
 
 
 class JobManifest:
     """`local` always exists; `actor` once `actor_name()` made it (calls go to the actor from then on)."""
 
-    def __init__(self, spec: ManifestSpec, job: str):
+    def __init__(self, spec: ManifestSpec, job: str, log: tuple[str, str] = ("WARNING", "text")):
+        """`log`: the run's log level and format, for the actor."""
         self.spec = spec
         self.job = job
+        self.log = log
         self.local: Manifest = open_manifest(spec, job)
         self.actor: Any = None
         self.name = ""
@@ -31,7 +51,8 @@ class JobManifest:
 
             cls, args = manifest_factory(self.spec, self.job, run_id)
             self.name = f"dth-manifest-{uuid.uuid4().hex}"
-            self.actor = scheduler.named_actor(cls, args, self.name, ray.get_runtime_context().get_node_id())
+            self.actor = scheduler.named_actor(hosted(cls), (*self.log, *args), self.name,
+                                               ray.get_runtime_context().get_node_id(), tag="manifest")
             self._scheduler = scheduler
         return self.name
 
@@ -55,6 +76,8 @@ class JobManifest:
             if actor is not None:
                 try:
                     self._scheduler.call(actor, "close")
+                    if relays_logs():  # what it logged up to its close
+                        write_relayed("manifest", self._scheduler.call(actor, "log_lines"))
                 finally:
                     self._scheduler.kill_actor(actor)
         finally:

@@ -147,7 +147,8 @@ class Scheduler:
         self._items: Any = None
         self._lock = threading.Lock()
         self._wake = concurrent.futures.Future()
-        self._log_asks: dict[concurrent.futures.Future, Slot] = {}  # actors asked for their log lines
+        self._log_asks: dict[concurrent.futures.Future, Slot | str] = {}  # actors asked for their log lines
+        self._named: dict[Any, str] = {}  # named actors that log (handle -> the tag of their lines)
 
     # ---- workers
 
@@ -390,11 +391,11 @@ class Scheduler:
         """Print the lines the actors logged since they were last asked, and ask again (one call in flight per
         actor), where the embedded node runs no log monitor to copy them (rayhost.relays_logs). A lost actor's
         lines stay in its log file."""
-        for future, slot in list(self._log_asks.items()):
+        for future, whose in list(self._log_asks.items()):
             if future.done():
                 del self._log_asks[future]
                 if not future.cancelled() and future.exception() is None:
-                    write_relayed(slot.worker_id, future.result())
+                    write_relayed(whose if isinstance(whose, str) else whose.worker_id, future.result())
         if not ask or not relays_logs():
             return
         asked = set(self._log_asks.values())
@@ -403,6 +404,12 @@ class Scheduler:
                 try:
                     self._log_asks[slot.worker.submit("log_lines", ())] = slot
                 except Exception:  # noqa: BLE001 - a worker that cannot be asked now is asked next tick
+                    continue
+        for handle, tag in self._named.items():
+            if tag not in asked:
+                try:
+                    self._log_asks[handle.log_lines.remote().future()] = tag
+                except Exception:  # noqa: BLE001 - asked again next tick
                     continue
 
     def _can_ever_run(self) -> bool:
@@ -545,15 +552,21 @@ class Scheduler:
 
         return ray.get(remote(*args), timeout=timeout_s)
 
-    def named_actor(self, cls: type, args: tuple, name: str, node_id: str, max_concurrency: int = 16):
-        """A named actor pinned to `node_id` (e.g. the manifest on the driver's node)."""
+    def named_actor(self, cls: type, args: tuple, name: str, node_id: str, max_concurrency: int = 16, tag: str = ""):
+        """A named actor pinned to `node_id` (e.g. the manifest on the driver's node). A threaded actor: Ray makes
+        its whole pool of `max_concurrency` threads up front (1,000 cost the manifest actor ~10 MB PSS), and the
+        manifest's calls are short (SQLite takes one writer at a time; DynamoDB batches are buffered). With a
+        `tag`, its log lines are relayed like the transfer actors' (tagged with it)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        return ray.remote(cls).options(
+        handle = ray.remote(cls).options(
             name=name, num_cpus=0, max_concurrency=max_concurrency,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         ).remote(*args)
+        if tag and hasattr(cls, "log_lines"):
+            self._named[handle] = tag
+        return handle
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Flush and release every worker: in-process ones first (their threads are joined, so no thread of
@@ -586,6 +599,7 @@ class Scheduler:
     def kill_actor(self, handle: Any) -> None:
         import ray
 
+        self._named.pop(handle, None)
         try:
             ray.kill(handle, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone

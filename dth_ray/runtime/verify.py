@@ -65,7 +65,7 @@ def run_verify(settings: Settings, interrupts: Interrupts | None = None) -> dict
     interrupts.install()
     shards = asyncio.run(_plan_verify_shards(settings))
     lane = settings.runtime.embedded and not ray_is_up()
-    manifest = JobManifest(settings.manifest, settings.job)
+    manifest = JobManifest(settings.manifest, settings.job, (settings.worker.log_level, settings.worker.log_format))
     workers = Workers(build_local=(lambda: TransferWorker(settings.worker, manifest.local, "lane")) if lane else None,
                       actor_class=TransferWorker, actor_args=lambda: (settings.worker, manifest.actor_name(scheduler, 0)),
                       actors=settings.transfer.actors)

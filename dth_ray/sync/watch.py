@@ -179,7 +179,9 @@ class WatchService:
             check_stores(settings.source, settings.destination)
         else:
             asyncio.run(probe(settings.destination, "destination"))
-        manifest = self._manifest = JobManifest(settings.manifest, settings.job)  # a bad setting fails here
+        # a bad setting fails here
+        manifest = self._manifest = JobManifest(settings.manifest, settings.job,
+                                                  (settings.worker.log_level, settings.worker.log_format))
         if self.events_on:
             self._queue = Queue(cfg.events)
             self._queue.check()

@@ -110,6 +110,8 @@ def test_debug_run_with_oss_session_token_leaves_no_secret_in_any_file(servers, 
         relayed = set(re.findall(r"^\((actor-[0-9a-f]{8})\) \S+ \S+ DEBUG dth_ray\.ops\.logs actor logging: "
                                  r"level=DEBUG format=text$", result.stderr, re.MULTILINE))
         assert len(relayed) >= 2, result.stderr[-3000:]
+        assert re.search(r"^\(manifest\) \S+ \S+ DEBUG dth_ray\.ops\.logs actor logging: level=DEBUG format=text$",
+                         result.stderr, re.MULTILINE), "the manifest actor logs (and relays) like the others"
 
         written = files_under(work, home, ray_tmp) + [str(tmp_path / "stdout.txt"), str(tmp_path / "stderr.txt")]
         assert any(p.endswith("m.sqlite") for p in written) and len(written) > 20
