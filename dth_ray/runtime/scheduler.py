@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 ACTOR_RESTARTS = 3  # Ray restarts a lost actor this many times; then it is gone
 _WAIT_S = 0.2  # longest wait for a future: interrupts and new items are noticed within it
 _SPREAD_WAIT_S = 30.0  # longest wait for the first actors before dispatching (see _spread_ready)
+_LOG_WAIT_S = 5.0  # longest wait at close for the actors' last log lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -586,10 +587,11 @@ class Scheduler:
                 except Exception:  # noqa: BLE001 - nothing left to flush
                     continue
         concurrent.futures.wait(closing, timeout=timeout_s)
-        if relays_logs():  # what they logged up to their close
-            concurrent.futures.wait(list(self._log_asks), timeout=timeout_s)
+        if relays_logs():  # what they logged up to their close (a stuck actor's lines stay in its log file)
+            wait_s = min(timeout_s, _LOG_WAIT_S)
+            concurrent.futures.wait(list(self._log_asks), timeout=wait_s)
             self._relay_logs()
-            concurrent.futures.wait(list(self._log_asks), timeout=timeout_s)
+            concurrent.futures.wait(list(self._log_asks), timeout=wait_s)
             self._relay_logs(ask=False)
         if not owns_ray():
             for slot in actors:
