@@ -10,6 +10,7 @@ Log an event with its fields as `extra`, e.g.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import json
 import logging
@@ -216,8 +217,9 @@ def write_relayed(worker: str, lines: list[str]) -> None:
     if not text:
         return
     try:
-        stream.write(redact(text))
-        stream.flush()
+        with handler.lock if handler is not None and handler.lock is not None else contextlib.nullcontext():
+            stream.write(redact(text))  # one block, between the driver's own lines
+            stream.flush()
     except (OSError, ValueError):
         pass  # stderr closed: the lines stay in the worker's log file
 
