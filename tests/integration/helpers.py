@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 from dth_ray.engine.budget import ByteBudget
 from dth_ray.engine.context import CopySettings
@@ -11,6 +16,21 @@ from dth_ray.engine.limits import Limits
 from dth_ray.engine.ratelimit import AdaptiveLimit
 
 MiB = 1024 * 1024
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_on_own_ray(script: str, home, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """`python -c script` with a fresh HOME (its Ray token) and Ray temp folder, no RAY_* from this session:
+    the script starts its own embedded Ray, apart from the test session's."""
+    home.mkdir(exist_ok=True)
+    ray_tmp = tempfile.mkdtemp(prefix="dthown-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), RAY_TMPDIR=ray_tmp, PYTHONPATH=REPO)
+    try:
+        return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def s3_overrides(pair, src_prefix: str, dst_prefix: str, manifest: str) -> list[str]:

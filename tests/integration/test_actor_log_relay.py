@@ -3,14 +3,9 @@ stderr, and keeps doing so for an actor Ray restarted after it was killed mid-ru
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.integration.helpers import run_on_own_ray
 
 # A real Scheduler over one actor of the embedded cluster: six items; after the second, the actor is killed
 # (Ray restarts it); the items it held are redone on the restarted actor. Prints one line per finished item.
@@ -85,14 +80,7 @@ for key, pid in sorted(client.done.items()):
 
 
 def test_actor_lines_reach_the_driver_and_keep_coming_after_ray_restarts_the_actor(tmp_path):
-    home, ray_tmp = tmp_path / "home", tempfile.mkdtemp(prefix="dthrelay-", dir="/tmp")
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(HOME=str(home), RAY_TMPDIR=ray_tmp, PYTHONPATH=REPO)
-    try:
-        out = subprocess.run([sys.executable, "-c", RUN], env=env, capture_output=True, text=True, timeout=300)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    out = run_on_own_ray(RUN, tmp_path / "home")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "completed True" in out.stdout and "FAILED" not in out.stdout, out.stdout + out.stderr[-3000:]
     done = dict(re.findall(r"^done (i\d) (\d+)$", out.stdout, re.MULTILINE))

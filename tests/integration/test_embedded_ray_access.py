@@ -17,6 +17,8 @@ import grpc
 import pytest
 from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc, node_manager_pb2, node_manager_pb2_grpc
 
+from tests.integration.helpers import run_on_own_ray
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The embedded cluster as `dth-ray sync` starts it (runtime.address=local), in its own process so it does not
@@ -231,16 +233,9 @@ stop_ray()
 
 
 def test_the_lean_embedded_cluster_relays_actor_lines_and_loads_no_arrow_for_ray(tmp_path):
-    home, ray_tmp = tmp_path / "home", tempfile.mkdtemp(prefix="dthlean-", dir="/tmp")
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(HOME=str(home), RAY_TMPDIR=ray_tmp, PYTHONPATH=REPO)
-    try:
-        out = subprocess.run([sys.executable, "-c", LEAN], env=env, capture_output=True, text=True, timeout=180)
-        assert out.returncode == 0, out.stderr[-3000:]
-        seen = json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    out = run_on_own_ray(LEAN, tmp_path / "home", timeout_s=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["relays"] is True
     assert [line for line in seen["lines"] if f"WARNING dth_ray.probe probe line from pid {seen['pid']}" in line]
     assert seen["again"] == [], "each line is handed over once"
