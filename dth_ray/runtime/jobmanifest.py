@@ -4,6 +4,7 @@ transfer actors find by its unique name, so a restarted actor finds it again."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -76,8 +77,9 @@ class JobManifest:
             if actor is not None:
                 try:
                     self._scheduler.call(actor, "close")
-                    if relays_logs():  # what it logged up to its close
-                        write_relayed("manifest", self._scheduler.call(actor, "log_lines"))
+                    if relays_logs():  # what it logged up to its close (lines it cannot hand over stay in its file)
+                        with contextlib.suppress(Exception):
+                            write_relayed("manifest", self._scheduler.call(actor, "log_lines", timeout_s=5.0))
                 finally:
                     self._scheduler.kill_actor(actor)
         finally:

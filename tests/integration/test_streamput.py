@@ -159,13 +159,12 @@ def test_a_streamed_put_cut_after_its_body_is_sent_again_whole(rclone_pair, uniq
     assert outcome.dst_etag == hashlib.md5(big).hexdigest() and _landed(pair, out + "big.bin") == big
 
 
-class OverwriteMidStream:
-    """A real source store that reads into buffers: once the big object's second slot has been read, another
-    writer replaces the object (the slots still to come then fail their If-Match)."""
+class OnBigRead:
+    """A real source store that reads into buffers: once the big object's `after`-th slot read has landed,
+    `then()` runs, once (another writer replacing the object, or a signal to the test)."""
 
-    def __init__(self, store, client, bucket: str, new_body: bytes):
-        self._store, self._client, self._bucket, self._new = store, client, bucket, new_body
-        self.features = store.features
+    def __init__(self, store, after: int, then):
+        self._store, self.features, self._after, self._then = store, store.features, after, then
         self.reads = 0
         self.fired = False
 
@@ -176,9 +175,9 @@ class OverwriteMidStream:
         info = await self._store.get_into(key, byte_range, out, if_match)
         if key.endswith("big.bin"):
             self.reads += 1
-            if self.reads == 2 and not self.fired:
+            if self.reads == self._after and not self.fired:
                 self.fired = True
-                await asyncio.to_thread(self._client.put_object, Bucket=self._bucket, Key=key, Body=self._new)
+                await self._then()
         return info
 
 
@@ -189,7 +188,10 @@ def test_a_source_changed_mid_stream_is_copied_again_whole_never_torn(rclone_pai
     _seed(pair, unique_prefix)
     new = os.urandom(new_size)
     src = _store(pair.source, "SPSRC", monkeypatch)
-    racing = OverwriteMidStream(src, pair.source.client(), pair.source.bucket, new)
+    client = pair.source.client()
+    # once the second slot is read, another writer replaces the object: the slots still to come fail If-Match
+    racing = OnBigRead(src, 2, lambda: asyncio.to_thread(client.put_object, Bucket=pair.source.bucket,
+                                                         Key=unique_prefix + "big.bin", Body=new))
     dst = Spy(_store(pair.destination, "SPDST", monkeypatch))
     copier, _ = _copier(racing, dst)
     out = unique_prefix + "out/"
@@ -203,27 +205,6 @@ def test_a_source_changed_mid_stream_is_copied_again_whole_never_torn(rclone_pai
     assert _landed(pair, out + "big.bin") == new, "the new version, whole"
 
 
-class SignalAfterReads:
-    """A real source store that reads into buffers: sets `reached` once the big object's `after`-th slot read
-    has landed (its PUT is well under way by then)."""
-
-    def __init__(self, store, after: int):
-        self._store, self.features, self._after = store, store.features, after
-        self.reads = 0
-        self.reached = asyncio.Event()
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-    async def get_into(self, key, byte_range, out, if_match=""):
-        info = await self._store.get_into(key, byte_range, out, if_match)
-        if key.endswith("big.bin"):
-            self.reads += 1
-            if self.reads == self._after:
-                self.reached.set()
-        return info
-
-
 def test_a_streamed_copy_cancelled_mid_put_gives_its_ring_back_and_stores_nothing(rclone_pair, unique_prefix,
                                                                                  monkeypatch):
     """A copy given up mid-stream (the actor stopping, Ctrl-C): its reads stop, the ring goes back to the
@@ -231,7 +212,12 @@ def test_a_streamed_copy_cancelled_mid_put_gives_its_ring_back_and_stores_nothin
     pair = rclone_pair
     _seed(pair, unique_prefix)
     src = _store(pair.source, "SPSRC", monkeypatch)
-    signalling = SignalAfterReads(src, after=6)
+    reached = asyncio.Event()
+
+    async def signal():
+        reached.set()
+
+    signalling = OnBigRead(src, 6, signal)  # six slots read: its PUT is well under way
     dst = Spy(_store(pair.destination, "SPDST", monkeypatch))
     copier, budget = _copier(signalling, dst)
     out = unique_prefix + "out/"
@@ -242,7 +228,7 @@ def test_a_streamed_copy_cancelled_mid_put_gives_its_ring_back_and_stores_nothin
             await copier.copy(warm, out + "warm.bin")
             big = (await src.list_page(unique_prefix + "big.bin")).objects[0]
             task = asyncio.ensure_future(copier.copy(big, out + "big.bin"))
-            await asyncio.wait_for(signalling.reached.wait(), 30)
+            await asyncio.wait_for(reached.wait(), 30)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
