@@ -11,6 +11,7 @@ match part for part.
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
 
@@ -42,6 +43,12 @@ class _Upload:
         self.done = done  # parts of a resumed upload that are kept, not sent again
         self.groups = groups  # [parts sent here, parts for peer 0, peer 1, ...]
         self.gate = asyncio.Semaphore(parts_in_flight)
+        # Parts sent here take their buffers in part order (see Multipart._part_buffer): the event of each
+        # part is set once the part before it holds its buffer.
+        self._position = {n: i for i, (n, _) in enumerate(groups[0])}
+        self._turns = [asyncio.Event() for _ in groups[0]]
+        if self._turns:
+            self._turns[0].set()
         # Each part's MD5 as its ETag should be (ours; the server's where CRC64NVME replaced our MD5), or None.
         self.part_md5s: dict[int, bytes | None] = {n: etag_md5(p.etag) for n, p in done.items()}
         self.whole: InOrderDigest | None = None  # the whole-object check, where it can see every byte
@@ -50,6 +57,15 @@ class _Upload:
         self.crc = False  # a FULL_OBJECT CRC64NVME upload: parts and Complete carry CRC64NVME
         self.md5_parts = True  # parts carry Content-MD5 (not where a CRC64NVME the destination checks does)
         self.source_crc: int | None = None  # the source's own full-object CRC64NVME, sent on Complete
+
+    async def turn(self, number: int) -> None:
+        """Wait until every part before `number` (among those sent here) holds its buffer or is done."""
+        await self._turns[self._position[number]].wait()
+
+    def took_buffer(self, number: int) -> None:
+        later = self._position[number] + 1
+        if later < len(self._turns):
+            self._turns[later].set()
 
     def headers_seen(self, info: ObjectInfo) -> None:
         """Part 1's GET answered: its headers go to Create, its ETag is the source's."""
@@ -128,7 +144,7 @@ class Multipart:
     async def _local_part(self, upload: _Upload, number: int, byte_range: ByteRange) -> PartInfo:
         """GET one part here and send it once the upload is open; it feeds the whole-object check."""
         ctx = self._ctx
-        async with upload.gate, ctx.limits.budget.buffer(byte_range.length) as buf, ctx.part_in_flight():
+        async with self._part_buffer(upload, number, byte_range.length) as buf, ctx.part_in_flight():
             got = await ctx.reads.read(upload.meta, byte_range, buf)
             if number == 1:
                 upload.headers_seen(got.info)
@@ -139,6 +155,22 @@ class Multipart:
             if upload.whole is not None:
                 await upload.whole.feed(number, got.data)
             return part
+
+    @asynccontextmanager
+    async def _part_buffer(self, upload: _Upload, number: int, nbytes: int):
+        """A place among the upload's parts in flight and the part's buffer from the byte budget, both taken
+        only once the parts before it took theirs.
+
+        A part that holds its buffer waits on earlier parts: on part 1's GET (its headers open the upload) and
+        on its turn in the whole-object check. Taken out of order (a small last part fits a gap in the budget
+        that part 1 does not), the later parts of a few uploads could hold the whole budget while every
+        part 1 waits for it: no part would ever be sent (seen with transfer.buffer_size=32MiB on a mixed set).
+        In order, each upload's earliest unsent part holds its buffer whenever a later one does, and it needs
+        no more budget to finish, so the budget always frees."""
+        await upload.turn(number)
+        async with upload.gate, self._ctx.limits.budget.buffer(nbytes) as buf:
+            upload.took_buffer(number)
+            yield buf
 
     async def _peer_parts(self, upload: _Upload, peer: int,
                           parts: list[tuple[int, ByteRange]]) -> list[PartInfo]:

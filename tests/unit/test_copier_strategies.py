@@ -127,6 +127,21 @@ class FlipFirstRead:
         return info
 
 
+class RecordReads:
+    """Wraps a memory store as a source: notes the key and first byte of each ranged GET, in order."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store, self.features = store, store.features
+        self.reads: list[tuple[str, int]] = []
+
+    async def head(self, key):
+        return await self._store.head(key)
+
+    async def get_into(self, key, byte_range, out, if_match=""):
+        self.reads.append((key, byte_range.start))
+        return await self._store.get_into(key, byte_range, out, if_match)
+
+
 class RecordPuts:
     """Wraps a memory store as a destination: notes each PUT's Content-MD5 and the code of each refusal."""
 
@@ -149,12 +164,12 @@ def store(bucket: str) -> MemoryStore:
 
 
 def make_copier(src=None, dst=None, *, journal=None, spread=None, clock: FakeClock | None = None,
-                **settings) -> Copier:
-    """A Copier between two memory buckets with PART-sized parts from PART on, reading PIECE-sized ranges;
-    `settings` override CopySettings."""
+                budget: ByteBudget | None = None, **settings) -> Copier:
+    """A Copier between two memory buckets with PART-sized parts from PART on, reading PIECE-sized ranges
+    (a budget of 64 parts unless given); `settings` override CopySettings."""
     src = src or store(SRC)
     dst = dst or store(DST)
-    limits = Limits(ByteBudget(64 * PART), AdaptiveLimit(16))
+    limits = Limits(budget or ByteBudget(64 * PART), AdaptiveLimit(16))
     base = dict(multipart_threshold_bytes=PART, part_size_bytes=PART, parts_in_flight=2, max_attempts=3,
                 get_range_bytes=PIECE)
     return Copier(src, dst, src.features, dst.features, CopySettings(**{**base, **settings}), limits, journal,
@@ -340,6 +355,35 @@ def test_multipart_of_a_flipped_read_never_completes_and_is_aborted():
 
     assert calls(DST, "complete_multipart") == 0
     assert run(store(DST).list_uploads("")) == [] and journal.uploads == {}, "its parts would be reused"
+
+
+def test_parts_take_the_byte_budget_in_part_order_so_a_full_budget_cannot_deadlock():
+    # Two uploads whose small last parts fit a gap in the budget that their first parts do not. Taken out
+    # of order, each last part would hold budget while waiting for part 1's headers; with other copies
+    # freeing budget into such gaps, the last parts of a few uploads filled a 32 MiB budget and no part 1
+    # ever got in (a mixed set hung at transfer.buffer_size=32MiB). Parts must take it in order.
+    size = 3 * PART - 1  # parts of PART, PART and PART - 1 bytes
+    bodies = {f"data/{name}.bin": os.urandom(size) for name in ("a", "b")}
+    metas = [run(put_source(body, key)) for key, body in bodies.items()]
+    budget = ByteBudget(2 * PART)
+    src = RecordReads(store(SRC))
+    copier = make_copier(src, budget=budget, parts_in_flight=4)
+
+    async def scenario():
+        async with budget.hold(PART + 1):  # another copy's bytes: PART - 1 bytes of the budget are free
+            copies = asyncio.gather(*(copier.copy(meta, f"copy/{meta.key}") for meta in metas))
+            for _ in range(100):  # every part that can take budget now has taken it and read
+                await asyncio.sleep(0)
+            assert src.reads == [], "no later part took the budget before its part 1"
+        return await asyncio.wait_for(copies, timeout=30)
+
+    outcomes = run(scenario())
+
+    for meta, outcome in zip(metas, outcomes, strict=True):
+        starts = [start for key, start in src.reads if key == meta.key]
+        assert starts[0] == 0, "part 1 was read before any later part"
+        assert outcome.verified_source and run(destination_body(f"copy/{meta.key}")) == bodies[meta.key]
+    assert budget.in_use_bytes == 0
 
 
 def test_multipart_spreads_parts_to_peers():
