@@ -89,6 +89,7 @@ class TransferConfig:
     concurrency: int = 128
     actors: int = 0
     buffer_size: str = "160MiB"
+    near_buffer_size: str = "32MiB"
     max_bandwidth: str = "0"
     max_requests_per_s: float = 0.0
     max_attempts: int = 5
@@ -541,6 +542,8 @@ def validate_transfer_sizes(cfg: SyncConfig) -> None:
         raise ConfigError(f"transfer.part_size={t.part_size!r} must be between 5MiB and 5GiB")
     if parse_size(t.buffer_size, "transfer.buffer_size") < 16 * 1024 * 1024:
         raise ConfigError(f"transfer.buffer_size={t.buffer_size!r} must be at least 16MiB")
+    if 0 < parse_size(t.near_buffer_size, "transfer.near_buffer_size") < 16 * 1024 * 1024:
+        raise ConfigError(f"transfer.near_buffer_size={t.near_buffer_size!r} must be 0 or at least 16MiB")
     parse_size(t.max_bandwidth, "transfer.max_bandwidth")
     parse_size(t.spread_threshold, "transfer.spread_threshold")
     if not 5 * 1024**2 <= parse_size(t.copy_cutoff, "transfer.copy_cutoff") <= 5 * 1024**3:

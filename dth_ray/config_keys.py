@@ -120,6 +120,10 @@ MEANINGS = {
                        "it for a large cluster)",
     "transfer.buffer_size": "payload bytes one worker (the driver lane, each actor) may hold (see Memory "
                             "bound)",
+    "transfer.near_buffer_size": "what each worker holds instead while Ray runs on the embedded cluster "
+                                 "(`runtime.address=local`) and the source is near (its connections' round "
+                                 "trip under 10 ms); at most `transfer.buffer_size`, 0 = `transfer.buffer_size` "
+                                 "always (see Memory bound)",
     "transfer.max_bandwidth": "bytes/s read from the source by the whole job (every worker on every node, "
                               "shared out by what each uses), 0 = unlimited (e.g. `50MB`); see Job-wide budgets",
     "transfer.max_requests_per_s": "requests/s to the source (list, head, get) by the whole job, shared out as "
@@ -282,6 +286,7 @@ MEANINGS = {
 _SIZE, _SIZE_AUTO = "size", "size or auto"
 KINDS = {
     "transfer.multipart_threshold": _SIZE, "transfer.part_size": _SIZE_AUTO, "transfer.buffer_size": _SIZE,
+    "transfer.near_buffer_size": _SIZE,
     "transfer.max_bandwidth": _SIZE, "transfer.spread_threshold": _SIZE,
     "transfer.get_range_size": _SIZE_AUTO, "transfer.copy_cutoff": _SIZE, "plan.node_throughput": _SIZE,
     "maxcompute.file_size": _SIZE, "maxcompute.row_group_size": _SIZE,

@@ -110,8 +110,11 @@ class CopyContext:
             self.parts_in_flight -= 1
 
     def part_plan(self, size_bytes: int) -> PartPlan | None:
-        """The part plan for an object of this size, or None when a single PUT is used."""
-        if not needs_multipart(size_bytes, self.settings.multipart_threshold_bytes, self.dst_features):
+        """The part plan for an object of this size, or None when a single PUT is used. An object larger than
+        the byte budget's capacity now (see TransferWorker._fit_budget) goes in parts: one PUT never holds
+        more than the budget."""
+        threshold_bytes = min(self.settings.multipart_threshold_bytes, self.limits.budget.capacity_bytes)
+        if not needs_multipart(size_bytes, threshold_bytes, self.dst_features):
             return None
         return plan_parts(size_bytes, self.dst_features, self.settings.part_size_bytes)
 

@@ -29,7 +29,7 @@ from dth_ray.engine.serverside import ServerSideCopy, ServerSideParts
 from dth_ray.engine.single import SinglePut
 from dth_ray.errors import DthError, PreconditionFailed
 from dth_ray.model import ByteRange, ObjectMeta, PartInfo, PartPlan
-from dth_ray.stores.base import Reader, StoreFeatures, Writer
+from dth_ray.stores.base import LinkAware, Reader, StoreFeatures, Writer
 
 
 class _Source:
@@ -67,6 +67,11 @@ class Copier:
         """The part plan for an object of this size, or None when a single PUT is used."""
         return self._ctx.part_plan(size_bytes)
 
+    def source_rtt_s(self) -> float | None:
+        """The source's round-trip time as its connections measured it (stores.base.LinkAware), or None."""
+        src = self._ctx.src
+        return src.link_rtt_s() if isinstance(src, LinkAware) else None
+
     def strategies(self, meta: ObjectMeta) -> tuple[CopyStrategy, CopyStrategy]:
         """The strategies for this object, in the order tried: server-side where the service offers it
         (CopyObject up to the copy cutoff, UploadPartCopy above it), then moving the bytes: one PUT or
@@ -95,7 +100,9 @@ class Copier:
         return replace(outcome, attempts=attempts)
 
     async def _copy_once(self, meta: ObjectMeta, dst_key: str) -> CopyOutcome:
-        for strategy in self.strategies(meta):
+        # One PUT last: parts apply by the byte budget's capacity when that strategy runs, which a resize
+        # (TransferWorker._fit_budget) may have changed since the choice.
+        for strategy in (*self.strategies(meta), self._single):
             outcome = await strategy.copy(meta, dst_key)
             if outcome is not None:
                 return outcome

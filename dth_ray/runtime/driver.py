@@ -188,11 +188,14 @@ class SyncRun:
         self.manifest = JobManifest(s.manifest, s.job, (s.worker.log_level, s.worker.log_format))
         self.publisher = LivePublisher(self.manifest.local)
         if self.in_process:
-            workers = Workers(build_local=lambda: TransferWorker(s.worker, self.manifest.local),
+            workers = Workers(build_local=lambda: TransferWorker(s.worker, self.manifest.local, with_ray=lambda: False),
                               local_workers=self.in_process, per_local=SHARDS_PER_ACTOR)
         else:
             workers = Workers(
-                build_local=(lambda: TransferWorker(s.worker, self.manifest.local, "lane")) if lane else None,
+                # The lane holds the near budget from when Ray is wanted (before it is up: the lane copies
+                # while Ray starts).
+                build_local=(lambda: TransferWorker(s.worker, self.manifest.local, "lane",
+                                                    with_ray=scheduler.ray_wanted)) if lane else None,
                 actor_class=TransferWorker, per_actor=SHARDS_PER_ACTOR, per_local=SHARDS_PER_LANE, peers=True,
                 actor_args=lambda: (s.worker, self.manifest.actor_name(scheduler, self.run_id)),
                 actors=s.transfer.actors)

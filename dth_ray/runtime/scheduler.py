@@ -291,6 +291,10 @@ class Scheduler:
             raise self._error
         return self._outcome
 
+    def ray_wanted(self) -> bool:
+        """Whether Ray is up or on its way (started with the pool, or asked for by the client)."""
+        return self._ray_wanted.is_set()
+
     def want_ray(self) -> None:
         """Ask for Ray and the actors (from a hook: the main thread starts Ray in `wait`)."""
         self._ray_wanted.set()

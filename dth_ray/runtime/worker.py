@@ -13,11 +13,11 @@ import dataclasses
 import functools
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from dth_ray.engine import landing
-from dth_ray.engine.budget import ByteBudget
+from dth_ray.engine.budget import ByteBudget, budget_for_link
 from dth_ray.engine.context import CopySettings
 from dth_ray.engine.copier import Copier
 from dth_ray.engine.landing import Landing
@@ -49,6 +49,7 @@ from dth_ray.runtime.metrics import ActorMetrics
 from dth_ray.runtime.objectreport import COPIED, FAILED, SKIPPED, PartWriter, make_row
 from dth_ray.runtime.pool import local_node_id
 from dth_ray.runtime.preflight import probe
+from dth_ray.runtime.rayhost import ray_is_up
 from dth_ray.runtime.reconcile import Reconciler
 from dth_ray.runtime.shardstate import ListingCursor, SettledKeys
 from dth_ray.settings import WorkerSettings
@@ -102,8 +103,11 @@ class _Peers:
 class TransferWorker:
     """One transfer worker: its own store clients, byte budget and request caps, shared by its items."""
 
-    def __init__(self, settings: WorkerSettings, manifest: Any, worker_id: str = ""):
-        """`manifest`: the manifest actor's name (inside Ray) or a manifest object (the driver lane, tests)."""
+    def __init__(self, settings: WorkerSettings, manifest: Any, worker_id: str = "",
+                 with_ray: Callable[[], bool] = ray_is_up):
+        """`manifest`: the manifest actor's name (inside Ray) or a manifest object (the driver lane, tests).
+        `with_ray`: whether Ray runs (or is about to) beside this worker: its budget is the near one then
+        (see `_fit_budget`)."""
         setup_actor_logging(settings.log_level, settings.log_format)  # first: the stores below may log
         self.settings = settings
         self._manifest = _named_actor(manifest) if isinstance(manifest, str) else manifest
@@ -140,13 +144,14 @@ class TransferWorker:
         self._flush_lock: asyncio.Lock | None = None
         self._flusher: asyncio.Task | None = None
         self._stopping = False
+        self._with_ray = with_ray
 
     def _setup(self) -> None:
         """Create loop-bound state lazily, inside the worker's event loop."""
         if self._copier is not None:
             return
         t = self.settings.transfer
-        self._limits = Limits(budget=ByteBudget(t.buffer_bytes), concurrency=AdaptiveLimit(t.concurrency * 2))
+        self._limits = Limits(budget=ByteBudget(self._budget_bytes()), concurrency=AdaptiveLimit(t.concurrency * 2))
         self._pace = SourcePace(t.max_requests_per_s, t.max_bandwidth_bytes_per_s)
         self._src = paced(self._src, self._pace)  # listing, copies and checks: the job's budgets hold for all
         self._copier = Copier(self._src, self._dst, self._src.features, self._dst.features, self._copy_settings,
@@ -345,7 +350,8 @@ class TransferWorker:
                     continue
                 assert decision.action == COPY
                 if dry_run:
-                    multipart = src.size >= self._copy_settings.multipart_threshold_bytes
+                    multipart = src.size >= min(self._copy_settings.multipart_threshold_bytes,
+                                                self._limits.budget.capacity_bytes)
                     result = functools.partial(outcome.would_copy, src.key, src.size, decision.reason, multipart)
                     self._now(settled, src.key, outcome.seen_too(result) if seen else result)
                     continue
@@ -400,6 +406,25 @@ class TransferWorker:
             row = self._row(settled, src, decision.dst_key, dst, SKIPPED, decision.reason, 0, task.run_id)
         self._now(settled, src.key, outcome.seen_too(result) if seen else result, row)
 
+    async def _fit_budget(self) -> None:
+        """Hold the budget that fits where this worker runs and how far the source is (engine.budget
+        budget_for_link): `transfer.near_buffer_size` beside Ray for a source that answers within 10 ms, the
+        full `transfer.buffer_size` otherwise. An object larger than the budget then goes in parts."""
+        capacity_bytes = self._budget_bytes()
+        if self._limits.budget.capacity_bytes != capacity_bytes:
+            rtt_s = self._copier.source_rtt_s()
+            log.info("byte budget %d bytes (Ray beside this worker: %s; source round trip: %s)", capacity_bytes,
+                     self._with_ray(), "unknown" if rtt_s is None else f"{rtt_s * 1e3:.2f} ms",
+                     extra=fields(job=self.settings.job))
+            await self._limits.budget.resize(capacity_bytes)
+
+    def _budget_bytes(self) -> int:
+        t = self.settings.transfer
+        if not t.near_buffer_bytes:
+            return t.buffer_bytes
+        return budget_for_link(t.buffer_bytes, t.near_buffer_bytes, self._with_ray(),
+                               self._copier.source_rtt_s() if self._copier is not None else None)
+
     async def _copy_one(self, src: ObjectMeta, decision, settled: SettledKeys, entry: list, seen: bool,
                         task: ShardTask, where: dict[str, Any]) -> None:
         """Copy one object and settle its result (and its report row); `where` holds the log fields of its
@@ -408,6 +433,7 @@ class TransferWorker:
         dst_key, run_id = decision.dst_key, task.run_id
         progress = Landing(src.size)
         self._landing.add(progress)
+        await self._fit_budget()
         landing.current.set(progress)  # this task's context: the reads under this copy add to it
         try:
             copied = await self._copier.copy(src, dst_key)

@@ -146,6 +146,14 @@ class StreamWriter(Protocol):
 
 
 @runtime_checkable
+class LinkAware(Protocol):
+    def link_rtt_s(self) -> float | None:
+        """The round-trip time to the store as its connections measured it (0 for a disk on this machine), or
+        None while (or where) it is not known."""
+        ...
+
+
+@runtime_checkable
 class ServerSideCopier(Protocol):
     async def copy_object(self, src_bucket: str, src_key: str, dst_key: str, if_match: str = "") -> PutResult:
         """Copy within the same service without moving bytes through the client."""

@@ -157,6 +157,10 @@ class LocalStore:
     async def aclose(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
 
+    def link_rtt_s(self) -> float:
+        """A disk on this machine: no link to wait on."""
+        return 0.0
+
     # -- keys, directories and links ------------------------------------------------------------------------
 
     @staticmethod

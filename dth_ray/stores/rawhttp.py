@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -64,6 +65,7 @@ class _Exchange(asyncio.BufferedProtocol):
         self._loop = loop
         self._read_timeout_s = read_timeout_s
         self.transport: asyncio.Transport | None = None
+        self.tcp: socket.socket | None = None  # (asyncio's view of it: socket options only)
         self.closed = False
         self._head = bytearray(HEAD_BYTES)
         self._sock = None
@@ -96,6 +98,7 @@ class _Exchange(asyncio.BufferedProtocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         sock = transport.get_extra_info("socket")
+        self.tcp = sock
         self._sock = sock if sock is not None and hasattr(socket, "SO_RCVLOWAT") else None
         self._lowat = 1
         # Over TLS up to one record's worth of the body may already sit in the TLS layer, read but not yet
@@ -365,6 +368,24 @@ class _Exchange(asyncio.BufferedProtocol):
             waiter.set_exception(exc)
 
 
+_TCPI_MIN_RTT_OFFSET = 148  # struct tcp_info (linux/tcp.h, since 4.10): tcpi_min_rtt, a u32 in microseconds
+
+
+def tcp_rtt_s(sock) -> float | None:
+    """The least round-trip time the kernel saw on a TCP connection (Linux TCP_INFO `tcpi_min_rtt`: the
+    path's own delay), or None where it is not known. Not the smoothed RTT: on a loaded machine delayed ACKs
+    and busy peers lift that to 10-14 ms even on loopback (seen on the mixed set with Ray); nor the time a
+    request takes, which a busy event loop stretches too."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCPI_MIN_RTT_OFFSET + 4)
+    except (AttributeError, OSError):  # not Linux, not a TCP socket, or closed
+        return None
+    if len(info) < _TCPI_MIN_RTT_OFFSET + 4:  # an older kernel
+        return None
+    rtt_us = int.from_bytes(info[_TCPI_MIN_RTT_OFFSET:_TCPI_MIN_RTT_OFFSET + 4], sys.byteorder)
+    return rtt_us / 1e6 if rtt_us and rtt_us != 0xFFFFFFFF else None  # ~0U: no sample yet
+
+
 def _dechunk(raw: bytearray) -> bytes | None:
     """The body of a complete chunked message, None while incomplete (error answers only: small)."""
     out, pos = bytearray(), 0
@@ -400,6 +421,7 @@ class RawHttp:
         self._idle: dict[str, list[_Exchange]] = {}
         self._active: set[_Exchange] = set()  # connections with a request on them
         self._closed = False
+        self.rtt_s: float | None = None  # the round-trip time of the last connection that answered (tcp_rtt_s)
 
     async def request(self, method: str, host: str, target: str, headers: dict[str, str], body=b"",
                       into: memoryview | None = None) -> Answer:
@@ -457,6 +479,7 @@ class RawHttp:
         return conn, False
 
     def _release(self, host: str, conn: _Exchange) -> None:
+        self.rtt_s = tcp_rtt_s(conn.tcp) or self.rtt_s
         idle = self._idle.setdefault(host, [])
         if len(idle) < IDLE_PER_HOST and not self._closed:
             idle.append(conn)

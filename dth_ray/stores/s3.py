@@ -213,6 +213,11 @@ class S3Store:
             self._raw_loop = loop
         return self._raw
 
+    def link_rtt_s(self) -> float | None:
+        """The round-trip time to the endpoint as the kernel measured it on the last answered connection (None
+        before any, or where the platform does not tell)."""
+        return self._raw.rtt_s if self._raw is not None else None
+
     async def aclose(self) -> None:
         if self._raw is not None:
             self._raw.close()

@@ -3,6 +3,7 @@ the embedded cluster it keeps copying beside the actors once they are up, counti
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from dth_ray.runtime.manifest_sqlite import SqliteManifest
 from dth_ray.runtime.scheduler import Item, Scheduler, Workers
 from dth_ray.runtime.worker import TransferWorker
 from tests.integration.helpers import listing, s3_overrides
+from tests.servers.counting_proxy import CountingProxy
 from tests.servers.s3_servers import seed_objects
 
 
@@ -109,3 +111,37 @@ def test_a_fresh_sync_copies_in_the_driver_before_and_after_the_actors_are_up(e2
     assert 0 < lane["bytes"] < sum(len(body) for body in items.values())
     copied = listing(pair.destination.client(), pair.destination.bucket, "fresh/" + unique_prefix)
     assert len(copied) == len(items)
+
+
+def test_beside_ray_a_worker_holds_the_near_budget_for_a_near_source(e2e_env, unique_prefix, tmp_path):
+    """A worker beside Ray (`with_ray`) whose source answers within 10 ms (the kernel's round trip on its
+    connections: loopback here) holds `transfer.near_buffer_size` (32 MiB): a 40 MiB object goes in 16 MiB
+    parts, no PUT body above that reaches the destination. Without Ray the same worker sends it as one PUT."""
+    pair = e2e_env
+    items = {f"{unique_prefix}a-first": os.urandom(1 << 20), f"{unique_prefix}z-big": os.urandom(40 << 20)}
+    seed_objects(pair.source.client(), pair.source.bucket, items)
+    largest = {}
+    for beside_ray in (True, False):
+        puts = CountingProxy(pair.destination.endpoint).start()
+        overrides = [o.replace(pair.destination.endpoint, puts.endpoint) for o in s3_overrides(
+            pair, unique_prefix, f"nb{beside_ray:d}/{unique_prefix}", str(tmp_path / f"m{beside_ray:d}.sqlite"))]
+        settings = load_settings(overrides)
+        assert settings.worker.transfer.near_buffer_bytes == 32 * 1024**2
+        manifest = SqliteManifest(settings.manifest.path, "job-near")
+        shard = Shard("s0", unique_prefix)
+        run_id = manifest.start_run([shard])
+        lane = functools.partial(TransferWorker, settings.worker, manifest, "lane",
+                                 with_ray=(lambda: True) if beside_ray else (lambda: False))
+        scheduler = Scheduler(Workers(build_local=lane))
+        client = _Shards()
+        try:
+            outcome = scheduler.run(client, [Item("s0", "run_shard", (ShardTask(shard, run_id=run_id),))])
+        finally:
+            scheduler.close()
+            puts.stop()
+        assert outcome.completed and client.done[0][1].tally.copied == 2
+        got = pair.destination.client().get_object(Bucket=pair.destination.bucket,
+                                                   Key=f"nb{beside_ray:d}/{unique_prefix}z-big")
+        assert got["Body"].read() == items[f"{unique_prefix}z-big"]
+        largest[beside_ray] = puts.max_put_bytes
+    assert largest == {True: 16 << 20, False: 40 << 20}

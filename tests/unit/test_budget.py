@@ -151,3 +151,63 @@ def test_a_wait_for_a_buffer_ends_with_none_once_the_caller_has_a_leaner_way():
 async def _lend(budget, nbytes: int, unless):
     async with budget.buffer(nbytes, unless=unless) as buf:
         return None if buf is None else len(buf)
+
+
+def test_a_cut_keeps_what_is_held_and_new_holds_wait_until_enough_is_given_back():
+    from dth_ray.engine.budget import ByteBudget
+
+    """A resize to less: holds taken stay, the next one waits until the bytes held fit the new capacity, and
+    idle buffers beyond the new bound are dropped at once; one asking for more than the new capacity waits
+    for all of it (the capacity at grant time, not at asking) instead of waiting forever."""
+    budget = ByteBudget(64 * MiB)
+
+    async def main():
+        async with budget.buffer(8 * MiB):  # leaves an idle 8 MiB buffer behind
+            pass
+        assert budget.pooled_bytes == 8 * MiB
+        first = budget.buffer(40 * MiB)
+        await first.__aenter__()
+        big = asyncio.ensure_future(_lend(budget, 60 * MiB, None))  # fits 64 MiB once `first` is back
+        await asyncio.sleep(0.01)
+        await budget.resize(16 * MiB)
+        assert budget.capacity_bytes == 16 * MiB and budget.in_use_bytes == 40 * MiB
+        assert budget.pooled_bytes == 40 * MiB, "the idle 8 MiB went: 40 held + 8 idle > 9/8 × 16"
+        small = asyncio.ensure_future(_lend(budget, 4 * MiB, None))
+        await asyncio.sleep(0.01)
+        assert not small.done() and not big.done()
+        await first.__aexit__(None, None, None)
+        return await big, await small
+
+    assert run(main()) == (60 * MiB, 4 * MiB)
+    assert budget.in_use_bytes == 0
+
+
+def test_a_raise_lets_waiting_holds_in_at_once():
+    from dth_ray.engine.budget import ByteBudget
+
+    budget = ByteBudget(16 * MiB)
+
+    async def main():
+        async with budget.buffer(16 * MiB):
+            waiting = asyncio.ensure_future(_lend(budget, 32 * MiB, None))
+            await asyncio.sleep(0.01)
+            assert not waiting.done()
+            await budget.resize(64 * MiB)
+            got = await asyncio.wait_for(waiting, 1.0)
+            assert budget.in_use_bytes == 16 * MiB
+            return got
+
+    assert run(main()) == 32 * MiB
+    assert budget.in_use_bytes == 0
+
+
+def test_the_near_budget_only_beside_ray_and_only_for_a_source_known_to_be_near():
+    from dth_ray.engine.budget import budget_for_link
+
+    full, near = 160 * MiB, 32 * MiB
+    assert budget_for_link(full, near, True, 0.0002) == near, "loopback"
+    assert budget_for_link(full, near, True, 0.0) == near, "a disk on this machine"
+    assert budget_for_link(full, near, True, 0.150) == full, "150 ms away: the budget is the bytes in flight"
+    assert budget_for_link(full, near, True, None) == full, "not known yet: treated as far"
+    assert budget_for_link(full, near, False, 0.0002) == full, "no Ray: this process has the memory"
+    assert budget_for_link(full, 0, True, 0.0002) == full, "transfer.near_buffer_size=0"

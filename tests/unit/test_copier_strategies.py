@@ -582,3 +582,34 @@ def test_the_outcome_follows_the_choice():
     assert run(copier.copy(large_meta, "copy/l.bin")).part_size_bytes == PART
     assert calls(DST, "put") == 1 and calls(DST, "upload_part") == 2
     assert run(destination_body("copy/s.bin")) == small and run(destination_body("copy/l.bin")) == large
+
+
+def test_an_object_larger_than_the_budget_now_goes_in_parts_and_one_that_fits_as_one_put():
+    """The choice follows the byte budget's capacity at the time of the copy (a worker's budget is cut while
+    Ray runs beside it, runtime/worker.py): one PUT never holds more than the budget."""
+    body = os.urandom(3 * PART)
+    meta = run(put_source(body))
+    budget = ByteBudget(64 * PART)
+    copier = make_copier(budget=budget, multipart_threshold_bytes=64 * PART)
+    assert run(copier.copy(meta, "copy/one.bin")).part_size_bytes == 0
+    run(budget.resize(2 * PART))
+    assert type(copier.strategies(meta)[1]) is Multipart
+    assert run(copier.copy(meta, "copy/parts.bin")).part_size_bytes == PART
+    assert calls(DST, "put") == 1 and calls(DST, "upload_part") == 3
+    assert run(destination_body("copy/one.bin")) == body and run(destination_body("copy/parts.bin")) == body
+    assert budget.in_use_bytes == 0
+
+
+def test_a_budget_cut_between_the_choice_and_the_copy_still_copies():
+    """The parts strategy decides by the capacity when it runs: a resize after the choice (another copy of the
+    worker fitting the budget meanwhile) must not leave the object with no strategy."""
+    body = os.urandom(2 * PART + 7)
+    meta = run(put_source(body))
+    budget = ByteBudget(2 * PART)
+    copier = make_copier(budget=budget, multipart_threshold_bytes=64 * PART)
+    _, local = copier.strategies(meta)
+    assert type(local) is Multipart
+    run(budget.resize(64 * PART))
+    assert run(local.copy(meta, "copy/x.bin")) is None, "fits one PUT now"
+    assert run(copier._copy_once(meta, "copy/x.bin")).part_size_bytes == 0
+    assert run(destination_body("copy/x.bin")) == body

@@ -79,3 +79,24 @@ def test_the_threshold_never_passes_what_is_left_of_the_body(tls, chunk):
     assert answer.filled == len(out) and out == body[:len(out)]
     assert max(seen) > 64 * 1024, "the threshold was raised while much of the body was left"
     assert final == 1, "back to 1 for the next answer's headers"
+
+
+def test_the_kernel_round_trip_of_a_loopback_connection_is_read_from_tcp_info():
+    """tcp_rtt_s reads the kernel's smoothed RTT (Linux TCP_INFO): tens of microseconds on loopback, well
+    under the 10 ms that makes a source near; None for a socket that is not a connected TCP one."""
+    import socket
+
+    from dth_ray.stores.rawhttp import tcp_rtt_s
+
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname()) as client:
+        peer, _ = server.accept()
+        with peer:
+            for _ in range(3):
+                client.sendall(b"x" * 1000)
+                peer.recv(1000)
+                peer.sendall(b"y")
+                client.recv(1)
+            rtt_s = tcp_rtt_s(client)
+    assert rtt_s is not None and 0 < rtt_s < 0.010
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        assert tcp_rtt_s(udp) is None
