@@ -430,10 +430,10 @@ class TransferWorker:
         """Copy one object and settle its result (and its report row); `where` holds the log fields of its
         shard (job, run_id)."""
         result = row = None
+        await self._fit_budget()
         dst_key, run_id = decision.dst_key, task.run_id
         progress = Landing(src.size)
         self._landing.add(progress)
-        await self._fit_budget()
         landing.current.set(progress)  # this task's context: the reads under this copy add to it
         try:
             copied = await self._copier.copy(src, dst_key)
