@@ -9,7 +9,7 @@ where the stores run.
 Memory bound per transfer worker (by construction): every GET and part holds bytes only after taking them
 from a byte budget of `transfer.buffer_size` (small objects may pass a full budget by up to an eighth of it),
 so peak payload memory ≈ workers × 9/8 × buffer_size, plus about 50-60 MB of interpreter/Ray per actor. While
-Ray runs on the embedded cluster each worker holds `transfer.near_buffer_size` instead, unless the source is far.
+Ray runs on the embedded cluster each worker holds `transfer.near_buffer_size` instead while the source is near.
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ class TransferSettings:
     concurrency: int = 128
     actors: int = 0
     buffer_bytes: int = 160 * 1024**2
-    # Held instead while Ray runs on this machine's embedded cluster and the source is not far (0: never;
-    # TransferWorker._fit_budget).
+    # Held instead while Ray runs on this machine's embedded cluster and the source is known to be near (0:
+    # never; TransferWorker._fit_budget).
     near_buffer_bytes: int = 0
     max_bandwidth_bytes_per_s: int = 0
     max_requests_per_s: float = 0.0

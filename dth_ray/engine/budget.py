@@ -68,18 +68,11 @@ class ByteBudget:
     @asynccontextmanager
     async def _held(self, nbytes: int, unless=None):
         """Hold `nbytes`; yields True, or False (nothing held) when `unless()` said so while waiting."""
-        def need() -> int:  # of the capacity at the time of asking (a resize may change it while this waits)
-            return min(max(nbytes, 1), self.capacity_bytes)
-
-        def fits() -> bool:
-            floor = -self.overdraft_bytes if need() <= self.small_bytes else 0
-            return self._free - need() >= floor
-
         async with self._cond:
-            await self._cond.wait_for(lambda: (unless is not None and unless()) or fits())
-            held = not (unless is not None and unless()) and fits()
+            await self._cond.wait_for(lambda: (unless is not None and unless()) or self._fits(nbytes))
+            held = not (unless is not None and unless()) and self._fits(nbytes)
             if held:
-                taken = need()
+                taken = self._need(nbytes)
                 self._free -= taken
         if not held:
             yield False
@@ -90,6 +83,15 @@ class ByteBudget:
             async with self._cond:
                 self._free += taken
                 self._cond.notify_all()
+
+    def _need(self, nbytes: int) -> int:
+        """What a hold of `nbytes` takes: at most the whole capacity, as it is when asked (a resize may change
+        it while a hold waits)."""
+        return min(max(nbytes, 1), self.capacity_bytes)
+
+    def _fits(self, nbytes: int) -> bool:
+        need = self._need(nbytes)
+        return self._free - need >= (-self.overdraft_bytes if need <= self.small_bytes else 0)
 
     @asynccontextmanager
     async def buffer(self, nbytes: int, unless=None):

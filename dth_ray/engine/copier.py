@@ -57,6 +57,7 @@ class Copier:
         self._single = SinglePut(self._ctx)
         self._multipart = Multipart(self._ctx)
         self.retries = 0
+        self._link = src if isinstance(src, LinkAware) else None  # a store that knows its round trip
 
     @property
     def parts_in_flight(self) -> int:
@@ -69,8 +70,7 @@ class Copier:
 
     def source_rtt_s(self) -> float | None:
         """The source's round-trip time as its connections measured it (stores.base.LinkAware), or None."""
-        src = self._ctx.src
-        return src.link_rtt_s() if isinstance(src, LinkAware) else None
+        return self._link.link_rtt_s() if self._link is not None else None
 
     def strategies(self, meta: ObjectMeta) -> tuple[CopyStrategy, CopyStrategy]:
         """The strategies for this object, in the order tried: server-side where the service offers it

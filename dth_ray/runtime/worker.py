@@ -420,9 +420,9 @@ class TransferWorker:
 
     def _budget_bytes(self) -> int:
         t = self.settings.transfer
-        if not t.near_buffer_bytes:
+        if not t.near_buffer_bytes or not self._with_ray():  # (the common case: no RTT to look up)
             return t.buffer_bytes
-        return budget_for_link(t.buffer_bytes, t.near_buffer_bytes, self._with_ray(),
+        return budget_for_link(t.buffer_bytes, t.near_buffer_bytes, True,
                                self._copier.source_rtt_s() if self._copier is not None else None)
 
     async def _copy_one(self, src: ObjectMeta, decision, settled: SettledKeys, entry: list, seen: bool,

@@ -65,7 +65,7 @@ class _Exchange(asyncio.BufferedProtocol):
         self._loop = loop
         self._read_timeout_s = read_timeout_s
         self.transport: asyncio.Transport | None = None
-        self.tcp: socket.socket | None = None  # (asyncio's view of it: socket options only)
+        self.tcp: socket.socket | None = None  # until its round trip was read (RawHttp._release)
         self.closed = False
         self._head = bytearray(HEAD_BYTES)
         self._sock = None
@@ -421,7 +421,7 @@ class RawHttp:
         self._idle: dict[str, list[_Exchange]] = {}
         self._active: set[_Exchange] = set()  # connections with a request on them
         self._closed = False
-        self.rtt_s: float | None = None  # the round-trip time of the last connection that answered (tcp_rtt_s)
+        self.rtt_s: float | None = None  # the least round trip of the newest connection that answered (tcp_rtt_s)
 
     async def request(self, method: str, host: str, target: str, headers: dict[str, str], body=b"",
                       into: memoryview | None = None) -> Answer:
@@ -479,7 +479,9 @@ class RawHttp:
         return conn, False
 
     def _release(self, host: str, conn: _Exchange) -> None:
-        self.rtt_s = tcp_rtt_s(conn.tcp) or self.rtt_s
+        if conn.tcp is not None:  # once per connection: its least round trip is known after one exchange
+            self.rtt_s = tcp_rtt_s(conn.tcp) or self.rtt_s
+            conn.tcp = None
         idle = self._idle.setdefault(host, [])
         if len(idle) < IDLE_PER_HOST and not self._closed:
             idle.append(conn)

@@ -214,7 +214,7 @@ class S3Store:
         return self._raw
 
     def link_rtt_s(self) -> float | None:
-        """The round-trip time to the endpoint as the kernel measured it on the last answered connection (None
+        """The least round trip to the endpoint the kernel measured on the newest answered connection (None
         before any, or where the platform does not tell)."""
         return self._raw.rtt_s if self._raw is not None else None
 

@@ -154,11 +154,11 @@ async def _lend(budget, nbytes: int, unless):
 
 
 def test_a_cut_keeps_what_is_held_and_new_holds_wait_until_enough_is_given_back():
-    from dth_ray.engine.budget import ByteBudget
-
     """A resize to less: holds taken stay, the next one waits until the bytes held fit the new capacity, and
     idle buffers beyond the new bound are dropped at once; one asking for more than the new capacity waits
     for all of it (the capacity at grant time, not at asking) instead of waiting forever."""
+    from dth_ray.engine.budget import ByteBudget
+
     budget = ByteBudget(64 * MiB)
 
     async def main():
