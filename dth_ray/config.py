@@ -89,7 +89,7 @@ class TransferConfig:
     concurrency: int = 128
     actors: int = 0
     buffer_size: str = "160MiB"
-    near_buffer_size: str = "32MiB"
+    near_buffer_size: str = "24MiB"
     max_bandwidth: str = "0"
     max_requests_per_s: float = 0.0
     max_attempts: int = 5

@@ -107,8 +107,8 @@ MEANINGS = {
     "transfer.multipart_threshold": "objects at or above this (or above `transfer.buffer_size`) use a "
                                     "multipart upload; below it one PUT, whose Content-MD5 is the source's "
                                     "MD5",
-    "transfer.part_size": "part size; auto: 16 MiB, grown so no object needs more than 10,000 parts (5 "
-                          "MiB–5 GiB)",
+    "transfer.part_size": "part size; auto: 16 MiB, or a third of a smaller byte budget (whole MiB), grown so "
+                          "no object needs more than 10,000 parts (5 MiB–5 GiB)",
     "transfer.parts_in_flight": "parts of one object read/written concurrently",
     "transfer.concurrency": "objects in flight per worker (the driver lane, each actor; requests in flight "
                             "up to 2×, halved on throttling). Measured, 5,000 × 64 KiB between two local "

@@ -5,6 +5,7 @@ object: measured, a fresh 128 MiB bytearray per object put half of the copying t
 from __future__ import annotations
 
 import asyncio
+import mmap
 from contextlib import asynccontextmanager
 
 # Buffers are rounded up (whole MiB from 4 MiB, 64 KiB below), so parts and objects of nearby sizes share them.
@@ -35,7 +36,7 @@ class ByteBudget:
         self._set_capacity(capacity_bytes)
         self._free = capacity_bytes
         self._cond = asyncio.Condition()
-        self._idle: dict[int, list[bytearray]] = {}  # idle buffers by size (whole size classes, see _take)
+        self._idle: dict[int, list[mmap.mmap]] = {}  # idle buffers by size (whole size classes, see _take)
         self._idle_bytes = 0
         self.pooled_bytes = 0  # bytes of every buffer allocated and not dropped (in use or idle)
         self.allocations = 0  # buffers allocated so far (a reuse does not count)
@@ -108,9 +109,15 @@ class ByteBudget:
             finally:
                 self._give(buf)
 
-    def _take(self, nbytes: int) -> bytearray:
+    def _take(self, nbytes: int) -> mmap.mmap:
         """An idle buffer of the request's size class, else a new one. Only that class is reused (never a much
-        larger buffer for a small request), so buffers in use stay within the bytes held plus the rounding."""
+        larger buffer for a small request), so buffers in use stay within the bytes held plus the rounding.
+
+        Each buffer is its own anonymous mapping, not a bytearray on the C heap: a dropped buffer's pages go
+        back to the system at once. Measured on the mixed set beside Ray (a 32 MiB budget, buffers of many
+        sizes dropped and made again): heap buffers left the driver ~35 MB above its pool (freed, fragmented,
+        kept by malloc); mappings held it at the pool's size. A new mapping's pages are zeroed by the kernel
+        on first touch, as a bytearray's are by memset."""
         align = _ALIGN_LARGE if nbytes >= _LARGE else _ALIGN_SMALL
         size = -(-max(nbytes, 1) // align) * align
         same = self._idle.get(size)
@@ -120,7 +127,7 @@ class ByteBudget:
         self._trim(size - nbytes)  # the new buffer's rounding is memory too
         self.pooled_bytes += size
         self.allocations += 1
-        return bytearray(size)
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
     def _trim(self, extra_bytes: int) -> None:
         """Drop the largest idle buffers while held + idle (+ `extra_bytes`) is above 9/8 × capacity."""
@@ -131,7 +138,7 @@ class ByteBudget:
             self._idle_bytes -= largest
             self.pooled_bytes -= largest
 
-    def _give(self, buf: bytearray) -> None:
+    def _give(self, buf: mmap.mmap) -> None:
         self._idle.setdefault(len(buf), []).append(buf)
         self._idle_bytes += len(buf)
 

@@ -90,7 +90,7 @@ class Multipart:
         plan = ctx.part_plan(meta.size)
         if plan is None:
             return None
-        resumed_id, done = await resumable(ctx, meta, dst_key, plan)
+        resumed_id, done, plan = await resumable(ctx, meta, dst_key, plan)
         todo = [(n, r) for n, r in plan.ranges() if n not in done]
         upload = _Upload(meta, dst_key, plan, resumed_id, done, self._spread_groups(meta, todo),
                          ctx.settings.parts_in_flight)

@@ -92,8 +92,8 @@ class PacedSource:
 class PacedRangeSource(PacedSource):
     """The same, for a store that reads ranges into a buffer (RangeReader)."""
 
-    async def get_into(self, key: str, byte_range: ByteRange, out: memoryview, if_match: str = "") -> ObjectInfo:
-        await self._pace.request(byte_range.length)
+    async def get_into(self, key: str, byte_range: ByteRange | None, out: memoryview, if_match: str = "") -> ObjectInfo:
+        await self._pace.request(len(out))
         return await self._store.get_into(key, byte_range, out, if_match=if_match)
 
 

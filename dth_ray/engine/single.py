@@ -19,6 +19,7 @@ from dth_ray.engine.streamput import StreamedPut
 from dth_ray.errors import IntegrityError, PreconditionFailed
 from dth_ray.model import ByteRange, GetResult, ObjectMeta
 from dth_ray.plan.parts import choose_part_size
+from dth_ray.stores.base import RangeReader
 
 
 class SinglePut:
@@ -46,9 +47,16 @@ class SinglePut:
                         got = await ctx.reads.read(meta, ByteRange(0, meta.size), buf, streams)
                         return await self._put(meta, dst_key, got)
             return await self._streamed.copy(meta, dst_key)
+        # One GET: a small object, or a backend that checks a whole-object CRC (OSS) on a full read. Into a
+        # pooled buffer where the store reads into one: a body of its own per object left each worker ~25 MB
+        # of fragmented heap beyond its budget (mixed set, measured).
+        src = ctx.src
+        if isinstance(src, RangeReader):
+            async with ctx.limits.budget.buffer(meta.size) as buf:
+                info = await ctx.limits.call(lambda: src.get_into(meta.key, None, buf, if_match=meta.etag))
+                return await self._put(meta, dst_key, GetResult(data=buf, info=info))
         async with ctx.limits.budget.hold(meta.size):
-            # One GET: a small object, or a backend that checks a whole-object CRC (OSS) on a full read.
-            got = await ctx.limits.call(lambda: ctx.src.get(meta.key, if_match=meta.etag))
+            got = await ctx.limits.call(lambda: src.get(meta.key, if_match=meta.etag))
             return await self._put(meta, dst_key, got)
 
     async def _put(self, meta: ObjectMeta, dst_key: str, got: GetResult) -> CopyOutcome:

@@ -121,9 +121,11 @@ class Writer(Protocol):
 
 @runtime_checkable
 class RangeReader(Protocol):
-    async def get_into(self, key: str, byte_range: ByteRange, out: memoryview, if_match: str = "") -> ObjectInfo:
-        """Read exactly `byte_range` into `out` (its length), with no intermediate copy of the body.
-        Raises NotFound, PreconditionFailed when `if_match` fails, Transient on a short or long body."""
+    async def get_into(self, key: str, byte_range: ByteRange | None, out: memoryview, if_match: str = "") -> ObjectInfo:
+        """Read exactly `byte_range` into `out` (its length), with no intermediate copy of the body. None: the
+        whole object, whose listed size is `len(out)`, read as `get` reads it (with the full-object checksum
+        its store keeps, checked where `get` checks it). Raises NotFound, PreconditionFailed when `if_match`
+        fails or a whole object is no longer `len(out)` bytes, Transient on a short or long body."""
         ...
 
 

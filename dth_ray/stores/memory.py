@@ -296,8 +296,16 @@ class MemoryStore:
 
     # -- RangeReader ----------------------------------------------------------------------------------------
 
-    async def get_into(self, key: str, byte_range: ByteRange, out: memoryview, if_match: str = "") -> ObjectInfo:
-        """Raises like `get`, and Transient when the range and `out` differ in length."""
+    async def get_into(self, key: str, byte_range: ByteRange | None, out: memoryview, if_match: str = "") -> ObjectInfo:
+        """Raises like `get`, Transient when the range and `out` differ in length, PreconditionFailed when a
+        whole object does. A whole object's read counts (and meets faults) as "get", as S3 sees one GET."""
+        if byte_range is None:
+            await self._enter("get", key)
+            obj = self._object(self._name, key, if_match)
+            if len(obj.data) != len(out):
+                raise PreconditionFailed(f"source size changed since listing ({len(obj.data)} bytes, not {len(out)})")
+            out[:] = obj.data
+            return self._with_crc(obj) if self.features.crc64nvme else obj.info
         await self._enter("get_into", key)
         obj = self._object(self._name, key, if_match)
         out[:] = _range_view(key, obj.data, byte_range, len(out))

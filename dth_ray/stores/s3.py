@@ -245,13 +245,14 @@ class S3Store:
     async def _request(
         self, method: str, key: str | None, *, params: Sequence[tuple[str, str]] = (),
         headers: dict[str, str] | None = None, data: bytes | StreamedBody | None = None,
-        ok_statuses: tuple[int, ...] = (), into: memoryview | None = None,
+        ok_statuses: tuple[int, ...] = (), into: memoryview | None = None, whole: bool = False,
     ) -> tuple[int, dict[str, str], bytes]:
         """Send one signed request; retry transient failures a bounded number of times, and once more with
         re-read keys when the keys were refused (rotated secret, expired token), and once more for the bucket's
         region when the answer names another one (see bucket_region); a StreamedBody is sent once (a failure
         that a new attempt may fix is a Transient for the caller's retry). With `into`, a successful answer's body is
-        written there (it must fill it exactly) and b"" is returned in its place."""
+        written there (it must fill it exactly) and b"" is returned in its place; `whole`: `into` is meant for
+        a whole object, so an object of another length has changed since it was listed (PreconditionFailed)."""
         headers = dict(headers or {})
         if self._cfg.requester_pays:
             headers["x-amz-request-payer"] = "requester"
@@ -281,6 +282,8 @@ class S3Store:
                     if filled == len(into):
                         into[:] = body
                     body = b""
+                if filled >= 0 and filled != len(into) and whole and status < 300:
+                    raise PreconditionFailed(f"source size changed since listing ({filled} bytes, not {len(into)})")
                 if filled >= 0 and filled != len(into):  # a short or long body: retried like a dropped connection
                     last = Transient(f"S3 {method} returned {filled} bytes, expected {len(into)}")
                 elif status < 300 or status in ok_statuses:
@@ -388,14 +391,7 @@ class S3Store:
     async def get(self, key: str, byte_range: ByteRange | None = None, if_match: str = "") -> GetResult:
         """A whole object comes with its stored CRC64NVME where the store keeps one we trust (ranges never
         carry it)."""
-        headers: dict[str, str] = {}
-        if byte_range is not None:
-            headers["Range"] = f"bytes={byte_range.start}-{byte_range.end - 1}"
-        elif self.features.crc64nvme == CRC_CHECKED:
-            headers.update(CHECKSUM_MODE)
-        if if_match:
-            headers["If-Match"] = f'"{if_match}"'
-        _, resp_headers, body = await self._request("GET", key, headers=headers)
+        _, resp_headers, body = await self._request("GET", key, headers=self._get_headers(byte_range, if_match))
         info = self._info(key, resp_headers)
         if if_match and info.meta.etag and info.meta.etag != if_match.lower():
             # Some S3 look-alikes (rclone serve s3) ignore If-Match on GET: enforce it ourselves.
@@ -407,15 +403,26 @@ class S3Store:
             check_full_read(key, body, info.meta.checksum)
         return GetResult(data=body, info=info)
 
-    async def get_into(self, key: str, byte_range: ByteRange, out: memoryview, if_match: str = "") -> ObjectInfo:
-        headers = {"Range": f"bytes={byte_range.start}-{byte_range.end - 1}"}
-        if if_match:
-            headers["If-Match"] = f'"{if_match}"'
-        _, resp_headers, _ = await self._request("GET", key, headers=headers, into=out)
+    async def get_into(self, key: str, byte_range: ByteRange | None, out: memoryview, if_match: str = "") -> ObjectInfo:
+        headers = self._get_headers(byte_range, if_match)
+        _, resp_headers, _ = await self._request("GET", key, headers=headers, into=out, whole=byte_range is None)
         info = self._info(key, resp_headers)
         if if_match and info.meta.etag and info.meta.etag != if_match.lower():
             raise PreconditionFailed("S3 412 PreconditionFailed (ETag changed)", "PreconditionFailed")
+        if byte_range is None:
+            check_full_read(key, out, info.meta.checksum)
         return info
+
+    def _get_headers(self, byte_range: ByteRange | None, if_match: str) -> dict[str, str]:
+        """A ranged GET, or a whole one asking for the stored full-object CRC64NVME where we trust it."""
+        headers: dict[str, str] = {}
+        if byte_range is not None:
+            headers["Range"] = f"bytes={byte_range.start}-{byte_range.end - 1}"
+        elif self.features.crc64nvme == CRC_CHECKED:
+            headers.update(CHECKSUM_MODE)
+        if if_match:
+            headers["If-Match"] = f'"{if_match}"'
+        return headers
 
     # -- Writer ---------------------------------------------------------------------------------------------
 

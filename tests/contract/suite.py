@@ -22,7 +22,7 @@ import pytest
 
 from dth_ray.errors import DthError, NotFound, PreconditionFailed
 from dth_ray.model import ByteRange, ObjectHeaders, PartInfo
-from dth_ray.stores.base import Lister, Reader, StoreFeatures, Writer
+from dth_ray.stores.base import Lister, RangeReader, Reader, StoreFeatures, Writer
 
 MiB = 1024 * 1024
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
@@ -82,6 +82,8 @@ class StoreContract:
     gone_upload_part_error: type[DthError] = NotFound
     # The server answers 412 to a GET whose If-Match differs (rclone 1.75 ignores If-Match on GET).
     server_checks_if_match = True
+    # The store reads into a caller's buffer (RangeReader): ranges and whole objects (S3 family, memory).
+    reads_into_buffers = True
 
     @staticmethod
     def run(coro, store=None):
@@ -177,6 +179,28 @@ class StoreContract:
             assert got.info.meta.size == len(data), "meta.size is the whole object's size"
         got = await store.get(key, ByteRange(10, 20), if_match=put.etag)
         assert got.data == data[10:20]
+
+    @contract
+    async def test_whole_object_read_into_a_buffer(self, store, prefix):
+        """get_into with no range: the whole object lands in the caller's buffer (no body of its own); an
+        object that is no longer the buffer's length changed since it was listed (PreconditionFailed, at
+        once, with or without If-Match: a server that ignores If-Match still sends another length)."""
+        assert isinstance(store, RangeReader) == self.reads_into_buffers
+        if not self.reads_into_buffers:
+            return
+        key = prefix + "whole.bin"
+        data = os.urandom(300_000)
+        put = await self._put(store, key, data)
+        out = bytearray(len(data))
+        info = await store.get_into(key, None, memoryview(out), if_match=put.etag)
+        assert out == data and info.meta.size == len(data) and info.meta.etag == put.etag
+        empty = prefix + "empty.bin"
+        await self._put(store, empty, b"")
+        assert (await store.get_into(empty, None, memoryview(bytearray()))).meta.size == 0
+        await self._put(store, key, data[:1000])
+        for if_match in (put.etag, ""):
+            with pytest.raises(PreconditionFailed):
+                await store.get_into(key, None, memoryview(bytearray(len(data))), if_match=if_match)
 
     @contract
     async def test_zero_byte_object(self, store, prefix):

@@ -20,9 +20,9 @@ def test_parts_of_a_large_object_are_spread_over_actors(e2e_env, ray_local, uniq
     seed_objects(pair.source.client(), pair.source.bucket, {unique_prefix + "huge.bin": body})
     overrides = s3_overrides(pair, unique_prefix, "spread/" + unique_prefix, str(tmp_path / "m.sqlite"))
     # Lowered so a test-sized object qualifies: in parts from 64 MiB, spread above 32 MiB, two parts in flight
-    # per actor.
+    # per actor; 16 MiB parts as under the full budget (beside Ray a near source's auto parts are 8 MiB).
     cfg = load_settings([*overrides, "transfer.multipart_threshold=64MiB", "transfer.spread_threshold=32MiB",
-                       "transfer.parts_in_flight=2", "transfer.actors=2"])
+                       "transfer.parts_in_flight=2", "transfer.actors=2", "transfer.part_size=16MiB"])
     report = run_sync(cfg).to_json()
     assert report["status"] == "succeeded", report
     assert report["objects"]["copied"] == 1

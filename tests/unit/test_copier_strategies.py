@@ -16,7 +16,7 @@ import pytest
 
 from dth_ray.config import StoreConfig, StoreType
 from dth_ray.engine.budget import ByteBudget
-from dth_ray.engine.context import CopySettings
+from dth_ray.engine.context import CopySettings, auto_part_bytes
 from dth_ray.engine.copier import Copier
 from dth_ray.engine.limits import Limits
 from dth_ray.engine.multipart import Multipart
@@ -613,3 +613,59 @@ def test_a_budget_cut_between_the_choice_and_the_copy_still_copies():
     assert run(local.copy(meta, "copy/x.bin")) is None, "fits one PUT now"
     assert run(copier._copy_once(meta, "copy/x.bin")).part_size_bytes == 0
     assert run(destination_body("copy/x.bin")) == body
+
+
+def test_auto_parts_shrink_with_the_budget_so_three_are_in_flight():
+    """transfer.part_size=auto: 16 MiB parts under the default budget; under a small one (a worker beside Ray)
+    whole-MiB parts a third of it, never under the destination's least part size."""
+    MiB = 1024 * KiB
+    assert [auto_part_bytes(n * MiB) for n in (160, 48, 32, 24, 16, 2)] == [16 * MiB, 16 * MiB, 10 * MiB,
+                                                                             8 * MiB, 5 * MiB, MiB]
+    body = os.urandom(3 * MiB + 5)
+    meta = run(put_source(body))
+    budget = ByteBudget(48 * MiB)
+    copier = make_copier(budget=budget, part_size_bytes=None, multipart_threshold_bytes=PART)
+    assert run(copier.copy(meta, "copy/wide.bin")).part_size_bytes == 16 * MiB
+    run(budget.resize(3 * MiB))
+    assert run(copier.copy(meta, "copy/narrow.bin")).part_size_bytes == MiB
+    assert calls(DST, "upload_part") == 1 + 4
+    assert run(destination_body("copy/wide.bin")) == body and run(destination_body("copy/narrow.bin")) == body
+
+
+def test_a_resumed_upload_goes_on_with_the_part_size_it_was_created_with():
+    """An upload begun with other parts (a run beside Ray cuts smaller ones) is continued, not restarted."""
+    body = os.urandom(FOUR_PARTS)
+    meta = run(put_source(body))
+    dst, journal = store(DST), MemoryJournal()
+    first = 2 * PART
+
+    async def interrupted() -> None:
+        upload_id = await dst.create_multipart(DST_KEY, ObjectHeaders())
+        await journal.upload_opened(UploadState(DST_KEY, upload_id, meta.etag, meta.size, first))
+        await dst.upload_part(DST_KEY, upload_id, 1, body[:first], b"")
+        await journal.parts_sent(DST_KEY, upload_id, [PartInfo(1, hashlib.md5(body[:first]).hexdigest(), first)])
+
+    run(interrupted())
+    sent_before = calls(DST, "upload_part")
+
+    outcome = run(make_copier(dst=dst, journal=journal).copy(meta, DST_KEY))
+
+    assert outcome.resumed_parts == 1 and outcome.part_size_bytes == first
+    assert calls(DST, "upload_part") - sent_before == 1, "only the second of two parts was sent"
+    assert calls(DST, "abort_multipart") == 0 and run(destination_body()) == body
+
+
+def test_a_recorded_upload_whose_part_size_the_destination_refuses_is_aborted():
+    body = os.urandom(FOUR_PARTS)
+    meta = run(put_source(body))
+    dst, journal = store(DST), MemoryJournal()
+
+    async def interrupted() -> None:
+        upload_id = await dst.create_multipart(DST_KEY, ObjectHeaders())
+        await journal.upload_opened(UploadState(DST_KEY, upload_id, meta.etag, meta.size, PART // 2))
+
+    run(interrupted())
+    outcome = run(make_copier(dst=dst, journal=journal).copy(meta, DST_KEY))
+
+    assert outcome.resumed_parts == 0 and outcome.part_size_bytes == PART
+    assert calls(DST, "abort_multipart") == 1 and run(destination_body()) == body
