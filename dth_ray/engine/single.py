@@ -48,8 +48,8 @@ class SinglePut:
                         return await self._put(meta, dst_key, got)
             return await self._streamed.copy(meta, dst_key)
         # One GET: a small object, or a backend that checks a whole-object CRC (OSS) on a full read. Into a
-        # pooled buffer where the store reads into one: a body of its own per object left each worker ~25 MB
-        # of fragmented heap beyond its budget (mixed set, measured).
+        # pooled buffer where the store reads into one (no allocation and zero-fill per object); else the
+        # body the store hands over, its bytes held from the budget all the same.
         src = ctx.src
         if isinstance(src, RangeReader):
             async with ctx.limits.budget.buffer(meta.size) as buf:

@@ -52,6 +52,8 @@ class LocalWorker:
         self._obj: Any = None
         self._tasks: set[asyncio.Task] = set()
         self._killed = False
+        self._closing = False  # set (under _lock) before close() cancels what is left: no call is taken after
+        self._lock = threading.Lock()
 
     @property
     def node_id(self) -> str:
@@ -69,11 +71,22 @@ class LocalWorker:
         return self.node_id
 
     def submit(self, method: str, args: tuple) -> concurrent.futures.Future:
-        return asyncio.run_coroutine_threadsafe(self._call(method, args), self._loop)
+        return self._soon(lambda: self._call(method, args))
 
     def run(self, coro_fn: Callable[[], Any]) -> concurrent.futures.Future:
         """Run `coro_fn()` (a coroutine function, not a worker method) in this worker's loop."""
-        return asyncio.run_coroutine_threadsafe(coro_fn(), self._loop)
+        return self._soon(coro_fn)
+
+    def _soon(self, make: Callable[[], Any]) -> concurrent.futures.Future:
+        """`make()` scheduled in the loop, or a future failed with WorkerLost once the worker is closing or not
+        running: a coroutine handed to a loop that never runs it again would never finish (its caller would
+        wait forever) and is reported as never awaited."""
+        with self._lock:
+            if not self._closing and self._thread.is_alive():
+                return asyncio.run_coroutine_threadsafe(make(), self._loop)
+        lost: concurrent.futures.Future = concurrent.futures.Future()
+        lost.set_exception(WorkerLost(f"{self.worker_id} is not running"))
+        return lost
 
     async def _call(self, method: str, args: tuple):
         if self._obj is None or self._killed:
@@ -116,6 +129,8 @@ class LocalWorker:
 
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(closing(), self._loop).result(timeout_s)
+        with self._lock:  # calls taken before this are queued ahead of cancel_rest, which cancels them
+            self._closing = True
 
         async def cancel_rest() -> None:
             """Cancel what is left and let it unwind (a task destroyed while pending would be logged)."""

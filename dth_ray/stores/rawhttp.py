@@ -8,7 +8,7 @@ socket read lands in the caller's buffer at the next offset (asyncio.BufferedPro
 readiness event, as large as the socket has), and a request body
 is written in slices of the caller's buffer, waiting for the transport to drain between them: what the socket
 takes at once goes from the caller's buffer to the kernel, and only the rest of one slice is copied into the
-transport (never a whole body). Signing, retries and error mapping stay with the store (S3Store._request).
+transport (never a whole body; see SLICE_BYTES). Signing, retries and error mapping stay with the store (S3Store._request).
 
 While a body is read, the socket's SO_RCVLOWAT asks the kernel to wake the event loop only once 1 MiB of it
 (or all that is left) has arrived, instead of for every ~64 KiB: per 8 MiB ranged GET from a local server,
@@ -39,7 +39,11 @@ IDLE_PER_HOST = 64
 LOWAT_BYTES = 1 << 20  # a body being read wakes the event loop once this much has arrived (SO_RCVLOWAT)
 _TLS_RECORD_BYTES = (16 << 10) + 512  # a TLS record's plaintext, with room for its header and tag
 _TLS_LOWAT_BYTES = 192 << 10
-SLICE_BYTES = 1 << 20  # a body is written this much at a time, each slice once the transport has room
+# A body is written this much at a time, each slice once the transport has room. What a full socket does not
+# take of a slice, Python 3.11's transport copies into its own buffer: measured between two local servers, 1 MiB
+# slices had 28% of the large set's bytes (8 × 128 MiB) copied so and 15% of the mixed set's, 256 KiB slices
+# 6-7% and 4%, with the same CPU (64 KiB: 2%, about 0.03 s more CPU per GB).
+SLICE_BYTES = 256 << 10
 _BODYLESS = ("GET", "HEAD", "DELETE")
 
 

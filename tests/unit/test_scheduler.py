@@ -378,3 +378,24 @@ def test_an_actor_whose_node_is_gone_stays_where_it_landed_unless_that_node_has_
         scheduler._misplaced(misplaced)
         assert added == []
         assert misplaced.gone is not kept and killed == ([] if kept else ["h2"])
+
+
+def test_a_call_to_a_closed_local_worker_fails_at_once_and_leaves_no_coroutine_behind():
+    """After close() the worker's loop never runs again: a call then fails with WorkerLost rather than wait
+    forever (its coroutine, handed to that loop, was reported as never awaited)."""
+    import gc
+    import warnings
+
+    from dth_ray.runtime.pool import LocalWorker, WorkerLost
+
+    worker = LocalWorker("lane", lambda: Worker(Script(), "lane"))
+    worker.start().result(5)
+    assert worker.submit("work", ("k",)).result(5) == {"key": "k", "error": False}
+    worker.close(5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        late = worker.submit("work", ("k",))
+        with pytest.raises(WorkerLost):
+            late.result(1)
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
