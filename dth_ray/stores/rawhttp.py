@@ -42,7 +42,7 @@ _TLS_LOWAT_BYTES = 192 << 10
 # A body is written this much at a time, each slice once the transport has room. What a full socket does not
 # take of a slice, Python 3.11's transport copies into its own buffer: measured between two local servers, 1 MiB
 # slices had 28% of the large set's bytes (8 × 128 MiB) copied so and 15% of the mixed set's, 256 KiB slices
-# 6-7% and 4%, with the same CPU (64 KiB: 2%, about 0.03 s more CPU per GB).
+# 6-7% and 4% (64 KiB: 2%); the driver's CPU differed by less than its run-to-run spread (two runs each).
 SLICE_BYTES = 256 << 10
 _BODYLESS = ("GET", "HEAD", "DELETE")
 
